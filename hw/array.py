@@ -1,0 +1,170 @@
+"""The systolic array: a grid of weight-stationary PEs with input skew and output de-skew."""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import ProcessingElement, acc_shape, act_layout, operand_shape, weight_layout
+
+
+__all__ = ["SystolicArray", "array_latency", "delayed", "wrapping_increment"]
+
+
+def array_latency(config):
+    """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
+
+    ``rows - 1`` cycles of input skew and ``cols - 1`` of de-skew, one register hop per PE
+    east and south, and the PE's activation, product and sum registers.
+    """
+    return config.rows + config.cols + 1
+
+
+def wrapping_increment(counter, modulus):
+    """``counter + 1``, back to zero after ``modulus - 1``."""
+    return Mux(counter == modulus - 1, 0, counter + 1)
+
+
+def delayed(m, value, cycles, *, name):
+    """``value`` delayed by ``cycles`` registers (a shift register at the array's edge)."""
+    for stage in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{stage + 1}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class SystolicArray(wiring.Component):
+    """A ``rows x cols`` weight-stationary systolic array with double-buffered weights.
+
+    A weight tile is ``rows`` rows of ``cols`` weights, sent on ``i_weight`` one row per
+    transfer, top row first. An activation tile is any number of rows of ``rows`` activations on
+    ``i_act``, the last one marked ``last``; it is multiplied by the oldest weight tile not yet
+    used. Each result row ``out[n] = sum_k act[k] * weight[k][n]`` (wrapping at ``acc_width``)
+    comes out on ``o_out`` exactly :func:`array_latency` cycles after its activation row went in,
+    with the activation row's ``last``.
+
+    Values move one PE per cycle through registers: activations east, weights and partial sums
+    south. The edges skew the inputs and de-skew the outputs, so the ports carry whole rows.
+    Each PE has two weight banks; the bank travels with every activation, so the next weight tile
+    loads while the current one computes and tiles follow each other without a bubble.
+
+    Flow control (all of it at the edge, from two small counters):
+
+    * ``i_weight.ready`` is low while two loaded tiles wait for or are in use by activations
+      (loading a third would overwrite a bank still in use).
+    * ``i_act.ready`` is low until the weight tile the next activation needs is loaded (it rises
+      in the cycle its last row is accepted).
+
+    So with activation tiles of ``M`` rows sent back to back, the array starts a tile every
+    ``max(M, rows)`` cycles.
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
+    i_weight : In(stream.Signature(ArrayLayout(operand, cols)))
+        Weight rows.
+    i_act : In(stream.Signature(StructLayout({"data": ArrayLayout(operand, rows), "last": 1})))
+        Activation rows.
+    o_out : Out(stream.Signature(StructLayout({"data": ArrayLayout(acc, cols), "last": 1}),
+                always_ready=True))
+        Result rows; there is no back-pressure, the consumer takes every row.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        operand = operand_shape(config)
+        super().__init__({
+            "i_weight": In(stream.Signature(data.ArrayLayout(operand, config.cols))),
+            "i_act": In(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(operand, config.rows),
+                "last": 1,
+            }))),
+            "o_out": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(acc_shape(config), config.cols),
+                "last": 1,
+            }), always_ready=True)),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        rows, cols = config.rows, config.cols
+
+        # Edge control: which tile is loading, which is streaming, how far ahead the weights are.
+        w_row = Signal(range(rows))
+        w_bank = Signal()
+        act_bank = Signal()
+        loaded_ahead = Signal(range(3))  # weight tiles loaded and not yet fully streamed
+
+        w_fire = self.i_weight.valid & self.i_weight.ready
+        w_done = w_fire & (w_row == rows - 1)
+        act_fire = self.i_act.valid & self.i_act.ready
+        act_done = act_fire & self.i_act.payload.last
+
+        m.d.comb += [
+            self.i_weight.ready.eq(loaded_ahead <= 1),
+            self.i_act.ready.eq((loaded_ahead != 0) | w_done),
+        ]
+        with m.If(w_fire):
+            m.d.sync += w_row.eq(wrapping_increment(w_row, rows))
+        with m.If(w_done):
+            m.d.sync += w_bank.eq(~w_bank)
+        with m.If(act_done):
+            m.d.sync += act_bank.eq(~act_bank)
+        m.d.sync += loaded_ahead.eq(loaded_ahead + w_done - act_done)
+
+        pes = [[ProcessingElement(config, row=r) for _ in range(cols)] for r in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+
+        # Top edge: weight bus of column c, skewed by c cycles.
+        for c in range(cols):
+            bus = Signal(weight_layout(config), name=f"w_in_{c}")
+            m.d.comb += [
+                bus.valid.eq(w_fire),
+                bus.bank.eq(w_bank),
+                bus.tag.eq(w_row),
+                bus.data.eq(self.i_weight.payload[c]),
+            ]
+            m.d.comb += pes[0][c].i_w.eq(delayed(m, bus, c, name=f"w_skew_{c}"))
+            m.d.comb += pes[0][c].i_psum.eq(0)
+
+        # West edge: activation of row r, skewed by r cycles.
+        for r in range(rows):
+            act = Signal(act_layout(config), name=f"act_in_{r}")
+            m.d.comb += [
+                act.data.eq(self.i_act.payload.data[r]),
+                act.bank.eq(act_bank),
+            ]
+            m.d.comb += pes[r][0].i_act.eq(delayed(m, act, r, name=f"act_skew_{r}"))
+
+        # Interior hops: east for activations, south for weights and partial sums.
+        for r in range(rows):
+            for c in range(cols):
+                if c + 1 < cols:
+                    m.d.comb += pes[r][c + 1].i_act.eq(pes[r][c].o_act)
+                if r + 1 < rows:
+                    m.d.comb += [
+                        pes[r + 1][c].i_w.eq(pes[r][c].o_w),
+                        pes[r + 1][c].i_psum.eq(pes[r][c].o_psum),
+                    ]
+
+        # Bottom edge: de-skew so a whole result row leaves at once, with its valid and last.
+        for c in range(cols):
+            m.d.comb += self.o_out.payload.data[c].eq(
+                delayed(m, pes[rows - 1][c].o_psum, cols - 1 - c, name=f"out_deskew_{c}"))
+        latency = array_latency(config)
+        m.d.comb += [
+            self.o_out.valid.eq(delayed(m, act_fire, latency, name="out_valid")),
+            self.o_out.payload.last.eq(
+                delayed(m, self.i_act.payload.last, latency, name="out_last")),
+        ]
+        return m

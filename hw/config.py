@@ -1,0 +1,234 @@
+"""The one configuration object of MXE.
+
+Every other part of the project — gateware, golden model, cycle model, driver, synthesis flow —
+reads its numbers from an :class:`EngineConfig`. Nothing repeats them.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+
+
+__all__ = ["EngineConfig", "PRESETS", "DATAFLOWS", "MULTIPLIERS", "AXI_DATA_WIDTHS"]
+
+
+#: Dataflows the array can be built with. Only weight-stationary is implemented; ``os``
+#: (output-stationary) is reserved by ARCHITECTURE.md and refused with a clear message.
+DATAFLOWS = ("ws",)
+RESERVED_DATAFLOWS = ("os",)
+#: How multipliers are built: all in DSP blocks, all in LUTs, or DSPs up to ``dsp_budget``.
+MULTIPLIERS = ("dsp", "lut", "auto")
+AXI_DATA_WIDTHS = (32, 64, 128, 256)
+
+
+def _is_pow2(n):
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Parameters of one MXE engine.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Systolic array size, 1..64 each. ``rows`` is the reduction (K) direction, ``cols`` the
+        output (N) direction.
+    input_width : int
+        Width of activations and weights, 4..16 bits.
+    signed : bool
+        Two's complement (``True``) or unsigned operands.
+    acc_width : int
+        Accumulator width, ``2 * input_width`` .. 64; sums wrap around modulo ``2**acc_width``.
+    dataflow : str
+        ``"ws"`` (weight-stationary).
+    spad_depth : int
+        Scratchpad rows (power of two); one row holds ``max(rows, cols)`` operands.
+    spad_banks : int
+        Scratchpad banks (power of two dividing ``spad_depth``).
+    acc_depth : int
+        Accumulator rows (power of two); one row holds ``cols`` accumulators.
+    axi_data_width : int
+        DMA data bus width: 32, 64, 128 or 256.
+    axi_addr_width : int
+        DMA address width, 32..64.
+    axi_id_width : int
+        DMA ID width, 1..16.
+    max_burst_len : int
+        Longest AXI4 INCR burst in beats, 1..256.
+    max_outstanding_reads : int
+        Read bursts in flight, 1..32.
+    cmd_queue_depth : int
+        Command queue entries (power of two), 2..1024.
+    multiplier : str
+        ``"dsp"``, ``"lut"`` or ``"auto"`` (DSPs up to ``dsp_budget``, then LUTs).
+    dsp_budget : int
+        DSP blocks the ``"auto"`` multiplier may use, >= 0.
+
+    Raises
+    ------
+    TypeError
+        If a parameter has the wrong type.
+    ValueError
+        If a parameter is out of range or two parameters do not fit together. The message names
+        the parameter and what is allowed.
+    """
+
+    rows: int = 16
+    cols: int = 16
+    input_width: int = 8
+    signed: bool = True
+    acc_width: int = 32
+    dataflow: str = "ws"
+    spad_depth: int = 4096
+    spad_banks: int = 2
+    acc_depth: int = 1024
+    axi_data_width: int = 128
+    axi_addr_width: int = 32
+    axi_id_width: int = 4
+    max_burst_len: int = 16
+    max_outstanding_reads: int = 4
+    cmd_queue_depth: int = 16
+    multiplier: str = "dsp"
+    dsp_budget: int = 0
+
+    def __post_init__(self):
+        def integer(name, lo, hi):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
+            return value
+
+        def power_of_two(name, lo, hi):
+            value = integer(name, lo, hi)
+            if not _is_pow2(value):
+                raise ValueError(f"{name} must be a power of two in {lo}..{hi}, not {value}")
+
+        def choice(name, allowed, reserved=()):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a string, not {value!r}")
+            if value in reserved:
+                raise ValueError(f"{name} {value!r} is not implemented yet; allowed: "
+                                 f"{', '.join(map(repr, allowed))}")
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
+                                 f"not {value!r}")
+
+        integer("rows", 1, 64)
+        integer("cols", 1, 64)
+        integer("input_width", 4, 16)
+        if not isinstance(self.signed, bool):
+            raise TypeError(f"signed must be a bool, not {self.signed!r}")
+        integer("acc_width", 2 * self.input_width, 64)
+        choice("dataflow", DATAFLOWS, RESERVED_DATAFLOWS)
+        power_of_two("spad_depth", 16, 1 << 20)
+        power_of_two("spad_banks", 1, 16)
+        if self.spad_depth % self.spad_banks or self.spad_depth // self.spad_banks < 16:
+            raise ValueError(f"spad_banks must leave at least 16 rows per bank: spad_depth "
+                             f"{self.spad_depth} / spad_banks {self.spad_banks}")
+        power_of_two("acc_depth", 16, 1 << 20)
+        if self.axi_data_width not in AXI_DATA_WIDTHS:
+            raise ValueError(f"axi_data_width must be one of "
+                             f"{', '.join(map(str, AXI_DATA_WIDTHS))}, not {self.axi_data_width!r}")
+        integer("axi_addr_width", 32, 64)
+        integer("axi_id_width", 1, 16)
+        integer("max_burst_len", 1, 256)
+        integer("max_outstanding_reads", 1, 32)
+        power_of_two("cmd_queue_depth", 2, 1024)
+        choice("multiplier", MULTIPLIERS)
+        integer("dsp_budget", 0, 100_000)
+
+    # Derived numbers. Everything that depends only on the parameters lives here, once.
+
+    @property
+    def macs(self):
+        """Multiply-accumulate units in the array."""
+        return self.rows * self.cols
+
+    @property
+    def spad_row_elems(self):
+        """Operands in one scratchpad row: a row of A (``rows`` wide) or of B (``cols`` wide)."""
+        return max(self.rows, self.cols)
+
+    @property
+    def spad_row_bits(self):
+        return self.spad_row_elems * self.input_width
+
+    @property
+    def acc_row_bits(self):
+        return self.cols * self.acc_width
+
+    @property
+    def product_width(self):
+        return 2 * self.input_width
+
+    @property
+    def input_range(self):
+        """Smallest and largest operand value, inclusive."""
+        if self.signed:
+            return -(1 << (self.input_width - 1)), (1 << (self.input_width - 1)) - 1
+        return 0, (1 << self.input_width) - 1
+
+    @property
+    def axi_bytes(self):
+        """Bytes per AXI data beat."""
+        return self.axi_data_width // 8
+
+    # Construction and export.
+
+    def replace(self, **changes):
+        """A copy with some parameters changed (validated like a new object)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name, **changes):
+        """The named preset, optionally with some parameters changed."""
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, "
+                             f"not {name!r}")
+        return PRESETS[name].replace(**changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown configuration parameter(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+    def key(self):
+        """A short string naming this configuration, for build directories and test IDs."""
+        default = EngineConfig()
+        diff = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                if f.name not in ("rows", "cols") and getattr(self, f.name) != getattr(default, f.name)]
+        return "_".join([f"{self.rows}x{self.cols}", *diff]).replace("=", "")
+
+
+PRESETS = {
+    # Aims at an iCE40 UP5K (5280 LUT4, 8 DSP, 30 EBR).
+    "tiny": EngineConfig(rows=4, cols=4, spad_depth=512, spad_banks=2, acc_depth=256,
+                         axi_data_width=32, max_burst_len=16, cmd_queue_depth=8,
+                         multiplier="auto", dsp_budget=8),
+    # ULX3S with an ECP5-45F or -85F.
+    "small": EngineConfig(rows=8, cols=8, spad_depth=2048, spad_banks=2, acc_depth=512,
+                          axi_data_width=64, max_burst_len=16),
+    # ECP5-85F, part of the multipliers in LUTs (156 DSPs for 256 MACs).
+    "default": EngineConfig(rows=16, cols=16, spad_depth=4096, spad_banks=2, acc_depth=1024,
+                            axi_data_width=128, max_burst_len=16,
+                            multiplier="auto", dsp_budget=144),
+    "large": EngineConfig(rows=32, cols=32, spad_depth=8192, spad_banks=2, acc_depth=2048,
+                          axi_data_width=256, max_burst_len=16, multiplier="lut"),
+}

@@ -1,0 +1,30 @@
+"""Verilog generation for MXE components."""
+
+from amaranth.back import verilog
+from amaranth.hdl import Const, Value
+from amaranth.lib import wiring
+
+
+__all__ = ["component_ports", "to_verilog"]
+
+
+def component_ports(component):
+    """The top-level ports of ``component``, in signature order.
+
+    Members that are constant by construction (the ``ready`` of an ``always_ready`` stream) are
+    left out: they are not wires of the design.
+    """
+    ports = []
+    for _path, _member, value in component.signature.flatten(component):
+        value = Value.cast(value)
+        if not isinstance(value, Const):
+            ports.append(value)
+    return ports
+
+
+def to_verilog(component, *, name):
+    """Verilog text of ``component`` as a module called ``name``."""
+    if not isinstance(component, wiring.Component):
+        raise TypeError(f"component must be a wiring.Component, not {component!r}")
+    return verilog.convert(component, name=name, ports=component_ports(component),
+                           emit_src=False)

