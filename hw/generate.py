@@ -5,7 +5,7 @@ from amaranth.hdl import Const, Value
 from amaranth.lib import wiring
 
 
-__all__ = ["component_ports", "to_verilog"]
+__all__ = ["TOPS", "component_ports", "to_verilog"]
 
 
 def component_ports(component):
@@ -28,3 +28,15 @@ def to_verilog(component, *, name):
         raise TypeError(f"component must be a wiring.Component, not {component!r}")
     return verilog.convert(component, name=name, ports=component_ports(component),
                            emit_src=False)
+
+
+def _array(config):
+    from .array import SystolicArray
+    return SystolicArray(config)
+
+
+#: Blocks ``mxe generate --top`` can emit: name -> (constructor taking an EngineConfig,
+#: Verilog module name).
+TOPS = {
+    "array": (_array, "mxe_array"),
+}

@@ -7,7 +7,7 @@ the systolic array for a sequence of tiles fed as fast as its ports accept them.
 
 from math import ceil
 
-from ..hw.array import array_latency
+from mxe.hw.array import array_latency
 
 
 __all__ = ["lower_bound", "naive_cycles", "array_tile_cycles", "gemm_tiles"]

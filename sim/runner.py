@@ -15,8 +15,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ..hw.config import EngineConfig
-from ..hw.generate import to_verilog
+from mxe.hw.config import EngineConfig
+from mxe.hw.generate import to_verilog
 
 
 __all__ = ["SIMULATORS", "available_simulators", "simulator_missing", "run_bench",

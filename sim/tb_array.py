@@ -24,9 +24,9 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from . import model
-from .cycle_model import array_tile_cycles
-from .runner import bench_config, bench_params, bench_seed
+from mxe.sim import model
+from mxe.sim.cycle_model import array_tile_cycles
+from mxe.sim.runner import bench_config, bench_params, bench_seed
 
 
 def pack(values, width):
