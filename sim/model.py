@@ -75,3 +75,150 @@ def random_operands(rng, shape, config, *, extremes=0.0):
         worst = lo if config.signed else hi
         values[rng.random(shape) < extremes] = worst
     return values
+
+
+# ------------------------------------------------------------------------------------------------
+# Post-processor (bias, ReLU, requantization): golden model of hw/postproc.py.
+# Appended by the post-processor / CSR owner; see PostProcessor for the pipeline.
+# ------------------------------------------------------------------------------------------------
+
+#: Range of the requantization multiplier (signed 32-bit) and of the shift.
+MULTIPLIER_RANGE = (-(1 << 31), (1 << 31) - 1)
+SHIFT_RANGE = (0, 63)
+
+
+def _acc_range(config):
+    if config.signed:
+        return -(1 << (config.acc_width - 1)), (1 << (config.acc_width - 1)) - 1
+    return 0, (1 << config.acc_width) - 1
+
+
+def _as_int_array(name, values, config):
+    """``values`` as an object array of Python ints, checked against the accumulator range."""
+    # Lists go through an object array: numpy would turn integers beyond int64 into floats.
+    array = values if isinstance(values, np.ndarray) else np.array(values, dtype=object)
+    if array.dtype == object:
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                   for v in array.flat):
+            raise TypeError(f"{name} must hold integers only")
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, not {array.dtype}")
+    ints = np.vectorize(int, otypes=[object])(array) if array.size else array.astype(object)
+    lo, hi = _acc_range(config)
+    if ints.size and (min(ints.flat) < lo or max(ints.flat) > hi):
+        raise ValueError(f"{name} must hold {'signed' if config.signed else 'unsigned'} "
+                         f"{config.acc_width}-bit values ({lo}..{hi}), found "
+                         f"{min(ints.flat)}..{max(ints.flat)}")
+    return ints
+
+
+def _check_requant(multiplier, shift):
+    for name, value, (lo, hi) in (("multiplier", multiplier, MULTIPLIER_RANGE),
+                                  ("shift", shift, SHIFT_RANGE)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not lo <= int(value) <= hi:
+            raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
+    return int(multiplier), int(shift)
+
+
+def _to_output(ints, width, signed):
+    """Object array of ints (already in range) as int64, or uint64 for unsigned 64-bit."""
+    if width == 64 and not signed:
+        return np.array(ints, dtype=object).astype(np.uint64)
+    return np.array(ints, dtype=object).astype(np.int64)
+
+
+def requantize(values, multiplier, shift, config):
+    """``sat(round_half_away(values * multiplier / 2**shift))``, as the post-processor does.
+
+    The product is exact (no intermediate wrap); division by ``2**shift`` rounds half away from
+    zero (``shift == 0``: no rounding); the result saturates to ``[-128, 127]`` for a signed
+    configuration or ``[0, 255]`` for an unsigned one.
+
+    Parameters
+    ----------
+    values : array of int
+        Accumulator values (after bias and ReLU), in the configured accumulator range.
+    multiplier : int
+        Signed 32-bit, ``-2**31 .. 2**31 - 1``.
+    shift : int
+        0..63.
+    config : EngineConfig
+
+    Returns
+    -------
+    int64 array of the shape of ``values``
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``values``, ``multiplier`` or ``shift``.
+    """
+    multiplier, shift = _check_requant(multiplier, shift)
+    ints = _as_int_array("values", values, config)
+    lo, hi = (-128, 127) if config.signed else (0, 255)
+
+    def one(x):
+        p = x * multiplier
+        if shift:
+            # Arithmetic shift floors; adding 2**(s-1) (minus one for a negative product) turns
+            # the floor into round-half-away-from-zero.
+            p = (p + (1 << (shift - 1)) - (1 if p < 0 else 0)) >> shift
+        return min(max(p, lo), hi)
+
+    out = np.vectorize(one, otypes=[object])(ints) if ints.size else ints
+    return np.array(out, dtype=object).astype(np.int64)
+
+
+def postprocess(acc, config, *, bias=None, relu=False, requant=None):
+    """Rows of accumulators through the post-processor: bias, ReLU, requantization.
+
+    Parameters
+    ----------
+    acc : array (..., cols)
+        Accumulator values in the configured range.
+    config : EngineConfig
+    bias : array (cols,), optional
+        Per-column bias in the accumulator range; the sum wraps at ``acc_width``.
+    relu : bool
+        ``max(x, 0)`` after the bias (no effect on an unsigned configuration).
+    requant : None or (multiplier, shift)
+        Requantize with :func:`requantize`; ``None`` passes the ``acc_width`` values through.
+
+    Returns
+    -------
+    int64 array of the shape of ``acc`` (uint64 for raw output of an unsigned 64-bit
+    accumulator), bit-exact with :class:`mxe.hw.postproc.PostProcessor`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``acc``, ``bias``, ``relu``, ``requant``, ``multiplier`` or ``shift``.
+    """
+    ints = _as_int_array("acc", acc, config)
+    if ints.ndim < 1 or ints.shape[-1] != config.cols:
+        raise ValueError(f"acc must have shape (..., {config.cols}) (cols), not {ints.shape}")
+    if not isinstance(relu, (bool, np.bool_)):
+        raise TypeError(f"relu must be a bool, not {relu!r}")
+    if requant is not None:
+        if not isinstance(requant, (tuple, list)) or len(requant) != 2:
+            raise TypeError(f"requant must be None or a (multiplier, shift) pair, not "
+                            f"{requant!r}")
+        _check_requant(*requant)
+    values = ints
+    if bias is not None:
+        b = _as_int_array("bias", bias, config)
+        if b.shape != (config.cols,):
+            raise ValueError(f"bias must have shape ({config.cols},) (cols), not {b.shape}")
+        modulus = 1 << config.acc_width
+        lo, _ = _acc_range(config)
+        values = (values + b - lo) % modulus + lo
+    if relu and config.signed:
+        values = np.vectorize(lambda v: max(v, 0), otypes=[object])(values)
+    if requant is not None:
+        return requantize(values, *requant, config)
+    return _to_output(values, config.acc_width, config.signed)
+
+
+__all__ += ["MULTIPLIER_RANGE", "SHIFT_RANGE", "requantize", "postprocess"]

@@ -1,0 +1,288 @@
+"""The post-processor on the store path: per-column bias, ReLU and requantization to int8."""
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import acc_shape
+
+
+__all__ = ["PostProcessor", "postproc_cfg_layout", "postproc_row_layout", "postproc_latency",
+           "CHUNK_WIDTH", "MULTIPLIER_WIDTH", "SHIFT_WIDTH"]
+
+
+#: Width of the multiplier operand (a signed TFLite-style fixed-point multiplier).
+MULTIPLIER_WIDTH = 32
+#: Width of the shift amount (0..63).
+SHIFT_WIDTH = 6
+#: Partial products are formed from 17-bit unsigned low chunks and a signed top chunk of at most
+#: 18 bits, so every partial product fits one 18x18 signed DSP multiplier (ECP5 MULT18X18D,
+#: iCE40 SB_MAC16 in 16x16 mode does not, Xilinx DSP48 does).
+CHUNK_WIDTH = 17
+
+
+def postproc_cfg_layout():
+    """Settings of one store: held stable by the user while rows of that store are in flight."""
+    return data.StructLayout({
+        "bias_en": 1,
+        "relu": 1,
+        "requant": 1,
+        "multiplier": signed(MULTIPLIER_WIDTH),
+        "shift": unsigned(SHIFT_WIDTH),
+    })
+
+
+def postproc_row_layout(config):
+    """One accumulator row and its end-of-tile flag (the layout of ``i_data`` and ``o_data``)."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(acc_shape(config), config.cols),
+        "last": 1,
+    })
+
+
+def _chunks(value, width, is_signed):
+    """``value`` (``width`` bits) cut into :data:`CHUNK_WIDTH`-bit pieces, low first.
+
+    Low pieces are unsigned; the top piece keeps the signedness, so that
+    ``value == sum(piece << (CHUNK_WIDTH * i))``.
+    """
+    pieces = []
+    for lsb in range(0, width, CHUNK_WIDTH):
+        piece = value[lsb:min(lsb + CHUNK_WIDTH, width)]
+        if lsb + CHUNK_WIDTH >= width and is_signed:
+            piece = piece.as_signed()
+        pieces.append(piece)
+    return pieces
+
+
+def _tree_levels(terms):
+    levels = 0
+    while terms > 1:
+        terms = (terms + 1) // 2
+        levels += 1
+    return levels
+
+
+def postproc_latency(config):
+    """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``.
+
+    One cycle each for the bias add, the partial products, every level of the partial-product
+    adder tree, the rounding add, the shift and the saturation. With a 32-bit accumulator
+    (4 partial products, 2 tree levels) the latency is 7; with 64 bits (8 products) it is 8.
+    """
+    terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
+        len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
+    return 5 + _tree_levels(terms)
+
+
+class PostProcessor(wiring.Component):
+    """Bias, ReLU and requantization of accumulator rows, one row per cycle, pipelined.
+
+    For every element ``x`` of a row (``cols`` values of ``acc_width`` bits, signed iff
+    ``config.signed``):
+
+    1. ``x = wrap(x + bias[c])`` if ``cfg.bias_en`` (wrapping at ``acc_width``);
+    2. ``x = max(x, 0)`` if ``cfg.relu`` (no effect on an unsigned configuration);
+    3. if ``cfg.requant``:
+       ``y = sat(round_half_away(x * multiplier / 2**shift))``, where ``x * multiplier`` is the
+       exact product (``acc_width + 33`` bits), the division rounds half away from zero
+       (``shift == 0``: no rounding), and ``sat`` clamps to ``[-128, 127]`` for a signed
+       configuration or to ``[0, 255]`` for an unsigned one (a negative product saturates
+       to 0). Otherwise ``y = x``.
+
+    ``y`` leaves in an element of the accumulator's shape (``signed(acc_width)`` for a signed
+    engine), so raw and requantized rows share one output layout; a requantized element is the
+    int8 (uint8) value, sign-extended (zero-extended). :func:`mxe.sim.model.postprocess` is the
+    bit-exact golden model.
+
+    Pipeline (latency :func:`postproc_latency`, 7 cycles for a 32-bit accumulator): bias add |
+    ReLU and partial products | adder tree, one register per level | rounding add | arithmetic
+    shift | saturation. The 32x32 multiply is cut into 17-bit chunk products (four 18x18
+    multipliers per column for ``acc_width`` 32, eight for 64). Without ``requant`` the same path
+    runs with multiplier 1 and shift 0, so the latency is the same in every mode and no bypass
+    registers are needed.
+
+    Flow control: the pipeline advances as a whole when ``o_data`` is empty or being taken
+    (``i_data.ready = ~o_data.valid | o_data.ready``, a combinational path from ``o_data.ready``);
+    with ``o_data.ready`` high it takes a row every cycle.
+
+    Parameters
+    ----------
+    config : EngineConfig
+        ``cols``, ``acc_width`` and ``signed`` are used.
+
+    Members
+    -------
+    cfg : In(postproc_cfg_layout())
+        ``bias_en``, ``relu``, ``requant``, ``multiplier`` (signed 32-bit) and ``shift``
+        (0..63). Must be held stable while rows of a store are in the pipeline.
+    bias : In(ArrayLayout(acc_shape, cols))
+        Per-column bias; held stable like ``cfg``.
+    i_data : In(stream.Signature(postproc_row_layout(config)))
+        Accumulator rows with an end-of-tile ``last`` flag.
+    o_data : Out(stream.Signature(postproc_row_layout(config)))
+        Processed rows, in order, with their ``last`` flag.
+    """
+
+    def __init__(self, config):
+        from .config import EngineConfig
+        if not isinstance(config, EngineConfig):
+            self._MustUse__silence = True  # not built, so no "created but never used" warning
+            raise TypeError(f"config must be an EngineConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "cfg": In(postproc_cfg_layout()),
+            "bias": In(data.ArrayLayout(acc_shape(config), config.cols)),
+            "i_data": In(stream.Signature(postproc_row_layout(config))),
+            "o_data": Out(stream.Signature(postproc_row_layout(config))),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def latency(self):
+        return postproc_latency(self._config)
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        cols, acc_width, is_signed = config.cols, config.acc_width, config.signed
+        acc = acc_shape(config)
+
+        # The exact product, and room for the rounding constant (up to 2**62) on top of it.
+        prod_shape = signed(acc_width + MULTIPLIER_WIDTH + (0 if is_signed else 1))
+        wide_shape = signed(max(prod_shape.width, 64) + 1)
+
+        # The whole pipeline moves when its output register is free or being emptied.
+        en = Signal()
+        m.d.comb += [
+            en.eq(~self.o_data.valid | self.o_data.ready),
+            self.i_data.ready.eq(en),
+        ]
+
+        def stage(name, values, last_prev, valid_prev):
+            """Register ``values`` (a list, one per column) with the row's valid and last."""
+            regs = []
+            for c, value in enumerate(values):
+                reg = Signal(value.shape(), name=f"{name}_{c}")
+                regs.append(reg)
+            valid = Signal(name=f"{name}_valid")
+            last = Signal(name=f"{name}_last")
+            with m.If(en):
+                m.d.sync += [reg.eq(value) for reg, value in zip(regs, values)]
+                m.d.sync += [valid.eq(valid_prev), last.eq(last_prev)]
+            return regs, last, valid
+
+        # Values derived from the (static during a store) settings.
+        multiplier = Signal(signed(MULTIPLIER_WIDTH))
+        shift = Signal(SHIFT_WIDTH)
+        half = Signal(64)          # 2**(shift - 1), or 0 for shift 0
+        half_neg = Signal(64)      # the rounding constant of a negative product
+        m.d.comb += [
+            multiplier.eq(Mux(self.cfg.requant, self.cfg.multiplier, 1)),
+            shift.eq(Mux(self.cfg.requant, self.cfg.shift, 0)),
+            half.eq((Const(1, 1) << shift)[1:]),
+            half_neg.eq(Mux(shift == 0, 0, half - 1)),
+        ]
+
+        # Stage 1: bias add, wrapping at acc_width.
+        in_row = self.i_data.payload.data
+        biased = [Signal(acc, name=f"bias_sum_{c}") for c in range(cols)]
+        for c in range(cols):
+            m.d.comb += biased[c].eq(Mux(self.cfg.bias_en, in_row[c] + self.bias[c], in_row[c]))
+        x, last, valid = stage("s1_biased", biased, self.i_data.payload.last,
+                               self.i_data.valid & self.i_data.ready)
+
+        # Stage 2: ReLU, then partial products (one small multiplier each).
+        mult_chunks = _chunks(multiplier, MULTIPLIER_WIDTH, True)
+        products, weights = [], []  # per column: list of products; shared: their bit offsets
+        for c in range(cols):
+            relu_x = Signal(acc, name=f"relu_{c}")
+            if is_signed:
+                m.d.comb += relu_x.eq(Mux(self.cfg.relu & (x[c] < 0), 0, x[c]))
+            else:
+                m.d.comb += relu_x.eq(x[c])
+            row_products = []
+            for i, xc in enumerate(_chunks(relu_x, acc_width, is_signed)):
+                for j, mc in enumerate(mult_chunks):
+                    row_products.append(xc * mc)
+                    if c == 0:
+                        weights.append(CHUNK_WIDTH * (i + j))
+            products.append(row_products)
+        n_terms = len(weights)
+        flat, last, valid = stage("s2_pp", [p for row in products for p in row], last, valid)
+        terms = [[(flat[c * n_terms + t], weights[t]) for t in range(n_terms)]
+                 for c in range(cols)]
+
+        # Adder tree, one register per level. Sums are kept modulo 2**prod_shape.width, which
+        # loses nothing: the final product fits that width.
+        level = 0
+        while len(terms[0]) > 1:
+            level += 1
+            new_terms = []
+            sums = []
+            for c in range(cols):
+                row_terms = terms[c]
+                row_new = []
+                for k in range(0, len(row_terms), 2):
+                    pair = row_terms[k:k + 2]
+                    base = min(w for _, w in pair)
+                    total = sum(v.as_signed() << (w - base) if v.shape().signed
+                                else v << (w - base) for v, w in pair)
+                    row_new.append((total, base))
+                new_terms.append(row_new)
+            per_col = len(new_terms[0])
+            values = []
+            for c in range(cols):
+                for total, base in new_terms[c]:
+                    width = max(prod_shape.width - base, 1)
+                    values.append(total.as_signed()[:width].as_signed())
+            regs, last, valid = stage(f"s{2 + level}_sum", values, last, valid)
+            terms = [[(regs[c * per_col + k], new_terms[c][k][1]) for k in range(per_col)]
+                     for c in range(cols)]
+        product = []
+        for c in range(cols):
+            value, base = terms[c][0]
+            p = Signal(prod_shape, name=f"product_{c}")
+            m.d.comb += p.eq(value << base)
+            product.append(p)
+
+        # Rounding add: p + 2**(s-1) for p >= 0, p + 2**(s-1) - 1 for p < 0; an arithmetic shift
+        # right then rounds half away from zero.
+        rounded = []
+        for c in range(cols):
+            r = Signal(wide_shape, name=f"round_sum_{c}")
+            m.d.comb += r.eq(product[c] + Mux(product[c] < 0, half_neg, half))
+            rounded.append(r)
+        rounded, last, valid = stage("s_round", rounded, last, valid)
+
+        # Shift.
+        shifted = []
+        for c in range(cols):
+            q = Signal(wide_shape, name=f"shift_res_{c}")
+            m.d.comb += q.eq(rounded[c] >> shift)
+            shifted.append(q)
+        shifted, last, valid = stage("s_shift", shifted, last, valid)
+
+        # Saturation (requant) or truncation back to the accumulator width (raw output; exact,
+        # as the value is the biased accumulator itself).
+        lo, hi = (-128, 127) if is_signed else (0, 255)
+        out_bits = 7 if is_signed else 8
+        for c in range(cols):
+            q = shifted[c]
+            sign = q[-1]
+            upper = q[out_bits:-1]
+            over = ~sign & upper.any()
+            under = (sign & ~upper.all()) if is_signed else sign
+            saturated = Mux(over, hi, Mux(under, lo, q[:8].as_signed() if is_signed else q[:8]))
+            with m.If(en):
+                m.d.sync += self.o_data.payload.data[c].eq(
+                    Mux(self.cfg.requant, saturated, q[:acc_width]))
+        with m.If(en):
+            m.d.sync += [
+                self.o_data.valid.eq(valid),
+                self.o_data.payload.last.eq(last),
+            ]
+        return m

@@ -1,0 +1,323 @@
+"""Post-processor: the golden model against Python-integer / Fraction arithmetic, and the
+gateware (Amaranth simulation) against the golden model with random gaps and backpressure.
+
+Seeds: ``MXE_SEED`` in the environment overrides the default seed; every random test prints the
+seed it used (shown by pytest on failure).
+"""
+
+import os
+import random
+from fractions import Fraction
+from math import floor
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from mxe.hw.config import EngineConfig
+from mxe.hw.postproc import PostProcessor, postproc_latency
+from mxe.sim import model
+
+
+def _seed(default):
+    seed = int(os.environ.get("MXE_SEED", default))
+    print(f"seed {seed} (set MXE_SEED={seed} to reproduce)")
+    return seed
+
+
+# Independent reference: exact rational arithmetic, written without the model's shift trick.
+
+def ref_round_half_away(fraction):
+    magnitude = abs(fraction)
+    n = floor(magnitude)
+    if magnitude - n >= Fraction(1, 2):
+        n += 1
+    return n if fraction >= 0 else -n
+
+
+def ref_requant(x, multiplier, shift, signed):
+    q = ref_round_half_away(Fraction(x * multiplier, 2 ** shift))
+    lo, hi = (-128, 127) if signed else (0, 255)
+    return min(max(q, lo), hi)
+
+
+def ref_wrap(v, width, signed):
+    v %= 2 ** width
+    if signed and v >= 2 ** (width - 1):
+        v -= 2 ** width
+    return v
+
+
+def ref_postprocess(row, config, bias, relu, requant):
+    out = []
+    for c, x in enumerate(row):
+        if bias is not None:
+            x = ref_wrap(x + bias[c], config.acc_width, config.signed)
+        if relu and x < 0:
+            x = 0
+        if requant is not None:
+            x = ref_requant(x, *requant, config.signed)
+        out.append(x)
+    return out
+
+
+def acc_range(config):
+    if config.signed:
+        return -2 ** (config.acc_width - 1), 2 ** (config.acc_width - 1) - 1
+    return 0, 2 ** config.acc_width - 1
+
+
+def random_acc(rng, config, n):
+    """Accumulator values: extremes, small values, and uniform over the whole range."""
+    lo, hi = acc_range(config)
+    special = [lo, hi, lo + 1, hi - 1, 0, 1, -1 if config.signed else 2, 127, 128, -128 % (hi + 1)]
+    special = [v for v in special if lo <= v <= hi]
+    values = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.25:
+            values.append(rng.choice(special))
+        elif r < 0.5:
+            values.append(max(lo, min(hi, rng.randint(-300, 300))))
+        else:
+            values.append(rng.randint(lo, hi))
+    return values
+
+
+MULT_EXTREMES = [-2 ** 31, 2 ** 31 - 1, 0, 1, -1, 2 ** 30, -2 ** 30]
+SHIFT_EXTREMES = [0, 1, 31, 63]
+
+
+# --- the model against the reference -----------------------------------------------------------
+
+def test_requantize_ties_both_signs():
+    config = EngineConfig(rows=4, cols=4)
+    # x * m / 2**s lands exactly on .5: away from zero on both sides.
+    cases = [(3, 1, 1, 2), (-3, 1, 1, -2), (1, 1, 1, 1), (-1, 1, 1, -1), (5, 1, 1, 3),
+             (-5, 1, 1, -3), (3 << 29, 1, 30, 2), (-(3 << 29), 1, 30, -2),
+             (1, 2 ** 30, 31, 1), (-1, 2 ** 30, 31, -1), (2 ** 31 - 1, 2 ** 31 - 1, 63, 0),
+             (-2 ** 31, -2 ** 31, 63, 1), (-2 ** 31, 2 ** 31 - 1, 63, 0), (-(2 ** 31 - 1), 2 ** 31 - 1, 62, -1), (7, 1, 0, 7),
+             (201, 1, 1, 101), (-201, 1, 1, -101), (255, 1, 1, 127), (-257, 1, 1, -128)]
+    for x, mult, shift, want in cases:
+        got = int(model.requantize([x], mult, shift, config)[0])
+        assert got == want == ref_requant(x, mult, shift, True), (x, mult, shift, got, want)
+
+
+def test_requantize_saturation_and_unsigned():
+    signed = EngineConfig(rows=4, cols=4)
+    unsigned = EngineConfig(rows=4, cols=4, signed=False)
+    assert list(model.requantize([2 ** 31 - 1, -2 ** 31], 2 ** 31 - 1, 0, signed)) == [127, -128]
+    assert list(model.requantize([2 ** 32 - 1, 5], -1, 0, unsigned)) == [0, 0]
+    assert list(model.requantize([2 ** 32 - 1, 511, 509], 1, 1, unsigned)) == [255, 255, 255]
+    assert list(model.requantize([509, 3], 1, 2, unsigned)) == [127, 1]
+
+
+@pytest.mark.parametrize("config", [
+    EngineConfig(rows=4, cols=4),
+    EngineConfig(rows=4, cols=4, signed=False),
+    EngineConfig(rows=4, cols=3, acc_width=64),
+    EngineConfig(rows=4, cols=3, acc_width=64, signed=False),
+    EngineConfig(rows=4, cols=2, input_width=4, acc_width=8),
+], ids=lambda c: c.key())
+def test_model_against_fraction_reference(config):
+    rng = random.Random(_seed(1234))
+    lo, hi = acc_range(config)
+    for trial in range(300):
+        rows = rng.randint(1, 4)
+        acc = [random_acc(rng, config, config.cols) for _ in range(rows)]
+        bias = random_acc(rng, config, config.cols) if rng.random() < 0.5 else None
+        relu = rng.random() < 0.5
+        requant = None
+        if rng.random() < 0.7:
+            requant = (rng.choice(MULT_EXTREMES + [rng.randint(-2 ** 31, 2 ** 31 - 1)] * 3),
+                       rng.choice(SHIFT_EXTREMES + [rng.randint(0, 63)] * 3))
+        got = model.postprocess(np.array(acc, dtype=object), config, bias=bias, relu=relu,
+                                requant=requant)
+        want = [ref_postprocess(row, config, bias, relu, requant) for row in acc]
+        assert got.dtype in (np.int64, np.uint64)
+        assert [[int(v) for v in row] for row in got] == want, (trial, acc, bias, relu, requant)
+
+
+def test_model_argument_errors():
+    config = EngineConfig(rows=4, cols=4)
+    with pytest.raises(ValueError, match="multiplier"):
+        model.requantize([1], 2 ** 31, 0, config)
+    with pytest.raises(ValueError, match="multiplier"):
+        model.postprocess([[0] * 4], config, requant=(-2 ** 31 - 1, 0))
+    with pytest.raises(ValueError, match="shift"):
+        model.requantize([1], 1, 64, config)
+    with pytest.raises(ValueError, match="shift"):
+        model.requantize([1], 1, -1, config)
+    with pytest.raises(ValueError, match="bias"):
+        model.postprocess([[0] * 4], config, bias=[0] * 3)
+    with pytest.raises(ValueError, match="bias"):
+        model.postprocess([[0] * 4], config, bias=[2 ** 31] * 4)
+    with pytest.raises(ValueError, match="acc"):
+        model.postprocess([[0] * 3], config)
+    with pytest.raises(ValueError, match="acc"):
+        model.postprocess([[2 ** 31, 0, 0, 0]], config)
+    with pytest.raises(TypeError, match="shift"):
+        model.requantize([1], 1, 1.5, config)
+    with pytest.raises(TypeError, match="requant"):
+        model.postprocess([[0] * 4], config, requant=5)
+
+
+# --- the gateware against the model ------------------------------------------------------------
+
+def make_stores(rng, config, n_stores, rows_per_store):
+    """Stores with different settings; the first few cover the named corner cases."""
+    lo, hi = acc_range(config)
+    stores = []
+    fixed = [
+        dict(bias=None, relu=False, requant=None),
+        dict(bias="random", relu=True, requant=None),
+        dict(bias=None, relu=False, requant=(2 ** 31 - 1, 0)),
+        dict(bias=None, relu=False, requant=(-2 ** 31, 63)),
+        dict(bias=None, relu=False, requant=(2 ** 31 - 1, 63)),
+        dict(bias="random", relu=True, requant=(2 ** 30, 31)),
+        dict(bias=None, relu=False, requant=(1, 1)),        # ties at every odd value
+        dict(bias=None, relu=False, requant=(-1, 1)),
+        dict(bias=None, relu=False, requant=(3, 31)),
+        dict(bias="extreme", relu=False, requant=None),     # wrap-around of the bias add
+    ]
+    for k in range(n_stores):
+        if k < len(fixed):
+            settings = dict(fixed[k])
+        else:
+            settings = dict(
+                bias=rng.choice([None, "random", "extreme"]), relu=rng.random() < 0.5,
+                requant=(rng.choice(MULT_EXTREMES + [rng.randint(-2 ** 31, 2 ** 31 - 1)] * 4),
+                         rng.choice(SHIFT_EXTREMES + [rng.randint(0, 63)] * 4))
+                if rng.random() < 0.7 else None)
+        if settings["bias"] == "random":
+            settings["bias"] = random_acc(rng, config, config.cols)
+        elif settings["bias"] == "extreme":
+            settings["bias"] = [rng.choice([lo, hi]) for _ in range(config.cols)]
+        rows = [random_acc(rng, config, config.cols) for _ in range(rows_per_store)]
+        if settings["requant"] in ((1, 1), (-1, 1)):
+            # Odd values at the small end: x / 2 is exactly .5 off an integer.
+            rows = [[max(lo, min(hi, 2 * rng.randint(-150, 150) + 1)) for _ in row]
+                    for row in rows]
+        settings["rows"] = rows
+        stores.append(settings)
+    return stores
+
+
+def run_gateware(config, stores, rng, *, gap, stall):
+    dut = PostProcessor(config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    results = []  # per store: list of (row, last)
+
+    async def producer(ctx):
+        for k, store in enumerate(stores):
+            # Settings change only between stores, with the pipeline empty.
+            ctx.set(dut.cfg.bias_en, store["bias"] is not None)
+            ctx.set(dut.cfg.relu, store["relu"])
+            ctx.set(dut.cfg.requant, store["requant"] is not None)
+            mult, shift = store["requant"] or (0, 0)
+            ctx.set(dut.cfg.multiplier, mult)
+            ctx.set(dut.cfg.shift, shift)
+            for c, b in enumerate(store["bias"] or [0] * config.cols):
+                ctx.set(dut.bias[c], b)
+            rows = store["rows"]
+            for i, row in enumerate(rows):
+                while rng.random() < gap:
+                    await ctx.tick()
+                ctx.set(dut.i_data.valid, 1)
+                ctx.set(dut.i_data.payload, {"data": row, "last": i == len(rows) - 1})
+                await ctx.tick().until(dut.i_data.ready)
+                ctx.set(dut.i_data.valid, 0)
+            # Change the settings only after the consumer has collected this store.
+            while len(results) < k + 1:
+                await ctx.tick()
+
+    async def consumer(ctx):
+        for store in stores:
+            rows = []
+            cycles = 0
+            while len(rows) < len(store["rows"]):
+                ready = rng.random() >= stall
+                ctx.set(dut.o_data.ready, ready)
+                _, _, valid, payload = await ctx.tick().sample(dut.o_data.valid,
+                                                                dut.o_data.payload)
+                if valid and ready:
+                    rows.append(([int(v) for v in payload.data], int(payload.last)))
+                cycles += 1
+                assert cycles < 100 * (len(store["rows"]) + 20), "post-processor stalled"
+            ctx.set(dut.o_data.ready, 0)
+            results.append(rows)
+
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    return results
+
+
+CONFIGS = [
+    EngineConfig(rows=4, cols=4),
+    EngineConfig(rows=4, cols=3, signed=False),
+    EngineConfig(rows=4, cols=2, acc_width=64),
+    EngineConfig(rows=4, cols=2, acc_width=64, signed=False),
+    EngineConfig(rows=4, cols=2, input_width=4, acc_width=8),
+]
+
+
+@pytest.mark.parametrize("gap, stall", [(0.0, 0.0), (0.3, 0.4)], ids=["streaming", "random"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.key())
+def test_gateware_against_model(config, gap, stall):
+    seed = _seed(20240 + CONFIGS.index(config))
+    rng = random.Random(seed)
+    stores = make_stores(rng, config, n_stores=16, rows_per_store=24)
+    results = run_gateware(config, stores, rng, gap=gap, stall=stall)
+    checked = 0
+    for k, (store, got) in enumerate(zip(stores, results)):
+        want = model.postprocess(np.array(store["rows"], dtype=object), config,
+                                 bias=store["bias"], relu=store["relu"],
+                                 requant=store["requant"])
+        assert len(got) == len(store["rows"])
+        for i, ((row, last), want_row) in enumerate(zip(got, want)):
+            if store["requant"] is None and config.signed:
+                want_row = [int(v) for v in want_row]
+            assert row == [int(v) for v in want_row], (
+                f"seed {seed} store {k} {({k2: v for k2, v in store.items() if k2 != 'rows'})} "
+                f"row {i}: in {store['rows'][i]}, got {row}, expected {list(want_row)}")
+            assert last == (i == len(got) - 1), f"seed {seed} store {k} row {i}: last {last}"
+            checked += 1
+    assert checked == sum(len(s["rows"]) for s in stores)
+
+
+def test_throughput_and_latency():
+    """With no gaps and no backpressure, one row per cycle after the documented latency."""
+    config = EngineConfig(rows=4, cols=2)
+    dut = PostProcessor(config)
+    assert dut.latency == postproc_latency(config) == 7
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    n = 20
+    seen = []
+
+    async def tb(ctx):
+        ctx.set(dut.o_data.ready, 1)
+        ctx.set(dut.cfg.requant, 1)
+        ctx.set(dut.cfg.multiplier, 1)
+        ctx.set(dut.cfg.shift, 0)
+        for cycle in range(n + 20):
+            ctx.set(dut.i_data.valid, cycle < n)
+            ctx.set(dut.i_data.payload, {"data": [cycle, -cycle], "last": 0})
+            _, _, ready, valid, payload = await ctx.tick().sample(
+                dut.i_data.ready, dut.o_data.valid, dut.o_data.payload)
+            if cycle < n:
+                assert ready
+            if valid:
+                seen.append((cycle, [int(v) for v in payload.data]))
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert [data for _, data in seen] == [[k, -k] for k in range(n)]
+    assert [cycle for cycle, _ in seen] == list(range(7, 7 + n))
+
+
+def test_constructor_rejects_non_config():
+    with pytest.raises(TypeError, match="config"):
+        PostProcessor({"rows": 4})
