@@ -35,8 +35,14 @@ def _array(config):
     return SystolicArray(config)
 
 
+def _csr(config):
+    from .csr import CSRBlock
+    return CSRBlock(config)
+
+
 #: Blocks ``mxe generate --top`` can emit: name -> (constructor taking an EngineConfig,
 #: Verilog module name).
 TOPS = {
     "array": (_array, "mxe_array"),
+    "csr": (_csr, "mxe_csr"),
 }
