@@ -63,7 +63,7 @@ IN_PORTS = ["status_busy", "status_done", "status_queue_empty", "status_queue_fu
             *(port for _, port, _ in COUNTERS)]
 
 
-def value(handle):
+def port_value(handle):
     """A port's current value as an unsigned integer."""
     v = handle.value
     return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
@@ -84,11 +84,9 @@ class CSRTB:
         self.rng = random.Random(seed)
         self.log = logging.getLogger("cocotb.tb")
         self.log.info("seed %d, config %s, pause %s", seed, config.key(), pause)
-        logging.getLogger("cocotb.s_axil").setLevel(logging.WARNING)
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-        for handle in ("s_axil", "cocotb.s_axil"):
-            logging.getLogger(handle).setLevel(logging.WARNING)
+        logging.getLogger(f"cocotb.{dut._name}.s_axil").setLevel(logging.WARNING)
         self.queue = []          # the model command queue
         self.queue_depth = config.cmd_queue_depth
         self.pulses = {"ctrl_start": [], "ctrl_soft_reset": []}
@@ -132,10 +130,10 @@ class CSRTB:
             dut.status_queue_full.value = int(not ready)
             await ReadOnly()
             self.cycle += 1
-            if ready and value(dut.o_cmd__valid):
-                self.queue.append(value(dut.o_cmd__payload))
+            if ready and port_value(dut.o_cmd__valid):
+                self.queue.append(port_value(dut.o_cmd__payload))
             for name, seen in self.pulses.items():
-                if value(getattr(dut, name)):
+                if port_value(getattr(dut, name)):
                     seen.append(self.cycle)
 
     async def read(self, offset, *, resp=AxiResp.OKAY):
@@ -190,8 +188,8 @@ async def test_rw_registers(dut):
         assert await tb.read(OFFSETS["WIN_BASE_HI"]) == base >> 32
         assert await tb.read(OFFSETS["WIN_LIMIT_LO"]) == limit & 0xFFFFFFFF
         assert await tb.read(OFFSETS["WIN_LIMIT_HI"]) == limit >> 32
-        assert value(dut.win_base) == base
-        assert value(dut.win_limit) == limit
+        assert port_value(dut.win_base) == base
+        assert port_value(dut.win_limit) == limit
     # One byte written (wstrb = 0b0100): only that byte changes.
     before = await tb.read(OFFSETS["WIN_BASE_LO"])
     result = await tb.axil.write(OFFSETS["WIN_BASE_LO"] + 2, b"\xA5")
@@ -206,9 +204,9 @@ async def test_rw_registers(dut):
     # irq_enable: RW bit of CTRL.
     await tb.write(OFFSETS["CTRL"], 1 << REGMAP["CTRL"]["fields"]["irq_enable"]["lsb"])
     assert field("CTRL", "irq_enable", await tb.read(OFFSETS["CTRL"])) == 1
-    assert value(dut.ctrl_irq_enable) == 1
+    assert port_value(dut.ctrl_irq_enable) == 1
     await tb.write(OFFSETS["CTRL"], 0)
-    assert value(dut.ctrl_irq_enable) == 0
+    assert port_value(dut.ctrl_irq_enable) == 0
 
 
 @cocotb.test()
@@ -243,14 +241,14 @@ async def test_w1c_done_and_irq(dut):
     await RisingEdge(dut.clk)
     dut.status_done.value = 0
     await tb.cycles(2)
-    assert value(dut.irq) == 1
+    assert port_value(dut.irq) == 1
     for _ in range(2):  # sticky
         assert field("STATUS", "done", await tb.read(OFFSETS["STATUS"])) == 1
     await tb.write(OFFSETS["STATUS"], 0)  # writing 0 does not clear
     assert field("STATUS", "done", await tb.read(OFFSETS["STATUS"])) == 1
     await tb.write(OFFSETS["STATUS"], done_bit)
     assert field("STATUS", "done", await tb.read(OFFSETS["STATUS"])) == 0
-    assert value(dut.irq) == 0
+    assert port_value(dut.irq) == 0
     # RO fields of STATUS and the error registers follow their ports.
     dut.status_busy.value = 1
     dut.status_error.value = 0xA

@@ -17,9 +17,17 @@ from mxe.sim.tb_csr import csr_bench_top
 CONFIGS = [EngineConfig.preset("tiny"), EngineConfig.preset("small", cmd_queue_depth=4)]
 
 
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """A build directory of this test's own. run_bench reuses a finished build by its stamp,
+    but then cocotb's runner.test() fails in a process that did not build it (the runner has
+    no sources; see the report), so every bench here builds afresh (Icarus: about a second)."""
+    monkeypatch.setenv("MXE_BUILD_DIR", str(tmp_path))
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.key())
 @pytest.mark.parametrize("sim", SIMULATORS)
-def test_csr_bench(sim, config):
+def test_csr_bench(sim, config, fresh_build):
     missing = simulator_missing(sim)
     if missing:
         pytest.skip(missing)
@@ -29,7 +37,7 @@ def test_csr_bench(sim, config):
               test_module="mxe.sim.tb_csr", seed=seed, params={"pause": 0.3})
 
 
-def test_csr_bench_no_pauses():
+def test_csr_bench_no_pauses(fresh_build):
     sim = "icarus" if simulator_missing("icarus") is None else "verilator"
     run_bench(sim=sim, name="mxe_csr_bench", make_component=csr_bench_top,
               config=CONFIGS[0], test_module="mxe.sim.tb_csr", seed=3, params={"pause": 0})

@@ -1,0 +1,77 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mxe.hw.config import PRESETS, EngineConfig
+
+
+def test_presets():
+    assert [(PRESETS[p].rows, PRESETS[p].cols) for p in ("tiny", "small", "default", "large")] \
+        == [(4, 4), (8, 8), (16, 16), (32, 32)]
+    assert EngineConfig.preset("small", rows=4).rows == 4
+
+
+def test_json_round_trip():
+    config = EngineConfig(rows=4, cols=8, signed=False, input_width=6, acc_width=20)
+    assert EngineConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["cols"] == 8
+
+
+@pytest.mark.parametrize("changes, error, words", [
+    ({"rows": 0}, ValueError, "rows must be in 1..64"),
+    ({"cols": 65}, ValueError, "cols must be in 1..64"),
+    ({"rows": 2.0}, TypeError, "rows must be an integer"),
+    ({"rows": True}, TypeError, "rows must be an integer"),
+    ({"input_width": 3}, ValueError, "input_width must be in 4..16"),
+    ({"input_width": 16, "acc_width": 31}, ValueError, "acc_width must be in 32..64"),
+    ({"signed": 1}, TypeError, "signed must be a bool"),
+    ({"dataflow": "xyz"}, ValueError, "dataflow must be one of 'ws'"),
+    ({"dataflow": "os"}, ValueError, "not implemented"),
+    ({"spad_depth": 1000}, ValueError, "spad_depth must be a power of two"),
+    ({"spad_depth": 64, "spad_banks": 8}, ValueError, "spad_banks"),
+    ({"axi_data_width": 48}, ValueError, "axi_data_width must be one of 32, 64, 128, 256"),
+    ({"max_burst_len": 257}, ValueError, "max_burst_len must be in 1..256"),
+    ({"multiplier": "fpga"}, ValueError, "multiplier must be one of"),
+])
+def test_validation_names_parameter(changes, error, words):
+    with pytest.raises(error, match=words):
+        EngineConfig(**changes)
+
+
+def test_unknown_json_key():
+    with pytest.raises(ValueError, match="unknown configuration parameter.*bogus"):
+        EngineConfig.from_dict({"rows": 4, "bogus": 1})
+
+
+def test_preset_name():
+    with pytest.raises(ValueError, match="preset must be one of"):
+        EngineConfig.preset("huge")
+
+
+def _mxe(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "mxe.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, parameter", [
+    (["--rows", "0"], "rows"),
+    (["--input-width", "3"], "input_width"),
+    (["--dataflow", "xyz"], "dataflow"),
+])
+def test_generate_bad_parameter_is_one_line(tmp_path, args, parameter):
+    result = _mxe("generate", *args, "-o", str(tmp_path), cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert parameter in lines[0] and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_generate_writes_verilog_and_config(tmp_path):
+    result = _mxe("generate", "--preset", "tiny", "--cols", "8", "-o", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = EngineConfig.from_json((tmp_path / "mxe_array.json").read_text())
+    assert (config.rows, config.cols) == (4, 8)
+    assert "module mxe_array" in (tmp_path / "mxe_array.v").read_text()
