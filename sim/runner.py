@@ -102,14 +102,23 @@ def _locked(directory):
 
 
 def _build(sim, name, make_component, config, build_dir, waves):
+    """Build once per generated Verilog: the gateware sources' hash skips regeneration, the
+    Verilog's hash skips recompilation when a source change does not change this design."""
     from cocotb_tools.runner import get_runner
 
     runner = get_runner(sim)
     with _locked(build_dir):
         stamp = build_dir / ".built"
-        if not stamp.exists():
+        built = json.loads(stamp.read_text()) if stamp.exists() else {}
+        hw_hash = _gateware_hash()
+        if built.get("hw") == hw_hash:
+            return runner
+        verilog = to_verilog(make_component(config), name=name)
+        verilog_hash = hashlib.sha256(verilog.encode()).hexdigest()
+        if built.get("verilog") != verilog_hash:
+            stamp.unlink(missing_ok=True)
             source = build_dir / f"{name}.v"
-            source.write_text(to_verilog(make_component(config), name=name))
+            source.write_text(verilog)
             (build_dir / "config.json").write_text(config.to_json(indent=2))
             build_args = []
             if sim == "verilator":
@@ -118,7 +127,7 @@ def _build(sim, name, make_component, config, build_dir, waves):
             runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
                          build_args=build_args, timescale=("1ns", "1ps"), always=True,
                          waves=waves)
-            stamp.touch()
+        stamp.write_text(json.dumps({"hw": hw_hash, "verilog": verilog_hash}))
     return runner
 
 
@@ -168,8 +177,7 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
     if waves is None:
         waves = os.environ.get(ENV_WAVES, "0") == "1"
 
-    build_dir = (build_root() / "sim" / f"{name}-{sim}-{config.key()}-{_gateware_hash()}"
-                 f"{'-waves' if waves else ''}")
+    build_dir = build_root() / "sim" / f"{name}-{sim}-{config.key()}{'-waves' if waves else ''}"
     runner = _build(sim, name, make_component, config, build_dir, waves)
 
     test_dir = build_dir / "runs" / f"{testcase or 'all'}-{seed}-{uuid.uuid4().hex[:8]}"
@@ -184,7 +192,8 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
     }
     log_file = test_dir / "sim.log"
     try:
-        runner.test(test_module=test_module, hdl_toplevel=name, testcase=testcase, seed=seed,
+        runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                    testcase=testcase, seed=seed,
                     build_dir=build_dir, test_dir=test_dir, results_xml=str(results),
                     extra_env=env, waves=waves, timescale=("1ns", "1ps"), log_file=log_file)
     except SystemExit as exc:  # cocotb's runner exits on failure under pytest
