@@ -173,6 +173,16 @@ class EngineConfig:
         return 0, (1 << self.input_width) - 1
 
     @property
+    def elem_bytes(self):
+        """Bytes an operand takes in memory (sign- or zero-extended): 1 up to 8 bits, else 2."""
+        return 1 if self.input_width <= 8 else 2
+
+    @property
+    def acc_elem_bytes(self):
+        """Bytes a raw accumulator value (or a bias value) takes in memory: 1, 2, 4 or 8."""
+        return next(b for b in (1, 2, 4, 8) if self.acc_width <= 8 * b)
+
+    @property
     def axi_bytes(self):
         """Bytes per AXI data beat."""
         return self.axi_data_width // 8

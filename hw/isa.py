@@ -1,0 +1,126 @@
+"""The MXE command set: opcodes, field positions, error codes.
+
+One table (:data:`FIELDS`) defines where every field of every command sits in the 128-bit
+command word. The gateware decodes with :func:`command_layout`, the Python encoder in
+:mod:`mxe.sim.commands` encodes with the same table, and :func:`command_table_markdown` prints
+it for the documentation.
+
+A command is four 32-bit words pushed through the CSRs (``CMD_W0`` .. ``CMD_W3``), word 0 in
+bits 31..0. Memory addresses in commands are byte offsets from the DMA window base
+(``WIN_BASE``), so commands stay 32-bit clean on a 64-bit bus and cannot name memory outside the
+window's start.
+"""
+
+from amaranth import signed, unsigned
+from amaranth.lib import data, enum
+
+
+__all__ = ["Opcode", "ErrorCode", "FIELDS", "COMMAND_BITS", "command_layout",
+           "command_table_markdown", "LIMITS_DOC"]
+
+COMMAND_BITS = 128
+
+
+class Opcode(enum.Enum, shape=4):
+    """What a command does (bits 3..0 of word 0). Opcode 0 is invalid on purpose: a command
+    word that was never written decodes as an error, not as a no-op."""
+    LOAD = 1
+    MATMUL = 2
+    STORE = 3
+    FENCE = 4
+    CONFIG = 5
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """``STATUS.error``: why the engine stopped. The first error stops the engine; the commands
+    already running finish, nothing after the failing command runs, and a soft reset clears it."""
+    OK = 0
+    #: The opcode is not one of :class:`Opcode`.
+    BAD_OPCODE = 1
+    #: A scratchpad or accumulator range of the command reaches past the buffer's end.
+    BAD_ADDR = 2
+    #: A dimension is zero or larger than allowed (see :data:`LIMITS_DOC`), or shift > 63.
+    BAD_DIM = 3
+    #: The memory answered a DMA burst with SLVERR; ``ERR_ADDR`` holds the failing address.
+    DMA_SLVERR = 4
+    #: The memory answered with DECERR; ``ERR_ADDR`` holds the failing address.
+    DMA_DECERR = 5
+    #: The transfer would leave the DMA window [WIN_BASE, WIN_LIMIT); nothing was accessed.
+    DMA_WINDOW = 6
+
+
+#: Field table: opcode name -> list of (field, lsb in the 128-bit command, width, signed, doc).
+FIELDS = {
+    "LOAD": [
+        ("opcode", 0, 4, False, "1"),
+        ("to_bias", 4, 1, False, "0: into the scratchpad; 1: into the bias row of the "
+                                 "post-processor (rows must be 1)"),
+        ("spad_addr", 8, 24, False, "first scratchpad row written"),
+        ("mem_offset", 32, 32, False, "byte offset of the first element from WIN_BASE"),
+        ("rows", 64, 16, False, "memory rows, one scratchpad row each"),
+        ("elems", 80, 16, False, "elements per row: 1..max(rows, cols) (bias: 1..cols)"),
+        ("stride", 96, 32, False, "bytes from one memory row to the next"),
+    ],
+    "MATMUL": [
+        ("opcode", 0, 4, False, "2"),
+        ("accumulate", 4, 1, False, "0: overwrite the accumulator rows; 1: add to them"),
+        ("act_addr", 8, 24, False, "scratchpad row of the first activation row"),
+        ("weight_addr", 32, 24, False, "scratchpad row of the first weight row"),
+        ("m", 64, 16, False, "activation rows streamed (>= 1)"),
+        ("k", 80, 16, False, "weight rows used: 1..rows (the rest are zero)"),
+        ("acc_addr", 96, 24, False, "accumulator row of the first result"),
+    ],
+    "STORE": [
+        ("opcode", 0, 4, False, "3"),
+        ("bias", 4, 1, False, "add the bias row (loaded with LOAD to_bias=1)"),
+        ("relu", 5, 1, False, "max(x, 0)"),
+        ("requant", 6, 1, False, "requantize to 8 bits with CONFIG's multiplier and shift "
+                                 "(1-byte elements); otherwise raw accumulator values"),
+        ("acc_addr", 8, 24, False, "first accumulator row read"),
+        ("mem_offset", 32, 32, False, "byte offset of the first element from WIN_BASE"),
+        ("rows", 64, 16, False, "accumulator rows, one memory row each"),
+        ("elems", 80, 16, False, "elements per row: 1..cols"),
+        ("stride", 96, 32, False, "bytes from one memory row to the next"),
+    ],
+    "FENCE": [
+        ("opcode", 0, 4, False, "4: wait until every earlier command has finished, then set "
+                                "STATUS.done (and raise irq if enabled)"),
+    ],
+    "CONFIG": [
+        ("opcode", 0, 4, False, "5: post-processing parameters for the STOREs after it"),
+        ("multiplier", 32, 32, True, "requantization multiplier (signed)"),
+        ("shift", 64, 8, False, "requantization right shift, 0..63"),
+    ],
+}
+
+LIMITS_DOC = """\
+A command is refused (STATUS.error, nothing of it runs) when:
+- its opcode is not LOAD, MATMUL, STORE, FENCE or CONFIG (BAD_OPCODE);
+- LOAD: rows = 0, elems = 0, elems > max(rows, cols) (scratchpad) or > cols (bias), or a bias
+  LOAD with rows != 1 (BAD_DIM); spad_addr + rows > spad_depth (BAD_ADDR);
+- MATMUL: m = 0, k = 0 or k > rows (BAD_DIM); act_addr + m or weight_addr + k > spad_depth,
+  or acc_addr + m > acc_depth (BAD_ADDR);
+- STORE: rows = 0, elems = 0 or elems > cols (BAD_DIM); acc_addr + rows > acc_depth (BAD_ADDR);
+- CONFIG: shift > 63 (BAD_DIM).
+A LOAD or STORE whose memory extent leaves [WIN_BASE, WIN_LIMIT) is refused by the DMA before
+any access (DMA_WINDOW)."""
+
+
+def command_layout(opcode):
+    """A ``data.FlexibleLayout`` of the 128-bit command word for ``opcode`` (a name)."""
+    fields = {}
+    for name, lsb, width, is_signed, _doc in FIELDS[opcode]:
+        shape = signed(width) if is_signed else unsigned(width)
+        fields[name] = data.Field(shape, lsb)
+    return data.FlexibleLayout(COMMAND_BITS, fields)
+
+
+def command_table_markdown():
+    lines = ["| command | field | word | bits | meaning |", "|---|---|---|---|---|"]
+    for opcode, fields in FIELDS.items():
+        for name, lsb, width, is_signed, doc in fields:
+            word, bit = divmod(lsb, 32)
+            bits = f"{bit + width - 1}:{bit}" if width > 1 else f"{bit}"
+            kind = " (signed)" if is_signed else ""
+            lines.append(f"| {opcode} | {name}{kind} | W{word} | {bits} | {doc} |")
+    return "\n".join(lines)
