@@ -46,3 +46,11 @@ TOPS = {
     "array": (_array, "mxe_array"),
     "csr": (_csr, "mxe_csr"),
 }
+
+
+def _dma(config):
+    from .dma import DMA
+    return DMA(config)
+
+
+TOPS["dma"] = (_dma, "mxe_dma")

@@ -1,0 +1,703 @@
+"""The DMA: an AXI4 master with independent read and write engines for 2-D strided transfers."""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .axi import BURST_INCR, RESP_DECERR, RESP_OKAY, axi4_signature
+from .config import EngineConfig
+
+
+__all__ = ["DMA", "DMAError", "ROWS_WIDTH", "ROW_BYTES_WIDTH", "cmd_layout", "rd_data_layout",
+           "wr_data_layout", "done_layout", "COUNTER_WIDTH"]
+
+#: Width of the ``rows`` field of a command (up to 65535 rows).
+ROWS_WIDTH = 16
+#: Width of the ``row_bytes`` field of a command (up to 65535 bytes per row).
+ROW_BYTES_WIDTH = 16
+#: Width of the performance counters (they wrap around).
+COUNTER_WIDTH = 32
+#: Bursts may not cross this boundary (AXI4).
+BOUNDARY = 4096
+#: Bits of the command tag that tells a read command's bursts from the next command's.
+_TAG_BITS = 3
+
+
+class DMAError(enum.Enum, shape=3):
+    """Completion code of a DMA command (``error`` of a done entry)."""
+    #: Finished; every byte transferred.
+    OK = 0
+    #: A subordinate answered SLVERR; the transfer was aborted.
+    SLVERR = 1
+    #: A subordinate answered DECERR; the transfer was aborted.
+    DECERR = 2
+    #: The transfer's extent leaves the window [window_base, window_limit); nothing was issued.
+    WINDOW = 3
+    #: ``rows`` or ``row_bytes`` is zero; nothing was issued.
+    BAD_CMD = 4
+
+
+def cmd_layout(config):
+    """A 2-D transfer: ``rows`` rows of ``row_bytes`` bytes, row ``r`` at ``addr + r * stride``."""
+    return data.StructLayout({
+        "addr": config.axi_addr_width,
+        "rows": ROWS_WIDTH,
+        "row_bytes": ROW_BYTES_WIDTH,
+        "stride": config.axi_addr_width,
+    })
+
+
+def rd_data_layout(config):
+    return data.StructLayout({
+        "data": config.axi_data_width,
+        "bytes": (config.axi_bytes).bit_length(),
+        "row_last": 1,
+        "last": 1,
+    })
+
+
+def wr_data_layout(config):
+    return data.StructLayout({"data": config.axi_data_width})
+
+
+def done_layout(config):
+    return data.StructLayout({"error": DMAError, "addr": config.axi_addr_width})
+
+
+def _log2(n):
+    return n.bit_length() - 1
+
+
+def _row_beats(config, addr, row_bytes):
+    """Aligned bus beats touched by ``row_bytes`` bytes from ``addr`` (``row_bytes`` > 0)."""
+    s = _log2(config.axi_bytes)
+    return ((addr[:s] + row_bytes - 1) >> s) + 1 if s else row_bytes
+
+
+def _in_beats(config, row_bytes):
+    """Beats of ``row_bytes`` bytes packed from byte lane 0."""
+    s = _log2(config.axi_bytes)
+    return (row_bytes + config.axi_bytes - 1) >> s
+
+
+class _Checker(wiring.Component):
+    """Checks a command before anything is issued: rows and row_bytes non-zero, and the whole
+    extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` inside ``[base, limit)``.
+
+    Three cycles per command (accept, span, compare); runs while the engine still works on the
+    previous command.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "window_base": In(config.axi_addr_width),
+            "window_limit": In(config.axi_addr_width),
+            "i_cmd": In(stream.Signature(cmd_layout(config))),
+            "o_cmd": Out(stream.Signature(data.StructLayout({
+                "cmd": cmd_layout(config), "error": DMAError}))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        aw = self._config.axi_addr_width
+        cmd = Signal(cmd_layout(self._config))
+        full = Signal()
+        phase = Signal()
+        span = Signal(aw + ROWS_WIDTH + 1)
+        m.d.comb += [
+            self.i_cmd.ready.eq(~full),
+            self.busy.eq(full),
+            self.o_cmd.valid.eq(full & phase),
+            self.o_cmd.payload.cmd.eq(cmd),
+        ]
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [cmd.eq(self.i_cmd.payload), full.eq(1), phase.eq(0)]
+        with m.Elif(full & ~phase):
+            # (rows - 1) wraps for rows == 0, but BAD_CMD wins over WINDOW below.
+            m.d.sync += [
+                span.eq((cmd.rows - 1)[:ROWS_WIDTH] * cmd.stride + cmd.row_bytes),
+                phase.eq(1),
+            ]
+        with m.Elif(self.o_cmd.valid & self.o_cmd.ready):
+            m.d.sync += full.eq(0)
+        bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
+        outside = (cmd.addr < self.window_base) | (cmd.addr + span > self.window_limit)
+        m.d.comb += self.o_cmd.payload.error.eq(
+            Mux(bad, DMAError.BAD_CMD, Mux(outside, DMAError.WINDOW, DMAError.OK)))
+        return m
+
+
+class _BurstGenerator(wiring.Component):
+    """Cuts a checked 2-D command into aligned INCR bursts: each row's beats, at most
+    ``max_burst_len`` per burst, never across a 4 KiB boundary, one burst per cycle.
+
+    ``o_burst`` is the address channel's register: ``len`` is AxLEN (beats - 1). ``abort``
+    stops the current command (a burst already on ``o_burst`` is still handed over). ``busy_tag``
+    tells whether bursts of command ``tag`` may still come.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        aw = config.axi_addr_width
+        super().__init__({
+            "i_cmd": In(stream.Signature(data.StructLayout({
+                "cmd": cmd_layout(config), "tag": _TAG_BITS}))),
+            "o_burst": Out(stream.Signature(data.StructLayout({
+                "addr": aw, "len": 8, "tag": _TAG_BITS}))),
+            "abort": In(1),
+            "tag": Out(_TAG_BITS),
+            "generating": Out(1),
+            "query_tag": In(_TAG_BITS),
+            "busy_tag": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        aw = config.axi_addr_width
+        b = config.axi_bytes
+        s = _log2(b)
+        active = Signal()
+        tag = Signal(_TAG_BITS)
+        beat_addr = Signal(aw)
+        beats_left = Signal(ROW_BYTES_WIDTH + 1)
+        rows_left = Signal(ROWS_WIDTH)
+        next_row = Signal(aw)
+        stride = Signal(aw)
+        row_bytes = Signal(ROW_BYTES_WIDTH)
+
+        pending = Signal()
+        burst = self.o_burst.payload
+        m.d.comb += [
+            self.o_burst.valid.eq(pending),
+            self.i_cmd.ready.eq(~active),
+            self.tag.eq(tag),
+            self.generating.eq(active),
+            self.busy_tag.eq((active & (tag == self.query_tag))
+                             | (pending & (burst.tag == self.query_tag))),
+        ]
+
+        to_boundary = (BOUNDARY - beat_addr[:_log2(BOUNDARY)]) >> s
+        width = range(max(config.max_burst_len, BOUNDARY // b) + 1)
+        capped = Signal(width)
+        length = Signal(width)
+        m.d.comb += [
+            capped.eq(Mux(beats_left < config.max_burst_len, beats_left, config.max_burst_len)),
+            length.eq(Mux(to_boundary < capped, to_boundary, capped)),
+        ]
+
+        free = ~pending | self.o_burst.ready
+        with m.If(self.o_burst.valid & self.o_burst.ready):
+            m.d.sync += pending.eq(0)
+        with m.If(active & self.abort):
+            m.d.sync += active.eq(0)
+        with m.Elif(active & free):
+            m.d.sync += [
+                pending.eq(1),
+                burst.addr.eq(beat_addr),
+                burst.len.eq(length - 1),
+                burst.tag.eq(tag),
+            ]
+            with m.If(beats_left == length):
+                with m.If(rows_left == 1):
+                    m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += [
+                        rows_left.eq(rows_left - 1),
+                        beat_addr.eq(Cat(Const(0, s), next_row[s:])),
+                        beats_left.eq(_row_beats(config, next_row, row_bytes)),
+                        next_row.eq(next_row + stride),
+                    ]
+            with m.Else():
+                m.d.sync += [
+                    beat_addr.eq(beat_addr + (length << s)),
+                    beats_left.eq(beats_left - length),
+                ]
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            cmd = self.i_cmd.payload.cmd
+            m.d.sync += [
+                active.eq(1),
+                tag.eq(self.i_cmd.payload.tag),
+                beat_addr.eq(Cat(Const(0, s), cmd.addr[s:])),
+                beats_left.eq(_row_beats(config, cmd.addr, cmd.row_bytes)),
+                rows_left.eq(cmd.rows),
+                next_row.eq(cmd.addr + cmd.stride),
+                stride.eq(cmd.stride),
+                row_bytes.eq(cmd.row_bytes),
+            ]
+        return m
+
+
+def _drive_address_channel(m, axi, prefix, burst, config, *, room):
+    """Drive the AR or AW channel from a burst generator; ``room`` gates valid (a tracking FIFO
+    has space). Valid cannot fall before the handshake: only the handshake fills the FIFO."""
+    fire = Signal(name=f"{prefix}_fire")
+    m.d.comb += [
+        getattr(axi, f"{prefix}valid").eq(burst.valid & room),
+        getattr(axi, f"{prefix}addr").eq(burst.payload.addr),
+        getattr(axi, f"{prefix}len").eq(burst.payload.len),
+        getattr(axi, f"{prefix}size").eq(_log2(config.axi_bytes)),
+        getattr(axi, f"{prefix}burst").eq(BURST_INCR),
+        getattr(axi, f"{prefix}id").eq(0),
+        getattr(axi, f"{prefix}lock").eq(0),
+        getattr(axi, f"{prefix}cache").eq(0b0011),  # normal, non-cacheable, bufferable
+        getattr(axi, f"{prefix}prot").eq(0),
+        burst.ready.eq(getattr(axi, f"{prefix}ready") & room),
+        fire.eq(burst.valid & burst.ready),
+    ]
+    return fire
+
+
+def _resp_error(resp):
+    return Mux(resp == RESP_DECERR, DMAError.DECERR, DMAError.SLVERR)
+
+
+class DMA(wiring.Component):
+    """AXI4 master DMA with independent read and write engines.
+
+    A command moves ``rows`` rows of ``row_bytes`` bytes; row ``r`` starts at byte address
+    ``addr + r * stride``. Any byte alignment of ``addr`` and ``stride`` is allowed. Each row is
+    cut into INCR bursts of full-width beats (AxSIZE = bus width) of at most ``max_burst_len``
+    beats that never cross a 4 KiB boundary; all transactions use ID 0, so responses come back
+    in order. Up to ``max_outstanding_reads`` read bursts and as many write bursts are in
+    flight. The read engine starts the next command's bursts while the previous command's data
+    is still arriving; the write engine runs one command at a time (it waits for the last write
+    response before taking the next command).
+
+    Before anything is issued, each command is checked: ``rows == 0`` or ``row_bytes == 0`` is
+    refused with ``BAD_CMD``; an extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` not
+    inside ``[window_base, window_limit)`` is refused with ``WINDOW``. A refused command touches
+    no memory and still produces its done entry (in order).
+
+    Read data is realigned: the first beat of every row on ``o_rd_data`` carries row byte 0 in
+    byte lane 0; a row takes ``ceil(row_bytes / bus_bytes)`` beats and only its last beat may
+    be partial (``bytes`` < bus bytes; the lanes above are undefined). Write data is given the
+    same way on ``i_wr_data`` (lane-0 aligned, ``ceil(row_bytes / bus_bytes)`` beats per row, the
+    lanes above ``row_bytes`` in the last beat ignored); the DMA shifts it to the address
+    alignment and sets WSTRB for partial first and last beats.
+
+    Errors: a read or write response other than OKAY aborts the command. No new bursts are
+    issued; read data still in flight is drained and not forwarded (the beats already delivered
+    stay delivered, the command's ``last`` beat never comes: the consumer must take the done
+    entry as the end of the command); write bursts already issued get their remaining W beats
+    with WSTRB = 0, and the rest of the command's ``i_wr_data`` beats are accepted and dropped,
+    so every write command consumes exactly ``rows * ceil(row_bytes / bus_bytes)`` beats, also
+    when it is refused with ``WINDOW``. The done entry carries the error code and the
+    beat-aligned address of the first failing beat (reads) or burst (writes); for OK and for
+    refused commands it carries the command's ``addr``. The engine then takes the next command.
+
+    Parameters
+    ----------
+    config : EngineConfig
+        ``axi_data_width``, ``axi_addr_width``, ``axi_id_width``, ``max_burst_len`` and
+        ``max_outstanding_reads`` are used.
+
+    Members
+    -------
+    axi : Out(axi4_signature(addr_width, data_width, id_width))
+        The AXI4 manager port.
+    window_base, window_limit : In(axi_addr_width)
+        Allowed byte range ``[window_base, window_limit)``, sampled when a command is checked.
+    i_rd_cmd : In(stream.Signature(cmd_layout))
+        Read commands ``{addr, rows, row_bytes, stride}`` (rows and row_bytes 16 bits).
+    o_rd_data : Out(stream.Signature(StructLayout({"data", "bytes", "row_last", "last"})))
+        Read data, in order and realigned. ``bytes`` counts the valid bytes of the beat (from
+        lane 0), ``row_last`` marks a row's last beat, ``last`` the command's last beat.
+    o_rd_done : Out(stream.Signature(StructLayout({"error": DMAError, "addr"})))
+        One entry per read command, in order, after all its data has left ``o_rd_data``.
+    i_wr_cmd : In(stream.Signature(cmd_layout))
+        Write commands.
+    i_wr_data : In(stream.Signature(StructLayout({"data"})))
+        Write data, lane-0 aligned, ``ceil(row_bytes / bus_bytes)`` beats per row.
+    o_wr_done : Out(stream.Signature(StructLayout({"error": DMAError, "addr"})))
+        One entry per write command, after its last write response.
+    rd_busy, wr_busy : Out(1)
+        The engine holds a command.
+    bytes_read, bytes_written : Out(32)
+        Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
+
+    Latency: a command is checked in 3 cycles; the first AR/AW follows one cycle later.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {config!r}")
+        self._config = config
+        aw = config.axi_addr_width
+        super().__init__({
+            "axi": Out(axi4_signature(addr_width=aw, data_width=config.axi_data_width,
+                                      id_width=config.axi_id_width)),
+            "window_base": In(aw),
+            "window_limit": In(aw),
+            "i_rd_cmd": In(stream.Signature(cmd_layout(config))),
+            "o_rd_data": Out(stream.Signature(rd_data_layout(config))),
+            "o_rd_done": Out(stream.Signature(done_layout(config))),
+            "i_wr_cmd": In(stream.Signature(cmd_layout(config))),
+            "i_wr_data": In(stream.Signature(wr_data_layout(config))),
+            "o_wr_done": Out(stream.Signature(done_layout(config))),
+            "rd_busy": Out(1),
+            "wr_busy": Out(1),
+            "bytes_read": Out(COUNTER_WIDTH),
+            "bytes_written": Out(COUNTER_WIDTH),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        self._elaborate_read(m)
+        self._elaborate_write(m)
+        return m
+
+    # Read engine ---------------------------------------------------------------------------
+
+    def _elaborate_read(self, m):
+        config = self._config
+        aw = config.axi_addr_width
+        dw = config.axi_data_width
+        b = config.axi_bytes
+        s = _log2(b)
+        axi = self.axi
+
+        m.submodules.rd_check = check = _Checker(config)
+        m.submodules.rd_gen = gen = _BurstGenerator(config)
+        desc_layout = data.StructLayout({"cmd": cmd_layout(config), "error": DMAError,
+                                         "tag": _TAG_BITS})
+        # Commands handed from the address side to the data side (in order, with refusals).
+        m.submodules.rd_desc = desc = SyncFIFO(width=desc_layout.size, depth=2)
+        # Tags of the bursts in flight: its size is the outstanding-read limit.
+        m.submodules.rd_flight = flight = SyncFIFO(width=_TAG_BITS,
+                                                   depth=config.max_outstanding_reads)
+        m.submodules.rd_out = out = SyncFIFOBuffered(width=rd_data_layout(config).size, depth=4)
+
+        wiring.connect(m, check=wiring.flipped(self.i_rd_cmd), dma=check.i_cmd)
+        m.d.comb += [
+            check.window_base.eq(self.window_base),
+            check.window_limit.eq(self.window_limit),
+        ]
+
+        # Address side: take a checked command when the generator is free and the data side
+        # has room for its descriptor.
+        next_tag = Signal(_TAG_BITS)
+        checked = check.o_cmd
+        take = checked.valid & desc.w_rdy & gen.i_cmd.ready
+        desc_in = Signal(desc_layout)
+        m.d.comb += [
+            checked.ready.eq(desc.w_rdy & gen.i_cmd.ready),
+            desc_in.cmd.eq(checked.payload.cmd),
+            desc_in.error.eq(checked.payload.error),
+            desc_in.tag.eq(next_tag),
+            desc.w_data.eq(desc_in),
+            desc.w_en.eq(take),
+            gen.i_cmd.valid.eq(take & (checked.payload.error == DMAError.OK)),
+            gen.i_cmd.payload.cmd.eq(checked.payload.cmd),
+            gen.i_cmd.payload.tag.eq(next_tag),
+        ]
+        with m.If(take):
+            m.d.sync += next_tag.eq(next_tag + 1)
+
+        ar_fire = _drive_address_channel(m, axi, "ar", gen.o_burst, config, room=flight.w_rdy)
+        m.d.comb += [flight.w_en.eq(ar_fire), flight.w_data.eq(gen.o_burst.payload.tag)]
+
+        # Data side.
+        r_fire = axi.rvalid & axi.rready
+        m.d.comb += flight.r_en.eq(r_fire & axi.rlast)
+
+        cur = Signal(desc_layout)           # the command being received
+        rows_left = Signal(ROWS_WIDTH)
+        next_row = Signal(aw)
+        off = Signal(max(s, 1))             # byte offset of the current row in its first beat
+        mem_left = Signal(ROW_BYTES_WIDTH + 1)
+        out_left = Signal(ROW_BYTES_WIDTH + 1)
+        first = Signal()
+        flush = Signal()                    # the row needs one more output beat than it has input
+        beat_addr = Signal(aw)
+        prev = Signal(dw)
+        err = Signal(DMAError)
+        err_addr = Signal(aw)
+
+        def load_row(addr):
+            beats = _row_beats(config, addr, cur.cmd.row_bytes)
+            return [
+                off.eq(addr[:s] if s else 0),
+                mem_left.eq(beats),
+                out_left.eq(cur.cmd.row_bytes),
+                first.eq(1),
+                flush.eq((addr[:s] != 0) & (beats == _in_beats(config, cur.cmd.row_bytes))),
+                beat_addr.eq(Cat(Const(0, s), addr[s:])),
+            ]
+
+        def shifted(hi):
+            return Cat(prev, hi).bit_select(off << 3, dw)
+
+        out_data = Signal(rd_data_layout(config))
+        m.d.comb += [
+            out.w_data.eq(out_data),
+            out_data.bytes.eq(Mux(out_left < b, out_left, b)),
+            out_data.row_last.eq(out_left <= b),
+            out_data.last.eq((out_left <= b) & (rows_left == 1)),
+            self.o_rd_data.valid.eq(out.r_rdy),
+            self.o_rd_data.payload.eq(out.r_data),
+            out.r_en.eq(self.o_rd_data.ready),
+            gen.query_tag.eq(cur.tag),
+            gen.abort.eq(0),
+            self.o_rd_done.payload.error.eq(err),
+            self.o_rd_done.payload.addr.eq(Mux(err == DMAError.OK, cur.cmd.addr, err_addr)),
+        ]
+
+        with m.If(self.o_rd_data.valid & self.o_rd_data.ready):
+            m.d.sync += self.bytes_read.eq(self.bytes_read + self.o_rd_data.payload.bytes)
+
+        def row_end():
+            with m.If(rows_left == 1):
+                m.next = "WAIT_OUT"
+            with m.Else():
+                m.d.sync += [rows_left.eq(rows_left - 1), next_row.eq(next_row + cur.cmd.stride)]
+                m.d.sync += load_row(next_row)
+                m.next = "RUN"
+
+        with m.FSM(name="rd_fsm") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += desc.r_en.eq(1)
+                with m.If(desc.r_rdy):
+                    new = data.View(desc_layout, desc.r_data)
+                    m.d.sync += [cur.eq(new), err.eq(new.error), err_addr.eq(new.cmd.addr)]
+                    with m.If(new.error == DMAError.OK):
+                        cmd = new.cmd
+                        beats = _row_beats(config, cmd.addr, cmd.row_bytes)
+                        m.d.sync += [
+                            rows_left.eq(cmd.rows),
+                            next_row.eq(cmd.addr + cmd.stride),
+                            off.eq(cmd.addr[:s] if s else 0),
+                            mem_left.eq(beats),
+                            out_left.eq(cmd.row_bytes),
+                            first.eq(1),
+                            flush.eq((cmd.addr[:s] != 0)
+                                     & (beats == _in_beats(config, cmd.row_bytes))),
+                            beat_addr.eq(Cat(Const(0, s), cmd.addr[s:])),
+                        ]
+                        m.next = "RUN"
+                    with m.Else():
+                        m.next = "DONE"
+
+            with m.State("RUN"):
+                produces = (off == 0) | ~first
+                m.d.comb += [
+                    axi.rready.eq(~produces | out.w_rdy),
+                    out_data.data.eq(Mux(off == 0, axi.rdata, shifted(axi.rdata))),
+                ]
+                with m.If(r_fire):
+                    with m.If(axi.rresp != RESP_OKAY):
+                        m.d.sync += [err.eq(_resp_error(axi.rresp)), err_addr.eq(beat_addr)]
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.d.comb += out.w_en.eq(produces)
+                        m.d.sync += [
+                            prev.eq(axi.rdata),
+                            first.eq(0),
+                            beat_addr.eq(beat_addr + b),
+                            mem_left.eq(mem_left - 1),
+                        ]
+                        with m.If(produces):
+                            m.d.sync += out_left.eq(out_left - b)
+                        with m.If(mem_left == 1):
+                            with m.If(flush):
+                                m.next = "FLUSH"
+                            with m.Else():
+                                row_end()
+
+            with m.State("FLUSH"):
+                m.d.comb += [
+                    out_data.data.eq(shifted(Const(0, dw))),
+                    out.w_en.eq(1),
+                ]
+                with m.If(out.w_rdy):
+                    row_end()
+
+            with m.State("DRAIN"):
+                # Swallow the rest of this command's bursts; stop the generator if it is still
+                # on this command. The next command's beats stay on the bus.
+                mine = flight.r_rdy & (flight.r_data == cur.tag)
+                m.d.comb += [
+                    gen.abort.eq(gen.tag == cur.tag),
+                    axi.rready.eq(mine),
+                ]
+                with m.If(~mine & ~gen.busy_tag):
+                    m.next = "WAIT_OUT"
+
+            with m.State("WAIT_OUT"):
+                with m.If(out.r_level == 0):
+                    m.next = "DONE"
+
+            with m.State("DONE"):
+                m.d.comb += self.o_rd_done.valid.eq(1)
+                with m.If(self.o_rd_done.ready):
+                    m.next = "IDLE"
+
+        m.d.comb += self.rd_busy.eq(check.busy | checked.valid | gen.generating
+                                    | gen.o_burst.valid | desc.r_rdy | flight.r_rdy
+                                    | ~fsm.ongoing("IDLE") | out.r_rdy)
+
+    # Write engine --------------------------------------------------------------------------
+
+    def _elaborate_write(self, m):
+        config = self._config
+        aw = config.axi_addr_width
+        dw = config.axi_data_width
+        b = config.axi_bytes
+        s = _log2(b)
+        axi = self.axi
+        all_lanes = (1 << b) - 1
+
+        m.submodules.wr_check = check = _Checker(config)
+        m.submodules.wr_gen = gen = _BurstGenerator(config)
+        # Lengths of the bursts whose AW went out and whose W beats are still to send.
+        m.submodules.wr_bursts = bursts = SyncFIFO(width=8, depth=4)
+        # Addresses of the bursts waiting for their write response.
+        m.submodules.wr_flight = flight = SyncFIFO(width=aw, depth=config.max_outstanding_reads)
+
+        wiring.connect(m, check=wiring.flipped(self.i_wr_cmd), dma=check.i_cmd)
+        m.d.comb += [
+            check.window_base.eq(self.window_base),
+            check.window_limit.eq(self.window_limit),
+        ]
+
+        room = bursts.w_rdy & flight.w_rdy
+        aw_fire = _drive_address_channel(m, axi, "aw", gen.o_burst, config, room=room)
+        m.d.comb += [
+            bursts.w_en.eq(aw_fire), bursts.w_data.eq(gen.o_burst.payload.len),
+            flight.w_en.eq(aw_fire), flight.w_data.eq(gen.o_burst.payload.addr),
+            gen.query_tag.eq(gen.tag),
+        ]
+
+        cmd = Signal(cmd_layout(config))
+        err = Signal(DMAError)
+        err_addr = Signal(aw)
+        abort = Signal()
+        rows_left = Signal(ROWS_WIDTH)
+        next_row = Signal(aw)
+        off = Signal(max(s, 1))
+        in_left = Signal(ROW_BYTES_WIDTH + 1)    # input beats left in the row
+        mem_left = Signal(ROW_BYTES_WIDTH + 1)   # bus beats left in the row
+        first = Signal()
+        mask_first = Signal(b)
+        mask_last = Signal(b)
+        remaining = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH + 1)  # input beats left in the command
+        carry = Signal(dw)
+        w_beat = Signal(8)
+
+        def load_row(addr, row_bytes):
+            o = addr[:s] if s else Const(0, 1)
+            last_lane = (o + row_bytes - 1)[:s] if s else Const(0, 1)
+            return [
+                off.eq(o),
+                in_left.eq(_in_beats(config, row_bytes)),
+                mem_left.eq(_row_beats(config, addr, row_bytes)),
+                first.eq(1),
+                mask_first.eq((Const(all_lanes, b) << o)[:b]),
+                mask_last.eq((Const(all_lanes, b) >> (Const(b - 1, s) - last_lane)[:s])[:b]),
+            ]
+
+        # Write responses: record the first error; the FSM below reacts to it.
+        m.d.comb += [axi.bready.eq(1), flight.r_en.eq(axi.bvalid)]
+        with m.If(axi.bvalid & (axi.bresp != RESP_OKAY) & ~abort):
+            m.d.sync += [abort.eq(1), err.eq(_resp_error(axi.bresp)), err_addr.eq(flight.r_data)]
+        m.d.comb += gen.abort.eq(abort)
+
+        w_fire = axi.wvalid & axi.wready
+        wlast = w_beat == bursts.r_data
+        m.d.comb += [
+            axi.wlast.eq(wlast),
+            bursts.r_en.eq(w_fire & wlast),
+            self.o_wr_done.payload.error.eq(err),
+            self.o_wr_done.payload.addr.eq(Mux(err == DMAError.OK, cmd.addr, err_addr)),
+        ]
+        with m.If(w_fire):
+            m.d.sync += w_beat.eq(Mux(wlast, 0, w_beat + 1))
+            m.d.sync += self.bytes_written.eq(self.bytes_written + sum(axi.wstrb))
+
+        with m.FSM(name="wr_fsm") as fsm:
+            with m.State("IDLE"):
+                checked = check.o_cmd
+                m.d.comb += checked.ready.eq(gen.i_cmd.ready)
+                c = checked.payload.cmd
+                with m.If(checked.valid & gen.i_cmd.ready):
+                    m.d.sync += [
+                        cmd.eq(c),
+                        err.eq(checked.payload.error),
+                        err_addr.eq(c.addr),
+                        abort.eq(0),
+                        rows_left.eq(c.rows),
+                        next_row.eq(c.addr + c.stride),
+                        remaining.eq(c.rows * _in_beats(config, c.row_bytes)),
+                        *load_row(c.addr, c.row_bytes),
+                    ]
+                    with m.If(checked.payload.error == DMAError.OK):
+                        m.d.comb += [
+                            gen.i_cmd.valid.eq(1),
+                            gen.i_cmd.payload.cmd.eq(c),
+                        ]
+                        m.next = "RUN"
+                    with m.Else():
+                        m.next = "DROP"    # a refused command's data is still consumed
+
+            with m.State("RUN"):
+                needs_in = in_left != 0
+                strb = Signal(b)
+                m.d.comb += [
+                    strb.eq(Mux(first, mask_first, all_lanes) & Mux(mem_left == 1, mask_last,
+                                                                    all_lanes)),
+                    axi.wvalid.eq(bursts.r_rdy & (~needs_in | self.i_wr_data.valid)),
+                    axi.wstrb.eq(strb),
+                    axi.wdata.eq(Cat(carry, self.i_wr_data.payload.data)
+                                 .bit_select((Const(b, s + 1) - off)[:s + 1] << 3, dw)),
+                    self.i_wr_data.ready.eq(bursts.r_rdy & needs_in & axi.wready),
+                ]
+                with m.If(w_fire):
+                    m.d.sync += [first.eq(0), mem_left.eq(mem_left - 1)]
+                    with m.If(needs_in):
+                        m.d.sync += [
+                            carry.eq(self.i_wr_data.payload.data),
+                            in_left.eq(in_left - 1),
+                            remaining.eq(remaining - 1),
+                        ]
+                    with m.If(mem_left == 1):
+                        with m.If(rows_left == 1):
+                            m.next = "WAIT_B"
+                        with m.Else():
+                            m.d.sync += [
+                                rows_left.eq(rows_left - 1),
+                                next_row.eq(next_row + cmd.stride),
+                                *load_row(next_row, cmd.row_bytes),
+                            ]
+                with m.If(abort):
+                    m.next = "ABORT_W"
+
+            with m.State("ABORT_W"):
+                # Bursts already announced on AW get their beats, with no byte enabled.
+                m.d.comb += [axi.wvalid.eq(bursts.r_rdy), axi.wstrb.eq(0)]
+                with m.If(~bursts.r_rdy & ~gen.generating & ~gen.o_burst.valid):
+                    m.next = "DROP"
+
+            with m.State("DROP"):
+                m.d.comb += self.i_wr_data.ready.eq(remaining != 0)
+                with m.If(self.i_wr_data.valid & (remaining != 0)):
+                    m.d.sync += remaining.eq(remaining - 1)
+                with m.If(remaining == 0):
+                    m.next = "WAIT_B"
+
+            with m.State("WAIT_B"):
+                with m.If(~flight.r_rdy & ~gen.generating & ~gen.o_burst.valid):
+                    m.next = "DONE"
+
+            with m.State("DONE"):
+                m.d.comb += self.o_wr_done.valid.eq(1)
+                with m.If(self.o_wr_done.ready):
+                    m.next = "IDLE"
+
+        m.d.comb += self.wr_busy.eq(check.busy | check.o_cmd.valid | ~fsm.ongoing("IDLE"))
