@@ -54,3 +54,11 @@ def _dma(config):
 
 
 TOPS["dma"] = (_dma, "mxe_dma")
+
+
+def _engine(config):
+    from .engine import Engine
+    return Engine(config)
+
+
+TOPS["engine"] = (_engine, "mxe_engine")

@@ -11,7 +11,7 @@ HELP = "write Verilog and the configuration JSON for a preset or custom paramete
 
 def add_arguments(parser):
     add_config_arguments(parser)
-    parser.add_argument("--top", choices=sorted(TOPS), default="array",
+    parser.add_argument("--top", choices=sorted(TOPS), default="engine",
                         help="which block to generate (default: %(default)s)")
     parser.add_argument("-o", "--output", default="out", metavar="DIR",
                         help="output directory (default: %(default)s)")

@@ -1,0 +1,291 @@
+"""The controller: decodes and checks commands, tracks dependencies, dispatches to the units."""
+
+from amaranth import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .exec_unit import matmul_cmd_layout
+from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout
+from .load_unit import load_cmd_layout, unit_done_layout
+from .store_unit import store_cmd_layout
+
+
+__all__ = ["Controller"]
+
+
+class Controller(wiring.Component):
+    """In-order dispatch of commands to the load, execute and store units.
+
+    Commands are taken from the queue in order while the engine runs. Each is checked
+    (opcode, buffer ranges, dimensions; see :data:`mxe.hw.isa.LIMITS_DOC`) and dispatched to its
+    unit as soon as that unit can take it and no command still running conflicts with it:
+
+    * a LOAD waits while a MATMUL that has not finished reading the scratchpad reads a row it
+      writes (or, for a bias LOAD, while a STORE runs);
+    * a MATMUL waits while the running LOAD writes a scratchpad row it reads, or the running
+      STORE reads an accumulator row it writes;
+    * a STORE waits while a MATMUL in flight writes an accumulator row it reads (or, with bias,
+      while a bias LOAD runs);
+    * a FENCE waits until every unit is idle, then raises ``done``.
+
+    Since dispatch is in order, every older command is either finished or running in a unit,
+    so these checks are all the dependency tracking needed; independent work (the next tile's
+    loads, the previous tile's store) overlaps the array's compute.
+
+    The first refused command or DMA error stops dispatch: the running commands finish, then
+    ``done`` is raised and the engine stops running with ``error``, ``err_index`` (the command's
+    index since the last soft reset) and ``err_addr`` (the failing memory address of a DMA
+    error) held until a soft reset. A soft reset flushes the queue, lets the units finish what
+    they run, and clears the error.
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(128))
+        Command queue head.
+    win_base : In(axi_addr_width)
+        Added to the memory offsets of LOAD and STORE.
+    start, soft_reset : In(1)
+        One-cycle pulses from CTRL.
+    o_load, o_exec, o_store : Out(stream.Signature(...))
+        Dispatched commands.
+    i_load_done, i_store_done : In(stream.Signature(unit_done_layout, always_ready=True))
+        Unit completions with their DMA error.
+    load_busy, exec_busy, store_busy : In(1)
+    q_spad_lo, q_spad_hi, q_acc_lo, q_acc_hi : Out
+        Ranges asked of the execute unit; ``spad_conflict``, ``acc_conflict`` : In(1) answers.
+    flush : Out(1)
+        Empty the command queue (during a soft reset).
+    running, busy, done : Out(1)
+        ``done`` is a one-cycle pulse (FENCE reached, or stopped on an error).
+    error : Out(ErrorCode)
+    err_index : Out(32)
+    err_addr : Out(axi_addr_width)
+    stall_dep : Out(1)
+        A command waits for a unit or a dependency this cycle.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        aw = config.axi_addr_width
+        spad_aw = (config.spad_depth - 1).bit_length()
+        acc_aw = (config.acc_depth - 1).bit_length()
+        super().__init__({
+            "i_cmd": In(stream.Signature(COMMAND_BITS)),
+            "win_base": In(aw),
+            "start": In(1),
+            "soft_reset": In(1),
+            "o_load": Out(stream.Signature(load_cmd_layout(config))),
+            "o_exec": Out(stream.Signature(matmul_cmd_layout(config))),
+            "o_store": Out(stream.Signature(store_cmd_layout(config))),
+            "i_load_done": In(stream.Signature(unit_done_layout(config), always_ready=True)),
+            "i_store_done": In(stream.Signature(unit_done_layout(config), always_ready=True)),
+            "load_busy": In(1),
+            "exec_busy": In(1),
+            "store_busy": In(1),
+            "q_spad_lo": Out(spad_aw + 1), "q_spad_hi": Out(spad_aw + 1),
+            "q_acc_lo": Out(acc_aw + 1), "q_acc_hi": Out(acc_aw + 1),
+            "spad_conflict": In(1),
+            "acc_conflict": In(1),
+            "flush": Out(1),
+            "running": Out(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(ErrorCode),
+            "err_index": Out(32),
+            "err_addr": Out(aw),
+            "stall_dep": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        head = self.i_cmd.payload
+        load = data.View(command_layout("LOAD"), head)
+        matmul = data.View(command_layout("MATMUL"), head)
+        store = data.View(command_layout("STORE"), head)
+        conf = data.View(command_layout("CONFIG"), head)
+        opcode = head[:4]  # raw bits: an invalid opcode is a value too
+
+        index = Signal(32)           # index of the head command since the last soft reset
+        flushing = Signal()
+        stopping = Signal()          # an error was seen: finish running work, then stop
+        multiplier = Signal(32)
+        shift = Signal(6)
+        # What the load and store units are running (valid while they are busy).
+        load_lo, load_hi = Signal(25), Signal(25)
+        load_bias = Signal()
+        load_index, store_index = Signal(32), Signal(32)
+        store_lo, store_hi = Signal(25), Signal(25)
+        store_bias = Signal()
+
+        units_busy = self.load_busy | self.exec_busy | self.store_busy
+        can_issue = self.running & ~stopping & ~flushing & self.i_cmd.valid
+
+        # Checks of the head command.
+        refuse = Signal(ErrorCode)
+        elems_max = config.spad_row_elems
+        with m.Switch(opcode):
+            with m.Case(Opcode.LOAD):
+                with m.If((load.rows == 0) | (load.elems == 0)
+                          | (~load.to_bias & (load.elems > elems_max))
+                          | (load.to_bias & ((load.elems > config.cols) | (load.rows != 1)))):
+                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
+                with m.Elif(~load.to_bias & (load.spad_addr + load.rows > config.spad_depth)):
+                    m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
+            with m.Case(Opcode.MATMUL):
+                with m.If((matmul.m == 0) | (matmul.k == 0) | (matmul.k > config.rows)):
+                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
+                with m.Elif((matmul.act_addr + matmul.m > config.spad_depth)
+                            | (matmul.weight_addr + matmul.k > config.spad_depth)
+                            | (matmul.acc_addr + matmul.m > config.acc_depth)):
+                    m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
+            with m.Case(Opcode.STORE):
+                with m.If((store.rows == 0) | (store.elems == 0) | (store.elems > config.cols)):
+                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
+                with m.Elif(store.acc_addr + store.rows > config.acc_depth):
+                    m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
+            with m.Case(Opcode.CONFIG):
+                with m.If(conf.shift > 63):
+                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
+            with m.Case(Opcode.FENCE):
+                pass
+            with m.Default():
+                m.d.comb += refuse.eq(ErrorCode.BAD_OPCODE)
+
+        def overlaps(lo_a, hi_a, lo_b, hi_b):
+            return (lo_a < hi_b) & (lo_b < hi_a)
+
+        # Unit payloads, built from the head.
+        m.d.comb += [
+            self.o_load.payload.addr.eq(self.win_base + load.mem_offset),
+            self.o_load.payload.stride.eq(load.stride),
+            self.o_load.payload.rows.eq(load.rows),
+            self.o_load.payload.elems.eq(load.elems),
+            self.o_load.payload.spad_addr.eq(load.spad_addr),
+            self.o_load.payload.to_bias.eq(load.to_bias),
+            self.o_exec.payload.act_addr.eq(matmul.act_addr),
+            self.o_exec.payload.weight_addr.eq(matmul.weight_addr),
+            self.o_exec.payload.acc_addr.eq(matmul.acc_addr),
+            self.o_exec.payload.m.eq(matmul.m),
+            self.o_exec.payload.k.eq(matmul.k),
+            self.o_exec.payload.accumulate.eq(matmul.accumulate),
+            self.o_store.payload.addr.eq(self.win_base + store.mem_offset),
+            self.o_store.payload.stride.eq(store.stride),
+            self.o_store.payload.rows.eq(store.rows),
+            self.o_store.payload.elems.eq(store.elems),
+            self.o_store.payload.acc_addr.eq(store.acc_addr),
+            self.o_store.payload.bias.eq(store.bias),
+            self.o_store.payload.relu.eq(store.relu),
+            self.o_store.payload.requant.eq(store.requant),
+            self.o_store.payload.multiplier.eq(multiplier),
+            self.o_store.payload.shift.eq(shift),
+        ]
+
+        # Dependency questions to the execute unit, for the head command.
+        with m.If(opcode == Opcode.LOAD):
+            m.d.comb += [
+                self.q_spad_lo.eq(load.spad_addr),
+                self.q_spad_hi.eq(load.spad_addr + load.rows),
+            ]
+        with m.If(opcode == Opcode.STORE):
+            m.d.comb += [
+                self.q_acc_lo.eq(store.acc_addr),
+                self.q_acc_hi.eq(store.acc_addr + store.rows),
+            ]
+
+        # Dispatch.
+        pop = Signal()
+        with m.If(can_issue):
+            with m.If(refuse != ErrorCode.OK):
+                m.d.sync += [
+                    stopping.eq(1),
+                    self.error.eq(refuse),
+                    self.err_index.eq(index),
+                    self.err_addr.eq(0),
+                ]
+            with m.Else():
+                with m.Switch(opcode):
+                    with m.Case(Opcode.LOAD):
+                        blocked = (self.spad_conflict & ~load.to_bias) | \
+                                  (load.to_bias & self.store_busy)
+                        m.d.comb += self.o_load.valid.eq(~blocked)
+                        m.d.comb += pop.eq(self.o_load.valid & self.o_load.ready)
+                        with m.If(pop):
+                            m.d.sync += [
+                                load_lo.eq(load.spad_addr),
+                                load_hi.eq(load.spad_addr + load.rows),
+                                load_bias.eq(load.to_bias),
+                                load_index.eq(index),
+                            ]
+                    with m.Case(Opcode.MATMUL):
+                        act_hi = matmul.act_addr + matmul.m
+                        w_hi = matmul.weight_addr + matmul.k
+                        load_hit = self.load_busy & ~load_bias & (
+                            overlaps(matmul.act_addr, act_hi, load_lo, load_hi)
+                            | overlaps(matmul.weight_addr, w_hi, load_lo, load_hi))
+                        store_hit = self.store_busy & overlaps(
+                            matmul.acc_addr, matmul.acc_addr + matmul.m, store_lo, store_hi)
+                        m.d.comb += self.o_exec.valid.eq(~load_hit & ~store_hit)
+                        m.d.comb += pop.eq(self.o_exec.valid & self.o_exec.ready)
+                    with m.Case(Opcode.STORE):
+                        blocked = self.acc_conflict | \
+                                  (store.bias & self.load_busy & load_bias)
+                        m.d.comb += self.o_store.valid.eq(~blocked)
+                        m.d.comb += pop.eq(self.o_store.valid & self.o_store.ready)
+                        with m.If(pop):
+                            m.d.sync += [
+                                store_lo.eq(store.acc_addr),
+                                store_hi.eq(store.acc_addr + store.rows),
+                                store_bias.eq(store.bias),
+                                store_index.eq(index),
+                            ]
+                    with m.Case(Opcode.CONFIG):
+                        m.d.comb += pop.eq(1)
+                        m.d.sync += [multiplier.eq(conf.multiplier), shift.eq(conf.shift)]
+                    with m.Case(Opcode.FENCE):
+                        m.d.comb += pop.eq(~units_busy)
+                        m.d.comb += self.done.eq(~units_busy)
+        m.d.comb += [
+            self.i_cmd.ready.eq(pop),
+            self.stall_dep.eq(can_issue & (refuse == ErrorCode.OK) & ~pop),
+        ]
+        with m.If(pop):
+            m.d.sync += index.eq(index + 1)
+
+        # DMA errors reported by the units (the first error wins).
+        for done, unit_index in ((self.i_load_done, load_index),
+                                 (self.i_store_done, store_index)):
+            with m.If(done.valid & (done.payload.error != ErrorCode.OK) & ~stopping):
+                m.d.sync += [
+                    stopping.eq(1),
+                    self.error.eq(done.payload.error),
+                    self.err_index.eq(unit_index),
+                    self.err_addr.eq(done.payload.addr),
+                ]
+
+        # Stop after an error once the units are idle.
+        with m.If(stopping & self.running & ~units_busy):
+            m.d.sync += self.running.eq(0)
+            m.d.comb += self.done.eq(1)
+
+        with m.If(self.start & ~flushing & ~stopping):
+            m.d.sync += self.running.eq(1)
+
+        # Soft reset: stop, flush the queue, wait for the units, clear the error state.
+        with m.If(self.soft_reset):
+            m.d.sync += [flushing.eq(1), self.running.eq(0)]
+        with m.Elif(flushing & ~units_busy):
+            m.d.sync += [
+                flushing.eq(0),
+                stopping.eq(0),
+                self.error.eq(ErrorCode.OK),
+                self.err_index.eq(0),
+                self.err_addr.eq(0),
+                index.eq(0),
+            ]
+        m.d.comb += [
+            self.flush.eq(flushing),
+            self.busy.eq(flushing | units_busy
+                         | (self.running & ~stopping & self.i_cmd.valid)),
+        ]
+        return m

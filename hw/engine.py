@@ -1,0 +1,165 @@
+"""MXE, the whole engine: the top-level component a user drops into an FPGA design."""
+
+from amaranth import Module, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import Out
+
+from .accumulator import Accumulator
+from .axi import axi4_signature, axilite_signature, connect_flat, flat_members
+from .controller import Controller
+from .csr import CSRBlock
+from .dma import DMA
+from .exec_unit import ExecUnit
+from .isa import COMMAND_BITS
+from .load_unit import LoadUnit
+from .regmap import ADDR_WIDTH
+from .scratchpad import Scratchpad
+from .store_unit import StoreUnit
+
+
+__all__ = ["Engine"]
+
+
+class Engine(wiring.Component):
+    """The MXE matrix engine.
+
+    A host pushes commands through the AXI4-Lite registers (``s_axil_*``); the engine moves
+    operands between memory and its buffers with its AXI4 DMA (``m_axi_*``), multiplies them on
+    the systolic array, post-processes the results and writes them back. See the register map
+    (:mod:`mxe.hw.regmap`) and the command set (:mod:`mxe.hw.isa`).
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
+    m_axi_* : AXI4 manager (AMD/Xilinx names), ``axi_data_width`` data, ``axi_addr_width``
+        addresses, ``axi_id_width`` IDs.
+    s_axil_* : AXI4-Lite subordinate, 32-bit data, 12-bit (4 KiB) addresses.
+    irq : Out(1)
+        ``CTRL.irq_enable & STATUS.done``: level, cleared by writing 1 to ``STATUS.done``.
+
+    ``clk`` and ``rst`` (synchronous, active high) are the ``sync`` domain's.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        members = {}
+        members.update(flat_members(axi4_signature(
+            addr_width=config.axi_addr_width, data_width=config.axi_data_width,
+            id_width=config.axi_id_width), "m_axi"))
+        members.update(flat_members(axilite_signature(addr_width=ADDR_WIDTH, data_width=32),
+                                    "s_axil", flipped=True))
+        members["irq"] = Out(1)
+        super().__init__(members)
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        aw = config.axi_addr_width
+
+        m.submodules.csr = csr = CSRBlock(config)
+        m.submodules.controller = ctrl = Controller(config)
+        queue = SyncFIFOBuffered(width=COMMAND_BITS, depth=config.cmd_queue_depth)
+        m.submodules.queue = queue = ResetInserter(ctrl.flush)(queue)
+        m.submodules.load = load = LoadUnit(config)
+        m.submodules.exec = exe = ExecUnit(config)
+        m.submodules.store = store = StoreUnit(config)
+        m.submodules.spad = spad = Scratchpad(config)
+        m.submodules.acc = acc = Accumulator(config)
+        m.submodules.dma = dma = DMA(config)
+
+        connect_flat(m, self, "m_axi", dma.axi)
+        connect_flat(m, self, "s_axil", csr.bus)
+        m.d.comb += self.irq.eq(csr.irq)
+
+        # Registers -> command queue -> controller.
+        m.d.comb += [
+            queue.w_data.eq(csr.o_cmd.payload),
+            queue.w_en.eq(csr.o_cmd.valid),
+            csr.o_cmd.ready.eq(queue.w_rdy & ~ctrl.flush),
+            ctrl.i_cmd.payload.eq(queue.r_data),
+            ctrl.i_cmd.valid.eq(queue.r_rdy),
+            queue.r_en.eq(ctrl.i_cmd.ready),
+            ctrl.win_base.eq(csr.win_base[:aw]),
+            ctrl.start.eq(csr.ctrl_start),
+            ctrl.soft_reset.eq(csr.ctrl_soft_reset),
+        ]
+
+        # Controller -> units, and what the units tell it.
+        wiring.connect(m, ctrl=ctrl.o_load, load=load.i_cmd)
+        wiring.connect(m, ctrl=ctrl.o_exec, exec=exe.i_cmd)
+        wiring.connect(m, ctrl=ctrl.o_store, store=store.i_cmd)
+        wiring.connect(m, load=load.o_done, ctrl=ctrl.i_load_done)
+        wiring.connect(m, store=store.o_done, ctrl=ctrl.i_store_done)
+        m.d.comb += [
+            ctrl.load_busy.eq(load.busy),
+            ctrl.exec_busy.eq(exe.busy),
+            ctrl.store_busy.eq(store.busy),
+            exe.q_spad_lo.eq(ctrl.q_spad_lo),
+            exe.q_spad_hi.eq(ctrl.q_spad_hi),
+            exe.q_acc_lo.eq(ctrl.q_acc_lo),
+            exe.q_acc_hi.eq(ctrl.q_acc_hi),
+            ctrl.spad_conflict.eq(exe.spad_conflict),
+            ctrl.acc_conflict.eq(exe.acc_conflict),
+            store.bias.eq(load.o_bias),
+        ]
+
+        # Data paths: DMA <-> units <-> buffers.
+        wiring.connect(m, load=load.o_rd_cmd, dma=dma.i_rd_cmd)
+        wiring.connect(m, dma=dma.o_rd_data, load=load.i_rd_data)
+        wiring.connect(m, dma=dma.o_rd_done, load=load.i_rd_done)
+        wiring.connect(m, store=store.o_wr_cmd, dma=dma.i_wr_cmd)
+        wiring.connect(m, store=store.o_wr_data, dma=dma.i_wr_data)
+        wiring.connect(m, dma=dma.o_wr_done, store=store.i_wr_done)
+        wiring.connect(m, load=load.o_spad_write, spad=spad.i_write)
+        wiring.connect(m, exec=exe.read_act, spad=spad.read_a)
+        wiring.connect(m, exec=exe.read_weight, spad=spad.read_b)
+        wiring.connect(m, exec=exe.o_acc_write, acc=acc.i_write)
+        wiring.connect(m, store=store.read, acc=acc.read)
+        m.d.comb += [
+            dma.window_base.eq(csr.win_base[:aw]),
+            dma.window_limit.eq(csr.win_limit[:aw]),
+        ]
+
+        # Status.
+        m.d.comb += [
+            csr.status_busy.eq(ctrl.busy),
+            csr.status_done.eq(ctrl.done),
+            csr.status_queue_empty.eq(~queue.r_rdy),
+            csr.status_queue_full.eq(~queue.w_rdy),
+            csr.status_error.eq(ctrl.error),
+            csr.err_cmd_index.eq(ctrl.err_index),
+            csr.err_addr.eq(ctrl.err_addr),
+            csr.cmd_level.eq(queue.level),
+        ]
+
+        # Performance counters, cleared by a soft reset. The DMA's byte counters run freely;
+        # the engine reports what they moved since the last soft reset.
+        counters = {
+            "cycles": 1,
+            "busy_cycles": ctrl.busy,
+            "mac_active_cycles": exe.mac_active,
+            "stall_load": load.stall,
+            "stall_store": store.stall,
+            "stall_dep": ctrl.stall_dep,
+        }
+        for name, event in counters.items():
+            count = Signal(64, name=f"count_{name}")
+            with m.If(ctrl.soft_reset):
+                m.d.sync += count.eq(0)
+            with m.Elif(event):
+                m.d.sync += count.eq(count + 1)
+            m.d.comb += getattr(csr, name).eq(count)
+        for name, total in (("dma_rd_bytes", dma.bytes_read), ("dma_wr_bytes", dma.bytes_written)):
+            base = Signal.like(total, name=f"{name}_base")
+            with m.If(ctrl.soft_reset):
+                m.d.sync += base.eq(total)
+            m.d.comb += getattr(csr, name).eq((total - base)[:len(total)])
+        return m

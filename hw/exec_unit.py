@@ -1,0 +1,206 @@
+"""The execute unit: MATMUL commands, scratchpad through the systolic array into the accumulator."""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import acc_addr_width, acc_row_layout
+from .array import SystolicArray, array_latency, wrapping_increment
+from .fetch import RowFetcher
+from .pe import operand_shape
+from .scratchpad import ReadPortSignature, spad_addr_width, spad_row_layout
+
+
+__all__ = ["ExecUnit", "matmul_cmd_layout", "exec_slots"]
+
+
+def matmul_cmd_layout(config):
+    return data.StructLayout({
+        "act_addr": spad_addr_width(config),
+        "weight_addr": spad_addr_width(config),
+        "acc_addr": acc_addr_width(config),
+        "m": 16,
+        "k": range(config.rows + 1),
+        "accumulate": 1,
+    })
+
+
+def exec_slots(config):
+    """MATMULs the execute unit keeps in flight: one loading weights, one streaming, and enough
+    to cover the array's latency with one-row tiles (at most 8: each slot costs comparators)."""
+    return min(8, 3 + -(-array_latency(config) // config.rows))
+
+
+class ExecUnit(wiring.Component):
+    """Runs MATMUL commands through the systolic array, several in flight.
+
+    Each accepted MATMUL takes a slot. Three pointers walk the slots in order: the weight feeder
+    reads the ``rows`` weight rows of a slot (rows ``>= k`` become zero) into the array's weight
+    port, the activation feeder streams its ``m`` activation rows (the last one marked), and the
+    accumulator writer sends each result row to ``acc_addr + r``, overwriting or accumulating.
+    A slot is freed when its last result row is written. Because the array double-buffers
+    weights, the next MATMUL's weights load while the current one streams: back-to-back MATMULs
+    keep the array busy every cycle when ``m >= rows``.
+
+    The unit answers the dispatcher's hazard questions about the slots it holds:
+    ``spad_conflict`` (a MATMUL that has not finished reading the scratchpad reads a row in
+    ``[q_spad_lo, q_spad_hi)``) and ``acc_conflict`` (a MATMUL in flight writes an accumulator
+    row in ``[q_acc_lo, q_acc_hi)``).
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(matmul_cmd_layout))
+        A validated MATMUL; ready while a slot is free.
+    read_act, read_weight : Out(ReadPortSignature)
+        Scratchpad read ports.
+    o_acc_write : Out(stream.Signature(..., always_ready=True))
+        Accumulator row writes.
+    q_spad_lo, q_spad_hi, q_acc_lo, q_acc_hi : In
+        Ranges the dispatcher asks about (``hi`` exclusive).
+    spad_conflict, acc_conflict : Out(1)
+        Combinational answers.
+    busy : Out(1)
+        A MATMUL is in flight.
+    mac_active : Out(1)
+        An activation row enters the array this cycle (``rows * cols`` MACs of work).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        aw, cw = spad_addr_width(config), acc_addr_width(config)
+        super().__init__({
+            "i_cmd": In(stream.Signature(matmul_cmd_layout(config))),
+            "read_act": Out(ReadPortSignature(aw, spad_row_layout(config))),
+            "read_weight": Out(ReadPortSignature(aw, spad_row_layout(config))),
+            "o_acc_write": Out(stream.Signature(data.StructLayout({
+                "addr": cw, "data": acc_row_layout(config), "accumulate": 1,
+            }), always_ready=True)),
+            "q_spad_lo": In(aw + 1), "q_spad_hi": In(aw + 1),
+            "q_acc_lo": In(cw + 1), "q_acc_hi": In(cw + 1),
+            "spad_conflict": Out(1),
+            "acc_conflict": Out(1),
+            "busy": Out(1),
+            "mac_active": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        rows, cols = config.rows, config.cols
+        slots = exec_slots(config)
+
+        m.submodules.array = array = SystolicArray(config)
+        aw, row_layout = spad_addr_width(config), spad_row_layout(config)
+        m.submodules.weight_fetch = weight_fetch = RowFetcher(aw, row_layout, tag_width=1)
+        m.submodules.act_fetch = act_fetch = RowFetcher(aw, row_layout, tag_width=1)
+        wiring.connect(m, weight_fetch=weight_fetch.read, unit=wiring.flipped(self.read_weight))
+        wiring.connect(m, act_fetch=act_fetch.read, unit=wiring.flipped(self.read_act))
+
+        table = Signal(data.ArrayLayout(matmul_cmd_layout(config), slots))
+        valid = Signal(slots)        # slot holds a MATMUL
+        weights_done = Signal(slots)  # its weight rows have all been requested
+        acts_done = Signal(slots)     # its activation rows have all been requested
+        alloc = Signal(range(slots))
+        w_ptr = Signal(range(slots))
+        a_ptr = Signal(range(slots))
+        out_ptr = Signal(range(slots))
+
+        # Accept a command into the next slot.
+        m.d.comb += self.i_cmd.ready.eq(~valid.bit_select(alloc, 1))
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [
+                table[alloc].eq(self.i_cmd.payload),
+                valid.bit_select(alloc, 1).eq(1),
+                weights_done.bit_select(alloc, 1).eq(0),
+                acts_done.bit_select(alloc, 1).eq(0),
+                alloc.eq(wrapping_increment(alloc, slots)),
+            ]
+
+        # Weight feeder: rows 0..rows-1 of the slot at w_ptr.
+        w_row = Signal(range(rows))
+        w_slot = table[w_ptr]
+        m.d.comb += [
+            weight_fetch.i_req.valid.eq(valid.bit_select(w_ptr, 1)
+                                        & ~weights_done.bit_select(w_ptr, 1)),
+            weight_fetch.i_req.payload.addr.eq(w_slot.weight_addr + w_row),
+            weight_fetch.i_req.payload.tag.eq(w_row >= w_slot.k),  # zero this row
+        ]
+        with m.If(weight_fetch.i_req.valid & weight_fetch.i_req.ready):
+            m.d.sync += w_row.eq(wrapping_increment(w_row, rows))
+            with m.If(w_row == rows - 1):
+                m.d.sync += [
+                    weights_done.bit_select(w_ptr, 1).eq(1),
+                    w_ptr.eq(wrapping_increment(w_ptr, slots)),
+                ]
+
+        # Activation feeder: rows 0..m-1 of the slot at a_ptr.
+        a_row = Signal(16)
+        a_slot = table[a_ptr]
+        a_last = a_row == a_slot.m - 1
+        m.d.comb += [
+            act_fetch.i_req.valid.eq(valid.bit_select(a_ptr, 1) & ~acts_done.bit_select(a_ptr, 1)),
+            act_fetch.i_req.payload.addr.eq(a_slot.act_addr + a_row),
+            act_fetch.i_req.payload.tag.eq(a_last),
+        ]
+        with m.If(act_fetch.i_req.valid & act_fetch.i_req.ready):
+            m.d.sync += a_row.eq(Mux(a_last, 0, a_row + 1))
+            with m.If(a_last):
+                m.d.sync += [
+                    acts_done.bit_select(a_ptr, 1).eq(1),
+                    a_ptr.eq(wrapping_increment(a_ptr, slots)),
+                ]
+
+        # Fetched rows into the array.
+        operand = operand_shape(config)
+        w_row_data = weight_fetch.o_row.payload.row
+        m.d.comb += [
+            array.i_weight.valid.eq(weight_fetch.o_row.valid),
+            weight_fetch.o_row.ready.eq(array.i_weight.ready),
+            array.i_act.valid.eq(act_fetch.o_row.valid),
+            act_fetch.o_row.ready.eq(array.i_act.ready),
+            array.i_act.payload.last.eq(act_fetch.o_row.payload.tag),
+            self.mac_active.eq(array.i_act.valid & array.i_act.ready),
+        ]
+        for j in range(cols):
+            m.d.comb += array.i_weight.payload[j].eq(
+                Mux(weight_fetch.o_row.payload.tag, Const(0, operand), w_row_data[j]))
+        for i in range(rows):
+            m.d.comb += array.i_act.payload.data[i].eq(act_fetch.o_row.payload.row[i])
+
+        # Accumulator writer: result rows of the slot at out_ptr.
+        out_row = Signal(16)
+        out_slot = table[out_ptr]
+        m.d.comb += [
+            self.o_acc_write.valid.eq(array.o_out.valid),
+            self.o_acc_write.payload.addr.eq(out_slot.acc_addr + out_row),
+            self.o_acc_write.payload.data.eq(array.o_out.payload.data),
+            self.o_acc_write.payload.accumulate.eq(out_slot.accumulate),
+        ]
+        with m.If(array.o_out.valid):
+            m.d.sync += out_row.eq(out_row + 1)
+            with m.If(array.o_out.payload.last):
+                m.d.sync += [
+                    out_row.eq(0),
+                    valid.bit_select(out_ptr, 1).eq(0),
+                    out_ptr.eq(wrapping_increment(out_ptr, slots)),
+                ]
+
+        # Hazard answers.
+        def overlaps(lo, n, q_lo, q_hi):
+            return (q_lo < lo + n) & (lo < q_hi)
+
+        spad_hits, acc_hits = [], []
+        for s in range(slots):
+            slot = table[s]
+            reading = valid[s] & ~(weights_done[s] & acts_done[s])
+            spad_hits.append(reading & (
+                overlaps(slot.act_addr, slot.m, self.q_spad_lo, self.q_spad_hi)
+                | overlaps(slot.weight_addr, slot.k, self.q_spad_lo, self.q_spad_hi)))
+            acc_hits.append(valid[s] & overlaps(slot.acc_addr, slot.m,
+                                                self.q_acc_lo, self.q_acc_hi))
+        m.d.comb += [
+            self.spad_conflict.eq(Cat(*spad_hits).any()),
+            self.acc_conflict.eq(Cat(*acc_hits).any()),
+            self.busy.eq(valid.any()),
+        ]
+        return m

@@ -1,0 +1,193 @@
+"""The load unit: LOAD commands, memory to scratchpad (or to the bias row) through the DMA."""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .dma import DMAError, cmd_layout, done_layout, rd_data_layout
+from .isa import ErrorCode
+from .pe import acc_shape
+from .scratchpad import spad_addr_width, spad_row_layout
+
+
+__all__ = ["LoadUnit", "load_cmd_layout", "unit_done_layout", "dma_error_code"]
+
+
+def load_cmd_layout(config):
+    return data.StructLayout({
+        "addr": config.axi_addr_width,       # absolute byte address (WIN_BASE + offset)
+        "stride": config.axi_addr_width,
+        "rows": 16,
+        "elems": 16,
+        "spad_addr": spad_addr_width(config),
+        "to_bias": 1,
+    })
+
+
+def unit_done_layout(config):
+    """What a unit reports when a command has finished: its error code and failing address."""
+    return data.StructLayout({"error": ErrorCode, "addr": config.axi_addr_width})
+
+
+def dma_error_code(m, dma_error):
+    """The engine error code for a DMA error code."""
+    code = Signal(ErrorCode)
+    with m.Switch(dma_error):
+        with m.Case(DMAError.OK):
+            m.d.comb += code.eq(ErrorCode.OK)
+        with m.Case(DMAError.SLVERR):
+            m.d.comb += code.eq(ErrorCode.DMA_SLVERR)
+        with m.Case(DMAError.DECERR):
+            m.d.comb += code.eq(ErrorCode.DMA_DECERR)
+        with m.Case(DMAError.WINDOW):
+            m.d.comb += code.eq(ErrorCode.DMA_WINDOW)
+        with m.Default():
+            m.d.comb += code.eq(ErrorCode.BAD_DIM)
+    return code
+
+
+class LoadUnit(wiring.Component):
+    """Executes one LOAD at a time: asks the DMA read engine for a 2-D transfer and turns the
+    byte stream of each memory row into one scratchpad row (or the bias row).
+
+    A memory row arrives lane-0 aligned in ``ceil(row_bytes / bus_bytes)`` beats; the unit
+    collects it in a row buffer and writes the scratchpad row in the cycle after its last beat,
+    with the write mask covering the first ``elems`` operands. Operands are ``elem_bytes`` wide in
+    memory (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``.
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(load_cmd_layout))
+        The next LOAD, already validated.
+    o_done : Out(stream.Signature(unit_done_layout, always_ready=True))
+        One transfer per command, after its last scratchpad write, with the DMA's error.
+    o_rd_cmd, i_rd_data, i_rd_done
+        To and from the DMA read engine.
+    o_spad_write : Out(stream.Signature(...))
+        Scratchpad row writes (no back-pressure).
+    o_bias : Out(ArrayLayout(acc_shape, cols))
+        The bias row, for the post-processor.
+    busy : Out(1)
+        A command is in progress.
+    stall : Out(1)
+        In progress and no data beat arrived this cycle (waiting for memory).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        spad_write = data.StructLayout({
+            "addr": spad_addr_width(config),
+            "data": spad_row_layout(config),
+            "mask": config.spad_row_elems,
+        })
+        super().__init__({
+            "i_cmd": In(stream.Signature(load_cmd_layout(config))),
+            "o_done": Out(stream.Signature(unit_done_layout(config), always_ready=True)),
+            "o_rd_cmd": Out(stream.Signature(cmd_layout(config))),
+            "i_rd_data": In(stream.Signature(rd_data_layout(config))),
+            "i_rd_done": In(stream.Signature(done_layout(config))),
+            "o_spad_write": Out(stream.Signature(spad_write, always_ready=True)),
+            "o_bias": Out(data.ArrayLayout(acc_shape(config), config.cols)),
+            "busy": Out(1),
+            "stall": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        bus_bytes = config.axi_bytes
+        eb, ab = config.elem_bytes, config.acc_elem_bytes
+        buf_bytes = max(config.spad_row_elems * eb, config.cols * ab)
+        beats_max = -(-buf_bytes // bus_bytes)
+
+        cmd = Signal(load_cmd_layout(config))
+        row = Signal(16)
+        beat = Signal(range(beats_max + 1))
+        buffer = Signal(8 * beats_max * bus_bytes)
+        write_pending = Signal()
+        write_row = Signal(16)
+        error = Signal(ErrorCode)
+        error_addr = Signal(config.axi_addr_width)
+
+        # Bytes per memory row; both element sizes are powers of two.
+        row_bytes = Signal(16)
+        elems_in = self.i_cmd.payload.elems
+        m.d.comb += row_bytes.eq(Mux(self.i_cmd.payload.to_bias,
+                                     elems_in << (ab.bit_length() - 1),
+                                     elems_in << (eb.bit_length() - 1)))
+
+        # Row assembly: each beat fills its slice of the row buffer.
+        with m.If(self.i_rd_data.valid & self.i_rd_data.ready):
+            with m.Switch(beat):
+                for b in range(beats_max):
+                    with m.Case(b):
+                        m.d.sync += buffer.word_select(b, 8 * bus_bytes).eq(
+                            self.i_rd_data.payload.data)
+            with m.If(self.i_rd_data.payload.row_last):
+                m.d.sync += [
+                    beat.eq(0),
+                    write_row.eq(row),
+                    row.eq(row + 1),
+                ]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        # The row write, one cycle after the row's last beat.
+        m.d.sync += write_pending.eq(
+            self.i_rd_data.valid & self.i_rd_data.ready & self.i_rd_data.payload.row_last)
+        elems = []
+        for i in range(config.spad_row_elems):
+            elems.append(buffer.word_select(i, 8 * eb)[:config.input_width])
+        m.d.comb += [
+            self.o_spad_write.payload.addr.eq(cmd.spad_addr + write_row),
+            self.o_spad_write.payload.data.eq(Cat(*elems)),
+            self.o_spad_write.payload.mask.eq(
+                Cat(*(Const(i) < cmd.elems for i in range(config.spad_row_elems)))),
+            self.o_spad_write.valid.eq(write_pending & ~cmd.to_bias),
+        ]
+        with m.If(write_pending & cmd.to_bias):
+            for j in range(config.cols):
+                with m.If(j < cmd.elems):
+                    m.d.sync += self.o_bias[j].eq(buffer.word_select(j, 8 * ab)[:config.acc_width])
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i_cmd.ready.eq(1)
+                with m.If(self.i_cmd.valid):
+                    m.d.sync += [
+                        cmd.eq(self.i_cmd.payload),
+                        self.o_rd_cmd.payload.addr.eq(self.i_cmd.payload.addr),
+                        self.o_rd_cmd.payload.rows.eq(self.i_cmd.payload.rows),
+                        self.o_rd_cmd.payload.row_bytes.eq(row_bytes),
+                        self.o_rd_cmd.payload.stride.eq(self.i_cmd.payload.stride),
+                        row.eq(0),
+                        beat.eq(0),
+                    ]
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += self.o_rd_cmd.valid.eq(1)
+                with m.If(self.o_rd_cmd.ready):
+                    m.next = "RECEIVE"
+            with m.State("RECEIVE"):
+                m.d.comb += [
+                    self.i_rd_data.ready.eq(1),
+                    self.i_rd_done.ready.eq(1),
+                    self.stall.eq(~self.i_rd_data.valid),
+                ]
+                with m.If(self.i_rd_done.valid):
+                    m.d.sync += [
+                        error.eq(dma_error_code(m, self.i_rd_done.payload.error)),
+                        error_addr.eq(self.i_rd_done.payload.addr),
+                    ]
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                # The last row's write happens in this cycle at the latest.
+                m.d.comb += [
+                    self.o_done.valid.eq(~write_pending),
+                    self.o_done.payload.error.eq(error),
+                    self.o_done.payload.addr.eq(error_addr),
+                ]
+                with m.If(~write_pending):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~self.i_cmd.ready)
+        return m
