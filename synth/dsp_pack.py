@@ -38,6 +38,12 @@ def _ff_control(cell):
     return tuple(c["CLK"]), ce, lsr
 
 
+def _connect(cell, idx, clk, ce, lsr):
+    for port, bits in ((f"CLK{idx}", clk), (f"CE{idx}", ce), (f"RST{idx}", lsr)):
+        cell["connections"][port] = list(bits)
+        cell.setdefault("port_directions", {})[port] = "input"
+
+
 def pack_mult_registers(netlist, top):
     """Absorb input and output registers into every MULT18X18D of module ``top`` (in place).
 
@@ -93,8 +99,7 @@ def pack_mult_registers(netlist, top):
                 (clk, ce, lsr), = control
                 for port, ff in ffs.items():
                     conn[port] = list(cells[ff]["connections"]["DI"])
-                conn[f"CLK{idx}"], conn[f"CE{idx}"], conn[f"RST{idx}"] = \
-                    list(clk), list(ce), list(lsr)
+                _connect(cell, idx, clk, ce, lsr)
                 params[f"REG_INPUT{group}_CLK"] = f"CLK{idx}"
                 params[f"REG_INPUT{group}_CE"] = f"CE{idx}"
                 params[f"REG_INPUT{group}_RST"] = f"RST{idx}"
@@ -122,7 +127,7 @@ def pack_mult_registers(netlist, top):
             for port, ff in ffs.items():
                 conn[port] = list(cells[ff]["connections"]["Q"])
                 removed.add(ff)
-            conn["CLK2"], conn["CE2"], conn["RST2"] = list(clk), list(ce), list(lsr)
+            _connect(cell, 2, clk, ce, lsr)
             params["REG_OUTPUT_CLK"], params["REG_OUTPUT_CE"], params["REG_OUTPUT_RST"] = \
                 "CLK2", "CE2", "RST2"
             stats["output"] += 1

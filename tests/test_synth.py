@@ -1,0 +1,214 @@
+"""Synthesis flow: report parsing and fit checks (unit), one real Yosys run of the tiny array
+(default regression, ~10 s), and the rest of the flow (place and route, other families, sweep,
+report) behind ``-m slow``."""
+
+import json
+
+import pytest
+
+from mxe.hw.config import EngineConfig
+from mxe.synth.devices import FAMILIES, classify_cells, device, family
+from mxe.synth.dsp_pack import pack_mult_registers
+from mxe.synth.flow import (SynthOptions, breakdown, check_fit, markdown_report, markdown_table,
+                            parse_nextpnr_report, synthesize)
+
+
+# Unit tests: no tools run.
+
+def test_classify_ecp5_cells():
+    res = classify_cells(family("ecp5"), {"LUT4": 10, "CCU2C": 4, "TRELLIS_FF": 30,
+                                          "MULT18X18D": 2, "DP16KD": 1, "TRELLIS_DPR16X4": 1,
+                                          "PFUMX": 3, "$scopeinfo": 5, "WEIRD": 1})
+    assert (res["lut"], res["carry"], res["ff"], res["dsp"], res["bram"], res["lutram"]) == \
+        (10, 4, 30, 2, 1, 1)
+    assert res["lut_equiv"] == 10 + 2 * 4 + 4
+    assert res["other"] == {"WEIRD": 1}
+
+
+def test_classify_prefixes_and_halves():
+    res = classify_cells(family("xilinx"), {"FDRE": 3, "FDSE": 1, "RAMB18E1": 3, "LUT6": 2})
+    assert res["ff"] == 4 and res["bram"] == 1.5 and res["lut_equiv"] == 2
+    assert classify_cells(family("ice40"), {"SB_DFFE": 2, "SB_DFFSR": 1})["ff"] == 3
+
+
+def test_fit_over_budget_message():
+    fit = check_fit({"lut_equiv": 1000, "ff": 10, "dsp": 256, "bram": 0},
+                    device(family("ecp5"), "LFE5U-85F").capacity)
+    assert not fit["fits"]
+    assert "DSPs: 256 used, 156 available: 64% over" in fit["summary"]
+    dsp = next(i for i in fit["items"] if i["key"] == "dsp")
+    assert dsp["over_percent"] == 64
+    assert check_fit({"lut_equiv": 5280, "ff": 1, "dsp": 8, "bram": 30, "spram": 0},
+                     device(family("ice40")).capacity)["fits"]
+
+
+def test_fit_resource_the_device_lacks():
+    fit = check_fit({"lut_equiv": 1, "ff": 1, "dsp": 2, "bram": 0},
+                    device(family("ice40"), "hx8k").capacity)
+    assert not fit["fits"] and "the device has none" in fit["summary"]
+
+
+def test_breakdown_groups_instances():
+    stat = {"modules": {
+        "\\top": {"num_cells_by_type": {"LUT4": 5, "TRELLIS_FF": 7, "top.pe_0_0": 1}},
+        "\\top.pe_0_0": {"num_cells_by_type": {"MULT18X18D": 1, "TRELLIS_FF": 10}},
+        "\\top.pe_1_0": {"num_cells_by_type": {"MULT18X18D": 1, "TRELLIS_FF": 10}},
+        "\\top.dma": {"num_cells_by_type": {"LUT4": 3}},
+        "\\top.dma.fifo": {"num_cells_by_type": {"DP16KD": 1}},
+    }}
+    blocks = breakdown(stat, "top", family("ecp5"))
+    assert blocks["pe"]["instances"] == 2 and blocks["pe"]["dsp"] == 2
+    assert blocks["pe"]["ff"] == 20
+    assert blocks["dma"]["bram"] == 1 and blocks["dma"]["lut"] == 3
+    assert blocks["(top)"]["ff"] == 7
+
+
+def test_parse_nextpnr_report():
+    def step(kind, cell, delay, net=None):
+        return {"type": kind, "net": net, "from": {"cell": cell}, "to": {"cell": cell},
+                "delay": delay}
+    raw = {
+        "fmax": {"clk": {"achieved": 123.456, "constraint": 150}},
+        "critical_paths": [{"from": "clk", "to": "clk", "path": [
+            step("clk-to-q", "pe_0_1.a_FF", 0.5),
+            step("routing", "pe_0_1.x_CCU2C", 1.0, "n1"),
+            step("logic", "pe_0_1.x_CCU2C", 0.4),
+            step("routing", "pe_0_1.y_CCU2C", 0.0, "n2"),
+            step("logic", "pe_0_1.y_CCU2C", 0.1),
+            step("setup", "pe_0_1.y_CCU2C", 0.1),
+        ]}],
+        "utilization": {"TRELLIS_FF": {"used": 5, "available": 10},
+                        "DCCA": {"used": 0, "available": 56}},
+    }
+    pnr = parse_nextpnr_report(raw)
+    assert pnr["fmax_mhz"] == 123.46 and pnr["target_mhz"] == 150 and not pnr["met"]
+    cp = pnr["critical_path"]
+    assert cp["delay_ns"] == pytest.approx(2.1) and cp["routing_ns"] == pytest.approx(1.0)
+    assert cp["blocks"] == ["pe"] and cp["logic_levels"] == 2
+    assert pnr["limited_by"].startswith("carry chain")
+    assert list(pnr["utilization"]) == ["TRELLIS_FF"]
+
+
+def test_options_reject_bad_values():
+    with pytest.raises(ValueError, match="family"):
+        SynthOptions("virtex")
+    with pytest.raises(ValueError, match="device"):
+        SynthOptions("ecp5", device="up5k")
+    with pytest.raises(ValueError, match="speed"):
+        SynthOptions("ecp5", speed="9")
+    with pytest.raises(ValueError, match="freq"):
+        SynthOptions("ecp5", freq_mhz=0)
+    with pytest.raises(ValueError, match="pnr"):
+        SynthOptions("xilinx", pnr=True)
+    assert SynthOptions("ECP5".lower(), device="lfe5u-45f").device.name == "LFE5U-45F"
+
+
+def test_dsp_pack_moves_registers():
+    def ff(d, q, clk=1):
+        return {"type": "TRELLIS_FF", "parameters": {"CEMUX": "1 ", "REGSET": "RESET",
+                                                      "SRMODE": "LSR_OVER_CE"},
+                "port_directions": {"CLK": "input", "DI": "input", "Q": "output"},
+                "connections": {"CLK": [clk], "DI": [d], "Q": [q]}}
+    mult = {"type": "MULT18X18D", "parameters": {},
+            "port_directions": {**{f"A{i}": "input" for i in range(18)},
+                                **{f"B{i}": "input" for i in range(18)},
+                                **{f"P{i}": "output" for i in range(36)}},
+            "connections": {**{f"A{i}": [20] for i in range(18)},
+                            **{f"B{i}": ["0"] for i in range(17)}, "B17": [21],
+                            **{f"P{i}": [100 + i] for i in range(36)}}}
+    cells = {"fa": ff(10, 20), "fb": ff(11, 21), "m": mult, "fp": ff(100, 50)}
+    netlist = {"modules": {"top": {"ports": {"y": {"direction": "output", "bits": [50]},
+                                             "a": {"direction": "input", "bits": [10, 11]}},
+                                   "cells": cells}}}
+    stats = pack_mult_registers(netlist, "top")
+    assert stats == {"dsps": 1, "input_a": 1, "input_b": 1, "output": 1, "ffs_removed": 3}
+    assert set(cells) == {"m"}
+    assert mult["connections"]["A0"] == [10] and mult["connections"]["B17"] == [11]
+    assert mult["connections"]["P0"] == [50]
+    assert mult["parameters"]["REG_OUTPUT_CLK"] == "CLK2"
+    assert mult["port_directions"]["CLK0"] == "input"
+
+
+# One real synthesis in the default regression.
+
+def test_tiny_array_ecp5(tmp_path):
+    config = EngineConfig.preset("tiny", multiplier="dsp")
+    report = synthesize(config, SynthOptions("ecp5"), tmp_path, top="array")
+    json.dumps(report)  # serializable as written by mxe synth
+    res = report["resources"]
+    assert res["dsp"] == config.macs  # one MULT18X18D per int8 multiply
+    w, acc = config.input_width, config.acc_width
+    # Every PE keeps its activation, both weight banks and (below the top row, where the sum is
+    # not just the sign-extended product) a full-width partial sum.
+    pe_floor = config.macs * 3 * w + (config.rows - 1) * config.cols * acc
+    assert pe_floor <= res["ff"] < config.macs * (12 * w + acc + 16)
+    assert 0 < res["lut_equiv"] < config.macs * 100
+    assert res["bram"] == 0 and res["other"] == {}
+    assert report["fit"]["fits"] and report["fit"]["summary"] == "fits"
+    assert report["breakdown"]["pe"]["instances"] == config.macs
+    assert report["breakdown"]["pe"]["dsp"] == config.macs
+    assert report["pnr"] is None and not report["warnings"]
+    assert "| 4x4 |" in markdown_table([report])
+    assert "Fit:** fits" in markdown_report(report)
+
+
+# The rest of the flow.
+
+@pytest.mark.slow
+def test_lut_multiplier_uses_no_dsp(tmp_path):
+    config = EngineConfig.preset("tiny", multiplier="lut")
+    report = synthesize(config, SynthOptions("ecp5", breakdown=False), tmp_path, top="array")
+    assert report["resources"]["dsp"] == 0
+    auto = synthesize(config.replace(multiplier="auto", dsp_budget=5),
+                      SynthOptions("ecp5", breakdown=False), tmp_path / "auto", top="array")
+    assert auto["resources"]["dsp"] == 5
+
+
+@pytest.mark.slow
+def test_tiny_array_ecp5_pnr(tmp_path):
+    config = EngineConfig.preset("tiny", multiplier="dsp")
+    report = synthesize(config, SynthOptions("ecp5", pnr=True, breakdown=False), tmp_path,
+                        top="array")
+    pnr = report["pnr"]
+    assert pnr["mode"] == "out-of-context" and pnr["fmax_mhz"] > 100
+    assert pnr["dsp_register_packing"]["output"] == config.macs
+    assert pnr["critical_path"]["delay_ns"] > 0
+
+
+@pytest.mark.slow
+def test_tiny_array_ice40_pnr_behind_wrapper(tmp_path):
+    config = EngineConfig.preset("tiny")
+    report = synthesize(config, SynthOptions("ice40", pnr=True, breakdown=False), tmp_path,
+                        top="array")
+    assert report["resources"]["dsp"] == config.dsp_budget
+    assert "wrapper" in report["pnr"]["mode"] and report["pnr"]["fmax_mhz"] > 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fam", ["xilinx", "gowin"])
+def test_tiny_array_other_families(tmp_path, fam):
+    config = EngineConfig.preset("tiny", multiplier="dsp")
+    report = synthesize(config, SynthOptions(fam, breakdown=False), tmp_path, top="array")
+    assert report["resources"]["ff"] > 0 and report["resources"]["lut_equiv"] > 0
+
+
+@pytest.mark.slow
+def test_sweep_and_report_commands(tmp_path, capsys):
+    from mxe.cli import main
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--preset", "tiny", "--sizes", "2,4", "--families", "ecp5",
+                 "-j", "1", "-o", str(out)]) == 0
+    assert (out / "sweep.csv").read_text().count("\n") == 3
+    assert (out / "sweep.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["report", str(out / "sweep.json")]) == 0
+    text = capsys.readouterr().out
+    assert "2x2" in text and "4x4" in text
+
+
+def test_report_command_rejects_non_reports(tmp_path, capsys):
+    from mxe.cli import main
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["report", str(bad)]) == 2
+    assert "not an MXE synthesis report" in capsys.readouterr().err
