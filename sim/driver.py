@@ -1,0 +1,692 @@
+"""The MXE driver: GEMM planning (pure Python) and :class:`MXEDriver` (cocotb side).
+
+:func:`plan_gemm` turns ``C = A @ B`` (any M, K, N) into a command stream for one engine
+configuration and a memory layout; it needs no simulator, so its output is checked against the
+command-level model (:mod:`mxe.sim.engine_model`) for many shapes in ``tests/test_driver.py``.
+:class:`MXEDriver` runs a plan on a simulated engine through cocotbext-axi: it discovers the
+configuration from the CSRs, writes the operands into the memory model, pushes the commands
+(never overflowing the queue), waits for the FENCE, checks ``STATUS.error``, reads the result
+back and reports the performance counters.
+
+Tiling
+------
+K is cut into tiles of ``kr = min(rows, K)`` weight rows, N into tiles of ``nc = min(cols, N)``
+columns, M into chunks of ``mc`` rows. A weight tile ``(ki, ni)`` takes ``kr`` scratchpad rows
+(``B[k0:k0+kr, n0:n0+nc]``), an activation tile ``(mi, ki)`` ``mc`` rows
+(``A[m0:m0+mc, k0:k0+kr]``), an output tile ``(mi, ni)`` ``mc`` accumulator rows, filled by
+``kt = ceil(K / kr)`` MATMULs (the first overwrites, the others accumulate) and then stored.
+
+The planner chooses a loop order (``mn``: M chunks outside, N tiles inside; ``nm``: the other way)
+and, for each operand, how it lives in the scratchpad:
+
+``panel``
+    The operand tiles of the current outer iteration (A's ``kt`` tiles of one M chunk in ``mn``
+    order, B's ``kt`` tiles of one N tile in ``nm`` order) stay loaded while the inner loop runs;
+    two panels alternate, so the next panel loads while the current one computes. Each tile is
+    read from memory once.
+``resident``
+    Every tile of the operand has its own place (B in ``mn`` order, A in ``nm`` order); loaded on
+    first use, read from memory once.
+``stream``
+    Two places alternate, the tile is loaded before each use (the inner operand is then read
+    once per outer iteration).
+
+The accumulator holds two output tiles that alternate, so a STORE drains one while the MATMULs
+fill the other. Among all feasible choices (scratchpad rows ``<= spad_depth``, accumulator rows
+``<= acc_depth``), the planner takes the one with the lowest estimated time (the maximum of DMA
+beats, array cycles and command pushes, plus FENCE drains), then the least memory traffic.
+
+The post-processor's bias row is one row of ``cols`` values: with a bias and more than one N
+tile, the row is reloaded per N tile, and a FENCE before each reload keeps it from changing under
+a STORE still using the previous tile's bias (the hardware tracks dependencies of scratchpad and
+accumulator rows only). The driver waits for each FENCE, so such GEMMs run in ``nt`` segments.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from math import ceil
+
+import numpy as np
+
+from mxe.hw.config import EngineConfig
+from mxe.hw.isa import ErrorCode
+from mxe.hw.regmap import CONFIG_REGISTERS, COUNTERS, ID_MAGIC, OFFSETS, REGMAP, VERSION
+from mxe.sim import commands as cmds
+from mxe.sim.engine_model import decode_elems, encode_elems
+from mxe.sim.model import _check_requant, check_operands
+
+
+__all__ = ["plan_gemm", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
+           "pack_operands", "unpack_result", "counter_names"]
+
+
+# Planning ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Region:
+    """A matrix in memory: ``rows`` rows of ``cols`` elements of ``elem_bytes`` bytes, row ``r``
+    at window offset ``offset + r * stride``."""
+    offset: int
+    rows: int
+    cols: int
+    elem_bytes: int
+
+    @property
+    def stride(self):
+        return self.cols * self.elem_bytes
+
+    @property
+    def nbytes(self):
+        return self.rows * self.stride
+
+    @property
+    def end(self):
+        return self.offset + self.nbytes
+
+
+@dataclass
+class GemmPlan:
+    """What :func:`plan_gemm` returns.
+
+    Members
+    -------
+    commands : list of int
+        The command stream (128-bit ints), ending with a FENCE. Every FENCE is a point where the
+        driver waits for done.
+    layout : dict of Region
+        ``"a"``, ``"b"``, ``"c"`` and, with a bias, ``"bias"``; offsets from ``WIN_BASE``.
+    size : int
+        Window bytes the layout needs from offset 0 (``base`` included).
+    schedule : dict
+        The choice: ``order``, ``mc``, ``kr``, ``nc``, ``a_mode``, ``b_mode``, buffer places.
+    stats : dict
+        Exactly what the stream moves and computes: ``dma_rd_bytes``, ``dma_wr_bytes``,
+        ``mac_active`` (activation rows streamed = sum of MATMUL ``m``), counts per opcode, the
+        cost estimate.
+    """
+    config: EngineConfig
+    M: int
+    K: int
+    N: int
+    bias: bool
+    relu: bool
+    requant: object
+    commands: list
+    layout: dict
+    size: int
+    schedule: dict
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def out_bytes(self):
+        return self.layout["c"].elem_bytes
+
+    def segments(self):
+        """The command stream cut after every FENCE (each piece ends with one)."""
+        pieces, current = [], []
+        for command in self.commands:
+            current.append(command)
+            if cmds.decode(command)[0] == "FENCE":
+                pieces.append(current)
+                current = []
+        if current:
+            pieces.append(current)
+        return pieces
+
+
+def _check_dim(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, not {value!r}")
+    if not 1 <= value <= 65535 * 64:
+        raise ValueError(f"{name} must be in 1..{65535 * 64}, not {value}")
+    return int(value)
+
+
+def _align(value, alignment):
+    return -(-value // alignment) * alignment
+
+
+def _candidates(config, M, K, N, kr, bias, mcs=None):
+    """Every feasible (cost, bytes, schedule) for k tiles of ``kr`` rows (and M chunks of
+    ``mcs`` rows, by default every chunk count's balanced size)."""
+    c = config
+    nc = min(c.cols, N)
+    kt, nt = ceil(K / kr), ceil(N / nc)
+    if mcs is None:
+        mcs = sorted({ceil(M / chunks) for chunks in range(1, M + 1)}, reverse=True)
+    for mc in mcs:
+        if mc > 65535:
+            continue
+        mt = ceil(M / mc)
+        acc_places = 2 if mt * nt > 1 else 1
+        if acc_places * mc > c.acc_depth:
+            continue
+        for order in ("mn", "nm"):
+            if order == "mn":
+                a_modes = {"panel": kt * min(2, mt), "stream": min(2, mt * nt * kt)}
+                b_modes = {"resident": kt * nt, "stream": min(2, mt * nt * kt)}
+            else:
+                a_modes = {"resident": mt * kt, "stream": min(2, mt * nt * kt)}
+                b_modes = {"panel": kt * min(2, nt), "stream": min(2, mt * nt * kt)}
+            for a_mode, a_places in a_modes.items():
+                for b_mode, b_places in b_modes.items():
+                    if a_places * mc + b_places * kr > c.spad_depth:
+                        continue
+                    sched = dict(order=order, mc=mc, mt=mt, kr=kr, kt=kt, nc=nc, nt=nt,
+                                 a_mode=a_mode, b_mode=b_mode, a_places=a_places,
+                                 b_places=b_places, acc_places=acc_places)
+                    cost, nbytes = _estimate(c, M, K, N, sched, bias)
+                    yield cost, nbytes, sched
+
+
+def _estimate(c, M, K, N, s, bias):
+    """Rough cycles and exact bytes of a schedule (for choosing, not for checking)."""
+    eb = c.elem_bytes
+    a_reads = 1 if s["a_mode"] in ("panel", "resident") else s["nt"]
+    b_reads = 1 if s["b_mode"] in ("panel", "resident") else s["mt"]
+    pairs = s["mt"] * s["nt"]
+    bias_loads = 0
+    fences = 1
+    if bias:
+        bias_loads = s["nt"] if s["order"] == "nm" else (pairs if s["nt"] > 1 else 1)
+        fences += bias_loads - 1
+    rd = M * K * eb * a_reads + K * N * eb * b_reads + bias_loads * N * c.acc_elem_bytes
+    wr = M * N * c.acc_elem_bytes
+    # Every row costs at least one beat plus some overhead; the bus moves axi_bytes a beat.
+    a_rows = M * s["kt"] * a_reads
+    b_rows = K * s["nt"] * b_reads
+    dma = (rd + wr) / c.axi_bytes + 2 * (a_rows + b_rows + M * s["nt"])
+    compute = sum(max(min(s["mc"], M - mi * s["mc"]), c.rows) for mi in range(s["mt"])) \
+        * s["nt"] * s["kt"]
+    loads = s["kt"] * s["mt"] * a_reads + s["kt"] * s["nt"] * b_reads + bias_loads
+    commands = loads + pairs * s["kt"] + pairs + fences
+    cost = max(dma, compute, 16 * commands) + fences * (4 * (c.rows + c.cols) + 100)
+    return cost, rd + wr
+
+
+def _choose(config, M, K, N, bias, force):
+    kr = min(config.rows, K)
+    while kr >= 1:
+        mcs = [force["mc"]] if force and "mc" in force else None
+        options = [(cost, nbytes, s)
+                   for cost, nbytes, s in _candidates(config, M, K, N, kr, bias, mcs)
+                   if all(s.get(k) == v for k, v in (force or {}).items())]
+        if options:
+            return min(options, key=lambda o: (o[0], o[1], -o[2]["mc"]))[2]
+        kr //= 2
+    raise ValueError(f"no tiling of a {M}x{K}x{N} GEMM fits spad_depth {config.spad_depth} and "
+                     f"acc_depth {config.acc_depth}" + (f" with {force}" if force else ""))
+
+
+def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, align=64,
+              force=None):
+    """Plan ``C = A @ B`` (A: M x K, B: K x N) for the engine ``config``.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    M, K, N : int
+    bias : bool
+        Add a per-column bias (N values of ``acc_elem_bytes`` bytes in memory).
+    relu : bool
+    requant : None or (multiplier, shift)
+        Requantize the outputs to one byte each; raw ``acc_width`` values otherwise.
+    base : int
+        Window offset of the first byte the layout may use.
+    align : int
+        Alignment of every region (1 for none).
+    force : dict, optional
+        Restrict the schedule (``order``, ``mc``, ``a_mode``, ``b_mode``): for tests.
+
+    Returns
+    -------
+    GemmPlan
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments, or no tiling fits the buffers.
+    """
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig, not {config!r}")
+    M, K, N = _check_dim("M", M), _check_dim("K", K), _check_dim("N", N)
+    if requant is not None:
+        if not isinstance(requant, (tuple, list)) or len(requant) != 2:
+            raise TypeError(f"requant must be None or (multiplier, shift), not {requant!r}")
+        requant = _check_requant(*requant)   # the ranges the post-processor accepts
+    if base < 0 or align < 1:
+        raise ValueError(f"base must be >= 0 and align >= 1, not {base} and {align}")
+    c = config
+    s = _choose(c, M, K, N, bias, force)
+
+    # Memory layout.
+    eb, ob = c.elem_bytes, (1 if requant is not None else c.acc_elem_bytes)
+    layout = {}
+    offset = _align(base, align)
+    for name, rows, cols, nbytes in (("a", M, K, eb), ("b", K, N, eb),
+                                     *((("bias", 1, N, c.acc_elem_bytes),) if bias else ()),
+                                     ("c", M, N, ob)):
+        layout[name] = Region(offset, rows, cols, nbytes)
+        offset = _align(layout[name].end, align)
+    size = layout["c"].end
+    if size > 1 << 32:
+        raise ValueError(f"the operands need {size} bytes; commands address 4 GiB at most")
+
+    mc, mt, kr, kt, nc, nt = s["mc"], s["mt"], s["kr"], s["kt"], s["nc"], s["nt"]
+    a_base, b_base = 0, s["a_places"] * mc
+    A, B, C = layout["a"], layout["b"], layout["c"]
+    out = []
+    stats = {"dma_rd_bytes": 0, "dma_wr_bytes": 0, "mac_active": 0}
+    loaded = {}          # (operand, tile) -> scratchpad row, for panel / resident modes
+    stream_count = {"a": 0, "b": 0}
+
+    def place(operand, mode, tile, mi, ni, ki):
+        """Scratchpad row of a tile, and whether it must be loaded now."""
+        size_ = mc if operand == "a" else kr
+        base_ = a_base if operand == "a" else b_base
+        if mode == "stream":
+            slot = stream_count[operand] % s[f"{operand}_places"]
+            stream_count[operand] += 1
+            return base_ + slot * size_, True
+        if mode == "resident":
+            slot = mi * kt + ki if operand == "a" else ki * nt + ni
+        else:   # panel: the outer index picks one of two panels
+            outer = mi if operand == "a" else ni
+            slot = (outer % 2) * kt + ki
+        key = (operand, tile)
+        row = base_ + slot * size_
+        if loaded.get(key) == row:
+            return row, False
+        loaded[key] = row
+        return row, True
+
+    def load(row, region, r0, nrows, c0, ncols):
+        out.append(cmds.load(row, region.offset + r0 * region.stride + c0 * region.elem_bytes,
+                             nrows, ncols, region.stride))
+        stats["dma_rd_bytes"] += nrows * ncols * region.elem_bytes
+
+    if requant is not None:
+        out.append(cmds.config(*requant))
+    pairs = [(mi, ni) for mi in range(mt) for ni in range(nt)] if s["order"] == "mn" else \
+        [(mi, ni) for ni in range(nt) for mi in range(mt)]
+    pending_store = None
+    bias_tile = None
+
+    def flush_store():
+        nonlocal pending_store
+        if pending_store is not None:
+            out.append(pending_store[0])
+            stats["dma_wr_bytes"] += pending_store[1]
+            pending_store = None
+
+    for p, (mi, ni) in enumerate(pairs):
+        m0, n0 = mi * mc, ni * nc
+        m, n = min(mc, M - m0), min(nc, N - n0)
+        acc = (p % s["acc_places"]) * mc
+        if bias and bias_tile != ni:
+            if bias_tile is not None:
+                flush_store()
+                out.append(cmds.fence())
+            bias_region = layout["bias"]
+            out.append(cmds.load(0, bias_region.offset + n0 * bias_region.elem_bytes, 1, n,
+                                 bias_region.stride, to_bias=True))
+            stats["dma_rd_bytes"] += n * bias_region.elem_bytes
+            bias_tile = ni
+        for ki in range(kt):
+            k0 = ki * kr
+            k = min(kr, K - k0)
+            a_row, a_load = place("a", s["a_mode"], (mi, ki), mi, ni, ki)
+            if a_load:
+                load(a_row, A, m0, m, k0, k)
+            b_row, b_load = place("b", s["b_mode"], (ki, ni), mi, ni, ki)
+            if b_load:
+                load(b_row, B, k0, k, n0, n)
+            # The previous tile's STORE goes after the first loads of this one, so those loads
+            # are issued while the previous tile still computes.
+            flush_store()
+            out.append(cmds.matmul(a_row, b_row, m, k, acc, accumulate=ki > 0))
+            stats["mac_active"] += m
+        pending_store = (cmds.store(acc, C.offset + m0 * C.stride + n0 * ob, m, n, C.stride,
+                                    bias=bias, relu=relu, requant=requant is not None),
+                         m * n * ob)
+    flush_store()
+    out.append(cmds.fence())
+    for name in ("LOAD", "MATMUL", "STORE", "FENCE", "CONFIG"):
+        stats[name] = 0
+    for command in out:
+        stats[cmds.decode(command)[0]] += 1
+    stats["estimate"] = _estimate(c, M, K, N, s, bias)[0]
+    return GemmPlan(config=c, M=M, K=K, N=N, bias=bool(bias), relu=bool(relu), requant=requant,
+                    commands=out, layout=layout, size=size, schedule=s, stats=stats)
+
+
+def pack_operands(plan, A, B, bias=None):
+    """``{offset: bytes}`` of the operands for ``plan`` (checked against the configuration)."""
+    c = plan.config
+    A = check_operands("A", A, c)
+    B = check_operands("B", B, c)
+    if A.shape != (plan.M, plan.K) or B.shape != (plan.K, plan.N):
+        raise ValueError(f"A and B must be {plan.M}x{plan.K} and {plan.K}x{plan.N}, not "
+                         f"{A.shape} and {B.shape}")
+    out = {plan.layout["a"].offset: encode_elems(A, c.elem_bytes),
+           plan.layout["b"].offset: encode_elems(B, c.elem_bytes)}
+    if plan.bias:
+        if bias is None:
+            raise ValueError("the plan has a bias; pass its values")
+        bias = np.asarray(bias)
+        if bias.shape != (plan.N,):
+            raise ValueError(f"bias must have shape ({plan.N},), not {bias.shape}")
+        out[plan.layout["bias"].offset] = encode_elems(bias, c.acc_elem_bytes)
+    return out
+
+
+def unpack_result(plan, data):
+    """The result matrix from the bytes of region ``c``: int64 (requantized values, or raw
+    ``acc_width`` values; uint64 for an unsigned 64-bit accumulator)."""
+    c = plan.config
+    C = plan.layout["c"]
+    if plan.requant is not None:
+        values = decode_elems(data, 1, 8, c.signed)
+    else:
+        values = decode_elems(data, C.elem_bytes, c.acc_width, c.signed)
+    return values.reshape(plan.M, plan.N)
+
+
+def counter_names():
+    return [name for name, _port, _doc in COUNTERS]
+
+
+# The cocotb-side driver --------------------------------------------------------------------
+
+class MXEError(RuntimeError):
+    """The engine stopped on an error."""
+
+    def __init__(self, code, index, addr, command=None):
+        self.code = code
+        self.index = index
+        self.addr = addr
+        self.command = command
+        what = f" ({cmds.describe(command)})" if command is not None else ""
+        super().__init__(f"engine error {code.name} at command {index}{what}, "
+                         f"ERR_ADDR {addr:#x}")
+
+
+class MXETimeout(TimeoutError):
+    """The engine did not finish in time."""
+
+
+def _field(reg, name, word):
+    f = REGMAP[reg]["fields"][name]
+    return (word >> f["lsb"]) & ((1 << f["width"]) - 1)
+
+
+def _bit(reg, name):
+    return 1 << REGMAP[reg]["fields"][name]["lsb"]
+
+
+class MXEDriver:
+    """Runs GEMMs on a simulated MXE engine.
+
+    Parameters
+    ----------
+    axil : cocotbext.axi.AxiLiteMaster
+        On the engine's ``s_axil_*`` port.
+    ram : cocotbext.axi.AxiRam (or anything with ``read(addr, n)`` / ``write(addr, data)``)
+        The memory on the engine's ``m_axi_*`` port.
+    dut : cocotb handle
+        For the clock (timeouts count its rising edges) and the ``irq`` output.
+    window : (base, limit), optional
+        The DMA window the driver sets and allocates in; the whole memory by default.
+    use_irq : bool
+        Wait for ``irq`` (with ``CTRL.irq_enable``) rather than polling ``STATUS``.
+    timeout_cycles : int or None
+        Cycles to wait for a FENCE before :class:`MXETimeout`; ``None`` estimates from the plan.
+    """
+
+    def __init__(self, axil, ram, dut, *, window=None, use_irq=True, timeout_cycles=None,
+                 log=None):
+        self.axil = axil
+        self.ram = ram
+        self.dut = dut
+        self.window = window
+        self.use_irq = use_irq
+        self.timeout_cycles = timeout_cycles
+        self.log = log or logging.getLogger("cocotb.mxe.driver")
+        self.config = None
+        self.version = None
+        self.commands_sent = 0   # since the last soft reset: ERR_CMD_INDEX counts from here
+        self.last_plan = None
+        self.sent_log = []       # every command pushed since the last soft reset
+
+    # Registers.
+
+    async def read(self, reg):
+        from cocotbext.axi import AxiResp
+        result = await self.axil.read(OFFSETS[reg], 4)
+        if result.resp != AxiResp.OKAY:
+            raise MXEError.__new__(MXEError) if False else RuntimeError(
+                f"CSR read {reg} answered {result.resp}")
+        return int.from_bytes(result.data, "little")
+
+    async def write(self, reg, value):
+        from cocotbext.axi import AxiResp
+        result = await self.axil.write(OFFSETS[reg], int(value).to_bytes(4, "little"))
+        if result.resp != AxiResp.OKAY:
+            raise RuntimeError(f"CSR write {reg} answered {result.resp}")
+
+    async def read64(self, name):
+        lo = await self.read(f"{name}_LO")
+        hi = await self.read(f"{name}_HI")
+        return hi << 32 | lo
+
+    async def write64(self, name, value):
+        await self.write(f"{name}_LO", value & 0xFFFF_FFFF)
+        await self.write(f"{name}_HI", value >> 32)
+
+    async def counters(self):
+        """All performance counters: ``{name: value}``."""
+        return {name: await self.read64(name) for name in counter_names()}
+
+    async def status(self):
+        word = await self.read("STATUS")
+        return {name: _field("STATUS", name, word) for name in REGMAP["STATUS"]["fields"]}
+
+    # Setup.
+
+    async def discover(self):
+        """Read ID and the configuration registers; returns an :class:`EngineConfig` with the
+        read-back parameters (others at their defaults)."""
+        ident = await self.read("ID")
+        magic, version = _field("ID", "magic", ident), _field("ID", "version", ident)
+        if magic != ID_MAGIC:
+            raise RuntimeError(f"no MXE engine: ID reads {ident:#010x}, expected magic "
+                               f"{ID_MAGIC:#x} in bits 31:8")
+        if version != VERSION:
+            raise RuntimeError(f"MXE register map version {version}, this driver speaks "
+                               f"{VERSION}")
+        values = {}
+        for reg, attr in CONFIG_REGISTERS:
+            values[attr] = await self.read(reg)
+        values["signed"] = bool(values["signed"])
+        self.version = version
+        self.config = EngineConfig(**values)
+        return self.config
+
+    async def set_window(self, base, limit):
+        await self.write64("WIN_BASE", base)
+        await self.write64("WIN_LIMIT", limit)
+        self.window = (base, limit)
+
+    async def start(self, *, irq=None):
+        irq = self.use_irq if irq is None else irq
+        await self.write("CTRL", _bit("CTRL", "start") | (_bit("CTRL", "irq_enable") if irq
+                                                          else 0))
+
+    async def soft_reset(self, *, timeout_cycles=100_000):
+        """Soft reset, then wait for ``STATUS.busy == 0``; clears a stale done."""
+        await self.write("CTRL", _bit("CTRL", "soft_reset"))
+        await self._wait(lambda st: not st["busy"], timeout_cycles, "busy to clear after a "
+                         "soft reset", irq=False)
+        await self.write("STATUS", _bit("STATUS", "done") | _bit("STATUS", "cmd_overflow"))
+        self.commands_sent = 0
+        self.sent_log = []
+
+    # Commands.
+
+    async def push(self, commands):
+        """Push commands, never more than the queue has room for."""
+        from cocotb.triggers import RisingEdge
+        depth = self.config.cmd_queue_depth
+        room = 0
+        for command in commands:
+            polls = 0
+            while room == 0:
+                room = depth - await self.read("CMD_LEVEL")
+                if room <= 0:
+                    room = 0
+                    polls += 1
+                    if polls > 1_000_000:
+                        raise MXETimeout("the command queue did not drain")
+                    for _ in range(4):
+                        await RisingEdge(self.dut.clk)
+            for i, word in enumerate(cmds.to_words(command)):
+                await self.write(f"CMD_W{i}", word)
+            room -= 1
+            self.commands_sent += 1
+            self.sent_log.append(command)
+
+    async def _wait(self, ready, timeout_cycles, what, *, irq):
+        from cocotb.triggers import First, RisingEdge, Timer, with_timeout
+        start = self._cycle()
+        while True:
+            st = await self.status()
+            if ready(st):
+                return st
+            elapsed = self._cycle() - start
+            if elapsed > timeout_cycles:
+                raise MXETimeout(f"timeout after {elapsed} cycles waiting for {what}; "
+                                 f"STATUS {st}, CMD_LEVEL {await self.read('CMD_LEVEL')}")
+            if irq and hasattr(self.dut, "irq"):
+                # Sleep until irq rises, or a while (then poll again: a missed edge must not hang).
+                edge = RisingEdge(self.dut.irq)
+                wait = Timer(max(1, min(timeout_cycles - elapsed, 2000)) * self._period(),
+                             unit="ns")
+                if not self.dut.irq.value:
+                    await First(edge, wait)
+            else:
+                for _ in range(16):
+                    await RisingEdge(self.dut.clk)
+
+    def _period(self):
+        return getattr(self, "clock_ns", 10)
+
+    def _cycle(self):
+        from cocotb.utils import get_sim_time
+        return int(get_sim_time("ns") // self._period())
+
+    async def wait_done(self, timeout_cycles):
+        """Wait for STATUS.done, clear it, raise :class:`MXEError` if STATUS.error is set."""
+        st = await self._wait(lambda st: st["done"], timeout_cycles, "STATUS.done",
+                              irq=self.use_irq)
+        await self.write("STATUS", _bit("STATUS", "done"))
+        if st["error"]:
+            await self.raise_error(st["error"])
+        if st["cmd_overflow"]:
+            raise RuntimeError("STATUS.cmd_overflow: a command was dropped (driver bug)")
+        return st
+
+    async def raise_error(self, code):
+        index = await self.read("ERR_CMD_INDEX")
+        addr = await self.read64("ERR_ADDR")
+        try:
+            code = ErrorCode(code)
+        except ValueError:
+            raise RuntimeError(f"STATUS.error reads {code}, not an ErrorCode") from None
+        command = self.sent_log[index] if 0 <= index < len(self.sent_log) else None
+        raise MXEError(code, index, addr, command)
+
+    async def run(self, commands, *, timeout_cycles=None):
+        """Push ``commands`` (each FENCE a point where the driver waits for done) and wait."""
+        pieces, current = [], []
+        for command in commands:
+            current.append(command)
+            if cmds.decode(command)[0] == "FENCE":
+                pieces.append(current)
+                current = []
+        if current:
+            current.append(cmds.fence())
+            pieces.append(current)
+        for piece in pieces:
+            await self.push(piece)
+            await self.wait_done(timeout_cycles or self._timeout(piece))
+
+    def _timeout(self, commands):
+        if self.timeout_cycles:
+            return self.timeout_cycles
+        c = self.config
+        work = 0
+        for command in commands:
+            name, f = cmds.decode(command)
+            if name == "MATMUL":
+                work += f["m"] + 2 * (c.rows + c.cols) + 20
+            elif name in ("LOAD", "STORE"):
+                work += f["rows"] * (f["elems"] * 8 // c.axi_bytes + 40) + 100
+        return 20 * work + 20_000
+
+    # GEMM.
+
+    def _region(self, plan):
+        base, limit = self.window
+        if base + plan.size > limit:
+            raise ValueError(f"the GEMM needs {plan.size} bytes; the window has {limit - base}")
+        return base
+
+    async def gemm(self, A, B, bias=None, relu=False, requant=None, *, base=0, align=64):
+        """``postprocess(A @ B)`` on the engine.
+
+        Parameters
+        ----------
+        A : int array (M, K), B : int array (K, N)
+            Operands in the configured range.
+        bias : int array (N,), optional
+        relu : bool
+        requant : None or (multiplier, shift)
+        base, align : int
+            Where in the window the driver places the operands (see :func:`plan_gemm`).
+
+        Returns
+        -------
+        (C, counters) : (int64 array (M, N), dict)
+            The result (requantized 8-bit values, or raw accumulator values) and the counter
+            deltas over this GEMM.
+
+        Raises
+        ------
+        MXEError
+            The engine stopped on an error (code, command index, address).
+        MXETimeout
+        """
+        if self.config is None:
+            await self.discover()
+        if self.window is None:
+            raise ValueError("set_window() first")
+        A, B = np.asarray(A), np.asarray(B)
+        if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
+            raise ValueError(f"A and B must be (M, K) and (K, N), not {A.shape} and {B.shape}")
+        M, K = A.shape
+        N = B.shape[1]
+        plan = plan_gemm(self.config, M, K, N, bias=bias is not None, relu=relu,
+                         requant=requant, base=base, align=align)
+        self.last_plan = plan
+        win = self._region(plan)
+        for offset, data in pack_operands(plan, A, B, bias).items():
+            self.ram.write(win + offset, data)
+        before = await self.counters()
+        self.log.info("GEMM %dx%dx%d: %s, %d commands", M, K, N, plan.schedule,
+                      len(plan.commands))
+        await self.run(plan.commands)
+        after = await self.counters()
+        C = plan.layout["c"]
+        result = unpack_result(plan, self.ram.read(win + C.offset, C.nbytes))
+        deltas = {k: (after[k] - before[k]) % (1 << 64) for k in after}
+        return result, deltas

@@ -1,0 +1,384 @@
+"""The command-level engine model (sim/engine_model.py) and the GEMM planner (sim/driver.py).
+
+The planner's command streams run through the engine model for many random shapes,
+configurations and options and must give ``postprocess(matmul(A, B))`` exactly; the model itself
+is checked against plain-Python loops and the refusal rules of LIMITS_DOC. No simulator needed.
+"""
+
+import random
+
+import numpy as np
+import pytest
+
+from mxe.hw.config import EngineConfig
+from mxe.hw.isa import ErrorCode
+from mxe.sim import commands as cmds
+from mxe.sim.driver import pack_operands, plan_gemm, unpack_result
+from mxe.sim.engine_model import (EngineModel, ModelStopped, bad_commands, decode_elems,
+                                  encode_elems, read_bursts)
+from mxe.sim.model import matmul, postprocess, random_operands, wrap
+
+
+# Engine model ------------------------------------------------------------------------------
+
+def _ref_int(value, width, signed):
+    value &= (1 << width) - 1
+    if signed and value >> (width - 1):
+        value -= 1 << width
+    return value
+
+
+def test_elems_roundtrip(seed):
+    rng = np.random.default_rng(seed)
+    for nbytes, width, signed in [(1, 8, True), (1, 5, False), (2, 12, True), (2, 16, False),
+                                  (4, 32, True), (4, 20, False), (8, 64, True), (8, 64, False),
+                                  (8, 40, True)]:
+        lo = -(1 << (width - 1)) if signed else 0
+        hi = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+        values = [int(rng.integers(0, 1 << 62)) % (hi - lo + 1) + lo for _ in range(50)] + [lo, hi]
+        data = b"".join((v % (1 << (8 * nbytes))).to_bytes(nbytes, "little") for v in values)
+        assert encode_elems(np.array(values, dtype=np.uint64 if hi >= 1 << 63 else np.int64),
+                            nbytes) == data
+        got = decode_elems(data, nbytes, width, signed)
+        assert [int(x) for x in got] == values
+
+
+def _small_engine(**changes):
+    return EngineConfig.preset("tiny", **changes)
+
+
+def test_model_commands_against_loops(seed):
+    """LOAD, MATMUL (overwrite and accumulate), bias LOAD, CONFIG and STORE on a small
+    engine, each checked against a plain-Python computation."""
+    rng = np.random.default_rng(seed)
+    for cfg in (_small_engine(), _small_engine(rows=3, cols=5, signed=False, acc_width=20),
+                _small_engine(rows=5, cols=2, input_width=12, acc_width=64)):
+        E, eb, ab = cfg.spad_row_elems, cfg.elem_bytes, cfg.acc_elem_bytes
+        mem = bytearray(rng.integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+        model = EngineModel(cfg, mem, 256, 4096, fill=rng)
+        spad0 = model.spad.copy()
+        lo, hi = cfg.input_range
+        # LOAD 3 rows of 2 elements, stride 7 bytes (unaligned), at window offset 5.
+        A = rng.integers(lo, hi, size=(3, 2), endpoint=True)
+        for r in range(3):
+            mem[256 + 5 + 7 * r:256 + 5 + 7 * r + 2 * eb] = encode_elems(A[r], eb)
+        W = rng.integers(lo, hi, size=(cfg.rows, cfg.cols), endpoint=True)
+        mem[1024:1024 + W.size * eb] = encode_elems(W, eb)
+        out = model.run([cmds.load(10, 5, 3, 2, 7),
+                         cmds.load(20, 1024 - 256, cfg.rows, cfg.cols, cfg.cols * eb)])
+        assert out.ok and out.executed == 2
+        assert (model.spad[10:13, :2] == A).all()
+        assert (model.spad[10:13, 2:] == spad0[10:13, 2:]).all(), "stale elements must stay"
+        assert (model.spad[20:20 + cfg.rows, :cfg.cols] == W).all()
+        k = max(1, cfg.rows - 1)
+        acc_before = model.acc_values(7, 3).copy()
+        assert model.run([cmds.matmul(10, 20, 3, k, 7, accumulate=True)]).ok
+        for i in range(3):
+            for j in range(cfg.cols):
+                total = int(acc_before[i, j])
+                for t in range(min(k, cfg.rows)):
+                    a = int(model.spad[10 + i, t])
+                    total += a * int(W[t, j])
+                assert int(model.acc_values(7, 3)[i, j]) == _ref_int(total, cfg.acc_width,
+                                                                     cfg.signed)
+        assert model.run([cmds.matmul(10, 20, 3, k, 7)]).ok   # overwrite
+        for i in range(3):
+            for j in range(cfg.cols):
+                total = sum(int(model.spad[10 + i, t]) * int(W[t, j]) for t in range(k))
+                assert int(model.acc_values(7, 3)[i, j]) == _ref_int(total, cfg.acc_width,
+                                                                     cfg.signed)
+        # Bias (2 values), CONFIG, STORE with everything; then a raw STORE.
+        b = [int(x) for x in rng.integers(-1000, 1000, size=2)]
+        if not cfg.signed:
+            b = [abs(x) for x in b]
+        mem[3000:3000 + 2 * ab] = b"".join((x % (1 << 8 * ab)).to_bytes(ab, "little") for x in b)
+        acc = model.acc_values(7, 3)
+        bias_full = model.bias.copy()
+        assert model.run([cmds.load(0, 3000 - 256, 1, 2, 0, to_bias=True),
+                          cmds.config(12345, 9),
+                          cmds.store(7, 2000 - 256, 3, 2, 11, bias=True, relu=True,
+                                     requant=True),
+                          cmds.store(7, 2500 - 256, 2, cfg.cols, 3 * cfg.cols * ab)]).ok
+        assert (model.bias[2:] == bias_full[2:]).all()
+        for i in range(3):
+            for j in range(2):
+                v = _ref_int(int(acc[i, j]) + b[j], cfg.acc_width, cfg.signed)
+                v = max(v, 0)
+                p = v * 12345
+                q = (abs(p) + (1 << 8)) >> 9
+                q = q if p >= 0 else -q
+                q = min(max(q, -128 if cfg.signed else 0), 127 if cfg.signed else 255)
+                assert mem[2000 + 11 * i + j] == q % 256
+        for i in range(2):
+            row = mem[2500 + 3 * cfg.cols * ab * i:][:cfg.cols * ab]
+            got = [_ref_int(int.from_bytes(row[j * ab:(j + 1) * ab], "little"), cfg.acc_width,
+                            cfg.signed) for j in range(cfg.cols)]
+            assert got == [int(x) for x in acc[i]]
+        assert model.counters["mac_active"] == 6
+        assert model.counters["dma_rd_bytes"] == 6 * eb + W.size * eb + 2 * ab
+        assert model.counters["dma_wr_bytes"] == 6 + 2 * cfg.cols * ab
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_model_refusals(preset, seed):
+    """Every LIMITS_DOC case: the error, the index, nothing after it runs, nothing written."""
+    cfg = EngineConfig.preset(preset)
+    rng = np.random.default_rng(seed)
+    good_store = cmds.store(0, 100, 1, 1, 0)
+    for name, bad, code in bad_commands(cfg):
+        mem = bytearray(rng.integers(0, 256, size=1024, dtype=np.uint8).tobytes())
+        image = bytes(mem)
+        model = EngineModel(cfg, mem, 0, 1024)
+        prefix = [cmds.load(0, 0, 1, 1, 0)] * int(rng.integers(0, 4))
+        out = model.run([*prefix, bad, good_store])
+        assert out.error == code, name
+        assert out.index == len(prefix) and out.executed == len(prefix), name
+        assert bytes(mem) == image, f"{name}: memory written"
+        with pytest.raises(ModelStopped):
+            model.run([good_store])
+        model.soft_reset()
+        out = model.run([good_store])
+        assert out.ok and out.executed == 1 and model.index == 1
+        assert bytes(mem) != image or mem[100:100 + cfg.acc_elem_bytes] == \
+            image[100:100 + cfg.acc_elem_bytes]
+
+
+def test_model_window_and_slverr():
+    cfg = _small_engine()
+    mem = bytearray(8192)
+    model = EngineModel(cfg, mem, 1000, 3000, error_regions=[(2040, 2050)])
+    # Ends exactly at the limit: fine. One byte more: window error.
+    assert model.run([cmds.load(0, 2000 - 4, 1, 4, 0)]).ok
+    out = model.run([cmds.load(0, 2000 - 3, 1, 4, 0)])
+    assert (out.error, out.index, out.addr) == (ErrorCode.DMA_WINDOW, 1, None)
+    model.soft_reset()
+    out = model.run([cmds.store(0, 1999, 2, 1, 1)])
+    assert out.error == ErrorCode.DMA_WINDOW
+    model.soft_reset()
+    # SLVERR: the first failing 4-byte beat of the second row.
+    out = model.run([cmds.load(0, 1000, 3, 4, 38)])
+    assert out.error == ErrorCode.DMA_SLVERR and out.index == 0
+    assert out.addr == 2038 // 4 * 4 + 4 == read_bursts(cfg, 2000, 3, 4, 38, [(2040, 2050)])
+
+
+# Planner --------------------------------------------------------------------------------------
+
+def random_config(rng):
+    """A random, valid engine configuration, mostly small buffers so tiling is exercised."""
+    rows, cols = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    width = int(rng.choice([4, 8, 8, 8, 12, 16]))
+    acc = int(rng.choice([2 * width, 32, 32, 48, 64]))
+    acc = max(acc, 2 * width)
+    return EngineConfig(rows=rows, cols=cols, input_width=width, signed=bool(rng.random() < 0.8),
+                        acc_width=acc, spad_depth=int(rng.choice([16, 32, 64, 256, 1024])),
+                        spad_banks=1, acc_depth=int(rng.choice([16, 32, 128, 1024])),
+                        axi_data_width=int(rng.choice([32, 64, 128, 256])),
+                        max_burst_len=int(rng.choice([1, 4, 16])),
+                        cmd_queue_depth=int(rng.choice([2, 8, 16])))
+
+
+def random_options(rng, cfg, N):
+    bias = None
+    if rng.random() < 0.5:
+        lo, hi = (-(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1) if cfg.signed \
+            else (0, (1 << cfg.acc_width) - 1)
+        if rng.random() < 0.5:
+            lo, hi = max(lo, -5000), min(hi, 5000)
+        bias = np.array([int(rng.integers(0, 1 << 62)) % (hi - lo + 1) + lo for _ in range(N)],
+                        dtype=np.uint64 if hi >= 1 << 63 else np.int64)
+    relu = bool(rng.random() < 0.5)
+    requant = None
+    if rng.random() < 0.5:
+        requant = (int(rng.integers(-(1 << 31), 1 << 31)), int(rng.integers(0, 64)))
+    return bias, relu, requant
+
+
+def run_plan(cfg, A, B, bias, relu, requant, rng, *, base=0, align=64, force=None, slack=64):
+    """Plan, lay out memory, run the model; return (result, plan, model, expected image)."""
+    M, K = A.shape
+    N = B.shape[1]
+    plan = plan_gemm(cfg, M, K, N, bias=bias is not None, relu=relu, requant=requant,
+                     base=base, align=align, force=force)
+    win_base = int(rng.integers(0, 300))
+    mem = bytearray(rng.integers(0, 256, size=win_base + plan.size + slack,
+                                 dtype=np.uint8).tobytes())
+    for offset, data in pack_operands(plan, A, B, bias).items():
+        mem[win_base + offset:win_base + offset + len(data)] = data
+    before = bytes(mem)
+    model = EngineModel(cfg, mem, win_base, win_base + plan.size, fill=rng)
+    out = model.run(plan.commands)
+    assert out.ok, (out, cmds.describe(plan.commands[out.index]))
+    C = plan.layout["c"]
+    got = unpack_result(plan, mem[win_base + C.offset:win_base + C.end])
+    # Only region c was written.
+    assert mem[:win_base + C.offset] == before[:win_base + C.offset]
+    assert mem[win_base + C.end:] == before[win_base + C.end:]
+    return got, plan, model
+
+
+def expected(cfg, A, B, bias, relu, requant):
+    acc = matmul(A, B, cfg)
+    N = B.shape[1]
+    # postprocess works on rows of cols values: pad N up to a multiple of cols.
+    cols = cfg.cols
+    pad = -N % cols
+    accp = np.concatenate([acc, np.zeros((acc.shape[0], pad), dtype=acc.dtype)], axis=1)
+    rows = accp.reshape(acc.shape[0], -1, cols)
+    out = []
+    for t in range(rows.shape[1]):
+        b = None
+        if bias is not None:
+            b = np.concatenate([np.asarray(bias), np.zeros(pad, dtype=np.asarray(bias).dtype)])
+            b = b[t * cols:(t + 1) * cols]
+        out.append(postprocess(rows[:, t, :], cfg, bias=b, relu=relu, requant=requant))
+    return np.concatenate(out, axis=1)[:, :N]
+
+
+def check_plan_properties(plan):
+    """Stats are what the stream does; loads never overwrite the rows the MATMUL just issued
+    reads (double buffering), and the next tile's MATMUL never writes the accumulator rows of
+    the STORE just issued, unless there is a single place."""
+    cfg = plan.config
+    last_mm = None
+    last_store = None
+    s = plan.schedule
+    for command in plan.commands:
+        name, f = cmds.decode(command)
+        if name == "LOAD" and not f["to_bias"] and last_mm is not None:
+            rows = set(range(f["spad_addr"], f["spad_addr"] + f["rows"]))
+            reads = set(range(last_mm["act_addr"], last_mm["act_addr"] + last_mm["m"])) | \
+                set(range(last_mm["weight_addr"], last_mm["weight_addr"] + last_mm["k"]))
+            if s["a_places"] > 1 and s["b_places"] > 1:
+                assert not rows & reads, f"LOAD {f} overwrites rows of the running {last_mm}"
+        if name == "MATMUL":
+            if last_store is not None and s["acc_places"] > 1:
+                a, b = f["acc_addr"], last_store["acc_addr"]
+                assert a + f["m"] <= b or b + last_store["rows"] <= a
+            last_mm, last_store = f, None
+        if name == "STORE":
+            last_store = f
+    assert cmds.decode(plan.commands[-1])[0] == "FENCE"
+    top = s["a_places"] * s["mc"] + s["b_places"] * s["kr"]
+    assert top <= cfg.spad_depth and s["acc_places"] * s["mc"] <= cfg.acc_depth
+
+
+def _one(rng, cfg, M, K, N, *, force=None, options=None):
+    A = random_operands(rng, (M, K), cfg, extremes=0.1)
+    B = random_operands(rng, (K, N), cfg, extremes=0.1)
+    bias, relu, requant = options if options else random_options(rng, cfg, N)
+    align = int(rng.choice([1, 3, 64]))
+    got, plan, model = run_plan(cfg, A, B, bias, relu, requant, rng,
+                                base=int(rng.integers(0, 50)), align=align, force=force)
+    want = expected(cfg, A, B, bias, relu, requant)
+    where = np.argwhere(got != want)
+    assert not where.size, (f"{M}x{K}x{N} {cfg.key()} bias={bias is not None} relu={relu} "
+                            f"requant={requant} schedule={plan.schedule}: first mismatch at "
+                            f"{tuple(where[0])}: got {got[tuple(where[0])]}, "
+                            f"want {want[tuple(where[0])]}")
+    # The plan's counts are exactly what the model did.
+    assert plan.stats["mac_active"] == model.counters["mac_active"]
+    assert plan.stats["dma_rd_bytes"] == model.counters["dma_rd_bytes"]
+    assert plan.stats["dma_wr_bytes"] == model.counters["dma_wr_bytes"] == M * N * plan.out_bytes
+    assert plan.stats["MATMUL"] == plan.schedule["mt"] * plan.schedule["nt"] * plan.schedule["kt"]
+    check_plan_properties(plan)
+    return plan
+
+
+def test_plan_random_shapes(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        cfg = random_config(rng)
+        M, K, N = (int(rng.choice([rng.integers(1, 12), rng.integers(1, 70)])) for _ in range(3))
+        _one(rng, cfg, M, K, N)
+
+
+def test_plan_presets(seed):
+    rng = np.random.default_rng(seed)
+    for preset in ("tiny", "small", "default"):
+        cfg = EngineConfig.preset(preset)
+        for M, K, N in [(1, 1, 1), (cfg.rows, cfg.rows, cfg.cols),
+                        (cfg.rows + 1, cfg.rows - 1 or 1, cfg.cols + 1),
+                        tuple(int(x) for x in rng.integers(1, 120, size=3))]:
+            _one(rng, cfg, M, K, N)
+
+
+@pytest.mark.parametrize("order,a_mode,b_mode", [
+    ("mn", "panel", "resident"), ("mn", "panel", "stream"), ("mn", "stream", "resident"),
+    ("mn", "stream", "stream"), ("nm", "resident", "panel"), ("nm", "stream", "panel"),
+    ("nm", "resident", "stream"), ("nm", "stream", "stream")])
+def test_plan_every_schedule(order, a_mode, b_mode, seed):
+    """Each loop order and placement, forced, with several M chunks and N and K tiles."""
+    rng = np.random.default_rng(seed)
+    cfg = _small_engine(spad_depth=2048, acc_depth=64)
+    for M, K, N in [(70, 13, 10), (9, 4, 4), (33, 1, 17)]:
+        for bias in (False, True):
+            b = rng.integers(-100, 100, size=N) if bias else None
+            plan = _one(rng, cfg, M, K, N, force=dict(order=order, a_mode=a_mode, b_mode=b_mode,
+                                                      mc=min(M, 16)),
+                        options=(b, bool(rng.random() < 0.5), (int(rng.integers(1, 1 << 20)), 12)))
+            eb = cfg.elem_bytes
+            reads = {"panel": 1, "resident": 1, "stream": None}
+            a_times = reads[a_mode] or plan.schedule["nt"]
+            b_times = reads[b_mode] or plan.schedule["mt"]
+            bias_bytes = 0
+            if bias:
+                loads = plan.schedule["nt"] if order == "nm" else \
+                    (plan.schedule["mt"] * plan.schedule["nt"] if plan.schedule["nt"] > 1 else 1)
+                bias_bytes = loads and sum(
+                    min(cfg.cols, N - n0) for n0 in range(0, N, cfg.cols)) * \
+                    cfg.acc_elem_bytes * (loads // plan.schedule["nt"])
+            assert plan.stats["dma_rd_bytes"] == \
+                (M * K * a_times + K * N * b_times) * eb + bias_bytes
+
+
+def test_plan_minimal_traffic_when_it_fits(seed):
+    """With buffers big enough for everything, each operand is read exactly once."""
+    rng = np.random.default_rng(seed)
+    cfg = EngineConfig.preset("small")
+    for _ in range(5):
+        M, K, N = (int(x) for x in rng.integers(1, 100, size=3))
+        plan = _one(rng, cfg, M, K, N, options=(None, False, None))
+        assert plan.stats["dma_rd_bytes"] == (M * K + K * N) * cfg.elem_bytes
+        assert plan.stats["mac_active"] == M * plan.schedule["kt"] * plan.schedule["nt"]
+
+
+def test_plan_tight_buffers(seed):
+    """A 16-row scratchpad for an 8-row array: K tiles shrink below rows."""
+    rng = np.random.default_rng(seed)
+    cfg = EngineConfig(rows=8, cols=8, spad_depth=16, spad_banks=1, acc_depth=16,
+                       axi_data_width=32)
+    for M, K, N in [(40, 30, 20), (1, 9, 1), (17, 8, 8)]:
+        plan = _one(rng, cfg, M, K, N)
+        assert plan.schedule["a_places"] * plan.schedule["mc"] + \
+            plan.schedule["b_places"] * plan.schedule["kr"] <= 16
+
+
+def test_plan_long_shapes(seed):
+    """Shapes up to 300 on the tiny engine (many tiles) through the model."""
+    rng = np.random.default_rng(seed)
+    _one(rng, EngineConfig.preset("tiny"), 300, 37, 45)
+    _one(rng, EngineConfig.preset("tiny"), 7, 300, 300)
+
+
+@pytest.mark.slow
+def test_plan_big_shape_model(seed):
+    """300x300x300 on the tiny engine (about 50000 commands) through the model."""
+    rng = np.random.default_rng(seed)
+    _one(rng, EngineConfig.preset("tiny"), 300, 300, 300)
+
+
+def test_plan_argument_errors():
+    cfg = EngineConfig.preset("tiny")
+    with pytest.raises(ValueError, match="M"):
+        plan_gemm(cfg, 0, 1, 1)
+    with pytest.raises(TypeError, match="N"):
+        plan_gemm(cfg, 1, 1, 2.0)
+    with pytest.raises(ValueError, match="shift"):
+        plan_gemm(cfg, 1, 1, 1, requant=(1, 64))
+    with pytest.raises(TypeError):
+        plan_gemm(None, 1, 1, 1)
+    plan = plan_gemm(cfg, 2, 3, 4)
+    with pytest.raises(ValueError, match="127"):
+        pack_operands(plan, np.full((2, 3), 200), np.zeros((3, 4), dtype=int))
+    with pytest.raises(ValueError):
+        pack_operands(plan, np.zeros((3, 2), dtype=int), np.zeros((3, 4), dtype=int))
