@@ -1,5 +1,7 @@
 """Verilog generation for MXE components."""
 
+import re
+
 from amaranth.back import verilog
 from amaranth.hdl import Const, Value
 from amaranth.lib import wiring
@@ -22,12 +24,19 @@ def component_ports(component):
     return ports
 
 
+# Yosys writes a constant driving part of a signal as ``always @* x[3:0] = 4'h0;``. Such a block
+# has nothing in its sensitivity list, so Icarus never runs it and the bits stay X. An ``initial``
+# assignment means the same to simulators and to synthesis (an initial value).
+_CONSTANT_ALWAYS = re.compile(r"always @\*\n(\s+)([^\n;]+?) = (\d+'[hbd][0-9a-fA-F_]+);")
+
+
 def to_verilog(component, *, name):
     """Verilog text of ``component`` as a module called ``name``."""
     if not isinstance(component, wiring.Component):
         raise TypeError(f"component must be a wiring.Component, not {component!r}")
-    return verilog.convert(component, name=name, ports=component_ports(component),
+    text = verilog.convert(component, name=name, ports=component_ports(component),
                            emit_src=False)
+    return _CONSTANT_ALWAYS.sub(r"initial \2 = \3;", text)
 
 
 def _array(config):
