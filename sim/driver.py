@@ -457,6 +457,7 @@ class MXEDriver:
         self.commands_sent = 0   # since the last soft reset: ERR_CMD_INDEX counts from here
         self.last_plan = None
         self.sent_log = []       # every command pushed since the last soft reset
+        self.abort = False       # set to make push() stop after the command it is writing
 
     # Registers.
 
@@ -464,8 +465,7 @@ class MXEDriver:
         from cocotbext.axi import AxiResp
         result = await self.axil.read(OFFSETS[reg], 4)
         if result.resp != AxiResp.OKAY:
-            raise MXEError.__new__(MXEError) if False else RuntimeError(
-                f"CSR read {reg} answered {result.resp}")
+            raise RuntimeError(f"CSR read {reg} answered {result.resp}")
         return int.from_bytes(result.data, "little")
 
     async def write(self, reg, value):
@@ -524,7 +524,8 @@ class MXEDriver:
 
     async def soft_reset(self, *, timeout_cycles=100_000):
         """Soft reset, then wait for ``STATUS.busy == 0``; clears a stale done."""
-        await self.write("CTRL", _bit("CTRL", "soft_reset"))
+        await self.write("CTRL", _bit("CTRL", "soft_reset")
+                         | (_bit("CTRL", "irq_enable") if self.use_irq else 0))
         await self._wait(lambda st: not st["busy"], timeout_cycles, "busy to clear after a "
                          "soft reset", irq=False)
         await self.write("STATUS", _bit("STATUS", "done") | _bit("STATUS", "cmd_overflow"))
@@ -539,6 +540,8 @@ class MXEDriver:
         depth = self.config.cmd_queue_depth
         room = 0
         for command in commands:
+            if self.abort:
+                return
             polls = 0
             while room == 0:
                 room = depth - await self.read("CMD_LEVEL")
@@ -616,6 +619,7 @@ class MXEDriver:
         if current:
             current.append(cmds.fence())
             pieces.append(current)
+        await self.start()
         for piece in pieces:
             await self.push(piece)
             await self.wait_done(timeout_cycles or self._timeout(piece))

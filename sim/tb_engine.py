@@ -1,0 +1,410 @@
+"""End-to-end cocotb bench of the whole engine (``mxe_engine``) with the Python driver.
+
+cocotbext-axi's ``AxiLiteMaster`` drives ``s_axil_*``; the memory on ``m_axi_*`` is an ``AxiRam``
+(:class:`mxe.sim.tb_dma.LatencyRam`: latency and SLVERR regions), with random pauses on every
+channel of both buses. GEMMs go through :class:`mxe.sim.driver.MXEDriver`; every result is
+checked against the numpy model (``postprocess(matmul(A, B))``) and the whole memory image against
+the command-level model (:mod:`mxe.sim.engine_model`) running the same command stream, so a
+stray write anywhere fails. Run through :func:`mxe.sim.runner.run_bench`; parameters
+(``MXE_PARAMS``, JSON):
+
+``shapes``
+    ``[[M, K, N], ...]`` for ``test_gemm`` (random options per shape).
+``random``
+    Extra random shapes for ``test_gemm``: ``[count, max_dim]``.
+``pause``
+    Probability of a pause cycle on every AXI and AXI-Lite channel (default 0.2).
+``latency``
+    Memory latency in cycles (default 4).
+"""
+
+import logging
+import random
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
+
+from mxe.hw.isa import ErrorCode
+from mxe.hw.regmap import CONFIG_REGISTERS
+from mxe.sim import commands as cmds
+from mxe.sim.cycle_model import lower_bound, naive_cycles
+from mxe.sim.driver import MXEDriver, MXEError, pack_operands, plan_gemm
+from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
+from mxe.sim.model import matmul, postprocess, random_operands
+from mxe.sim.runner import bench_config, bench_params, bench_seed
+from mxe.sim.tb_dma import LatencyRam
+
+CLOCK_NS = 10
+MEM_SIZE = 1 << 20
+#: The DMA window the benches use: not at address 0, not at the end of memory.
+WINDOW = (0x1000, MEM_SIZE - 0x1000)
+
+
+def expected_result(config, A, B, bias, relu, requant):
+    """``postprocess(matmul(A, B))`` for any N (postprocess takes rows of ``cols`` values)."""
+    acc = matmul(A, B, config)
+    N, cols = B.shape[1], config.cols
+    pad = -N % cols
+    acc = np.concatenate([acc, np.zeros((acc.shape[0], pad), dtype=acc.dtype)], axis=1)
+    b = None if bias is None else np.concatenate([np.asarray(bias),
+                                                  np.zeros(pad, dtype=np.asarray(bias).dtype)])
+    parts = []
+    for t in range(acc.shape[1] // cols):
+        cut = slice(t * cols, (t + 1) * cols)
+        parts.append(postprocess(acc[:, cut], config, bias=None if b is None else b[cut],
+                                 relu=relu, requant=requant))
+    return np.concatenate(parts, axis=1)[:, :N]
+
+
+def random_options(rng, config, N):
+    bias = None
+    if rng.random() < 0.5:
+        hi = min((1 << (config.acc_width - 1)) - 1, 1 << 20)
+        lo = -hi if config.signed else 0
+        bias = rng.integers(lo, hi, size=N, endpoint=True)
+    relu = bool(rng.random() < 0.5)
+    requant = None
+    if rng.random() < 0.5:
+        requant = (int(rng.integers(1, 1 << 16)), int(rng.integers(4, 20)))
+    return bias, relu, requant
+
+
+class EngineTB:
+    """Clock, buses, memory, driver; reset; backpressure."""
+
+    def __init__(self, dut, *, pause=None, latency=None):
+        self.dut = dut
+        self.config = bench_config()
+        self.params = bench_params()
+        self.seed = bench_seed()
+        self.rng = np.random.default_rng(self.seed)
+        self.log = logging.getLogger("cocotb.tb")
+        self.log.info("seed %d, config %s", self.seed, self.config.key())
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        self.ram = LatencyRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEM_SIZE,
+                              latency=self.params.get("latency", 4) if latency is None
+                              else latency)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("cocotb.") and "axi" in name:
+                logging.getLogger(name).setLevel(logging.WARNING)
+        for name in ("cocotb.axi", "cocotbext.axi", f"cocotb.{dut._name}.m_axi",
+                     f"cocotb.{dut._name}.s_axil"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.drv = MXEDriver(self.axil, self.ram, dut, window=WINDOW, log=self.log)
+        pause = self.params.get("pause", 0.2) if pause is None else pause
+        self.set_backpressure(pause)
+
+    def set_backpressure(self, probability):
+        seeds = random.Random(self.seed + 1)
+
+        def gen():
+            rng = random.Random(seeds.random())
+            while True:
+                yield rng.random() < probability
+
+        channels = [self.ram.write_if.aw_channel, self.ram.write_if.w_channel,
+                    self.ram.write_if.b_channel, self.ram.read_if.ar_channel,
+                    self.ram.read_if.r_channel, self.axil.write_if.aw_channel,
+                    self.axil.write_if.w_channel, self.axil.write_if.b_channel,
+                    self.axil.read_if.ar_channel, self.axil.read_if.r_channel]
+        for channel in channels:
+            channel.set_pause_generator(gen() if probability else None)
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        for _ in range(4):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+        # Random memory contents everywhere: stray writes and reads of stale data show.
+        self.ram.write(0, self.rng.integers(0, 256, size=MEM_SIZE, dtype=np.uint8).tobytes())
+        await self.drv.discover()
+        await self.drv.set_window(*WINDOW)
+
+    def image(self):
+        return bytearray(self.ram.read(0, MEM_SIZE))
+
+    def operands(self, M, K, N):
+        A = random_operands(self.rng, (M, K), self.config, extremes=0.05)
+        B = random_operands(self.rng, (K, N), self.config, extremes=0.05)
+        return A, B
+
+    async def gemm_checked(self, M, K, N, *, options=None, what=""):
+        """One GEMM through the driver; result, whole memory and counters checked."""
+        c = self.config
+        A, B = self.operands(M, K, N)
+        bias, relu, requant = options if options is not None else \
+            random_options(self.rng, c, N)
+        plan = plan_gemm(c, M, K, N, bias=bias is not None, relu=relu, requant=requant)
+        # The memory the engine must leave: the model runs the same stream on a copy.
+        model_mem = self.image()
+        for offset, data in pack_operands(plan, A, B, bias).items():
+            model_mem[WINDOW[0] + offset:WINDOW[0] + offset + len(data)] = data
+        model = EngineModel(c, model_mem, *WINDOW)
+        outcome = model.run(plan.commands)
+        assert outcome.ok, outcome
+        self.log.info("GEMM %s %dx%dx%d bias=%s relu=%s requant=%s: %s", what, M, K, N,
+                      bias is not None, relu, requant, plan.schedule)
+        start = cocotb.utils.get_sim_time("ns")
+        C, counters = await self.drv.gemm(A, B, bias=bias, relu=relu, requant=requant)
+        cycles = (cocotb.utils.get_sim_time("ns") - start) / CLOCK_NS
+        assert self.drv.last_plan.commands == plan.commands, "driver planned differently"
+        want = expected_result(c, A, B, bias, relu, requant)
+        bad = np.argwhere(C != want)
+        assert not bad.size, (f"{M}x{K}x{N}: {len(bad)} wrong results, first at {tuple(bad[0])}: "
+                              f"got {C[tuple(bad[0])]}, want {want[tuple(bad[0])]} "
+                              f"(schedule {plan.schedule})")
+        check_image(self.image(), model_mem, plan, WINDOW[0])
+        check_counters(counters, plan, c, M, K, N)
+        util = M * K * N / (c.macs * max(1, counters["BUSY_CYCLES"]))
+        self.log.info("  %d cycles (driver view %d), busy %d, MAC-active %d, lower bound %d, "
+                      "naive %d, utilization %.2f, stalls load %d store %d dep %d",
+                      counters["CYCLES"], cycles, counters["BUSY_CYCLES"],
+                      counters["MAC_ACTIVE_CYCLES"], lower_bound(M, K, N, c),
+                      naive_cycles(M, K, N, c), util, counters["STALL_LOAD"],
+                      counters["STALL_STORE"], counters["STALL_DEP"])
+        return C, counters, plan
+
+
+def check_image(got, want, plan, win_base):
+    """The whole memory equals the model's; on a mismatch, name the region and command."""
+    if got == want:
+        return
+    diff = np.flatnonzero(np.frombuffer(bytes(got), np.uint8) != np.frombuffer(bytes(want),
+                                                                              np.uint8))
+    first = int(diff[0])
+    where = "outside every region"
+    for name, region in plan.layout.items():
+        if win_base + region.offset <= first < win_base + region.end:
+            off = first - win_base - region.offset
+            where = (f"region {name} row {off // region.stride} element "
+                     f"{off % region.stride // region.elem_bytes}")
+    culprit = ""
+    for i, command in enumerate(plan.commands):
+        name, f = cmds.decode(command)
+        if name == "STORE":
+            lo = win_base + f["mem_offset"]
+            row_bytes = f["elems"] * plan.out_bytes
+            if any(lo + r * f["stride"] <= first < lo + r * f["stride"] + row_bytes
+                   for r in range(f["rows"])):
+                culprit = f"; written by command {i}: {cmds.describe(command)}"
+    raise AssertionError(f"memory differs from the model at {len(diff)} bytes, first at "
+                         f"{first:#x} ({where}): got {got[first]:#04x}, want {want[first]:#04x}"
+                         f"{culprit}")
+
+
+def check_counters(counters, plan, config, M, K, N):
+    st = plan.stats
+    assert counters["MAC_ACTIVE_CYCLES"] == st["mac_active"], \
+        f"MAC_ACTIVE_CYCLES {counters['MAC_ACTIVE_CYCLES']}, activation rows streamed " \
+        f"{st['mac_active']}"
+    assert counters["DMA_RD_BYTES"] == st["dma_rd_bytes"], \
+        f"DMA_RD_BYTES {counters['DMA_RD_BYTES']}, the plan reads {st['dma_rd_bytes']}"
+    assert counters["DMA_WR_BYTES"] == st["dma_wr_bytes"], \
+        f"DMA_WR_BYTES {counters['DMA_WR_BYTES']}, the plan writes {st['dma_wr_bytes']}"
+    assert counters["CYCLES"] >= counters["BUSY_CYCLES"] >= counters["MAC_ACTIVE_CYCLES"], \
+        counters
+    assert counters["MAC_ACTIVE_CYCLES"] >= lower_bound(M, K, N, config)
+    for name in ("STALL_LOAD", "STALL_STORE", "STALL_DEP"):
+        assert counters[name] <= counters["CYCLES"], (name, counters)
+
+
+async def setup(dut, **kwargs):
+    tb = EngineTB(dut, **kwargs)
+    await tb.reset()
+    return tb
+
+
+# Tests ----------------------------------------------------------------------------------------
+
+@cocotb.test()
+async def test_discover(dut):
+    """ID and configuration read back; the driver's description equals the built config."""
+    tb = await setup(dut)
+    got = tb.drv.config
+    for _reg, attr in CONFIG_REGISTERS:
+        assert getattr(got, attr) == getattr(tb.config, attr), attr
+    st = await tb.drv.status()
+    assert st["busy"] == 0 and st["error"] == 0 and st["done"] == 0, st
+
+
+@cocotb.test()
+async def test_gemm(dut):
+    """GEMMs of the given and random shapes, random options; irq and polling."""
+    tb = await setup(dut)
+    shapes = [tuple(s) for s in tb.params.get("shapes", [[5, 7, 6]])]
+    count, top = tb.params.get("random", [2, 40])
+    shapes += [tuple(int(x) for x in tb.rng.integers(1, top + 1, size=3)) for _ in range(count)]
+    for i, (M, K, N) in enumerate(shapes):
+        tb.drv.use_irq = i % 2 == 0
+        await tb.gemm_checked(M, K, N, what=f"#{i} {'irq' if tb.drv.use_irq else 'poll'}")
+        assert not tb.dut.irq.value, "irq still high after done was cleared"
+
+
+@cocotb.test()
+async def test_output_kinds(dut):
+    """int8 (requant) and raw accumulator outputs, with and without bias and ReLU, on one
+    shape that spans several tiles in every direction."""
+    tb = await setup(dut)
+    c = tb.config
+    M, K, N = c.rows * 2 + 1, c.rows + 3, c.cols * 2 + 1
+    for bias_on in (False, True):
+        for relu in (False, True):
+            for requant in (None, (int(tb.rng.integers(1, 1 << 20)), 18)):
+                bias = tb.rng.integers(-1000 if c.signed else 0, 1000, size=N) if bias_on \
+                    else None
+                await tb.gemm_checked(M, K, N, options=(bias, relu, requant),
+                                      what=f"bias={bias_on} relu={relu} requant={requant}")
+
+
+async def expect_error(tb, commands, model_mem, *, what):
+    """Run ``commands`` (after a soft reset) and check the error, its index, and the memory
+    against the model; then a correct GEMM."""
+    c = tb.config
+    model = EngineModel(c, model_mem, *tb.drv.window, error_regions=tb.ram.error_regions)
+    outcome = model.run(commands)
+    assert not outcome.ok, f"{what}: the model accepts the stream"
+    try:
+        await tb.drv.run(commands)
+    except MXEError as exc:
+        assert exc.code == outcome.error, f"{what}: STATUS.error {exc.code.name}, expected " \
+            f"{outcome.error.name}"
+        assert exc.index == outcome.index, f"{what}: ERR_CMD_INDEX {exc.index}, expected " \
+            f"{outcome.index} ({cmds.describe(commands[outcome.index])})"
+        if outcome.addr is not None:
+            assert exc.addr == outcome.addr, f"{what}: ERR_ADDR {exc.addr:#x}, expected " \
+                f"{outcome.addr:#x}"
+    else:
+        raise AssertionError(f"{what}: no error reported; expected {outcome.error.name} at "
+                             f"command {outcome.index}")
+    st = await tb.drv.status()
+    assert st["error"] == outcome.error.value
+    return outcome
+
+
+@cocotb.test()
+async def test_bad_commands(dut):
+    """Every refusal of LIMITS_DOC: STATUS.error, ERR_CMD_INDEX, memory exactly as the model
+    says (the commands before it ran, nothing after it), engine usable after a soft reset."""
+    tb = await setup(dut)
+    c = tb.config
+    eb, ab = c.elem_bytes, c.acc_elem_bytes
+    for n, (name, bad, code) in enumerate(bad_commands(c)):
+        await tb.drv.soft_reset()
+        # A prefix that does real work (load, multiply, store), the bad command, then a STORE
+        # that would write memory if it ran.
+        prefix = [cmds.load(0, 0, 2, c.spad_row_elems, c.spad_row_elems * eb),
+                  cmds.matmul(0, 0, 2, 1, 0),
+                  cmds.store(0, 0x800, 2, c.cols, c.cols * ab)][:int(tb.rng.integers(0, 4))]
+        after = [cmds.store(0, 0x900, 1, c.cols, 0), cmds.load(4, 0, 1, 1, 0)]
+        stream = [*prefix, bad, *after, cmds.fence()]
+        model_mem = tb.image()
+        outcome = await expect_error(tb, stream, model_mem, what=name)
+        assert outcome.error == code and outcome.index == len(prefix)
+        check_image(tb.image(), model_mem, plan_gemm(c, 1, 1, 1), tb.drv.window[0])
+        st = await tb.drv.status()
+        assert not st["busy"], f"{name}: busy after the error"
+        if n % 6 == 0 or n == len(bad_commands(c)) - 1:
+            await tb.drv.soft_reset()
+            await tb.gemm_checked(*(int(x) for x in tb.rng.integers(1, 2 * c.rows + 2, size=3)),
+                                  what=f"after {name}")
+    await tb.drv.soft_reset()
+    await tb.gemm_checked(c.rows + 1, c.rows + 1, c.cols + 1, what="after all bad commands")
+
+
+@cocotb.test()
+async def test_dma_error(dut):
+    """SLVERR on a read in the middle of a GEMM's operands: error code, the failing LOAD's
+    index, ERR_ADDR; no operand byte changed; recovery after a soft reset."""
+    tb = await setup(dut)
+    c = tb.config
+    M, K, N = 3 * c.rows + 1, 2 * c.rows + 1, 3 * c.cols + 2
+    A, B = tb.operands(M, K, N)
+    plan = plan_gemm(c, M, K, N)
+    win = tb.drv.window[0]
+    for offset, data in pack_operands(plan, A, B).items():
+        tb.ram.write(win + offset, data)
+    b = plan.layout["b"]
+    lo = win + b.offset + b.nbytes // 2
+    tb.ram.error_regions = [(lo, lo + 1)]
+    model_mem = tb.image()
+    outcome = await expect_error(tb, plan.commands, model_mem, what="SLVERR in B")
+    assert outcome.error == ErrorCode.DMA_SLVERR
+    f = cmds.decode(plan.commands[outcome.index])[1]
+    assert outcome.addr == read_bursts(c, win + f["mem_offset"], f["rows"], f["elems"] * c.elem_bytes,
+                                       f["stride"], tb.ram.error_regions)
+    got = tb.image()
+    c_region = plan.layout["c"]
+    assert got[:win + c_region.offset] == model_mem[:win + c_region.offset], \
+        "memory below the result region changed"
+    assert got[win + c_region.end:] == model_mem[win + c_region.end:], \
+        "memory above the result region changed"
+    tb.ram.error_regions = []
+    await tb.drv.soft_reset()
+    await tb.gemm_checked(M, K, N, what="after SLVERR")
+
+
+@cocotb.test()
+async def test_window(dut):
+    """A window that ends inside the operands (a LOAD fails) or inside the result (a STORE
+    fails): DMA_WINDOW at the command the model names, memory as the model says."""
+    tb = await setup(dut)
+    c = tb.config
+    M, K, N = 2 * c.rows + 1, c.rows + 2, 2 * c.cols + 1
+    for cut in ("b", "c"):
+        await tb.drv.soft_reset()
+        A, B = tb.operands(M, K, N)
+        plan = plan_gemm(c, M, K, N)
+        base = WINDOW[0]
+        for offset, data in pack_operands(plan, A, B).items():
+            tb.ram.write(base + offset, data)
+        region = plan.layout[cut]
+        limit = base + region.offset + region.nbytes - int(tb.rng.integers(1, region.stride + 1))
+        await tb.drv.set_window(base, limit)
+        model_mem = tb.image()
+        outcome = await expect_error(tb, plan.commands, model_mem, what=f"window cuts {cut}")
+        assert outcome.error == ErrorCode.DMA_WINDOW
+        check_image(tb.image(), model_mem, plan, base)
+        await tb.drv.set_window(*WINDOW)
+    await tb.drv.soft_reset()
+    await tb.gemm_checked(M, K, N, what="after window errors")
+
+
+@cocotb.test()
+async def test_soft_reset_mid_gemm(dut):
+    """Soft reset while a GEMM runs: busy clears, error 0, queue empty, counters restart, nothing
+    written outside the result region; the next GEMM is right."""
+    tb = await setup(dut)
+    c = tb.config
+    for trial in range(2):
+        M, K, N = 4 * c.rows + 3, 3 * c.rows, 4 * c.cols + 1
+        A, B = tb.operands(M, K, N)
+        plan = plan_gemm(c, M, K, N)
+        win = tb.drv.window[0]
+        for offset, data in pack_operands(plan, A, B).items():
+            tb.ram.write(win + offset, data)
+        before = tb.image()
+        await tb.drv.start()
+        pusher = cocotb.start_soon(tb.drv.push(plan.commands))
+        for _ in range(int(tb.rng.integers(50, 400)) * (trial + 1)):
+            await RisingEdge(dut.clk)
+        tb.drv.abort = True
+        await pusher
+        tb.drv.abort = False
+        await tb.drv.soft_reset()
+        st = await tb.drv.status()
+        assert st["busy"] == 0 and st["error"] == 0 and st["queue_empty"] == 1, st
+        assert await tb.drv.read("CMD_LEVEL") == 0
+        counters = await tb.drv.counters()
+        assert counters["MAC_ACTIVE_CYCLES"] == 0 and counters["DMA_RD_BYTES"] == 0, counters
+        assert counters["CYCLES"] < 2000, f"CYCLES {counters['CYCLES']} not cleared"
+        after = tb.image()
+        cr = plan.layout["c"]
+        assert after[:win + cr.offset] == before[:win + cr.offset]
+        assert after[win + cr.end:] == before[win + cr.end:]
+        await tb.gemm_checked(int(tb.rng.integers(1, 3 * c.rows)), int(tb.rng.integers(1, 40)),
+                              int(tb.rng.integers(1, 3 * c.cols)), what="after soft reset")

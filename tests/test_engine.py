@@ -1,0 +1,93 @@
+"""The whole engine end to end: cocotb bench (sim/tb_engine.py) with the Python driver, on
+Verilator and Icarus. Every result against the numpy model, every memory image against the
+command-level model, counters against the plan and the cycle model.
+
+Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest ... -k ...``.
+"""
+
+import pytest
+
+from mxe.hw.config import EngineConfig
+from mxe.sim.dma_runner import run_bench
+
+CONFIGS = {
+    # 4x4, 32-bit bus, 8-entry queue: many tiles and queue-full waits for small shapes.
+    "tiny": EngineConfig.preset("tiny"),
+    # 8x8, 64-bit bus.
+    "small": EngineConfig.preset("small", spad_depth=512, acc_depth=128),
+    # Not square, unsigned 12-bit operands (2-byte elements), 40-bit accumulators (8 bytes).
+    "odd": EngineConfig.preset("tiny", rows=4, cols=6, input_width=12, signed=False,
+                               acc_width=40, spad_depth=256, acc_depth=64, axi_data_width=64),
+}
+
+
+def _make(config):
+    from mxe.hw.generate import TOPS
+    return TOPS["engine"][0](config)
+
+
+def _run(sim, name, testcase, seed, **params):
+    run_bench(sim=sim, name="mxe_engine", make_component=_make, config=CONFIGS[name],
+              test_module="mxe.sim.tb_engine", testcase=testcase, seed=seed, params=params)
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_engine_discover(sim, name, seed):
+    _run(sim, name, "test_discover", seed)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_engine_gemm(sim, name, seed):
+    """A few shapes that are not multiples of the array, plus random ones."""
+    shapes = [[1, 1, 1], [5, 7, 6], [13, 3, 9]]
+    if sim == "verilator":
+        shapes.append([37, 21, 19])
+    _run(sim, name, "test_gemm", seed, shapes=shapes,
+         random=[2 if sim == "verilator" else 1, 30])
+
+
+def test_engine_gemm_odd(seed):
+    """rows != cols, unsigned 12-bit operands, 40-bit accumulators (Verilator only)."""
+    _run("verilator", "odd", "test_gemm", seed, shapes=[[7, 9, 13], [1, 5, 2]], random=[2, 30])
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_engine_output_kinds(sim, name, seed):
+    _run(sim, name, "test_output_kinds", seed)
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_engine_bad_commands(sim, name, seed):
+    _run(sim, name, "test_bad_commands", seed)
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_engine_dma_error(sim, name, seed):
+    _run(sim, name, "test_dma_error", seed)
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_engine_window(sim, name, seed):
+    _run(sim, name, "test_window", seed)
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_engine_soft_reset(sim, name, seed):
+    _run(sim, name, "test_soft_reset_mid_gemm", seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_engine_gemm_large(name, seed):
+    """Shapes up to 300 in every dimension (Verilator)."""
+    _run("verilator", name, "test_gemm", seed,
+         shapes=[[300, 300, 300], [257, 31, 129], [3, 300, 5], [300, 1, 300]], random=[3, 300])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["small", "odd"])
+@pytest.mark.parametrize("testcase", ["test_output_kinds", "test_bad_commands",
+                                      "test_dma_error", "test_window",
+                                      "test_soft_reset_mid_gemm"])
+def test_engine_sweep(name, testcase, seed):
+    _run("verilator", name, testcase, seed)
