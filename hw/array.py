@@ -4,7 +4,8 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import ProcessingElement, acc_shape, act_layout, operand_shape, weight_layout
+from .pe import (ProcessingElement, acc_shape, act_layout, operand_shape, pe_uses_dsp,
+                 weight_layout)
 
 
 __all__ = ["SystolicArray", "array_latency", "delayed", "wrapping_increment"]
@@ -14,9 +15,9 @@ def array_latency(config):
     """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
 
     ``rows - 1`` cycles of input skew and ``cols - 1`` of de-skew, one register hop per PE
-    east and south, and the PE's activation, product and sum registers.
+    east and south, and the PE's activation, operand, product and sum registers.
     """
-    return config.rows + config.cols + 1
+    return config.rows + config.cols + 2
 
 
 def wrapping_increment(counter, modulus):
@@ -120,7 +121,8 @@ class SystolicArray(wiring.Component):
             m.d.sync += act_bank.eq(~act_bank)
         m.d.sync += loaded_ahead.eq(loaded_ahead + w_done - act_done)
 
-        pes = [[ProcessingElement(config, row=r) for _ in range(cols)] for r in range(rows)]
+        pes = [[ProcessingElement(config, row=r, dsp=pe_uses_dsp(config, r, c))
+                for c in range(cols)] for r in range(rows)]
         for r in range(rows):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]

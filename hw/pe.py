@@ -5,7 +5,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["ProcessingElement", "operand_shape", "acc_shape", "act_layout", "weight_layout"]
+__all__ = ["ProcessingElement", "operand_shape", "acc_shape", "act_layout", "weight_layout",
+           "lut_multiply", "partial_products", "pe_uses_dsp"]
 
 
 def operand_shape(config):
@@ -40,6 +41,55 @@ def weight_layout(config):
     })
 
 
+def pe_uses_dsp(config, row, col):
+    """Whether the PE at (``row``, ``col``) multiplies in a DSP block.
+
+    ``"dsp"``: all of them; ``"lut"``: none; ``"auto"``: the first ``dsp_budget`` PEs in
+    row-major order, the rest in LUTs.
+    """
+    if config.multiplier == "dsp":
+        return True
+    if config.multiplier == "lut":
+        return False
+    return row * config.cols + col < config.dsp_budget
+
+
+def _tree(terms):
+    while len(terms) > 1:
+        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            pairs.append(terms[-1])
+        terms = pairs
+    return terms[0]
+
+
+def partial_products(a, b, *, signed_operands):
+    """The partial products ``b[i] ? a << i : 0`` of ``a * b``; their sum is the product.
+
+    For two's complement operands the partial product of ``b``'s sign bit has weight
+    ``-2**(width-1)`` and is negated.
+    """
+    width = len(b)
+    terms = []
+    for i in range(width):
+        term = Mux(b[i], a, 0) << i
+        if signed_operands and i == width - 1:
+            term = -term
+        terms.append(term)
+    return terms
+
+
+def lut_multiply(a, b, *, signed_operands):
+    """``a * b`` as a shift-and-add tree, so that synthesis builds it from LUTs and carry chains.
+
+    Yosys maps a ``*`` to a DSP block whenever the family has one, and no attribute on the
+    Amaranth side stops it; a product written without ``*`` never reaches the DSP mapper. The
+    PE pipelines the same partial products (:func:`partial_products`) over its stages; this
+    one-expression form is for reference and tests.
+    """
+    return _tree(partial_products(a, b, signed_operands=signed_operands))
+
+
 class ProcessingElement(wiring.Component):
     """One multiply-accumulate cell, weight-stationary, with a shadow weight register.
 
@@ -56,6 +106,8 @@ class ProcessingElement(wiring.Component):
         Widths and signedness.
     row : int
         This PE's row in the array (matched against the weight tag).
+    dsp : bool
+        Multiply with ``*`` (mapped to a DSP block) or with :func:`lut_multiply` (LUTs).
 
     Members
     -------
@@ -73,16 +125,25 @@ class ProcessingElement(wiring.Component):
         ``i_psum + o_act.data * weight[o_act.bank]``, wrapping at ``acc_width``.
 
     Latency: the product of an activation seen on ``o_act`` in cycle ``t`` is registered in
-    ``t + 1`` and added to the ``i_psum`` of cycle ``t + 1``, which appears on ``o_psum`` in
-    ``t + 2``. Separate multiply and add stages keep the DSP and the accumulate carry chain in
-    different cycles.
+    ``t + 2`` (operand stage, then product) and added to the ``i_psum`` of cycle ``t + 2``; the
+    sum appears on ``o_psum`` in ``t + 3``. Every PE has the same latency whatever its
+    multiplier, so DSP and LUT PEs mix freely (``multiplier="auto"``).
+
+    Timing: the multiplier's operand registers are loaded from plain registers (the activation
+    register and ``w_sel``, the weight of the activation's bank selected one cycle early) and
+    its result goes straight into a register, so a DSP block sees no logic on either side and
+    its input and output registers are absorbed into it (see ``synth/dsp_pack.py``). The bank mux moves before
+    ``w_sel``, with a bypass for a weight written in the same cycle. The 32-bit accumulate carry
+    chain has a cycle of its own. Datapath registers have no reset (their ``init`` value
+    still holds after configuration), so they need no reset routing and pack freely.
     """
 
-    def __init__(self, config, *, row):
+    def __init__(self, config, *, row, dsp=True):
         if not isinstance(row, int) or not 0 <= row < config.rows:
             raise ValueError(f"row must be in 0..{config.rows - 1}, not {row!r}")
         self._config = config
         self._row = row
+        self._dsp = bool(dsp)
         super().__init__({
             "i_act": In(act_layout(config)),
             "o_act": Out(act_layout(config)),
@@ -95,21 +156,64 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self._config
+        operand = operand_shape(config)
 
-        weights = [Signal(operand_shape(config), name=f"w{bank}") for bank in range(2)]
-        with m.If(self.i_w.valid & (self.i_w.tag == self._row)):
+        # East hop. The data register feeds the multiplier directly.
+        act_data = Signal(operand, reset_less=True)
+        act_bank = Signal()
+        m.d.sync += [act_data.eq(self.i_act.data), act_bank.eq(self.i_act.bank)]
+        m.d.comb += [self.o_act.data.eq(act_data), self.o_act.bank.eq(act_bank)]
+
+        # South hop of the weight bus.
+        m.d.sync += self.o_w.eq(self.i_w)
+
+        weights = [Signal(operand, name=f"w{bank}", reset_less=True) for bank in range(2)]
+        write = Signal()
+        m.d.comb += write.eq(self.i_w.valid & (self.i_w.tag == self._row))
+        with m.If(write):
             with m.If(self.i_w.bank):
                 m.d.sync += weights[1].eq(self.i_w.data)
             with m.Else():
                 m.d.sync += weights[0].eq(self.i_w.data)
 
-        m.d.sync += [
-            self.o_w.eq(self.i_w),
-            self.o_act.eq(self.i_act),
-        ]
+        # The weight the activation now on i_act will multiply with next cycle: weights[bank]
+        # as they will be then, so a weight written this cycle into that bank is bypassed.
+        w_sel = Signal(operand, reset_less=True)
+        bypass = write & (self.i_w.bank == self.i_act.bank)
+        m.d.sync += w_sel.eq(Mux(bypass, self.i_w.data,
+                                 Mux(self.i_act.bank, weights[1], weights[0])))
 
-        weight = Mux(self.o_act.bank, weights[1], weights[0])
-        product = Signal(Shape(config.product_width, config.signed))
-        m.d.sync += product.eq(self.o_act.data * weight)
-        m.d.sync += self.o_psum.eq(self.i_psum + product)
+        # Two multiply stages and the accumulate stage.
+        # DSP: operand registers, then the product register, both inside the DSP block once
+        # absorbed, fed by plain registers so no logic sits in front of the DSP; then
+        # psum = i_psum + product.
+        # LUTs (no ``*``, so no DSP): pairs of partial products (one carry chain each, the
+        # AND gates folded into its LUTs), then two sums of half of the pairs, then
+        # psum = i_psum + both halves (one LUT level of 3:2 compression and the carry chain).
+        psum = Signal(acc_shape(config), reset_less=True)
+        if self._dsp:
+            a_reg = Signal(operand, reset_less=True)
+            b_reg = Signal(operand, reset_less=True)
+            product = Signal(Shape(config.product_width, config.signed), reset_less=True)
+            m.d.sync += [a_reg.eq(act_data), b_reg.eq(w_sel), product.eq(a_reg * b_reg)]
+            m.d.sync += psum.eq(self.i_psum + product)
+        else:
+            # Two guard bits: partial sums of two's complement partial products can exceed the
+            # range of the final product.
+            inner = Shape(config.product_width + 2, config.signed)
+            pps = partial_products(act_data, w_sel, signed_operands=config.signed)
+            pairs = []
+            for i in range(0, len(pps), 2):
+                pair = Signal(inner, name=f"pp_pair{i // 2}", reset_less=True)
+                m.d.sync += pair.eq(_tree(pps[i:i + 2]))
+                pairs.append(pair)
+            halves = []
+            for k, group in enumerate((pairs[:(len(pairs) + 1) // 2],
+                                       pairs[(len(pairs) + 1) // 2:])):
+                half = Signal(inner, name=f"pp_half{k}", reset_less=True)
+                m.d.sync += half.eq(_tree(group) if group else 0)
+                halves.append(half)
+            m.d.sync += psum.eq(self.i_psum + halves[0] + halves[1])
+
+        m.d.comb += self.o_psum.eq(psum)
         return m
