@@ -12,6 +12,8 @@ same ``data.StructLayout`` the gateware uses). Parameters (``MXE_PARAMS``, JSON)
     Memory latency in cycles (``[lo, hi]``: drawn per test); see :class:`LatencyRam`.
 ``errors``
     Fraction of commands aimed at a region whose accesses answer SLVERR.
+``decerr``
+    Answer DECERR instead of SLVERR in ``test_errors`` (random when absent).
 ``bad``
     Fraction of commands that leave the window or have a zero dimension.
 ``direction, nbytes, repeat, out``
@@ -28,15 +30,14 @@ sequence of AR and AW bursts against an independent model of the splitting (no b
 
 import json
 import logging
-import os
 from collections import deque
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
-from cocotbext.axi import AxiBus, AxiRam
+from cocotbext.axi import AxiBus, AxiRam, AxiResp
 
 from mxe.hw.dma import DMAError, cmd_layout
 from mxe.sim.runner import bench_config, bench_params, bench_seed
@@ -97,7 +98,8 @@ class LatencyRam(AxiRam):
     the AR is taken, a B after the burst's last W beat) and released into the real channel no
     earlier than ``latency`` clock cycles later. Bursts still pipeline: several ARs in flight
     see the latency once each, as from a memory with a fixed access time. Accesses overlapping
-    ``error_regions`` (``[lo, hi)`` pairs, changeable at any time) fail: the model answers SLVERR.
+    ``error_regions`` (``[lo, hi)`` pairs, changeable at any time) fail: the model answers SLVERR,
+    turned into DECERR on the way out when ``decerr`` is set.
     """
 
     def __init__(self, bus, clock, reset, *, size, latency=0):
@@ -105,6 +107,7 @@ class LatencyRam(AxiRam):
         self.clock = clock
         self.latency = latency
         self.error_regions = []
+        self.decerr = False
         for iface, name in ((self.read_if, "r_channel"), (self.write_if, "b_channel")):
             real = getattr(iface, name)
             setattr(iface, name, _DelayedChannel(real, self))
@@ -139,6 +142,9 @@ class _DelayedChannel:
         return getattr(self._real, name)
 
     async def send(self, obj):
+        for name in ("rresp", "bresp"):
+            if self._ram.decerr and int(getattr(obj, name, 0)) == AxiResp.SLVERR:
+                setattr(obj, name, AxiResp.DECERR)
         if not self._ram.latency:
             await self._real.send(obj)
             return
@@ -378,27 +384,30 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
     return transfers
 
 
-def expected_error(t, config, error_region):
+def expected_error(t, config, error_region, code=DMAError.SLVERR):
     """Set ``t.expect``, ``t.error_addr`` and ``t.fail_burst`` for a transfer that touches
     ``error_region`` (the first failing beat for reads, the first failing burst for writes)."""
     if t.expect != DMAError.OK or error_region is None:
         return
     b = config.axi_bytes
-    bursts = split_bursts(t.addr, t.rows, t.row_bytes, t.stride, b, config.max_burst_len)
-    rows = [(t.addr + r * t.stride, t.addr + r * t.stride + t.row_bytes) for r in range(t.rows)]
-    for i, (addr, beats) in enumerate(bursts):
-        for k in range(beats):
-            beat = addr + k * b
-            if t.kind == "rd":
-                hit = overlaps(beat, beat + b, error_region)
-            else:   # only strobed bytes are written, and so can fail
-                hit = any(overlaps(max(beat, r0), min(beat + b, r1), error_region)
-                          for r0, r1 in rows if r0 < beat + b and beat < r1)
-            if hit:
-                t.expect = DMAError.SLVERR
-                t.error_addr = beat if t.kind == "rd" else addr
-                t.fail_burst = i
-                return
+    index = 0
+    for r in range(t.rows):
+        r0 = t.addr + r * t.stride
+        r1 = r0 + t.row_bytes
+        # a row's bursts carry only that row's bytes (bursts never span rows)
+        for addr, beats in split_bursts(r0, 1, t.row_bytes, 0, b, config.max_burst_len):
+            for k in range(beats):
+                beat = addr + k * b
+                if t.kind == "rd":
+                    hit = overlaps(beat, beat + b, error_region)
+                else:   # only strobed bytes are written, and so can fail
+                    hit = overlaps(max(beat, r0), min(beat + b, r1), error_region)
+                if hit:
+                    t.expect = code
+                    t.error_addr = beat if t.kind == "rd" else addr
+                    t.fail_burst = index
+                    return
+            index += 1
 
 
 def check_bursts(bus, transfers, config, slack):
@@ -455,7 +464,7 @@ def check_reads(tb, rd, mem, config):
     assert len(tb.rd_done) == len(rd), f"{len(tb.rd_done)} read done entries for {len(rd)}"
     for t, (err, addr) in zip(rd, tb.rd_done):
         assert err == t.expect, f"{t}: done error {err.name}, expected {t.expect.name}"
-        want_addr = t.error_addr if t.expect == DMAError.SLVERR else t.addr
+        want_addr = t.error_addr if t.error_addr is not None else t.addr
         assert addr == want_addr, f"{t}: done addr {addr:#x}, expected {want_addr:#x}"
         if t.expect in (DMAError.WINDOW, DMAError.BAD_CMD):
             continue
@@ -467,7 +476,7 @@ def check_reads(tb, rd, mem, config):
             for i, (chunk, n) in enumerate(chunks):
                 expected.append((chunk, n, i == len(chunks) - 1,
                                  i == len(chunks) - 1 and r == t.rows - 1))
-        if t.expect == DMAError.SLVERR:
+        if t.error_addr is not None:
             # a prefix of the data (the beats before the failing one), never the last beat
             n = 0
             while n < len(expected) and pos + n < len(beats) and _beat_eq(beats[pos + n],
@@ -501,7 +510,7 @@ def check_writes(tb, wr, wr_rows, model, mem_now, config):
     allowed = {}   # address -> further values allowed by aborted writes
     for t, rows, (err, addr) in zip(wr, wr_rows, tb.wr_done):
         assert err == t.expect, f"{t}: done error {err.name}, expected {t.expect.name}"
-        want_addr = t.error_addr if t.expect == DMAError.SLVERR else t.addr
+        want_addr = t.error_addr if t.error_addr is not None else t.addr
         assert addr == want_addr, f"{t}: done addr {addr:#x}, expected {want_addr:#x}"
         if t.expect in (DMAError.WINDOW, DMAError.BAD_CMD):
             continue
@@ -524,7 +533,7 @@ def check_writes(tb, wr, wr_rows, model, mem_now, config):
                              f"{got[a]:#x} != {expected[a]:#x}; transfers near: {near}")
 
 
-async def random_run(dut, *, commands, pause, latency, errors, bad):
+async def random_run(dut, *, commands, pause, latency, errors, bad, decerr=None):
     config = bench_config()
     seed = bench_seed()
     rng = np.random.default_rng(seed)
@@ -549,10 +558,12 @@ async def random_run(dut, *, commands, pause, latency, errors, bad):
               error_region=err_rd, window=window)
     wr = plan(rng, config, commands, wr_region, errors=errors, bad=bad, kind="wr",
               error_region=err_wr, window=window)
+    tb.ram.decerr = bool(errors) and (rng.random() < 0.5 if decerr is None else decerr)
+    code = DMAError.DECERR if tb.ram.decerr else DMAError.SLVERR
     for t in rd:
-        expected_error(t, config, err_rd)
+        expected_error(t, config, err_rd, code)
     for t in wr:
-        expected_error(t, config, err_wr)
+        expected_error(t, config, err_wr, code)
     tb.ram.error_regions = [r for r in (err_rd, err_wr) if r]
     total = sum(t.rows * t.row_bytes for t in rd + wr if t.expect != DMAError.WINDOW)
     timeout = 2000 + total * (4 + lat) // config.axi_bytes * (3 if pause else 1)
@@ -576,7 +587,7 @@ async def random_run(dut, *, commands, pause, latency, errors, bad):
     assert dut.bytes_read.value.to_unsigned() == bytes_read % (1 << 32)
     ok_written = sum(t.rows * t.row_bytes for t in wr if t.expect == DMAError.OK)
     written = dut.bytes_written.value.to_unsigned()
-    if not any(t.expect == DMAError.SLVERR for t in wr):
+    if not any(t.error_addr is not None for t in wr):
         assert written == ok_written, f"bytes_written {written} != {ok_written}"
     else:
         assert written >= ok_written
@@ -599,8 +610,10 @@ async def test_errors(dut):
     transfer after a failure must work."""
     p = bench_params()
     counts = await random_run(dut, commands=p.get("commands", 24), pause=p.get("pause", 0.2),
-                              latency=p.get("latency", [0, 20]), errors=0.3, bad=0.25)
-    assert counts["SLVERR"] and counts["WINDOW"] and counts["BAD_CMD"] and counts["OK"], counts
+                              latency=p.get("latency", [0, 20]), errors=0.3, bad=0.25,
+                              decerr=p.get("decerr"))
+    assert counts["SLVERR"] + counts["DECERR"] and counts["WINDOW"] and counts["BAD_CMD"] \
+        and counts["OK"], counts
 
 
 @cocotb.test()

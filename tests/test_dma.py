@@ -47,8 +47,9 @@ def test_dma_random(sim, name):
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("name", ["small", "narrow"])
 def test_dma_errors(sim, name):
-    """SLVERR on reads and writes, window violations, zero dimensions; recovery."""
-    _run(_sim(sim), name, "test_errors", SEED)
+    """SLVERR (small) or DECERR (narrow) on reads and writes, window violations, zero
+    dimensions; recovery."""
+    _run(_sim(sim), name, "test_errors", SEED, decerr=name == "narrow")
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
@@ -60,7 +61,11 @@ def test_dma_back_to_back(sim):
 @pytest.mark.parametrize("seed", range(2, 12))
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("testcase", ["test_random", "test_errors"])
-def test_dma_sweep(testcase, name, seed):
+def test_dma_sweep(testcase, name, seed, request):
+    """Long random sweeps: only when selected with ``-m slow``."""
+    if "slow" not in (request.config.getoption("markexpr") or "") \
+            or "not slow" in request.config.getoption("markexpr"):
+        pytest.skip("long sweep: run with -m slow")
     _run(_sim("verilator"), name, testcase, seed, commands=60)
 
 
@@ -80,3 +85,60 @@ def test_dma_ports():
 def test_dma_bad_config():
     with pytest.raises(TypeError, match="config"):
         DMA({"axi_data_width": 64})
+
+
+def test_dma_window_check_boundaries():
+    """The command check (Amaranth simulation): exact window edges, zero dimensions, extents
+    that would wrap the address space, against a Python model of the rule."""
+    import numpy as np
+    from amaranth.sim import Simulator
+
+    from mxe.hw.dma import _Checker
+
+    config = CONFIGS["small"]
+    dut = _Checker(config)
+    rng = np.random.default_rng(SEED)
+    base, limit = 0x1000, 0x9000
+    cases = [
+        (base, 1, 0x8000, 0),              # exactly the window
+        (base, 2, 0x4000, 0x4000),         # two rows filling it exactly
+        (base, 2, 0x4000, 0x4001),         # one byte too far
+        (base - 1, 1, 1, 0),               # one byte below
+        (limit - 1, 1, 1, 0),              # the last byte
+        (limit, 1, 1, 0),                  # the limit itself
+        (base, 0, 16, 16),                 # rows == 0
+        (base, 4, 0, 16),                  # row_bytes == 0
+        (0xFFFF_FF00, 2, 0x100, 0x100),    # would wrap the 32-bit address space
+        (base, 0xFFFF, 1, 0xFFFF_FFFF),    # huge stride
+    ]
+    for _ in range(40):
+        rows = int(rng.integers(0, 6))
+        row_bytes = int(rng.integers(0, 0x3000))
+        stride = int(rng.integers(0, 0x3000))
+        addr = int(rng.integers(0, 0xA000))
+        cases.append((addr, rows, row_bytes, stride))
+
+    def model(addr, rows, row_bytes, stride):
+        if rows == 0 or row_bytes == 0:
+            return DMAError.BAD_CMD
+        end = addr + (rows - 1) * stride + row_bytes
+        return DMAError.OK if base <= addr and end <= limit else DMAError.WINDOW
+
+    async def tb(ctx):
+        ctx.set(dut.window_base, base)
+        ctx.set(dut.window_limit, limit)
+        ctx.set(dut.o_cmd.ready, 1)
+        for addr, rows, row_bytes, stride in cases:
+            ctx.set(dut.i_cmd.valid, 1)
+            ctx.set(dut.i_cmd.payload, {"addr": addr, "rows": rows, "row_bytes": row_bytes,
+                                        "stride": stride})
+            await ctx.tick().until(dut.i_cmd.ready)
+            ctx.set(dut.i_cmd.valid, 0)
+            error, = await ctx.tick().sample(dut.o_cmd.payload.error).until(dut.o_cmd.valid)
+            want = model(addr, rows, row_bytes, stride)
+            assert error == want, f"{(hex(addr), rows, row_bytes, stride)}: {error} != {want}"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
