@@ -1,0 +1,375 @@
+"""The ``mxe demo`` network: a small convolutional digit classifier, trained in float, quantized
+to int8, and run layer by layer as GEMMs (pure Python/numpy; the engine side is
+:mod:`mxe.sim.tb_demo`).
+
+Network
+-------
+scikit-learn's bundled 8x8 digits (``load_digits``, 1797 images, no download), pixels 0..16
+scaled to 0..1::
+
+    conv 3x3, 1 -> 8 channels, valid padding, ReLU   (6x6x8 = 288 values; im2col GEMM K=9,  N=8)
+    dense 288 -> 64, ReLU                             (GEMM K=288, N=64)
+    dense 64 -> 32, ReLU                              (GEMM K=64,  N=32)
+    dense 32 -> 10, raw int32 logits                  (GEMM K=32,  N=10), argmax on the host
+
+Every layer is one engine GEMM ``C = A @ W`` per batch (``M`` = batch size, or batch x 36
+output positions for the convolution, lowered with :func:`im2col` on the host); the engine
+adds the bias, applies ReLU and requantizes; the host only reshapes between layers.
+
+Quantization
+------------
+Symmetric, per-tensor, zero point 0 (the engine has no zero-point arithmetic):
+
+- weights: ``s_w = max|W| / 127``, ``q_w = clip(round(W / s_w), -127, 127)``;
+- activations: ``s_a = max(a) / 127`` over the training set (the float network's values after
+  each ReLU; the input pixels are 0..1), ``q_a = clip(round(a / s_a), -128, 127)``; ReLU outputs
+  use 0..127, one bit of the int8 range is spent on the sign the engine is built with;
+- biases: int32, ``q_b = round(b / (s_in * s_w))``, the scale of the accumulator;
+- requantization of a layer's accumulator to the next layer's int8: the real factor
+  ``S = s_in * s_w / s_out`` becomes the engine's signed 32-bit ``multiplier`` and ``shift``
+  (``S ~= multiplier / 2**shift``) with :func:`quantize_multiplier`: write ``S = f * 2**e``
+  with ``0.5 <= f < 1`` (``frexp``); ``multiplier = round(f * 2**31)`` in ``[2**30, 2**31)``
+  (a carry to ``2**31`` halves it and increments ``e``), ``shift = 31 - e``. The relative
+  error is at most ``2**-31``. A factor below ``2**-32`` would need ``shift > 63``: the shift is
+  clamped to 63 and the multiplier rounded at that shift (fewer significant bits). The engine
+  then computes ``sat8(round_half_away(acc * multiplier / 2**shift))``: one rounding of the exact
+  64-bit product (TFLite's scheme rounds twice).
+"""
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from mxe.sim.model import matmul, postprocess
+
+
+__all__ = ["quantize_multiplier", "im2col", "conv2d_direct", "load_data", "FloatNet",
+           "train", "QLayer", "quantize_tensor", "quantize_network", "layer_input", "layer_output", "gemm_ref",
+           "reference_forward", "accuracy", "save_network", "load_network", "IMAGE_SHAPE"]
+
+#: The digits images: 8x8, one channel.
+IMAGE_SHAPE = (8, 8, 1)
+INT8_MAX = 127
+
+
+# Fixed point ---------------------------------------------------------------------------------
+
+def quantize_multiplier(real, *, bits=31, max_shift=63):
+    """``(multiplier, shift)`` with ``multiplier / 2**shift`` closest to ``real`` (> 0).
+
+    ``multiplier`` has ``bits`` significant bits (``2**(bits-1) <= multiplier < 2**bits``) when
+    ``real`` allows it; ``shift`` is in ``0..max_shift``. Rounding is to nearest, ties up,
+    computed exactly on the float's rational value.
+
+    Raises
+    ------
+    ValueError
+        ``real`` is not a positive finite number, or too large for a ``bits``-bit multiplier
+        with shift 0, or so small that it rounds to 0 at ``max_shift``.
+    """
+    if isinstance(real, bool) or not isinstance(real, (int, float, np.floating, np.integer)):
+        raise TypeError(f"real must be a number, not {real!r}")
+    real = float(real)
+    if not (math.isfinite(real) and real > 0):
+        raise ValueError(f"real must be a positive finite number, not {real!r}")
+    exact = Fraction(real)
+    _, exp = math.frexp(real)            # real = f * 2**exp, 0.5 <= f < 1
+    shift = bits - exp
+
+    def nearest(s):
+        scaled = exact * (1 << s) if s >= 0 else exact / (1 << -s)
+        return math.floor(scaled + Fraction(1, 2))
+
+    if shift > max_shift:
+        shift = max_shift
+    if shift < 0:
+        shift = 0
+    m = nearest(shift)
+    if m == 1 << bits:                   # f rounded up to 1.0
+        m >>= 1
+        shift -= 1
+        if shift < 0:
+            raise ValueError(f"real {real!r} needs a multiplier of more than {bits} bits")
+    if m >= 1 << bits:
+        raise ValueError(f"real {real!r} needs a multiplier of more than {bits} bits")
+    if m == 0:
+        raise ValueError(f"real {real!r} is below 2**-{max_shift + 1}: the multiplier would be 0")
+    return int(m), int(shift)
+
+
+# Convolution as GEMM -------------------------------------------------------------------------
+
+def im2col(x, kh, kw):
+    """Patches of ``x`` (B, H, W, C) for a valid ``kh`` x ``kw`` convolution, stride 1.
+
+    Returns (B * Ho * Wo, kh * kw * C), rows in (b, y, x) order, columns in (dy, dx, c) order,
+    ``Ho = H - kh + 1``, ``Wo = W - kw + 1``. ``patches @ W.reshape(kh * kw * C, Cout)`` is the
+    convolution (cross-correlation, as in every deep-learning framework) in (B, Ho, Wo, Cout).
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be (B, H, W, C), not shape {x.shape}")
+    B, H, W, C = x.shape
+    ho, wo = H - kh + 1, W - kw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"a {kh}x{kw} kernel does not fit a {H}x{W} image")
+    cols = np.empty((B, ho, wo, kh, kw, C), dtype=x.dtype)
+    for dy in range(kh):
+        for dx in range(kw):
+            cols[:, :, :, dy, dx, :] = x[:, dy:dy + ho, dx:dx + wo, :]
+    return cols.reshape(B * ho * wo, kh * kw * C)
+
+
+def conv2d_direct(x, w):
+    """Valid stride-1 cross-correlation by loops: x (B, H, W, C), w (kh, kw, C, Cout) ->
+    (B, Ho, Wo, Cout). Slow on purpose: the check for :func:`im2col`."""
+    B, H, W, C = x.shape
+    kh, kw, _, cout = w.shape
+    out = np.zeros((B, H - kh + 1, W - kw + 1, cout), dtype=np.result_type(x, w))
+    for b in range(B):
+        for y in range(H - kh + 1):
+            for xx in range(W - kw + 1):
+                for o in range(cout):
+                    acc = 0
+                    for dy in range(kh):
+                        for dx in range(kw):
+                            for c in range(C):
+                                acc += x[b, y + dy, xx + dx, c] * w[dy, dx, c, o]
+                    out[b, y, xx, o] = acc
+    return out
+
+
+# Data and float training ---------------------------------------------------------------------
+
+def load_data(seed, test_size=0.25):
+    """Digits split (stratified, ``seed``): ``(x_train, y_train, x_test, y_test)``, images
+    (n, 8, 8, 1) in 0..1."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    x = (digits.images / 16.0).reshape(-1, *IMAGE_SHAPE)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, digits.target, test_size=test_size,
+                                              random_state=seed, stratify=digits.target)
+    return x_tr, y_tr, x_te, y_te
+
+
+@dataclass
+class FloatNet:
+    """Float parameters: ``layers`` = list of dicts with ``kind`` (``conv``/``dense``), ``w``
+    (K, N) (a convolution's kernel flattened in im2col order), ``b`` (N,), ``relu``, and for a
+    convolution ``kernel`` (kh, kw)."""
+    layers: list = field(default_factory=list)
+
+    def forward(self, x, *, keep=False):
+        """Logits for images ``x`` (B, 8, 8, 1); with ``keep``, also every layer's input and
+        output (for backpropagation and calibration)."""
+        trace = []
+        a = x
+        for layer in self.layers:
+            inp = layer_input(layer, a)
+            z = inp @ layer["w"] + layer["b"]
+            out = np.maximum(z, 0) if layer["relu"] else z
+            trace.append((inp, z))
+            a = layer_output(layer, out, len(x))
+        return (a, trace) if keep else a
+
+
+def _init_net(rng, channels=8, hidden=(64, 32), classes=10):
+    kh = kw = 3
+    ho, wo = IMAGE_SHAPE[0] - kh + 1, IMAGE_SHAPE[1] - kw + 1
+    dims = [(kh * kw * IMAGE_SHAPE[2], channels), (ho * wo * channels, hidden[0])]
+    dims += list(zip(hidden, (*hidden[1:], classes)))
+    layers = []
+    for i, (k, n) in enumerate(dims):
+        layer = {"kind": "conv" if i == 0 else "dense", "relu": i < len(dims) - 1,
+                 "w": rng.normal(0, math.sqrt(2 / k), size=(k, n)), "b": np.zeros(n)}
+        if i == 0:
+            layer.update(kernel=(kh, kw), out_hw=(ho, wo))
+        layers.append(layer)
+    return FloatNet(layers)
+
+
+def train(x, y, seed, *, epochs=30, batch=32, lr=3e-3, weight_decay=1e-4, progress=None):
+    """Train :class:`FloatNet` with Adam on softmax cross-entropy; deterministic for ``seed``.
+
+    ``progress``: an optional callable(epoch, loss) after each epoch.
+    """
+    rng = np.random.default_rng(seed)
+    net = _init_net(rng)
+    params = [(layer, key) for layer in net.layers for key in ("w", "b")]
+    m = [np.zeros_like(layer[key]) for layer, key in params]
+    v = [np.zeros_like(layer[key]) for layer, key in params]
+    beta1, beta2, eps, step = 0.9, 0.999, 1e-8, 0
+    onehot = np.eye(10)[y]
+    for epoch in range(epochs):
+        order = rng.permutation(len(x))
+        total = 0.0
+        for start in range(0, len(x), batch):
+            idx = order[start:start + batch]
+            logits, trace = net.forward(x[idx], keep=True)
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            total += -np.log(p[np.arange(len(idx)), y[idx]] + 1e-12).sum()
+            grad = (p - onehot[idx]) / len(idx)          # dLoss/dlogits
+            grads = []
+            for layer, (inp, z) in zip(reversed(net.layers), reversed(trace)):
+                g = grad.reshape(z.shape)
+                if layer["relu"]:
+                    g = g * (z > 0)
+                grads.append((inp.T @ g + weight_decay * layer["w"], g.sum(axis=0)))
+                grad = g @ layer["w"].T
+                if layer["kind"] == "conv":
+                    break                                 # no gradient for the input
+            grads = [g for pair in reversed(grads) for g in pair]
+            step += 1
+            for i, ((layer, key), g) in enumerate(zip(params, grads)):
+                m[i] = beta1 * m[i] + (1 - beta1) * g
+                v[i] = beta2 * v[i] + (1 - beta2) * g * g
+                mhat = m[i] / (1 - beta1 ** step)
+                vhat = v[i] / (1 - beta2 ** step)
+                layer[key] = layer[key] - lr * mhat / (np.sqrt(vhat) + eps)
+        if progress:
+            progress(epoch, total / len(x))
+    return net
+
+
+# Quantization --------------------------------------------------------------------------------
+
+@dataclass
+class QLayer:
+    """One quantized layer = one engine GEMM.
+
+    Members
+    -------
+    name, kind : str
+    w : int64 (K, N)       int8 weights
+    bias : int64 (N,)      int32 bias at the accumulator's scale
+    relu : bool
+    requant : (multiplier, shift) or None (raw int32 output)
+    scales : dict          ``s_in``, ``s_w``, ``s_out`` (None for raw output), ``real`` factor
+    kernel, out_hw : tuple or None (convolution only)
+    """
+    name: str
+    kind: str
+    w: np.ndarray
+    bias: np.ndarray
+    relu: bool
+    requant: object
+    scales: dict
+    kernel: tuple = None
+    out_hw: tuple = None
+
+    def __getitem__(self, key):           # so layer_input/layer_output take both kinds
+        return getattr(self, key)
+
+
+def quantize_tensor(x, scale, lo=-128, hi=INT8_MAX):
+    return np.clip(np.round(np.asarray(x) / scale), lo, hi).astype(np.int64)
+
+
+def quantize_network(net, x_calib):
+    """Quantize ``net`` (see the module docstring); ``x_calib`` (training images) sets the
+    activation scales. Returns ``(layers, s_input)``."""
+    _, trace = net.forward(x_calib, keep=True)
+    s_in = float(np.abs(x_calib).max()) / INT8_MAX
+    s_input = s_in
+    layers = []
+    for i, (layer, (_inp, z)) in enumerate(zip(net.layers, trace)):
+        s_w = float(np.abs(layer["w"]).max()) / INT8_MAX
+        q_w = quantize_tensor(layer["w"], s_w, -INT8_MAX, INT8_MAX)
+        q_b = np.round(layer["b"] / (s_in * s_w)).astype(np.int64)
+        if np.abs(q_b).max(initial=0) >= 1 << 31:
+            raise ValueError(f"layer {i}: bias does not fit 32 bits")
+        last = i == len(net.layers) - 1
+        if last:
+            requant, s_out, real = None, None, None
+        else:
+            s_out = float(np.maximum(z, 0).max()) / INT8_MAX
+            real = s_in * s_w / s_out
+            requant = quantize_multiplier(real)
+        name = f"conv{i}" if layer["kind"] == "conv" else f"fc{i}"
+        layers.append(QLayer(name=name, kind=layer["kind"], w=q_w, bias=q_b,
+                             relu=layer["relu"], requant=requant,
+                             scales={"s_in": s_in, "s_w": s_w, "s_out": s_out, "real": real},
+                             kernel=layer.get("kernel"), out_hw=layer.get("out_hw")))
+        s_in = s_out
+    return layers, s_input
+
+
+# Layer glue (host side, shared by the reference and the engine bench) -------------------------
+
+def layer_input(layer, a):
+    """The GEMM's A matrix for activations ``a``: im2col for a convolution (``a`` in
+    (B, H, W, C)), a flatten for a dense layer."""
+    if layer["kind"] == "conv":
+        return im2col(a, *layer["kernel"])
+    return np.asarray(a).reshape(len(a), -1)
+
+
+def layer_output(layer, c, batch):
+    """The GEMM's result rows back to activations: (B, Ho, Wo, N) for a convolution."""
+    if layer["kind"] == "conv":
+        return np.asarray(c).reshape(batch, *layer["out_hw"], -1)
+    return c
+
+
+def gemm_ref(a, w, config, *, bias=None, relu=False, requant=None):
+    """The int8 golden model of one engine GEMM (any N): :func:`mxe.sim.model.matmul`, then
+    :func:`mxe.sim.model.postprocess` on column tiles of ``cols`` (its unit), the same model the
+    engine is verified against. Computed without the engine."""
+    acc = matmul(a, w, config)
+    n, cols = acc.shape[1], config.cols
+    pad = -n % cols
+    acc = np.pad(acc, ((0, 0), (0, pad)))
+    b = None if bias is None else np.pad(np.asarray(bias, dtype=np.int64), (0, pad))
+    parts = [postprocess(acc[:, t:t + cols], config, relu=relu, requant=requant,
+                         bias=None if b is None else b[t:t + cols])
+             for t in range(0, acc.shape[1], cols)]
+    return np.concatenate(parts, axis=1)[:, :n]
+
+
+def reference_forward(layers, x_q, config):
+    """Every layer's output (int64 GEMM result matrices) of the int8 network on ``x_q``
+    (B, 8, 8, 1) int8 images; the last is the int32 logits."""
+    outs, a = [], x_q
+    for layer in layers:
+        c = gemm_ref(layer_input(layer, a), layer.w, config, bias=layer.bias, relu=layer.relu,
+                     requant=layer.requant)
+        outs.append(c)
+        a = layer_output(layer, c, len(x_q))
+    return outs
+
+
+def accuracy(logits, y):
+    return float(np.mean(np.argmax(logits, axis=1) == np.asarray(y))) if len(y) else float("nan")
+
+
+# Exchange with the bench ---------------------------------------------------------------------
+
+def save_network(path, layers, x_q):
+    """The quantized network and the int8 inputs in one ``.npz`` for :mod:`mxe.sim.tb_demo`."""
+    arrays = {"x": x_q, "count": np.array(len(layers))}
+    for i, layer in enumerate(layers):
+        arrays[f"w{i}"] = layer.w
+        arrays[f"b{i}"] = layer.bias
+        meta = [layer.kind == "conv", layer.relu, layer.requant is not None,
+                *(layer.requant or (0, 0)), *(layer.kernel or (0, 0)), *(layer.out_hw or (0, 0))]
+        arrays[f"m{i}"] = np.array(meta, dtype=np.int64)
+        arrays[f"n{i}"] = np.array(layer.name)
+    np.savez(path, **arrays)
+
+
+def load_network(path):
+    """``(layers, x_q)`` as written by :func:`save_network`."""
+    with np.load(path) as f:
+        layers = []
+        for i in range(int(f["count"])):
+            conv, relu, has_rq, mult, shift, kh, kw, ho, wo = (int(v) for v in f[f"m{i}"])
+            layers.append(QLayer(name=str(f[f"n{i}"]), kind="conv" if conv else "dense",
+                                 w=f[f"w{i}"], bias=f[f"b{i}"], relu=bool(relu),
+                                 requant=(mult, shift) if has_rq else None, scales={},
+                                 kernel=(kh, kw) if conv else None,
+                                 out_hw=(ho, wo) if conv else None))
+        return layers, f["x"]

@@ -1,0 +1,70 @@
+"""cocotb bench of ``mxe demo``: the quantized digits network on the engine RTL.
+
+The host side (:mod:`mxe.scripts.cmd_demo` / ``tests/test_demo.py``) trains and quantizes the
+network and writes it with :func:`mxe.sim.demo.save_network`; this bench runs it batch by batch,
+every layer one :meth:`MXEDriver.gemm <mxe.sim.driver.MXEDriver.gemm>` (bias, ReLU and
+requantization in the engine's post-processor), each layer's input being the engine's own
+output of the layer before (reshaped, or lowered with im2col, on the host). It computes no
+reference: the caller compares the outputs with the int8 golden model it computed itself.
+
+Parameters (``MXE_PARAMS``, JSON): ``network`` (path of the ``.npz``), ``batch`` (samples per
+GEMM), ``progress`` (optional path: the number of samples done is written there after every
+batch), ``pause`` (probability of a pause cycle on every AXI channel, default 0), ``latency``
+(memory latency, default 4). Results go to ``demo.npz`` (every layer's outputs ``out<i>``) and
+``demo.json`` (per-layer counter sums, GEMM shapes) in the test directory.
+"""
+
+import json
+import os
+import time
+
+import cocotb
+import numpy as np
+
+from mxe.sim.demo import layer_input, layer_output, load_network
+from mxe.sim.tb_engine import setup
+
+
+@cocotb.test()
+async def test_demo(dut):
+    """Every sample of the network file through the engine, batch by batch."""
+    from mxe.sim.runner import bench_params
+    params = bench_params()
+    tb = await setup(dut, pause=params.get("pause", 0.0), latency=params.get("latency", 4))
+    layers, x_q = load_network(params["network"])
+    batch = int(params.get("batch", 32))
+    progress = params.get("progress")
+    c = tb.config
+    outputs = [[] for _ in layers]
+    stats = [{"name": layer.name, "gemms": 0, "macs": 0, "shapes": [], "counters": {}}
+             for layer in layers]
+    t0 = time.monotonic()
+    for start in range(0, len(x_q), batch):
+        a = x_q[start:start + batch]
+        n = len(a)
+        for i, layer in enumerate(layers):
+            A = layer_input(layer, a)
+            C, counters = await tb.drv.gemm(A, layer.w, bias=layer.bias, relu=layer.relu,
+                                            requant=layer.requant)
+            st = stats[i]
+            st["gemms"] += 1
+            st["macs"] += A.shape[0] * A.shape[1] * layer.w.shape[1]
+            st["shapes"].append([A.shape[0], A.shape[1], layer.w.shape[1]])
+            st["schedule"] = {k: v for k, v in tb.drv.last_plan.schedule.items()
+                              if isinstance(v, (int, str))}
+            st["commands"] = st.get("commands", 0) + len(tb.drv.last_plan.commands)
+            for name, value in counters.items():
+                st["counters"][name] = st["counters"].get(name, 0) + int(value)
+            outputs[i].append(np.asarray(C, dtype=np.int64))
+            a = layer_output(layer, C, n)
+        if progress:
+            tmp = f"{progress}.tmp"
+            with open(tmp, "w") as f:
+                f.write(str(start + n))
+            os.replace(tmp, progress)
+        tb.log.info("samples %d..%d done", start, start + n - 1)
+    np.savez("demo.npz", **{f"out{i}": np.concatenate(o) for i, o in enumerate(outputs)})
+    with open("demo.json", "w") as f:
+        json.dump({"layers": stats, "batch": batch, "samples": int(len(x_q)),
+                   "config": c.to_dict(), "seed": tb.seed,
+                   "sim_seconds": time.monotonic() - t0}, f)
