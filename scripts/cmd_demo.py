@@ -7,9 +7,11 @@ with bias, ReLU and requantization in hardware), and checks the engine's outputs
 reference bit for bit. Exit status 1 if they differ.
 """
 
+import contextlib
 import json
-import random
+import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -70,10 +72,10 @@ class _Progress:
     """A tqdm bar fed by the file the bench writes after every batch (the simulator runs in
     another process)."""
 
-    def __init__(self, path, total, desc):
+    def __init__(self, path, total, desc, file=None):
         from tqdm import tqdm
         self.path = path
-        self.bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, file=file)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -95,6 +97,32 @@ class _Progress:
         self.thread.join()
         self._update()
         self.bar.close()
+
+
+@contextlib.contextmanager
+def _output_to(log_path):
+    """Send this process's stdout and stderr (file descriptors, so the Verilator build's
+    compiler output too) to ``log_path``; yields a stream on the terminal's stderr for the
+    progress bar."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w")
+    try:
+        with open(log_path, "w") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield terminal
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+        terminal.close()
 
 
 def run(args):
@@ -165,20 +193,30 @@ def run(args):
     progress_path = out / "progress.txt"
     progress_path.write_text("0")
     print(f"engine RTL: {n} held-out images in batches of {args.batch} on {args.simulator} "
-          f"(the first run of a configuration builds the Verilog model first)")
-    bar = _Progress(progress_path, n, f"{args.simulator} {config.rows}x{config.cols}")
+          f"(a configuration's first run builds the simulation model first; build output in "
+          f"{out / 'sim.log'})")
+    log_path = out / "sim.log"
     t_sim = time.monotonic()
-    try:
-        run_dir = run_bench(sim=args.simulator, name=top, make_component=make, config=config,
-                            test_module="mxe.sim.tb_demo", testcase="test_demo", seed=args.seed,
-                            params={"network": str(net_path.resolve()), "batch": args.batch,
-                                    "progress": str(progress_path.resolve())},
-                            waves=args.waves)
-    except AssertionError as exc:
-        bar.close()
-        print(f"FAILED: the engine bench did not finish: {exc}")
+    failure = None
+    with _output_to(log_path) as terminal:
+        bar = _Progress(progress_path, n, f"{args.simulator} {config.rows}x{config.cols}",
+                        file=terminal)
+        try:
+            run_dir = run_bench(sim=args.simulator, name=top, make_component=make,
+                                config=config, test_module="mxe.sim.tb_demo",
+                                testcase="test_demo", seed=args.seed,
+                                params={"network": str(net_path.resolve()),
+                                        "batch": args.batch,
+                                        "progress": str(progress_path.resolve())},
+                                waves=args.waves)
+        except AssertionError as exc:
+            failure = exc
+        finally:
+            bar.close()
+    if failure is not None:
+        print(f"FAILED: the engine bench did not finish (build and run output: {log_path}): "
+              f"{failure}")
         return 1
-    bar.close()
     sim_wall = time.monotonic() - t_sim
     progress_path.unlink(missing_ok=True)
     result = json.loads((run_dir / "demo.json").read_text())
@@ -186,21 +224,7 @@ def run(args):
         engine = [f[f"out{i}"] for i in range(len(layers))]
 
     # Bit-exactness, layer by layer.
-    exact = True
-    checks = []
-    for layer, got, want in zip(layers, engine, ref):
-        want = want[:got.shape[0]]
-        diff = np.argwhere(got != want) if got.shape == want.shape else None
-        ok = diff is not None and not diff.size
-        exact &= ok
-        checks.append({"layer": layer.name, "values": int(want.size),
-                       "mismatches": None if diff is None else int(len(diff)),
-                       "shape_engine": list(got.shape), "shape_reference": list(want.shape)})
-        if not ok:
-            first = "shape " + str(got.shape) if diff is None else \
-                f"first at {tuple(int(v) for v in diff[0])}: engine {got[tuple(diff[0])]}, " \
-                f"reference {want[tuple(diff[0])]}"
-            checks[-1]["first"] = first
+    exact, checks = demo.compare(engine, ref, [layer.name for layer in layers])
     acc["engine"] = demo.accuracy(engine[-1], y_te[:n])
     pred = np.argmax(engine[-1], axis=1)
 
@@ -220,7 +244,8 @@ def run(args):
         print("bit-exact: NO")
         for c in checks:
             if "first" in c:
-                print(f"  {c['layer']}: {c['mismatches']} of {c['values']} differ, {c['first']}")
+                print(f"  {c['layer']}: {c['mismatches']} of {c['values']} differ, "
+                      f"{c['first']}")
 
     macs_per_cycle = config.rows * config.cols
     print()

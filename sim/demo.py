@@ -47,7 +47,7 @@ from mxe.sim.model import matmul, postprocess
 
 __all__ = ["quantize_multiplier", "im2col", "conv2d_direct", "load_data", "FloatNet",
            "train", "QLayer", "quantize_tensor", "quantize_network", "layer_input", "layer_output", "gemm_ref",
-           "reference_forward", "accuracy", "save_network", "load_network", "IMAGE_SHAPE"]
+           "reference_forward", "compare", "accuracy", "save_network", "load_network", "IMAGE_SHAPE"]
 
 #: The digits images: 8x8, one channel.
 IMAGE_SHAPE = (8, 8, 1)
@@ -196,6 +196,15 @@ def train(x, y, seed, *, epochs=30, batch=32, lr=3e-3, weight_decay=1e-4, progre
 
     ``progress``: an optional callable(epoch, loss) after each epoch.
     """
+    try:   # one BLAS thread: the same result and no oversubscription on a shared machine
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1):
+            return _train(x, y, seed, epochs, batch, lr, weight_decay, progress)
+    except ImportError:
+        return _train(x, y, seed, epochs, batch, lr, weight_decay, progress)
+
+
+def _train(x, y, seed, epochs, batch, lr, weight_decay, progress):
     rng = np.random.default_rng(seed)
     net = _init_net(rng)
     params = [(layer, key) for layer in net.layers for key in ("w", "b")]
@@ -340,6 +349,30 @@ def reference_forward(layers, x_q, config):
         outs.append(c)
         a = layer_output(layer, c, len(x_q))
     return outs
+
+
+def compare(engine, reference, names):
+    """Layer outputs of the engine against the reference, bit for bit.
+
+    Returns ``(exact, checks)``: ``checks`` holds per layer ``layer``, ``values``,
+    ``mismatches`` (``None`` if the shapes differ) and, on a difference, ``first`` (where, and
+    both values). Only the reference's first rows are used when the engine ran fewer samples.
+    """
+    exact, checks = True, []
+    for name, got, want in zip(names, engine, reference, strict=True):
+        got, want = np.asarray(got), np.asarray(want)[:len(got)]
+        check = {"layer": name, "values": int(want.size), "mismatches": None}
+        if got.shape != want.shape:
+            check["first"] = f"engine shape {got.shape}, reference shape {want.shape}"
+        else:
+            diff = np.argwhere(got != want)
+            check["mismatches"] = int(len(diff))
+            if len(diff):
+                at = tuple(int(v) for v in diff[0])
+                check["first"] = f"first at {at}: engine {got[at]}, reference {want[at]}"
+        exact &= "first" not in check
+        checks.append(check)
+    return exact, checks
 
 
 def accuracy(logits, y):
