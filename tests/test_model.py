@@ -5,6 +5,7 @@ import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.sim import model
+from mxe.hw.array import array_latency
 from mxe.sim.cycle_model import array_tile_cycles, lower_bound, naive_cycles
 
 
@@ -55,6 +56,6 @@ def test_cycle_model_bounds():
     # Back-to-back tiles of M >= rows rows: one tile every M cycles, plus fill and drain.
     cycles = array_tile_cycles([64] * 64, config)
     assert lower_bound(64, 64, 64, config) <= cycles < naive_cycles(64, 64, 64, config)
-    assert cycles == (config.rows - 1) + 64 * 64 + (config.rows + config.cols + 1)
+    assert cycles == (config.rows - 1) + 64 * 64 + array_latency(config)
     # Short tiles are limited by the weight load: one tile every `rows` cycles.
     assert array_tile_cycles([2] * 10, config) - array_tile_cycles([2] * 9, config) == config.rows

@@ -9,9 +9,13 @@ from mxe.hw.pe import ProcessingElement
 from mxe.sim import model
 
 
-def run_pe(config, row, program):
+#: Cycles from an activation presented to the PE to the i_psum it is added to.
+SUM = 3
+
+
+def run_pe(config, row, program, *, dsp=True):
     """Simulate a PE. ``program`` is a list of per-cycle input dicts; returns per-cycle outputs."""
-    dut = ProcessingElement(config, row=row)
+    dut = ProcessingElement(config, row=row, dsp=dsp)
     outputs = []
 
     async def testbench(ctx):
@@ -44,7 +48,8 @@ def run_pe(config, row, program):
     EngineConfig(rows=4, cols=4, input_width=16, acc_width=32),
     EngineConfig(rows=2, cols=2, acc_width=16),
 ], ids=lambda c: c.key())
-def test_multiply_accumulate(config, seed):
+@pytest.mark.parametrize("dsp", [True, False], ids=["dsp", "lut"])
+def test_multiply_accumulate(config, dsp, seed):
     """o_psum = i_psum + act * weight[bank], two cycles after the activation is registered,
     wrapping at acc_width; weights for other rows pass by untouched."""
     rng = np.random.default_rng(seed)
@@ -62,18 +67,20 @@ def test_multiply_accumulate(config, seed):
         bank = int(rng.integers(0, 1, endpoint=True))
         psum = int(model.wrap(rng.integers(-2**62, 2**62), config.acc_width, config.signed))
         cases.append((a, bank, psum))
-    # An activation presented in cycle t shows on o_act in t+1; its product meets the i_psum
-    # presented in cycle t+2, and the sum shows on o_psum in t+3.
+    # An activation presented in cycle t shows on o_act in t+1; its product (operand stage,
+    # then product register) meets the i_psum presented in cycle t+SUM, and the sum shows on
+    # o_psum in t+SUM+1 (the PE's documented latency).
     for t, (a, bank, _) in enumerate(cases):
-        program.append({"a": a, "a_bank": bank, "psum": cases[t - 2][2] if t >= 2 else 0})
-    program += [{"psum": cases[-2][2]}, {"psum": cases[-1][2]}, {}]
-    out = run_pe(config, row, program)
+        program.append({"a": a, "a_bank": bank,
+                        "psum": cases[t - SUM][2] if t >= SUM else 0})
+    program += [{"psum": cases[len(cases) - SUM + i][2]} for i in range(SUM)] + [{}]
+    out = run_pe(config, row, program, dsp=dsp)
     start = 3
     for t, (a, bank, psum) in enumerate(cases):
         w = (w0, w1)[bank]
         want = int(model.wrap(psum + a * w, config.acc_width, config.signed))
         assert out[start + t]["act"] == a
-        assert out[start + t + 2]["psum"] == want, f"case {t}: a={a} bank={bank} psum={psum}"
+        assert out[start + t + SUM]["psum"] == want, f"case {t}: a={a} bank={bank} psum={psum}"
     # Every weight travels south one cycle later, whatever its tag.
     assert [o["w"] for o in out[:3]] == [w0, w1, hi]
     assert [o["w_valid"] for o in out[:3]] == [1, 1, 1]
