@@ -145,7 +145,7 @@ def _build(sim, name, make_component, config, build_dir, waves):
                               "--x-initial", "0", *(["--trace-fst"] if waves else [])]
             runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
                          build_args=build_args, timescale=("1ns", "1ps"), always=True,
-                         waves=waves)
+                         waves=waves, log_file=build_dir / "build.log")
         stamp.write_text(json.dumps({"hw": hw_hash, "verilog": verilog_hash}))
     return runner
 
