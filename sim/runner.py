@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -143,9 +144,15 @@ def _build(sim, name, make_component, config, build_dir, waves):
             if sim == "verilator":
                 build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--x-assign", "0",
                               "--x-initial", "0", *(["--trace-fst"] if waves else [])]
-            runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
-                         build_args=build_args, timescale=("1ns", "1ps"), always=True,
-                         waves=waves, log_file=build_dir / "build.log")
+            log = build_dir / "build.log"
+            try:
+                runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                             build_args=build_args, timescale=("1ns", "1ps"), always=True,
+                             waves=waves, log_file=log)
+            except (SystemExit, subprocess.CalledProcessError) as exc:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) \
+                    if log.exists() else ""
+                raise RuntimeError(f"{sim} build of {name} failed; log: {log}\n{tail}") from exc
         stamp.write_text(json.dumps({"hw": hw_hash, "verilog": verilog_hash}))
     return runner
 
