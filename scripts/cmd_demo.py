@@ -24,18 +24,18 @@ from mxe.sim.runner import SIMULATORS, simulator_missing
 NAME = "demo"
 HELP = "train a small int8 CNN on the digits data set and run it on the engine RTL"
 
-#: About 2-4 minutes of Verilator simulation with the small preset (build excluded).
-DEFAULT_SAMPLES = 192
-DEFAULT_BATCH = 32
+#: Images per GEMM: M of each layer (x36 for the convolution). Larger batches reuse each weight
+#: tile for more rows (the planner cuts M to fit the scratchpad and accumulator).
+DEFAULT_BATCH = 128
 
 
 def add_arguments(parser):
     add_config_arguments(parser, default_preset="small")
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator",
                         help="(default: %(default)s)")
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
-                        help="held-out images to run on the engine (default: %(default)s; "
-                             "the whole held-out set is 450)")
+    parser.add_argument("--samples", type=int,
+                        help="held-out images to run on the engine (default: all 450, about "
+                             "2 minutes of Verilator simulation with the small preset)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help="images per GEMM: M of each layer (x36 for the convolution) "
                              "(default: %(default)s)")
@@ -145,6 +145,8 @@ def run(args):
     t_start = time.monotonic()
 
     x_tr, y_tr, x_te, y_te = demo.load_data(args.seed)
+    if args.samples is None:
+        args.samples = len(x_te)
     if not 1 <= args.samples <= len(x_te):
         raise CommandError(f"--samples must be in 1..{len(x_te)} (the held-out set), "
                            f"not {args.samples}")
@@ -251,7 +253,7 @@ def run(args):
     print()
     print(f"per layer, summed over {n} images ({-(-n // args.batch)} GEMMs each; "
           f"utilization = MACs / ({config.rows}*{config.cols} * cycles)):")
-    head = (f"  {'layer':<7}{'GEMM MxKxN':>15}{'MACs':>11}{'cycles':>10}{'busy':>10}"
+    head = (f"  {'layer':<7}{'GEMM (batch)':>15}{'MACs':>11}{'cycles':>10}{'busy':>10}"
             f"{'MAC-act':>10}{'util':>8}{'util(busy)':>11}{'stall ld/st/dep':>20}")
     print(head)
     rows = []
@@ -348,15 +350,19 @@ def _plot(path, rows, images, pred, labels, config, sim):
     ax.set_ylabel(f"MACs / ({config.rows}x{config.cols} x cycles)")
     ax.set_title(f"array utilization per layer ({sim})")
     ax.legend(fontsize=8)
-    shown = min(len(images), 18)
-    for i in range(shown):
-        sub = fig.add_subplot(grid[i // 6, 2 + i % 6])
+    # The misclassified images first (up to half the panels), then the first correct ones.
+    wrong = np.flatnonzero(pred != labels)[:9]
+    right = np.flatnonzero(pred == labels)[:18 - len(wrong)]
+    for slot, i in enumerate([*wrong, *right]):
+        sub = fig.add_subplot(grid[slot // 6, 2 + slot % 6])
         sub.imshow(images[i, :, :, 0], cmap="gray_r", vmin=0, vmax=1)
         ok = pred[i] == labels[i]
         sub.set_title(f"{pred[i]}" + ("" if ok else f" (is {labels[i]})"), fontsize=9,
                       color="black" if ok else "red")
         sub.axis("off")
-    fig.suptitle("MXE engine RTL: int8 digits CNN, predictions of the engine")
+    fig.suptitle(f"MXE engine RTL: int8 digits CNN, the engine's predictions "
+                 f"({int((pred == labels).sum())}/{len(labels)} right; red: wrong, with the "
+                 f"true label)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -46,8 +46,9 @@ from mxe.sim.model import matmul, postprocess
 
 
 __all__ = ["quantize_multiplier", "im2col", "conv2d_direct", "load_data", "FloatNet",
-           "train", "QLayer", "quantize_tensor", "quantize_network", "layer_input", "layer_output", "gemm_ref",
-           "reference_forward", "compare", "accuracy", "save_network", "load_network", "IMAGE_SHAPE"]
+           "train", "QLayer", "quantize_tensor", "quantize_network", "layer_input",
+           "layer_output", "gemm_ref", "reference_forward", "compare", "accuracy",
+           "save_network", "load_network", "IMAGE_SHAPE"]
 
 #: The digits images: 8x8, one channel.
 IMAGE_SHAPE = (8, 8, 1)
