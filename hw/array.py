@@ -99,27 +99,42 @@ class SystolicArray(wiring.Component):
         rows, cols = config.rows, config.cols
 
         # Edge control: which tile is loading, which is streaming, how far ahead the weights are.
+        # The conditions the ready signals need are kept in registers of their own, computed
+        # from the next state, so the valid -> ready -> fire -> next-state path is a couple of
+        # LUTs and not a chain of comparisons.
         w_row = Signal(range(rows))
+        w_last = Signal(init=int(rows == 1))  # w_row == rows - 1
         w_bank = Signal()
         act_bank = Signal()
         loaded_ahead = Signal(range(3))  # weight tiles loaded and not yet fully streamed
+        w_ready = Signal(init=1)         # loaded_ahead <= 1
+        have_tile = Signal()             # loaded_ahead != 0
 
-        w_fire = self.i_weight.valid & self.i_weight.ready
-        w_done = w_fire & (w_row == rows - 1)
+        w_fire = self.i_weight.valid & w_ready
+        w_done = w_fire & w_last
         act_fire = self.i_act.valid & self.i_act.ready
         act_done = act_fire & self.i_act.payload.last
 
         m.d.comb += [
-            self.i_weight.ready.eq(loaded_ahead <= 1),
-            self.i_act.ready.eq((loaded_ahead != 0) | w_done),
+            self.i_weight.ready.eq(w_ready),
+            self.i_act.ready.eq(have_tile | w_done),
         ]
         with m.If(w_fire):
-            m.d.sync += w_row.eq(wrapping_increment(w_row, rows))
+            m.d.sync += [
+                w_row.eq(wrapping_increment(w_row, rows)),
+                w_last.eq(1 if rows == 1 else w_row == rows - 2),
+            ]
         with m.If(w_done):
             m.d.sync += w_bank.eq(~w_bank)
         with m.If(act_done):
             m.d.sync += act_bank.eq(~act_bank)
-        m.d.sync += loaded_ahead.eq(loaded_ahead + w_done - act_done)
+        next_ahead = Signal(range(3))
+        m.d.comb += next_ahead.eq(loaded_ahead + w_done - act_done)
+        m.d.sync += [
+            loaded_ahead.eq(next_ahead),
+            w_ready.eq(next_ahead <= 1),
+            have_tile.eq(next_ahead != 0),
+        ]
 
         pes = [[ProcessingElement(config, row=r, dsp=pe_uses_dsp(config, r, c))
                 for c in range(cols)] for r in range(rows)]
