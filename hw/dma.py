@@ -263,9 +263,8 @@ class DMA(wiring.Component):
     cut into INCR bursts of full-width beats (AxSIZE = bus width) of at most ``max_burst_len``
     beats that never cross a 4 KiB boundary; all transactions use ID 0, so responses come back
     in order. Up to ``max_outstanding_reads`` read bursts and as many write bursts are in
-    flight. The read engine starts the next command's bursts while the previous command's data
-    is still arriving; the write engine runs one command at a time (it waits for the last write
-    response before taking the next command).
+    flight. Both engines start the next command's bursts while the previous command's read data
+    or write responses are still on their way, so back-to-back commands keep the bus busy.
 
     Before anything is issued, each command is checked: ``rows == 0`` or ``row_bytes == 0`` is
     refused with ``BAD_CMD``; an extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` not
@@ -558,8 +557,13 @@ class DMA(wiring.Component):
         m.submodules.wr_gen = gen = _BurstGenerator(config)
         # Lengths of the bursts whose AW went out and whose W beats are still to send.
         m.submodules.wr_bursts = bursts = SyncFIFO(width=8, depth=4)
-        # Addresses of the bursts waiting for their write response.
-        m.submodules.wr_flight = flight = SyncFIFO(width=aw, depth=config.max_outstanding_reads)
+        # Bursts waiting for their write response: address and command tag.
+        flight_layout = data.StructLayout({"addr": aw, "tag": _TAG_BITS})
+        m.submodules.wr_flight = flight = SyncFIFO(width=flight_layout.size,
+                                                   depth=config.max_outstanding_reads)
+        # Commands whose data has all been sent (or dropped), waiting for their last response.
+        retire_layout = data.StructLayout({"addr": aw, "error": DMAError, "tag": _TAG_BITS})
+        m.submodules.wr_retire = retire = SyncFIFO(width=retire_layout.size, depth=2)
 
         wiring.connect(m, check=wiring.flipped(self.i_wr_cmd), dma=check.i_cmd)
         m.d.comb += [
@@ -569,15 +573,17 @@ class DMA(wiring.Component):
 
         room = bursts.w_rdy & flight.w_rdy
         aw_fire = _drive_address_channel(m, axi, "aw", gen.o_burst, config, room=room)
+        flight_in = Signal(flight_layout)
         m.d.comb += [
             bursts.w_en.eq(aw_fire), bursts.w_data.eq(gen.o_burst.payload.len),
-            flight.w_en.eq(aw_fire), flight.w_data.eq(gen.o_burst.payload.addr),
-            gen.query_tag.eq(gen.tag),
+            flight_in.addr.eq(gen.o_burst.payload.addr),
+            flight_in.tag.eq(gen.o_burst.payload.tag),
+            flight.w_en.eq(aw_fire), flight.w_data.eq(flight_in),
         ]
 
         cmd = Signal(cmd_layout(config))
-        err = Signal(DMAError)
-        err_addr = Signal(aw)
+        tag = Signal(_TAG_BITS)         # the command on the W side
+        next_tag = Signal(_TAG_BITS)
         abort = Signal()
         rows_left = Signal(ROWS_WIDTH)
         next_row = Signal(aw)
@@ -590,6 +596,7 @@ class DMA(wiring.Component):
         remaining = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH + 1)  # input beats left in the command
         carry = Signal(dw)
         w_beat = Signal(8)
+        refused = Signal(DMAError)
 
         def load_row(addr, row_bytes):
             o = addr[:s] if s else Const(0, 1)
@@ -603,19 +610,48 @@ class DMA(wiring.Component):
                 mask_last.eq((Const(all_lanes, b) >> (Const(b - 1, s) - last_lane)[:s])[:b]),
             ]
 
-        # Write responses: record the first error; the FSM below reacts to it.
-        m.d.comb += [axi.bready.eq(1), flight.r_en.eq(axi.bvalid)]
-        with m.If(axi.bvalid & (axi.bresp != RESP_OKAY) & ~abort):
-            m.d.sync += [abort.eq(1), err.eq(_resp_error(axi.bresp)), err_addr.eq(flight.r_data)]
+        # Response side: retires commands in order. Responses are taken only for the command
+        # being retired (the oldest), so its error state is the only one kept.
+        b_tag = Signal(_TAG_BITS)
+        b_err = Signal(DMAError)
+        b_err_addr = Signal(aw)
+        head = data.View(flight_layout, flight.r_data)
+        b_fire = axi.bvalid & axi.bready
+        m.d.comb += [
+            axi.bready.eq(flight.r_rdy & (head.tag == b_tag)),
+            flight.r_en.eq(b_fire),
+            gen.query_tag.eq(b_tag),
+        ]
+        w_active = Signal()
+        with m.If(b_fire & (axi.bresp != RESP_OKAY) & (b_err == DMAError.OK)):
+            m.d.sync += [b_err.eq(_resp_error(axi.bresp)), b_err_addr.eq(head.addr)]
+            with m.If(w_active & (tag == b_tag)):
+                m.d.sync += abort.eq(1)    # stop the W side if it is still on this command
         m.d.comb += gen.abort.eq(abort)
+
+        rec = data.View(retire_layout, retire.r_data)
+        retirable = retire.r_rdy & ~(flight.r_rdy & (head.tag == b_tag)) & ~gen.busy_tag
+        error = Mux(rec.error != DMAError.OK, rec.error, b_err)
+        m.d.comb += [
+            self.o_wr_done.valid.eq(retirable),
+            self.o_wr_done.payload.error.eq(error),
+            self.o_wr_done.payload.addr.eq(Mux((rec.error == DMAError.OK)
+                                               & (b_err != DMAError.OK), b_err_addr, rec.addr)),
+            retire.r_en.eq(self.o_wr_done.valid & self.o_wr_done.ready),
+        ]
+        with m.If(retire.r_en):
+            m.d.sync += [b_tag.eq(b_tag + 1), b_err.eq(DMAError.OK)]
 
         w_fire = axi.wvalid & axi.wready
         wlast = w_beat == bursts.r_data
+        retire_in = Signal(retire_layout)
         m.d.comb += [
             axi.wlast.eq(wlast),
             bursts.r_en.eq(w_fire & wlast),
-            self.o_wr_done.payload.error.eq(err),
-            self.o_wr_done.payload.addr.eq(Mux(err == DMAError.OK, cmd.addr, err_addr)),
+            retire_in.addr.eq(cmd.addr),
+            retire_in.error.eq(refused),
+            retire_in.tag.eq(tag),
+            retire.w_data.eq(retire_in),
         ]
         with m.If(w_fire):
             m.d.sync += w_beat.eq(Mux(wlast, 0, w_beat + 1))
@@ -624,13 +660,15 @@ class DMA(wiring.Component):
         with m.FSM(name="wr_fsm") as fsm:
             with m.State("IDLE"):
                 checked = check.o_cmd
-                m.d.comb += checked.ready.eq(gen.i_cmd.ready)
+                go = checked.valid & gen.i_cmd.ready & retire.w_rdy
+                m.d.comb += checked.ready.eq(gen.i_cmd.ready & retire.w_rdy)
                 c = checked.payload.cmd
-                with m.If(checked.valid & gen.i_cmd.ready):
+                with m.If(go):
                     m.d.sync += [
                         cmd.eq(c),
-                        err.eq(checked.payload.error),
-                        err_addr.eq(c.addr),
+                        tag.eq(next_tag),
+                        next_tag.eq(next_tag + 1),
+                        refused.eq(checked.payload.error),
                         abort.eq(0),
                         rows_left.eq(c.rows),
                         next_row.eq(c.addr + c.stride),
@@ -641,12 +679,14 @@ class DMA(wiring.Component):
                         m.d.comb += [
                             gen.i_cmd.valid.eq(1),
                             gen.i_cmd.payload.cmd.eq(c),
+                            gen.i_cmd.payload.tag.eq(next_tag),
                         ]
                         m.next = "RUN"
                     with m.Else():
                         m.next = "DROP"    # a refused command's data is still consumed
 
             with m.State("RUN"):
+                m.d.comb += w_active.eq(1)
                 needs_in = in_left != 0
                 strb = Signal(b)
                 m.d.comb += [
@@ -668,7 +708,7 @@ class DMA(wiring.Component):
                         ]
                     with m.If(mem_left == 1):
                         with m.If(rows_left == 1):
-                            m.next = "WAIT_B"
+                            m.next = "RETIRE"
                         with m.Else():
                             m.d.sync += [
                                 rows_left.eq(rows_left - 1),
@@ -689,15 +729,12 @@ class DMA(wiring.Component):
                 with m.If(self.i_wr_data.valid & (remaining != 0)):
                     m.d.sync += remaining.eq(remaining - 1)
                 with m.If(remaining == 0):
-                    m.next = "WAIT_B"
+                    m.next = "RETIRE"
 
-            with m.State("WAIT_B"):
-                with m.If(~flight.r_rdy & ~gen.generating & ~gen.o_burst.valid):
-                    m.next = "DONE"
+            with m.State("RETIRE"):
+                # Hand the command to the response side; the next command may start at once.
+                m.d.comb += retire.w_en.eq(1)
+                m.next = "IDLE"
 
-            with m.State("DONE"):
-                m.d.comb += self.o_wr_done.valid.eq(1)
-                with m.If(self.o_wr_done.ready):
-                    m.next = "IDLE"
-
-        m.d.comb += self.wr_busy.eq(check.busy | check.o_cmd.valid | ~fsm.ongoing("IDLE"))
+        m.d.comb += self.wr_busy.eq(check.busy | check.o_cmd.valid | ~fsm.ongoing("IDLE")
+                                    | retire.r_rdy | flight.r_rdy)
