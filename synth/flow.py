@@ -257,6 +257,8 @@ _SITE_RE = re.compile(r"^(?P<inst>[A-Za-z_][\w$]*)\.")
 
 
 def _block_of_cell(cell_name):
+    if cell_name.startswith("dut."):  # inside the pin wrapper
+        cell_name = cell_name[len("dut."):]
     match = _SITE_RE.match(cell_name)
     return _block_name(match.group("inst")) if match else "(top)"
 
