@@ -208,8 +208,8 @@ def classify_cells(fam, cells):
     totals["lut_equiv"] = 0
     other = {}
     for cell_type, count in cells.items():
-        if cell_type.startswith("$scopeinfo") or "." in cell_type:
-            continue  # debug scope markers and submodule instances (hierarchical stat)
+        if cell_type.startswith("$scopeinfo") or "." in cell_type or cell_type in ("GND", "VCC"):
+            continue  # debug scope markers, submodule instances, constant drivers
         kind = fam.cells.get(cell_type)
         if kind is None:
             kind = next((v for p, v in fam.prefixes.items() if cell_type.startswith(p)), None)
@@ -217,7 +217,8 @@ def classify_cells(fam, cells):
             other[cell_type] = other.get(cell_type, 0) + count
             continue
         cls, sites = kind
-        amount = count / 2 if cell_type == "RAMB18E1" else count
+        # A RAMB18 is half a RAMB36; a Gowin MULT9X9 is half of one 18x18 multiplier block.
+        amount = count / 2 if cell_type in ("RAMB18E1", "MULT9X9") else count
         totals[cls] += amount
         totals["lut_equiv"] += sites * count
     totals["other"] = other
