@@ -37,9 +37,10 @@ fill the other. Among all feasible choices (scratchpad rows ``<= spad_depth``, a
 beats, array cycles and command pushes, plus FENCE drains), then the least memory traffic.
 
 The post-processor's bias row is one row of ``cols`` values: with a bias and more than one N
-tile, the row is reloaded per N tile, and a FENCE before each reload keeps it from changing under
-a STORE still using the previous tile's bias (the hardware tracks dependencies of scratchpad and
-accumulator rows only). The driver waits for each FENCE, so such GEMMs run in ``nt`` segments.
+tile, the row is reloaded per N tile, after the previous tile's STORE in program order. The
+controller holds a bias LOAD while a STORE runs, so no FENCE is needed; ``bias_fence=True`` puts
+one before each reload for an engine without that interlock (the driver waits for every FENCE, so
+such GEMMs then run in segments).
 """
 
 import logging
@@ -219,7 +220,7 @@ def _choose(config, M, K, N, bias, force):
 
 
 def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, align=64,
-              order=("a", "b", "bias", "c"), force=None):
+              order=("a", "b", "bias", "c"), bias_fence=False, force=None):
     """Plan ``C = A @ B`` (A: M x K, B: K x N) for the engine ``config``.
 
     Parameters
@@ -237,6 +238,9 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         Alignment of every region (1 for none).
     order : sequence of str
         The order of the regions in memory (``"a"``, ``"b"``, ``"bias"``, ``"c"``).
+    bias_fence : bool
+        Put a FENCE before each bias reload. Not needed with the controller of ``hw/``, which
+        holds a bias LOAD while a STORE runs (and a STORE with bias while a bias LOAD runs).
     force : dict, optional
         Restrict the schedule (``order``, ``mc``, ``a_mode``, ``b_mode``): for tests.
 
@@ -259,7 +263,7 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     if base < 0 or align < 1:
         raise ValueError(f"base must be >= 0 and align >= 1, not {base} and {align}")
     c = config
-    s = _choose(c, M, K, N, bias, force)
+    s = _choose(c, M, K, N, bias and bias_fence, force)
 
     # Memory layout.
     eb, ob = c.elem_bytes, (1 if requant is not None else c.acc_elem_bytes)
@@ -331,8 +335,9 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         acc = (p % s["acc_places"]) * mc
         if bias and bias_tile != ni:
             if bias_tile is not None:
-                flush_store()
-                out.append(cmds.fence())
+                flush_store()    # the previous tile's STORE uses the previous bias
+                if bias_fence:
+                    out.append(cmds.fence())
             bias_region = layout["bias"]
             out.append(cmds.load(0, bias_region.offset + n0 * bias_region.elem_bytes, 1, n,
                                  bias_region.stride, to_bias=True))
@@ -663,7 +668,8 @@ class MXEDriver:
             raise ValueError(f"the GEMM needs {plan.size} bytes; the window has {limit - base}")
         return base
 
-    async def gemm(self, A, B, bias=None, relu=False, requant=None, *, base=0, align=64):
+    async def gemm(self, A, B, bias=None, relu=False, requant=None, *, base=0, align=64,
+                   **plan_options):
         """``postprocess(A @ B)`` on the engine.
 
         Parameters
@@ -675,6 +681,8 @@ class MXEDriver:
         requant : None or (multiplier, shift)
         base, align : int
             Where in the window the driver places the operands (see :func:`plan_gemm`).
+        plan_options
+            More keyword arguments of :func:`plan_gemm` (``order``, ``bias_fence``, ``force``).
 
         Returns
         -------
@@ -698,7 +706,7 @@ class MXEDriver:
         M, K = A.shape
         N = B.shape[1]
         plan = plan_gemm(self.config, M, K, N, bias=bias is not None, relu=relu,
-                         requant=requant, base=base, align=align)
+                         requant=requant, base=base, align=align, **plan_options)
         self.last_plan = plan
         win = self._region(plan)
         for offset, data in pack_operands(plan, A, B, bias).items():

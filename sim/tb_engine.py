@@ -430,3 +430,46 @@ async def test_soft_reset_mid_gemm(dut):
         assert after[win + cr.end:] == before[win + cr.end:]
         await tb.gemm_checked(int(tb.rng.integers(1, 3 * c.rows)), int(tb.rng.integers(1, 40)),
                               int(tb.rng.integers(1, 3 * c.cols)), what="after soft reset")
+
+
+@cocotb.test()
+async def test_error_order(dut):
+    """Two failing commands in one stream: the first STORE fails its window check and a LOAD
+    after it answers SLVERR. ERR_CMD_INDEX must name the STORE (the first bad command in program
+    order), whichever unit notices its error first."""
+    tb = await setup(dut)
+    c = tb.config
+    M, K, N = 2 * c.rows + 1, c.rows + 2, 2 * c.cols + 1
+    A, B = tb.operands(M, K, N)
+    plan = plan_gemm(c, M, K, N, force=dict(mc=c.rows, order="mn", b_mode="stream"))
+    base = WINDOW[0]
+    for offset, data in pack_operands(plan, A, B).items():
+        tb.ram.write(base + offset, data)
+    decoded = [cmds.decode(x) for x in plan.commands]
+    first_store = next(i for i, (name, _f) in enumerate(decoded) if name == "STORE")
+
+    def extent(f):
+        return (base + f["mem_offset"], f["rows"], f["elems"] * c.elem_bytes, f["stride"])
+
+    region = None
+    for i in range(first_store + 1, len(decoded)):
+        name, f = decoded[i]
+        if name != "LOAD":
+            continue
+        lo = base + f["mem_offset"] + f["stride"] * (f["rows"] - 1)
+        candidate = [(lo, lo + 1)]
+        if not any(read_bursts(c, *extent(g), candidate) is not None
+                   for n, g in decoded[:i] if n == "LOAD"):
+            region = candidate
+            break
+    assert region is not None, "no LOAD after the first STORE reads bytes of its own"
+    tb.ram.error_regions = region
+    cr = plan.layout["c"]
+    await tb.drv.set_window(base, base + cr.offset + cr.stride // 2)
+    model_mem = tb.image()
+    outcome = await expect_error(tb, plan.commands, model_mem, what="STORE then LOAD fail")
+    assert outcome.error == ErrorCode.DMA_WINDOW and outcome.index == first_store
+    tb.ram.error_regions = []
+    await tb.drv.set_window(*WINDOW)
+    await tb.drv.soft_reset()
+    await tb.gemm_checked(M, K, N, what="after error order")

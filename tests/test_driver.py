@@ -198,7 +198,7 @@ def run_plan(cfg, A, B, bias, relu, requant, rng, *, base=0, align=64, force=Non
     M, K = A.shape
     N = B.shape[1]
     plan = plan_gemm(cfg, M, K, N, bias=bias is not None, relu=relu, requant=requant,
-                     base=base, align=align, force=force)
+                     base=base, align=align, force=force, bias_fence=bool(rng.random() < 0.3))
     win_base = int(rng.integers(0, 300))
     mem = bytearray(rng.integers(0, 256, size=win_base + plan.size + slack,
                                  dtype=np.uint8).tobytes())
@@ -322,6 +322,7 @@ def test_plan_every_schedule(order, a_mode, b_mode, seed):
             b_times = reads[b_mode] or plan.schedule["mt"]
             bias_bytes = 0
             if bias:
+                # One bias load per change of N tile along the loop.
                 loads = plan.schedule["nt"] if order == "nm" else \
                     (plan.schedule["mt"] * plan.schedule["nt"] if plan.schedule["nt"] > 1 else 1)
                 bias_bytes = loads and sum(
