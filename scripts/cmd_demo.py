@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mxe.config_args import CommandError, add_config_arguments, config_from_args
-from mxe.sim.runner import SIMULATORS, simulator_missing
+from mxe.sim.runner import SIMULATORS, build_root, simulator_missing
 
 NAME = "demo"
 HELP = "train a small int8 CNN on the digits data set and run it on the engine RTL"
@@ -99,6 +99,11 @@ class _Progress:
         self.bar.close()
 
 
+def _have_lz4():
+    dirs = ["/usr/include", "/usr/local/include", *os.environ.get("CPATH", "").split(":")]
+    return any(Path(d, "lz4.h").exists() for d in dirs if d)
+
+
 @contextlib.contextmanager
 def _output_to(log_path):
     """Send this process's stdout and stderr (file descriptors, so the Verilator build's
@@ -139,6 +144,11 @@ def run(args):
         raise CommandError(f"--batch must be at least 1, not {args.batch}")
     if args.epochs < 1:
         raise CommandError(f"--epochs must be at least 1, not {args.epochs}")
+    if args.waves and args.simulator == "verilator" and not _have_lz4():
+        # run_bench(waves=True) builds Verilator with --trace-fst, whose FST writer includes
+        # lz4.h; without the header the C++ build fails deep in the log.
+        raise CommandError("--waves on Verilator needs the LZ4 headers for FST tracing "
+                           "(lz4.h: apt-get install liblz4-dev); or use --simulator icarus")
     fmax = _fmax(args.synth_report, config) if args.synth_report else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +208,7 @@ def run(args):
           f"(a configuration's first run builds the simulation model first; build output in "
           f"{out / 'sim.log'})")
     log_path = out / "sim.log"
-    t_sim = time.monotonic()
+    t_sim, t_wall_sim = time.monotonic(), time.time()
     failure = None
     with _output_to(log_path) as terminal:
         bar = _Progress(progress_path, n, f"{args.simulator} {config.rows}x{config.cols}",
@@ -211,13 +221,13 @@ def run(args):
                                         "batch": args.batch,
                                         "progress": str(progress_path.resolve())},
                                 waves=args.waves)
-        except AssertionError as exc:
+        except (AssertionError, RuntimeError) as exc:   # a failed test, or build
             failure = exc
         finally:
             bar.close()
     if failure is not None:
-        print(f"FAILED: the engine bench did not finish (build and run output: {log_path}): "
-              f"{failure}")
+        print(f"FAILED: the engine bench did not finish (build and run output: {log_path}, "
+              f"{build_root() / 'sim'}): {failure}")
         return 1
     sim_wall = time.monotonic() - t_sim
     progress_path.unlink(missing_ok=True)
@@ -304,9 +314,15 @@ def run(args):
     # Files.
     waves = []
     if args.waves:
-        for wave in [*run_dir.glob("*.fst"), *run_dir.glob("*.vcd")]:
-            shutil.copy(wave, out / wave.name)
-            waves.append(str(out / wave.name))
+        # Verilator writes the waveform into the run's directory, Icarus into the build's.
+        build_dir = run_dir.parent.parent
+        for wave in sorted({*run_dir.glob("*.fst"), *run_dir.glob("*.vcd"),
+                            *build_dir.glob("*.fst"), *build_dir.glob("*.vcd")}):
+            if wave.stat().st_mtime >= t_wall_sim:
+                shutil.copy(wave, out / wave.name)
+                waves.append(str(out / wave.name))
+        if not waves:
+            print(f"waveform: none found in {run_dir} or {build_dir}")
     png = out / "demo.png"
     _plot(png, rows, x_te[:n], pred, y_te[:n], config, args.simulator)
     summary = {
