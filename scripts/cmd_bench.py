@@ -1,0 +1,146 @@
+"""``mxe bench``: GEMM utilization of the whole engine in simulation, per preset and shape.
+
+One simulation per preset runs all shapes (one build, one start; see :mod:`mxe.sim.tb_bench`).
+For each GEMM the table gives the engine's busy cycles, the lower bound ``M*K*N / (R*C)``, the
+utilization, the naive weight-stationary schedule ``ceil(K/R)*ceil(N/C)*(M+2R+C-2)`` and our
+speed-up over it, the DMA bytes against the minimum (A, B and C once each, in their memory
+element sizes), the memory-bandwidth bound (minimum bytes / bus bytes per cycle) when it is above
+the compute bound, and the simulation speed (simulated cycles per second of wall time).
+"""
+
+import csv
+import json
+import random
+import time
+from pathlib import Path
+
+from mxe.config_args import CommandError
+from mxe.hw.config import PRESETS
+from mxe.sim.cycle_model import lower_bound, naive_cycles
+from mxe.sim.runner import SIMULATORS, simulator_missing
+
+NAME = "bench"
+HELP = ("GEMM utilization benchmark: run shapes on presets in simulation (memory latency 16 "
+        "cycles) and tabulate cycles against the lower bound, the naive schedule and the "
+        "memory-bandwidth bound")
+
+DEFAULT_PRESETS = ("tiny", "small", "default")
+DEFAULT_SHAPES = ((64, 64, 64), (128, 128, 128), (256, 256, 256), (1, 512, 512), (512, 64, 64),
+                  (100, 300, 70), (33, 17, 9))
+
+COLUMNS = ["preset", "M", "K", "N", "issue", "cycles", "lower_bound", "utilization", "naive",
+           "naive_over_ours", "dma_bytes", "min_bytes", "bytes_ratio", "bw_bound",
+           "of_bound", "sim_cycles_per_s", "wall_s"]
+
+
+def _shape(text):
+    try:
+        dims = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or not all(1 <= d <= 4096 for d in dims):
+        raise CommandError(f"a shape is MxKxN with each dimension in 1..4096, not {text!r}")
+    return dims
+
+
+def add_arguments(parser):
+    parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
+                        help="comma-separated presets (default: %(default)s)")
+    parser.add_argument("--shapes", default=",".join("x".join(map(str, s))
+                                                     for s in DEFAULT_SHAPES),
+                        help="comma-separated MxKxN shapes (default: %(default)s)")
+    parser.add_argument("--mode", choices=("auto", "commands", "descriptor"), default="auto",
+                        help="how a GEMM is issued: the hardware GEMM descriptor, the driver's "
+                             "command stream, or the descriptor where the engine has it "
+                             "(default: %(default)s)")
+    parser.add_argument("--latency", type=int, default=16,
+                        help="memory latency in cycles (default: %(default)s)")
+    parser.add_argument("--simulator", choices=SIMULATORS, default="verilator",
+                        help="(default: %(default)s)")
+    parser.add_argument("--seed", type=int, help="random seed (default: random, printed)")
+    parser.add_argument("-o", "--output", default="out/bench", metavar="DIR",
+                        help="where bench.csv and bench.md go (default: %(default)s)")
+
+
+def table_row(preset, config, result):
+    """One row of the table from a measured GEMM (``bench.json`` entry)."""
+    M, K, N = result["m"], result["k"], result["n"]
+    counters = result["counters"]
+    cycles = counters["BUSY_CYCLES"]
+    bound = lower_bound(M, K, N, config)
+    naive = naive_cycles(M, K, N, config)
+    moved = counters["DMA_RD_BYTES"] + counters["DMA_WR_BYTES"]
+    minimum = (M * K + K * N) * config.elem_bytes + M * N * config.acc_elem_bytes
+    bw = -(-minimum // config.axi_bytes)
+    binding = max(bw, bound)
+    return {
+        "preset": preset, "M": M, "K": K, "N": N, "issue": result["mode"],
+        "cycles": cycles, "lower_bound": bound,
+        "utilization": round(M * K * N / (config.macs * cycles), 4),
+        "naive": naive, "naive_over_ours": round(naive / cycles, 3),
+        "dma_bytes": moved, "min_bytes": minimum, "bytes_ratio": round(moved / minimum, 3),
+        "bw_bound": bw if bw > bound else "",
+        "of_bound": round(binding / cycles, 4),
+        "sim_cycles_per_s": round(counters["CYCLES"] / result["wall"]) if result["wall"] else "",
+        "wall_s": round(result["wall"], 2),
+    }
+
+
+def markdown(rows):
+    head = ["preset", "M×K×N", "issue", "cycles", "lower bound", "util.", "naive",
+            "naive/ours", "DMA bytes (×min)", "BW bound", "of binding bound", "sim cyc/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in [
+            r["preset"], f"{r['M']}×{r['K']}×{r['N']}", r["issue"], r["cycles"],
+            r["lower_bound"], f"{r['utilization']:.1%}", r["naive"],
+            f"{r['naive_over_ours']:.2f}", f"{r['dma_bytes']} ({r['bytes_ratio']:.2f})",
+            r["bw_bound"] or "—", f"{r['of_bound']:.1%}", r["sim_cycles_per_s"]]) + " |")
+    return "\n".join(lines)
+
+
+def run(args):
+    from mxe.hw.generate import TOPS
+    from mxe.sim.dma_runner import run_bench
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for p in presets:
+        if p not in PRESETS:
+            raise CommandError(f"unknown preset {p!r}; one of {', '.join(PRESETS)}")
+    shapes = [_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
+    if not shapes:
+        raise CommandError("--shapes names no shape")
+    missing = simulator_missing(args.simulator)
+    if missing:
+        raise CommandError(f"simulator {args.simulator} is not available: {missing}")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"mxe bench on {args.simulator}, seed {seed}, memory latency {args.latency}")
+    rows, failed = [], []
+    for preset in presets:
+        config = PRESETS[preset]
+        start = time.perf_counter()
+        try:
+            run_dir = run_bench(sim=args.simulator, name="mxe_engine",
+                                make_component=TOPS["engine"][0], config=config,
+                                test_module="mxe.sim.tb_bench", testcase="test_bench", seed=seed,
+                                params={"shapes": [list(s) for s in shapes],
+                                        "latency": args.latency, "mode": args.mode})
+        except AssertionError as exc:
+            print(f"{preset}: FAILED: {exc}")
+            failed.append(preset)
+            continue
+        results = json.loads((run_dir / "bench.json").read_text())
+        rows += [table_row(preset, config, r) for r in results]
+        print(f"{preset}: {len(results)} GEMMs in {time.perf_counter() - start:.0f} s "
+              f"(build included)")
+    with open(out / "bench.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = markdown(rows)
+    (out / "bench.md").write_text(table + "\n")
+    print(table)
+    print(f"CSV and Markdown in {out}/")
+    return 1 if failed else 0

@@ -1,0 +1,66 @@
+"""Utilization benchmark of the whole engine, for ``mxe bench``: several GEMMs in one simulation.
+
+One cocotb test runs every shape of ``MXE_PARAMS["shapes"]`` one after the other on one engine
+(one build, one simulator start), memory with ``latency`` cycles of latency and no pauses. Each
+result is checked against the numpy model; the engine's counters over each GEMM, the way it was
+issued (``descriptor``: the hardware GEMM command when the engine has one; ``commands``: the
+driver's command stream) and the wall time are left in ``bench.json`` in the test directory.
+
+Parameters (``MXE_PARAMS``): ``shapes`` (``[[M, K, N], ...]``), ``latency`` (default 16),
+``pause`` (default 0), ``mode`` (``auto``, ``commands`` or ``descriptor``; default ``auto``).
+"""
+
+import json
+import time
+
+import cocotb
+import numpy as np
+
+from mxe.sim.runner import bench_params
+from mxe.sim.tb_engine import EngineTB, expected_result
+
+
+def descriptor_supported():
+    """Whether the gateware has the hardware GEMM command (``mxe.hw.gemm_unit``)."""
+    try:
+        from mxe.hw.isa import Opcode
+        from mxe.sim import gemm_model  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(Opcode, "GEMM_C")
+
+
+async def run_shape(tb, M, K, N, mode):
+    """One GEMM, checked; returns the measured numbers."""
+    A, B = tb.operands(M, K, N)
+    wall = time.perf_counter()
+    if mode == "descriptor":
+        from mxe.sim.tb_gemm_cmd import gemm_descriptor
+        C, counters = await gemm_descriptor(tb, A, B)
+    else:
+        C, counters = await tb.drv.gemm(A, B)
+    wall = time.perf_counter() - wall
+    want = expected_result(tb.config, A, B, None, False, None)
+    mismatches = int(np.count_nonzero(C != want))
+    assert not mismatches, f"{M}x{K}x{N}: {mismatches} wrong results"
+    return dict(m=M, k=K, n=N, mode=mode, counters=counters, wall=wall,
+                mismatches=mismatches)
+
+
+@cocotb.test()
+async def test_bench(dut):
+    params = bench_params()
+    tb = EngineTB(dut, pause=params.get("pause", 0.0), latency=params.get("latency", 16))
+    await tb.reset()
+    mode = params.get("mode", "auto")
+    if mode == "auto":
+        mode = "descriptor" if descriptor_supported() else "commands"
+    rows = []
+    for M, K, N in params["shapes"]:
+        row = await run_shape(tb, M, K, N, mode)
+        tb.log.info("bench %dx%dx%d (%s): %d busy cycles, %.1f s", M, K, N, mode,
+                    row["counters"]["BUSY_CYCLES"], row["wall"])
+        rows.append(row)
+        # Written after every shape: a run cut short still leaves what it measured.
+        with open("bench.json", "w") as f:
+            json.dump(rows, f)
