@@ -343,7 +343,7 @@ def run(args):
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"simulation {sim_wall:.0f} s, total {summary['total_wall_s']:.0f} s")
-    print(f"wrote {out / 'demo.json'}, {png}, {net_path}")
+    print(f"wrote {out / 'demo.json'}, {png}, {net_path}; engine log {run_dir / 'sim.log'}")
     for wave in waves:
         print(f"waveform: {wave} (open it with GTKWave or Surfer: `gtkwave {wave}`)")
     return 0 if exact else 1
