@@ -55,6 +55,9 @@ def add_arguments(parser):
                              "(default: %(default)s)")
     parser.add_argument("--latency", type=int, default=16,
                         help="memory latency in cycles (default: %(default)s)")
+    parser.add_argument("--slow-models", action="store_true",
+                        help="the testbench's per-cycle heartbeat and memory-latency models "
+                             "(for comparing simulation speed; same cycle counts)")
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator",
                         help="(default: %(default)s)")
     parser.add_argument("--seed", type=int, help="random seed (default: random, printed)")
@@ -126,7 +129,8 @@ def run(args):
                                 make_component=TOPS["engine"][0], config=config,
                                 test_module="mxe.sim.tb_bench", testcase="test_bench", seed=seed,
                                 params={"shapes": [list(s) for s in shapes],
-                                        "latency": args.latency, "mode": args.mode})
+                                        "latency": args.latency, "mode": args.mode,
+                                        "fast": not args.slow_models})
         except AssertionError as exc:
             print(f"{preset}: FAILED: {exc}")
             failed.append(preset)
