@@ -15,9 +15,9 @@ def array_latency(config):
     """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
 
     ``rows - 1`` cycles of input skew and ``cols - 1`` of de-skew, one register hop per PE
-    east and south, and the PE's activation, operand, product and sum registers.
+    east and south, and the PE's activation register, three multiply stages and sum register.
     """
-    return config.rows + config.cols + 2
+    return config.rows + config.cols + 3
 
 
 def wrapping_increment(counter, modulus):

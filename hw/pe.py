@@ -125,8 +125,8 @@ class ProcessingElement(wiring.Component):
         ``i_psum + o_act.data * weight[o_act.bank]``, wrapping at ``acc_width``.
 
     Latency: the product of an activation seen on ``o_act`` in cycle ``t`` is registered in
-    ``t + 2`` (operand stage, then product) and added to the ``i_psum`` of cycle ``t + 2``; the
-    sum appears on ``o_psum`` in ``t + 3``. Every PE has the same latency whatever its
+    ``t + 3`` (three multiply stages) and added to the ``i_psum`` of cycle ``t + 3``; the sum
+    appears on ``o_psum`` in ``t + 4``. Every PE has the same latency whatever its
     multiplier, so DSP and LUT PEs mix freely (``multiplier="auto"``).
 
     Timing: the multiplier's operand registers are loaded from plain registers (the activation
@@ -183,20 +183,25 @@ class ProcessingElement(wiring.Component):
         m.d.sync += w_sel.eq(Mux(bypass, self.i_w.data,
                                  Mux(self.i_act.bank, weights[1], weights[0])))
 
-        # Two multiply stages and the accumulate stage.
-        # DSP: operand registers, then the product register, both inside the DSP block once
-        # absorbed, fed by plain registers so no logic sits in front of the DSP; then
-        # psum = i_psum + product.
+        # Three multiply stages and the accumulate stage, the same count for both multipliers.
+        # DSP: operand registers and the product register, both absorbed into the DSP block
+        # (fed by plain registers, so no logic sits in front of it), then a fabric copy of the
+        # product: the long route out of the DSP column gets a cycle of its own and the
+        # accumulate carry chain starts next to its adder. Then psum = i_psum + product.
         # LUTs (no ``*``, so no DSP): pairs of partial products (one carry chain each, the
-        # AND gates folded into its LUTs), then two sums of half of the pairs, then
-        # psum = i_psum + both halves (one LUT level of 3:2 compression and the carry chain).
+        # AND gates folded into its LUTs), two sums of half of the pairs, their sum, then
+        # psum = i_psum + product.
         psum = Signal(acc_shape(config), reset_less=True)
+        product = Signal(Shape(config.product_width, config.signed), reset_less=True)
         if self._dsp:
             a_reg = Signal(operand, reset_less=True)
             b_reg = Signal(operand, reset_less=True)
-            product = Signal(Shape(config.product_width, config.signed), reset_less=True)
-            m.d.sync += [a_reg.eq(act_data), b_reg.eq(w_sel), product.eq(a_reg * b_reg)]
-            m.d.sync += psum.eq(self.i_psum + product)
+            dsp_out = Signal(Shape(config.product_width, config.signed), reset_less=True)
+            m.d.sync += [
+                a_reg.eq(act_data), b_reg.eq(w_sel),
+                dsp_out.eq(a_reg * b_reg),
+                product.eq(dsp_out),
+            ]
         else:
             # Two guard bits: partial sums of two's complement partial products can exceed the
             # range of the final product.
@@ -213,7 +218,8 @@ class ProcessingElement(wiring.Component):
                 half = Signal(inner, name=f"pp_half{k}", reset_less=True)
                 m.d.sync += half.eq(_tree(group) if group else 0)
                 halves.append(half)
-            m.d.sync += psum.eq(self.i_psum + halves[0] + halves[1])
+            m.d.sync += product.eq(halves[0] + halves[1])
+        m.d.sync += psum.eq(self.i_psum + product)
 
         m.d.comb += self.o_psum.eq(psum)
         return m
