@@ -1,6 +1,6 @@
 """The controller: decodes and checks commands, tracks dependencies, dispatches to the units."""
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -252,16 +252,24 @@ class Controller(wiring.Component):
         with m.If(pop):
             m.d.sync += index.eq(index + 1)
 
-        # DMA errors reported by the units (the first error wins).
-        for done, unit_index in ((self.i_load_done, load_index),
-                                 (self.i_store_done, store_index)):
-            with m.If(done.valid & (done.payload.error != ErrorCode.OK) & ~stopping):
-                m.d.sync += [
-                    stopping.eq(1),
-                    self.error.eq(done.payload.error),
-                    self.err_index.eq(unit_index),
-                    self.err_addr.eq(done.payload.addr),
-                ]
+        # DMA errors reported by the units. The error of the oldest failing command wins: a
+        # unit may report after a younger command was refused, or both units in one cycle.
+        load_failed = self.i_load_done.valid & (self.i_load_done.payload.error != ErrorCode.OK)
+        store_failed = self.i_store_done.valid & \
+            (self.i_store_done.payload.error != ErrorCode.OK)
+        pick_store = store_failed & (~load_failed | (store_index < load_index))
+        unit_error = load_failed | store_failed
+        unit_index = Mux(pick_store, store_index, load_index)
+        unit_code = Mux(pick_store, self.i_store_done.payload.error,
+                        self.i_load_done.payload.error)
+        unit_addr = Mux(pick_store, self.i_store_done.payload.addr, self.i_load_done.payload.addr)
+        with m.If(unit_error & (~stopping | (unit_index < self.err_index))):
+            m.d.sync += [
+                stopping.eq(1),
+                self.error.eq(unit_code),
+                self.err_index.eq(unit_index),
+                self.err_addr.eq(unit_addr),
+            ]
 
         # Stop after an error once the units are idle.
         with m.If(stopping & self.running & ~units_busy):

@@ -29,11 +29,18 @@ class Opcode(enum.Enum, shape=4):
     STORE = 3
     FENCE = 4
     CONFIG = 5
+    #: A GEMM descriptor is three consecutive commands; GEMM_C starts it (see
+    #: :mod:`mxe.hw.gemm_unit`). 6 and 15 stay invalid.
+    GEMM_A = 8
+    GEMM_B = 9
+    GEMM_C = 10
 
 
 class ErrorCode(enum.Enum, shape=4):
-    """``STATUS.error``: why the engine stopped. The first error stops the engine; the commands
-    already running finish, nothing after the failing command runs, and a soft reset clears it."""
+    """``STATUS.error``: why the engine stopped. Dispatch stops at the first error seen; commands
+    already dispatched finish (they may include younger commands independent of the failing
+    one; nothing is dispatched after the error). ``STATUS.error``, ``ERR_CMD_INDEX`` and
+    ``ERR_ADDR`` name the oldest failing command. A soft reset clears them."""
     OK = 0
     #: The opcode is not one of :class:`Opcode`.
     BAD_OPCODE = 1
@@ -91,17 +98,47 @@ FIELDS = {
         ("multiplier", 32, 32, True, "requantization multiplier (signed)"),
         ("shift", 64, 8, False, "requantization right shift, 0..63"),
     ],
+    "GEMM_A": [
+        ("opcode", 0, 4, False, "8: first of the three commands of a GEMM descriptor "
+                                "C = post(A @ B); sizes and post-processing"),
+        ("bias", 4, 1, False, "add N per-column bias values from bias_offset"),
+        ("relu", 5, 1, False, "max(x, 0)"),
+        ("requant", 6, 1, False, "1-byte outputs requantized with CONFIG's multiplier and "
+                                 "shift; otherwise raw accumulator values"),
+        ("m", 32, 16, False, "rows of A and C (>= 1)"),
+        ("k", 48, 16, False, "columns of A, rows of B (>= 1)"),
+        ("n", 64, 16, False, "columns of B and C (>= 1)"),
+        ("bias_offset", 96, 32, False, "byte offset of the bias values from WIN_BASE"),
+    ],
+    "GEMM_B": [
+        ("opcode", 0, 4, False, "9: second command of a GEMM descriptor; A and B"),
+        ("a_offset", 32, 32, False, "byte offset of A[0, 0] from WIN_BASE"),
+        ("a_stride", 64, 32, False, "bytes from one row of A to the next"),
+        ("b_offset", 96, 32, False, "byte offset of B[0, 0] from WIN_BASE"),
+    ],
+    "GEMM_C": [
+        ("opcode", 0, 4, False, "10: third command of a GEMM descriptor; C; starts the GEMM "
+                                "with the last GEMM_A and GEMM_B"),
+        ("b_stride", 32, 32, False, "bytes from one row of B to the next"),
+        ("c_offset", 64, 32, False, "byte offset of C[0, 0] from WIN_BASE"),
+        ("c_stride", 96, 32, False, "bytes from one row of C to the next"),
+    ],
 }
 
 LIMITS_DOC = """\
 A command is refused (STATUS.error, nothing of it runs) when:
-- its opcode is not LOAD, MATMUL, STORE, FENCE or CONFIG (BAD_OPCODE);
+- its opcode is not LOAD, MATMUL, STORE, FENCE, CONFIG or GEMM_A/B/C (BAD_OPCODE);
 - LOAD: rows = 0, elems = 0, elems > max(rows, cols) (scratchpad) or > cols (bias), or a bias
   LOAD with rows != 1 (BAD_DIM); spad_addr + rows > spad_depth (BAD_ADDR);
 - MATMUL: m = 0, k = 0 or k > rows (BAD_DIM); act_addr + m or weight_addr + k > spad_depth,
   or acc_addr + m > acc_depth (BAD_ADDR);
 - STORE: rows = 0, elems = 0 or elems > cols (BAD_DIM); acc_addr + rows > acc_depth (BAD_ADDR);
 - CONFIG: shift > 63 (BAD_DIM).
+- GEMM descriptor (at GEMM_C): m, k or n = 0 (BAD_DIM); the scratchpad cannot hold two A panels
+  of one row per K tile and two B strips of k rows, or the accumulator two tiles (BAD_ADDR).
+  The GEMM unit expands a descriptor into LOAD/MATMUL/STORE sub-commands, which the controller
+  checks, dispatches and counts (ERR_CMD_INDEX) like pushed commands; GEMM_A/B/C themselves are
+  not counted.
 A LOAD or STORE whose memory extent leaves [WIN_BASE, WIN_LIMIT) is refused by the DMA before
 any access (DMA_WINDOW)."""
 
