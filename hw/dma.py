@@ -318,7 +318,11 @@ class DMA(wiring.Component):
     bytes_read, bytes_written : Out(32)
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
-    Latency: a command is checked in 3 cycles; the first AR/AW follows one cycle later.
+    Latency: a command is checked in 3 cycles; the first AR/AW follows one cycle later. Read
+    data passes a 4-entry buffer (``o_rd_data`` is registered and never combinationally depends
+    on the AXI R channel). Write data is not buffered: ``i_wr_data.valid`` reaches ``wvalid`` and
+    ``wready`` reaches ``i_wr_data.ready`` combinationally (each W beat takes at most one input
+    beat, shifted through one carry register).
     """
 
     def __init__(self, config):
