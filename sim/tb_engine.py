@@ -435,39 +435,66 @@ async def test_soft_reset_mid_gemm(dut):
 @cocotb.test()
 async def test_error_order(dut):
     """Two failing commands in one stream: the first STORE fails its window check and a LOAD
-    after it answers SLVERR. ERR_CMD_INDEX must name the STORE (the first bad command in program
-    order), whichever unit notices its error first."""
+    after it fails too (``MXE_PARAMS`` ``variant``: ``"slverr"``, the LOAD's memory answers
+    SLVERR; ``"window"``, the LOAD leaves the window as well). ERR_CMD_INDEX must name the STORE
+    (the first bad command in program order), whichever unit notices its error first."""
     tb = await setup(dut)
     c = tb.config
+    variant = tb.params.get("variant", "slverr")
     M, K, N = 2 * c.rows + 1, c.rows + 2, 2 * c.cols + 1
     A, B = tb.operands(M, K, N)
-    plan = plan_gemm(c, M, K, N, force=dict(mc=c.rows, order="mn", b_mode="stream"))
+    plan = plan_gemm(c, M, K, N, force=dict(mc=c.rows, order="mn"))
     base = WINDOW[0]
     for offset, data in pack_operands(plan, A, B).items():
         tb.ram.write(base + offset, data)
     decoded = [cmds.decode(x) for x in plan.commands]
     first_store = next(i for i, (name, _f) in enumerate(decoded) if name == "STORE")
+    if variant == "window":
+        # The window ends one byte before the end of the first LOAD after the first STORE
+        # (and so before C): both fail, the LOAD right after the STORE in program order.
+        limit = None
+        for i in range(first_store + 1, len(decoded)):
+            name, f = decoded[i]
+            if name == "LOAD":
+                end = base + f["mem_offset"] + f["stride"] * (f["rows"] - 1) + \
+                    f["elems"] * c.elem_bytes
+                probe = EngineModel(c, bytearray(MEM_SIZE), base, end - 1)
+                if probe.run(plan.commands).index == first_store:
+                    limit = end - 1
+                    break
+        assert limit is not None, "no window makes the STORE fail first"
+    else:
+        # The window ends inside C (the first STORE fails); a LOAD after it reads bytes no
+        # earlier LOAD reads, and those answer SLVERR.
+        cr = plan.layout["c"]
+        limit = base + cr.offset + cr.stride // 2
 
-    def extent(f):
-        return (base + f["mem_offset"], f["rows"], f["elems"] * c.elem_bytes, f["stride"])
+        def extent(f):
+            return (base + f["mem_offset"], f["rows"], f["elems"] * c.elem_bytes, f["stride"])
 
-    region = None
-    for i in range(first_store + 1, len(decoded)):
-        name, f = decoded[i]
-        if name != "LOAD":
-            continue
-        lo = base + f["mem_offset"] + f["stride"] * (f["rows"] - 1)
-        candidate = [(lo, lo + 1)]
-        if not any(read_bursts(c, *extent(g), candidate) is not None
-                   for n, g in decoded[:i] if n == "LOAD"):
-            region = candidate
-            break
-    assert region is not None, "no LOAD after the first STORE reads bytes of its own"
-    tb.ram.error_regions = region
-    cr = plan.layout["c"]
-    await tb.drv.set_window(base, base + cr.offset + cr.stride // 2)
+        for i in range(first_store + 1, len(decoded)):
+            name, f = decoded[i]
+            if name != "LOAD":
+                continue
+            lo = base + f["mem_offset"] + f["stride"] * (f["rows"] - 1)
+            candidate = [(lo, lo + 1)]
+            if not any(read_bursts(c, *extent(g), candidate) is not None
+                       for n, g in decoded[:i] if n == "LOAD"):
+                tb.ram.error_regions = candidate
+                break
+        assert tb.ram.error_regions, "no LOAD after the first STORE reads bytes of its own"
+    await tb.drv.set_window(base, limit)
     model_mem = tb.image()
-    outcome = await expect_error(tb, plan.commands, model_mem, what="STORE then LOAD fail")
+    model = EngineModel(c, bytearray(model_mem), base, limit,
+                        error_regions=tb.ram.error_regions)
+    later = [i for i, x in enumerate(plan.commands) if i > first_store
+             and model.check(x) == ErrorCode.OK and cmds.decode(x)[0] == "LOAD"
+             and EngineModel(c, bytearray(model_mem), base, limit,
+                             error_regions=tb.ram.error_regions).step(x)[0] != ErrorCode.OK]
+    assert later, "no LOAD after the first STORE fails: the test proves nothing"
+    tb.log.info("first STORE %d fails; LOADs %s after it fail too", first_store, later[:4])
+    outcome = await expect_error(tb, plan.commands, model_mem, what=f"STORE then LOAD fail "
+                                 f"({variant})")
     assert outcome.error == ErrorCode.DMA_WINDOW and outcome.index == first_store
     tb.ram.error_regions = []
     await tb.drv.set_window(*WINDOW)
