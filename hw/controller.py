@@ -55,6 +55,8 @@ class Controller(wiring.Component):
         Ranges asked of the execute unit; ``spad_conflict``, ``acc_conflict`` : In(1) answers.
     flush : Out(1)
         Empty the command queue (during a soft reset).
+    cleared : Out(1)
+        One-cycle pulse when a soft reset has finished (the units idle): clear the counters.
     running, busy, done : Out(1)
         ``done`` is a one-cycle pulse (FENCE reached, or stopped on an error).
     error : Out(ErrorCode)
@@ -87,6 +89,7 @@ class Controller(wiring.Component):
             "spad_conflict": In(1),
             "acc_conflict": In(1),
             "flush": Out(1),
+            "cleared": Out(1),
             "running": Out(1),
             "busy": Out(1),
             "done": Out(1),
@@ -283,6 +286,7 @@ class Controller(wiring.Component):
         with m.If(self.soft_reset):
             m.d.sync += [flushing.eq(1), self.running.eq(0)]
         with m.Elif(flushing & ~units_busy):
+            m.d.comb += self.cleared.eq(1)
             m.d.sync += [
                 flushing.eq(0),
                 stopping.eq(0),

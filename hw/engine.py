@@ -11,7 +11,8 @@ from .controller import Controller
 from .csr import CSRBlock
 from .dma import DMA
 from .exec_unit import ExecUnit
-from .isa import COMMAND_BITS
+from .gemm_unit import GemmUnit
+from .isa import COMMAND_BITS, ErrorCode
 from .load_unit import LoadUnit
 from .regmap import ADDR_WIDTH
 from .scratchpad import Scratchpad
@@ -68,6 +69,8 @@ class Engine(wiring.Component):
         m.submodules.controller = ctrl = Controller(config)
         queue = SyncFIFOBuffered(width=COMMAND_BITS, depth=config.cmd_queue_depth)
         m.submodules.queue = queue = ResetInserter(ctrl.flush)(queue)
+        # Soft reset (flush) drops a GEMM being expanded, as it empties the queue.
+        m.submodules.gemm = gemm = ResetInserter(ctrl.flush)(GemmUnit(config))
         m.submodules.load = load = LoadUnit(config)
         m.submodules.exec = exe = ExecUnit(config)
         m.submodules.store = store = StoreUnit(config)
@@ -79,18 +82,22 @@ class Engine(wiring.Component):
         connect_flat(m, self, "s_axil", csr.bus)
         m.d.comb += self.irq.eq(csr.irq)
 
-        # Registers -> command queue -> controller.
+        # Registers -> command queue -> GEMM unit (passes commands through, expands GEMM
+        # descriptors in place of the queue head) -> controller.
         m.d.comb += [
             queue.w_data.eq(csr.o_cmd.payload),
             queue.w_en.eq(csr.o_cmd.valid),
             csr.o_cmd.ready.eq(queue.w_rdy & ~ctrl.flush),
-            ctrl.i_cmd.payload.eq(queue.r_data),
-            ctrl.i_cmd.valid.eq(queue.r_rdy),
-            queue.r_en.eq(ctrl.i_cmd.ready),
+            gemm.i_cmd.payload.eq(queue.r_data),
+            gemm.i_cmd.valid.eq(queue.r_rdy),
+            queue.r_en.eq(gemm.i_cmd.ready),
+            gemm.enable.eq(ctrl.running & (ctrl.error == ErrorCode.OK)),
             ctrl.win_base.eq(csr.win_base[:aw]),
             ctrl.start.eq(csr.ctrl_start),
             ctrl.soft_reset.eq(csr.ctrl_soft_reset),
         ]
+
+        wiring.connect(m, gemm=gemm.o_cmd, ctrl=ctrl.i_cmd)
 
         # Controller -> units, and what the units tell it.
         wiring.connect(m, ctrl=ctrl.o_load, load=load.i_cmd)
@@ -128,9 +135,11 @@ class Engine(wiring.Component):
             dma.window_limit.eq(csr.win_limit[:aw]),
         ]
 
-        # Status.
+        # Status. The GEMM unit's set-up (no command offered yet) counts as busy while running.
+        busy = Signal()
+        m.d.comb += busy.eq(ctrl.busy | (gemm.busy & ctrl.running))
         m.d.comb += [
-            csr.status_busy.eq(ctrl.busy),
+            csr.status_busy.eq(busy),
             csr.status_done.eq(ctrl.done),
             csr.status_queue_empty.eq(~queue.r_rdy),
             csr.status_queue_full.eq(~queue.w_rdy),
@@ -140,11 +149,12 @@ class Engine(wiring.Component):
             csr.cmd_level.eq(queue.level),
         ]
 
-        # Performance counters, cleared by a soft reset. The DMA's byte counters run freely;
-        # the engine reports what they moved since the last soft reset.
+        # Performance counters, cleared when a soft reset has finished (work still in flight
+        # when it was requested is not counted). The DMA's byte counters run freely; the engine
+        # reports what they moved since then.
         counters = {
             "cycles": 1,
-            "busy_cycles": ctrl.busy,
+            "busy_cycles": busy,
             "mac_active_cycles": exe.mac_active,
             "stall_load": load.stall,
             "stall_store": store.stall,
@@ -152,14 +162,14 @@ class Engine(wiring.Component):
         }
         for name, event in counters.items():
             count = Signal(64, name=f"count_{name}")
-            with m.If(ctrl.soft_reset):
+            with m.If(ctrl.cleared):
                 m.d.sync += count.eq(0)
             with m.Elif(event):
                 m.d.sync += count.eq(count + 1)
             m.d.comb += getattr(csr, name).eq(count)
         for name, total in (("dma_rd_bytes", dma.bytes_read), ("dma_wr_bytes", dma.bytes_written)):
             base = Signal.like(total, name=f"{name}_base")
-            with m.If(ctrl.soft_reset):
+            with m.If(ctrl.cleared):
                 m.d.sync += base.eq(total)
             m.d.comb += getattr(csr, name).eq((total - base)[:len(total)])
         return m
