@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mxe.hw.config import EngineConfig
-from mxe.hw.isa import ErrorCode
+from mxe.hw.isa import FIELDS, ErrorCode
 from mxe.sim import commands as cmds
 from mxe.sim.model import postprocess, wrap
 
@@ -162,6 +162,9 @@ class EngineModel:
                                                   dtype=np.int64))
         self.multiplier = 0
         self.shift = 0
+        #: Fields of the last GEMM_A / GEMM_B / GEMM_C (a descriptor's registers).
+        self.gemm_fields = {f: 0 for name in ("GEMM_A", "GEMM_B", "GEMM_C")
+                            for f, *_rest in FIELDS[name] if f != "opcode"}
         self.soft_reset()
 
     # State -----------------------------------------------------------------------------
@@ -198,12 +201,23 @@ class EngineModel:
             raise ModelStopped(f"the model stopped on {self.error.name}; soft_reset() first")
         executed = 0
         for command in commands:
-            index = self.index
-            self.index += 1
-            error, addr = self.step(command)
-            if error != ErrorCode.OK:
-                self.error = error
-                return Outcome(error, index, addr, executed)
+            name = cmds.decode(command)[0]
+            if name.startswith("GEMM_"):
+                # A GEMM descriptor (mxe.hw.gemm_unit): GEMM_A and GEMM_B are kept, GEMM_C runs
+                # the sub-commands the GEMM unit generates; only those count as commands.
+                from mxe.sim.gemm_model import expand_fields
+                self.gemm_fields.update({k: v for k, v in cmds.decode(command)[1].items()
+                                         if k != "opcode"})
+                subs = expand_fields(self.config, self.gemm_fields) if name == "GEMM_C" else []
+            else:
+                subs = [command]
+            for sub in subs:
+                index = self.index
+                self.index += 1
+                error, addr = self.step(sub)
+                if error != ErrorCode.OK:
+                    self.error = error
+                    return Outcome(error, index, addr, executed)
             executed += 1
         return Outcome(ErrorCode.OK, None, None, executed)
 

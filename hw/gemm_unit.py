@@ -1,0 +1,425 @@
+"""The GEMM unit: expands a GEMM descriptor into LOAD / MATMUL / STORE sub-commands.
+
+A descriptor (``GEMM_A``, ``GEMM_B``, ``GEMM_C``, see :data:`mxe.hw.isa.FIELDS`) describes
+``C = post(A @ B)`` for any ``M, K, N`` (1..65535) with memory offsets and row strides of A, B, C
+and an optional bias. The unit sits between the command queue and the controller: ordinary
+commands pass through; ``GEMM_A`` and ``GEMM_B`` are taken from the queue and kept; ``GEMM_C``
+starts the expansion, during which the unit, not the queue, feeds the controller. The
+controller checks, dispatches and counts the sub-commands like pushed ones, so its dependency
+tracking and the overlap of load, compute and store apply unchanged.
+
+Tiling (computed at start with a sequential divider and shift-add multiplier, about 150-250
+cycles; mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
+-----------------------------------------------------------------------------------------------
+``kr = min(rows, K)`` weight rows per K tile, ``kt = ceil(K / kr)``; ``nc = min(cols, N)``,
+``nt = ceil(N / nc)``. Loop order ``mn``: M chunks outside, N tiles inside, K tiles innermost.
+
+* **A panels, double-buffered.** An M chunk's ``kt`` activation tiles (``mc`` rows each) stay in
+  one of two panels of ``kt * mc`` scratchpad rows while all N tiles use them. The next chunk's
+  panel is prefetched into the other panel during the current chunk: one tile after every
+  ``nt``-th MATMUL, so prefetch loads are spread over the chunk. Each A element is read once.
+* **B strips, a ring.** A B strip is ``B[0:K, n0:n0+nc]`` (``kt * kr`` scratchpad rows), loaded
+  with one LOAD per output tile into a ring of three places (two if three leave the A panels
+  fewer than ``min(M, rows)`` rows a tile); the strip of the next output tile loads while the
+  current one computes. If no two strips fit, B goes by single ``kr x nc`` tiles in a ring of
+  four (one LOAD per MATMUL). B is read once per M chunk: ``mt * K * N`` elements.
+* **Chunk size.** ``cap = min(M, acc_depth / 2, (spad_depth - B rows) // (2 * kt))``, then
+  ``mt = ceil(M / cap)`` and ``mc = ceil(M / mt)`` (balanced chunks).
+* **Accumulator, two places.** Output tile ``p`` accumulates in rows ``(p % 2) * mc``; the first
+  K tile overwrites, the others add. Its STORE is issued after the next tile's first loads, so it
+  drains while the next tile computes.
+* **Bias.** With a bias and ``nt > 1``, the bias row is reloaded before every output tile, after
+  the previous tile's STORE (the controller holds a bias LOAD while a STORE runs).
+
+Memory traffic: reads ``M*K + mt*K*N`` operand elements (+ ``mt*N`` or ``N`` bias values),
+writes ``M*N`` outputs once. The minimum is ``mt = 1``, reached when A fits in the panels.
+
+A descriptor is refused at ``GEMM_C`` by expanding to one command the controller refuses:
+a MATMUL with ``m = 0`` for a zero dimension (BAD_DIM); a MATMUL past the scratchpad's end when
+no chunk of one row fits (BAD_ADDR).
+
+Members
+-------
+i_cmd : In(stream.Signature(128))
+    The command queue's head.
+o_cmd : Out(stream.Signature(128))
+    To the controller: the head, or the sub-commands while a GEMM expands.
+enable : In(1)
+    The controller runs and has no error: only then are GEMM commands taken from the queue.
+busy : Out(1)
+    A GEMM is being set up or expanded.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .isa import COMMAND_BITS, Opcode, command_layout
+
+
+__all__ = ["GemmUnit"]
+
+_DIV_WIDTH = 24
+
+
+class _Divider(wiring.Component):
+    """Restoring divider: ``quotient, remainder = divmod(num, den)`` ``_DIV_WIDTH`` cycles
+    after ``start`` (``done`` is high from then until the next start)."""
+
+    start: In(1)
+    num: In(_DIV_WIDTH)
+    den: In(_DIV_WIDTH)
+    quotient: Out(_DIV_WIDTH)
+    remainder: Out(_DIV_WIDTH)
+    done: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        w = _DIV_WIDTH
+        count = Signal(range(w + 1))
+        den = Signal(w)
+        shifted = Cat(self.quotient[w - 1], self.remainder)  # (remainder << 1) | next bit
+        m.d.comb += self.done.eq(count == 0)
+        with m.If(self.start):
+            m.d.sync += [self.quotient.eq(self.num), self.remainder.eq(0), den.eq(self.den),
+                         count.eq(w)]
+        with m.Elif(count != 0):
+            m.d.sync += count.eq(count - 1)
+            with m.If(shifted >= den):
+                m.d.sync += [self.remainder.eq(shifted - den),
+                             self.quotient.eq(Cat(1, self.quotient[:w - 1]))]
+            with m.Else():
+                m.d.sync += [self.remainder.eq(shifted),
+                             self.quotient.eq(Cat(0, self.quotient[:w - 1]))]
+        return m
+
+
+def _min(a, b):
+    return Mux(a < b, a, b)
+
+
+class GemmUnit(wiring.Component):
+    __doc__ = __doc__.split("Members\n-------")[0].split("\n\n", 1)[0] + """
+
+    See the module documentation for the tiling, its memory traffic and the refusals.
+
+    Members
+    -------""" + __doc__.split("Members\n-------")[1]
+
+    i_cmd: In(stream.Signature(COMMAND_BITS))
+    o_cmd: Out(stream.Signature(COMMAND_BITS))
+    enable: In(1)
+    busy: Out(1)
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        m.submodules.div = div = _Divider()
+        eb_shift = c.elem_bytes.bit_length() - 1
+        ab_shift = c.acc_elem_bytes.bit_length() - 1
+
+        head = self.i_cmd.payload
+        opcode = head[:4]
+        ga = data.View(command_layout("GEMM_A"), head)
+        gb = data.View(command_layout("GEMM_B"), head)
+        gc = data.View(command_layout("GEMM_C"), head)
+
+        # Descriptor registers.
+        d_bias, d_relu, d_requant = Signal(), Signal(), Signal()
+        M, K, N = Signal(16), Signal(16), Signal(16)
+        bias_off, a_off, a_stride, b_off = (Signal(32) for _ in range(4))
+        b_stride, c_off, c_stride = (Signal(32) for _ in range(3))
+
+        # Schedule.
+        kr, kt, nc, nt, mc, mt = (Signal(16) for _ in range(6))
+        cap = Signal(16)
+        krk = Signal(_DIV_WIDTH)           # kt * kr
+        strips = Signal(3)
+        whole = Signal()
+        strip_rows = Signal(_DIV_WIDTH)
+        panel = Signal(_DIV_WIDTH)         # kt * mc
+        a_step, c_step, bk_step = Signal(32), Signal(32), Signal(32)
+        attempt = Signal(2)
+        mul_i = Signal(range(17))
+
+        # Loop state.
+        mi, ni, ki = Signal(16), Signal(16), Signal(16)
+        m0, n0, k0 = Signal(17), Signal(17), Signal(17)
+        a_moff, c_moff, b_koff = Signal(32), Signal(32), Signal(32)
+        panel_sel, acc_sel = Signal(), Signal()
+        a_row = Signal(_DIV_WIDTH)
+        b_slot = Signal(2)
+        b_next = Signal(_DIV_WIDTH)        # the ring place the next B load goes to
+        cur_strip = Signal(_DIV_WIDTH)
+        pf_cnt, pf_k0 = Signal(16), Signal(17)
+        pf_row = Signal(_DIV_WIDTH)
+        pf_hit = Signal()
+        first = Signal()
+        pending = Signal()
+        pend_acc, pend_m, pend_n = Signal(16), Signal(16), Signal(16)
+        pend_off = Signal(32)
+
+        rows_c, cols_c = c.rows, c.cols
+        cur_m = _min(mc, M - m0)
+        cur_n = _min(nc, N - n0)
+        cur_k = _min(kr, K - k0)
+        panel_base = Mux(panel_sel, panel, 0)
+        other_base = Mux(panel_sel, 0, panel)
+        acc_base = Mux(acc_sel, mc, 0)
+        b_base = panel << 1
+        ob_shift = Mux(d_requant, 0, ab_shift)
+
+        # The command presented to the controller while expanding.
+        out = Signal(COMMAND_BITS)
+        load = data.View(command_layout("LOAD"), out)
+        mm = data.View(command_layout("MATMUL"), out)
+        st = data.View(command_layout("STORE"), out)
+
+        def emit_load(spad, offset, rows, elems, stride, to_bias=0):
+            m.d.comb += [
+                load.opcode.eq(Opcode.LOAD), load.to_bias.eq(to_bias), load.spad_addr.eq(spad),
+                load.mem_offset.eq(offset), load.rows.eq(rows), load.elems.eq(elems),
+                load.stride.eq(stride), self.o_cmd.valid.eq(1),
+            ]
+
+        def emit_store():
+            m.d.comb += [
+                st.opcode.eq(Opcode.STORE), st.bias.eq(d_bias), st.relu.eq(d_relu),
+                st.requant.eq(d_requant), st.acc_addr.eq(pend_acc), st.mem_offset.eq(pend_off),
+                st.rows.eq(pend_m), st.elems.eq(pend_n), st.stride.eq(c_stride),
+                self.o_cmd.valid.eq(1),
+            ]
+
+        def emit_matmul(act, weight, rows, k, acc, accumulate):
+            m.d.comb += [
+                mm.opcode.eq(Opcode.MATMUL), mm.accumulate.eq(accumulate), mm.act_addr.eq(act),
+                mm.weight_addr.eq(weight), mm.m.eq(rows), mm.k.eq(k), mm.acc_addr.eq(acc),
+                self.o_cmd.valid.eq(1),
+            ]
+
+        sent = self.o_cmd.ready   # with o_cmd.valid: the command is taken this cycle
+        is_gemm = (opcode == Opcode.GEMM_A) | (opcode == Opcode.GEMM_B) | \
+            (opcode == Opcode.GEMM_C)
+
+        m.d.comb += self.o_cmd.payload.eq(out)
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += [
+                    self.o_cmd.valid.eq(self.i_cmd.valid & ~is_gemm),
+                    out.eq(head),
+                    self.i_cmd.ready.eq(Mux(is_gemm, self.enable, self.o_cmd.ready)),
+                ]
+                with m.If(self.i_cmd.valid & is_gemm & self.enable):
+                    with m.Switch(opcode):
+                        with m.Case(Opcode.GEMM_A):
+                            m.d.sync += [d_bias.eq(ga.bias), d_relu.eq(ga.relu),
+                                         d_requant.eq(ga.requant), M.eq(ga.m), K.eq(ga.k),
+                                         N.eq(ga.n), bias_off.eq(ga.bias_offset)]
+                        with m.Case(Opcode.GEMM_B):
+                            m.d.sync += [a_off.eq(gb.a_offset), a_stride.eq(gb.a_stride),
+                                         b_off.eq(gb.b_offset)]
+                        with m.Case(Opcode.GEMM_C):
+                            m.d.sync += [b_stride.eq(gc.b_stride), c_off.eq(gc.c_offset),
+                                         c_stride.eq(gc.c_stride)]
+                            with m.If((M == 0) | (K == 0) | (N == 0)):
+                                m.next = "BAD_DIM"
+                            with m.Else():
+                                m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N))]
+                                m.next = "KT"
+            with m.State("KT"):
+                m.d.comb += [div.start.eq(1), div.num.eq(K + kr - 1), div.den.eq(kr)]
+                m.next = "KT_WAIT"
+            with m.State("KT_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += [kt.eq(div.quotient), krk.eq(K + kr - 1 - div.remainder)]
+                    m.next = "NT"
+            with m.State("NT"):
+                m.d.comb += [div.start.eq(1), div.num.eq(N + nc - 1), div.den.eq(nc)]
+                m.next = "NT_WAIT"
+            with m.State("NT_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += [nt.eq(div.quotient), attempt.eq(0)]
+                    m.next = "TRY"
+            with m.State("TRY"):
+                # attempt 0: three strips, 1: two strips, 2: four single tiles.
+                rows_b = Signal(_DIV_WIDTH + 2)
+                with m.Switch(attempt):
+                    with m.Case(0):
+                        m.d.comb += rows_b.eq(krk + (krk << 1))
+                    with m.Case(1):
+                        m.d.comb += rows_b.eq(krk << 1)
+                    with m.Default():
+                        m.d.comb += rows_b.eq(kr << 2)
+                m.d.sync += [strips.eq(Mux(attempt == 0, 3, Mux(attempt == 1, 2, 4))),
+                             whole.eq(attempt != 2),
+                             strip_rows.eq(Mux(attempt == 2, kr, krk))]
+                with m.If(rows_b >= c.spad_depth):
+                    with m.If(attempt == 2):
+                        m.next = "BAD_ADDR"
+                    with m.Else():
+                        m.d.sync += attempt.eq(attempt + 1)
+                with m.Else():
+                    m.d.comb += [div.start.eq(1), div.num.eq(c.spad_depth - rows_b),
+                                 div.den.eq(kt << 1)]
+                    m.next = "TRY_WAIT"
+            with m.State("TRY_WAIT"):
+                q = _min(_min(div.quotient, M), c.acc_depth // 2)
+                with m.If(div.done):
+                    with m.If((q >= _min(M, rows_c)) | ((attempt == 2) & (q != 0))):
+                        m.d.sync += cap.eq(q)
+                        m.next = "MT"
+                    with m.Elif(attempt == 2):
+                        m.next = "BAD_ADDR"
+                    with m.Else():
+                        m.d.sync += attempt.eq(attempt + 1)
+                        m.next = "TRY"
+            with m.State("MT"):
+                m.d.comb += [div.start.eq(1), div.num.eq(M + cap - 1), div.den.eq(cap)]
+                m.next = "MT_WAIT"
+            with m.State("MT_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += mt.eq(div.quotient)
+                    m.next = "MC"
+            with m.State("MC"):
+                m.d.comb += [div.start.eq(1), div.num.eq(M + mt - 1), div.den.eq(mt)]
+                m.next = "MC_WAIT"
+            with m.State("MC_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += [mc.eq(div.quotient), mul_i.eq(0), panel.eq(0), a_step.eq(0),
+                                 c_step.eq(0), bk_step.eq(0)]
+                    m.next = "MUL"
+            with m.State("MUL"):
+                # Shift-add over the bits of mc and kr: panel = kt * mc, a_step = mc * a_stride,
+                # c_step = mc * c_stride, bk_step = kr * b_stride (offsets wrap at 32 bits).
+                with m.If(mc.bit_select(mul_i, 1)):
+                    m.d.sync += [panel.eq(panel + (kt << mul_i)),
+                                 a_step.eq(a_step + (a_stride << mul_i)),
+                                 c_step.eq(c_step + (c_stride << mul_i))]
+                with m.If(kr.bit_select(mul_i, 1)):
+                    m.d.sync += bk_step.eq(bk_step + (b_stride << mul_i))
+                m.d.sync += mul_i.eq(mul_i + 1)
+                with m.If(mul_i == 15):
+                    m.next = "INIT"
+            with m.State("INIT"):
+                m.d.sync += [
+                    mi.eq(0), ni.eq(0), ki.eq(0), m0.eq(0), n0.eq(0), k0.eq(0),
+                    a_moff.eq(a_off), c_moff.eq(c_off), b_koff.eq(b_off),
+                    panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
+                    pf_cnt.eq(0), pf_k0.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
+                ]
+                m.next = "PAIR"
+            with m.State("PAIR"):
+                with m.If(d_bias & ((nt != 1) | first)):
+                    with m.If(pending):
+                        emit_store()
+                        with m.If(sent):
+                            m.d.sync += pending.eq(0)
+                    with m.Else():
+                        emit_load(0, bias_off + (n0 << ab_shift), 1, cur_n, 0, to_bias=1)
+                        with m.If(sent):
+                            m.d.sync += first.eq(0)
+                            m.next = "STEP_A"
+                with m.Else():
+                    m.d.sync += first.eq(0)
+                    m.next = "STEP_A"
+            with m.State("STEP_A"):
+                with m.If((mi == 0) & (ni == 0)):
+                    emit_load(a_row, a_moff + (k0 << eb_shift), cur_m, cur_k, a_stride)
+                    with m.If(sent):
+                        m.next = "STEP_B"
+                with m.Else():
+                    m.next = "STEP_B"
+            with m.State("STEP_B"):
+                with m.If((ki == 0) | ~whole):
+                    emit_load(b_next, b_koff + (n0 << eb_shift), Mux(whole, K, cur_k), cur_n,
+                              b_stride)
+                    with m.If(sent):
+                        m.d.sync += cur_strip.eq(b_next)
+                        with m.If(b_slot == strips - 1):
+                            m.d.sync += [b_slot.eq(0), b_next.eq(b_base)]
+                        with m.Else():
+                            m.d.sync += [b_slot.eq(b_slot + 1), b_next.eq(b_next + strip_rows)]
+                        m.next = "STEP_S"
+                with m.Else():
+                    m.next = "STEP_S"
+            with m.State("STEP_S"):
+                with m.If((ki == 0) & pending):
+                    emit_store()
+                    with m.If(sent):
+                        m.d.sync += pending.eq(0)
+                        m.next = "STEP_M"
+                with m.Else():
+                    m.next = "STEP_M"
+            with m.State("STEP_M"):
+                emit_matmul(a_row, Mux(whole, cur_strip + k0, cur_strip), cur_m, cur_k,
+                            acc_base, ki != 0)
+                with m.If(sent):
+                    m.d.sync += pf_hit.eq(pf_cnt == nt - 1)
+                    with m.If(pf_cnt == nt - 1):
+                        m.d.sync += pf_cnt.eq(0)
+                        with m.If(mi + 1 != mt):
+                            m.next = "PREFETCH"
+                        with m.Else():
+                            m.next = "ADVANCE"
+                    with m.Else():
+                        m.d.sync += pf_cnt.eq(pf_cnt + 1)
+                        m.next = "ADVANCE"
+            with m.State("PREFETCH"):
+                emit_load(pf_row, a_moff + a_step + (pf_k0 << eb_shift),
+                          _min(mc, M - m0 - mc), _min(kr, K - pf_k0), a_stride)
+                with m.If(sent):
+                    m.next = "ADVANCE"
+            with m.State("ADVANCE"):
+                with m.If(pf_hit):
+                    m.d.sync += [pf_row.eq(pf_row + mc), pf_k0.eq(pf_k0 + kr)]
+                with m.If(ki != kt - 1):
+                    m.d.sync += [ki.eq(ki + 1), k0.eq(k0 + kr), a_row.eq(a_row + mc),
+                                 b_koff.eq(b_koff + bk_step)]
+                    with m.If((mi == 0) & (ni == 0)):
+                        m.next = "STEP_A"
+                    with m.Elif(~whole):
+                        m.next = "STEP_B"
+                    with m.Else():
+                        m.next = "STEP_M"
+                with m.Else():
+                    m.d.sync += [
+                        pending.eq(1), pend_acc.eq(acc_base),
+                        pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
+                        pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
+                        ki.eq(0), k0.eq(0), b_koff.eq(b_off),
+                    ]
+                    with m.If(ni != nt - 1):
+                        m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), a_row.eq(panel_base)]
+                        m.next = "PAIR"
+                    with m.Else():
+                        m.d.sync += [ni.eq(0), n0.eq(0)]
+                        with m.If(mi != mt - 1):
+                            m.d.sync += [
+                                mi.eq(mi + 1), m0.eq(m0 + mc), a_moff.eq(a_moff + a_step),
+                                c_moff.eq(c_moff + c_step), panel_sel.eq(~panel_sel),
+                                a_row.eq(other_base), pf_cnt.eq(0), pf_k0.eq(0),
+                                pf_row.eq(panel_base),
+                            ]
+                            m.next = "PAIR"
+                        with m.Else():
+                            m.next = "FINAL"
+            with m.State("FINAL"):
+                emit_store()
+                with m.If(sent):
+                    m.d.sync += pending.eq(0)
+                    m.next = "IDLE"
+            with m.State("BAD_DIM"):
+                # Refused by the controller (m = 0); held until a soft reset.
+                emit_matmul(0, 0, 0, 1, 0, 0)
+                with m.If(sent):
+                    m.next = "IDLE"
+            with m.State("BAD_ADDR"):
+                emit_matmul(c.spad_depth, 0, 1, 1, 0, 0)
+                with m.If(sent):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m

@@ -1,0 +1,176 @@
+"""Reference of the hardware GEMM command (:mod:`mxe.hw.gemm_unit`): the descriptor encoding,
+the tiling the unit chooses and the exact sub-command stream it generates.
+
+The gateware must produce exactly :func:`expand`'s stream (``tests/test_gemm_unit.py`` checks it
+command by command), and :class:`mxe.sim.engine_model.EngineModel` executes a descriptor by
+running that stream, so end-to-end tests check memory images against it.
+"""
+
+from dataclasses import dataclass
+
+from mxe.hw.isa import ErrorCode
+from mxe.sim import commands as cmds
+
+
+__all__ = ["descriptor", "GemmSchedule", "schedule", "expand", "expand_fields",
+           "STRIP_CHOICES"]
+
+#: How B lives in the scratchpad, tried in order: ``(places, whole)``. ``whole``: a place holds a
+#: strip of all K rows of one N tile (one LOAD per output tile); otherwise one K x N tile (one
+#: LOAD per MATMUL). Three strips are taken if the A panels can still hold ``min(M, rows)`` rows
+#: a tile, else two; tiles (four places) when no two strips fit.
+STRIP_CHOICES = ((3, True), (2, True), (4, False))
+
+
+def descriptor(M, K, N, *, a_offset, a_stride, b_offset, b_stride, c_offset, c_stride,
+               bias_offset=None, relu=False, requant=False):
+    """The three commands (GEMM_A, GEMM_B, GEMM_C) of a GEMM descriptor; GEMM_C starts it.
+
+    ``requant`` selects 8-bit requantized output with the multiplier and shift of the last
+    CONFIG; ``bias_offset`` (window offset of ``N`` accumulator-sized values) adds a bias."""
+    return [
+        cmds.encode("GEMM_A", m=M, k=K, n=N, bias=bias_offset is not None, relu=bool(relu),
+                    requant=bool(requant), bias_offset=bias_offset or 0),
+        cmds.encode("GEMM_B", a_offset=a_offset, a_stride=a_stride, b_offset=b_offset),
+        cmds.encode("GEMM_C", b_stride=b_stride, c_offset=c_offset, c_stride=c_stride),
+    ]
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class GemmSchedule:
+    """The tiling the GEMM unit chooses (see :mod:`mxe.hw.gemm_unit`)."""
+    kr: int       # weight rows per K tile: min(rows, K)
+    kt: int       # K tiles
+    nc: int       # columns per N tile: min(cols, N)
+    nt: int       # N tiles
+    mc: int       # rows per M chunk (balanced)
+    mt: int       # M chunks
+    strips: int   # B places in the scratchpad ring
+    whole: bool   # a place holds a strip of K rows (else one tile of kr rows)
+    panel: int    # scratchpad rows of one A panel: kt * mc
+
+    @property
+    def strip_rows(self):
+        return self.kt * self.kr if self.whole else self.kr
+
+    @property
+    def b_base(self):
+        return 2 * self.panel
+
+
+def schedule(config, M, K, N):
+    """``(GemmSchedule, None)`` or ``(None, ErrorCode)`` for a descriptor's dimensions."""
+    c = config
+    if M == 0 or K == 0 or N == 0:
+        return None, ErrorCode.BAD_DIM
+    kr, nc = min(c.rows, K), min(c.cols, N)
+    kt, nt = _ceil_div(K, kr), _ceil_div(N, nc)
+    for strips, whole in STRIP_CHOICES:
+        rows_b = strips * (kt * kr if whole else kr)
+        if rows_b >= c.spad_depth:
+            continue
+        cap = min((c.spad_depth - rows_b) // (2 * kt), M, c.acc_depth // 2)
+        if cap >= min(M, c.rows) or (not whole and cap > 0):
+            mt = _ceil_div(M, cap)
+            mc = _ceil_div(M, mt)
+            return GemmSchedule(kr, kt, nc, nt, mc, mt, strips, whole, kt * mc), None
+    return None, ErrorCode.BAD_ADDR
+
+
+def expand_fields(config, f):
+    """The sub-commands for decoded descriptor fields ``f`` (GEMM_A, GEMM_B and GEMM_C fields
+    merged). A refused descriptor expands to one command the controller refuses with the
+    descriptor's error: a MATMUL with ``m = 0`` (BAD_DIM) or one past the scratchpad (BAD_ADDR).
+    """
+    c = config
+    M, K, N = f["m"], f["k"], f["n"]
+    s, error = schedule(c, M, K, N)
+    if error == ErrorCode.BAD_DIM:
+        return [cmds.matmul(0, 0, 0, 1, 0)]
+    if error == ErrorCode.BAD_ADDR:
+        return [cmds.matmul(c.spad_depth, 0, 1, 1, 0)]
+    eb = c.elem_bytes
+    ob = 1 if f["requant"] else c.acc_elem_bytes
+    mask = (1 << 32) - 1        # memory offsets wrap at 32 bits, as in the gateware
+    out = []
+    pending = None
+    p = 0                       # pair index
+    loads_b = 0                 # B loads so far: the ring position
+    for mi in range(s.mt):
+        m0 = mi * s.mc
+        m = min(s.mc, M - m0)
+        panel = (mi % 2) * s.panel
+        other = ((mi + 1) % 2) * s.panel
+        m_next = min(s.mc, M - m0 - s.mc)
+        pf_cnt = pf_q = 0
+        for ni in range(s.nt):
+            n0 = ni * s.nc
+            n = min(s.nc, N - n0)
+            acc = (p % 2) * s.mc
+            if f["bias"] and (s.nt > 1 or p == 0):
+                if pending is not None:
+                    out.append(pending)
+                    pending = None
+                out.append(cmds.load(0, (f["bias_offset"] + n0 * c.acc_elem_bytes) & mask, 1, n,
+                                     0, to_bias=True))
+            for ki in range(s.kt):
+                k0 = ki * s.kr
+                k = min(s.kr, K - k0)
+                a_row = panel + ki * s.mc
+                if mi == 0 and ni == 0:
+                    out.append(cmds.load(a_row, (f["a_offset"] + k0 * eb) & mask, m, k,
+                                         f["a_stride"]))
+                if ki == 0 or not s.whole:
+                    strip = s.b_base + (loads_b % s.strips) * s.strip_rows
+                    loads_b += 1
+                    out.append(cmds.load(strip, (f["b_offset"] + k0 * f["b_stride"] + n0 * eb)
+                                         & mask, K if s.whole else k, n, f["b_stride"]))
+                if ki == 0 and pending is not None:
+                    out.append(pending)
+                    pending = None
+                w_row = strip + k0 if s.whole else strip
+                out.append(cmds.matmul(a_row, w_row, m, k, acc, accumulate=ki > 0))
+                if pf_cnt == s.nt - 1:
+                    if mi + 1 < s.mt:
+                        q0 = pf_q * s.kr
+                        out.append(cmds.load(other + pf_q * s.mc,
+                                             (f["a_offset"] + (m0 + s.mc) * f["a_stride"]
+                                              + q0 * eb) & mask,
+                                             m_next, min(s.kr, K - q0), f["a_stride"]))
+                    pf_cnt, pf_q = 0, pf_q + 1
+                else:
+                    pf_cnt += 1
+            pending = cmds.store(acc, (f["c_offset"] + m0 * f["c_stride"] + n0 * ob) & mask, m,
+                                 n, f["c_stride"], bias=f["bias"], relu=f["relu"],
+                                 requant=f["requant"])
+            p += 1
+    out.append(pending)
+    return out
+
+
+def expand(config, commands):
+    """The sub-commands of a descriptor given as its three encoded commands."""
+    fields = {}
+    for command in commands:
+        name, f = cmds.decode(command)
+        if not name.startswith("GEMM_"):
+            raise ValueError(f"not a GEMM descriptor command: {cmds.describe(command)}")
+        fields.update({k: v for k, v in f.items() if k != "opcode"})
+    return expand_fields(config, fields)
+
+
+def traffic(config, M, K, N, *, requant=False, bias=False):
+    """DMA bytes ``(read, written)`` of the expansion (no bias reloads counted twice)."""
+    s, error = schedule(config, M, K, N)
+    if error is not None:
+        return 0, 0
+    eb = config.elem_bytes
+    ob = 1 if requant else config.acc_elem_bytes
+    rd = M * K * eb + s.mt * K * N * eb   # B once per M chunk, whole or tiled
+    if bias:
+        rd += (s.mt * N if s.nt > 1 else N) * config.acc_elem_bytes
+    return rd, M * N * ob
