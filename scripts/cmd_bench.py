@@ -53,6 +53,9 @@ def add_arguments(parser):
                         help="how a GEMM is issued: the hardware GEMM descriptor, the driver's "
                              "command stream, or the descriptor where the engine has it "
                              "(default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a configuration parameter of every preset, e.g. "
+                             "--set max_outstanding_reads=16 (repeatable)")
     parser.add_argument("--latency", type=int, default=16,
                         help="memory latency in cycles (default: %(default)s)")
     parser.add_argument("--slow-models", action="store_true",
@@ -110,6 +113,13 @@ def run(args):
     for p in presets:
         if p not in PRESETS:
             raise CommandError(f"unknown preset {p!r}; one of {', '.join(PRESETS)}")
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        try:
+            overrides[name.strip()] = int(value)
+        except ValueError:
+            raise CommandError(f"--set wants NAME=INTEGER, not {item!r}") from None
     shapes = [_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
     if not shapes:
         raise CommandError("--shapes names no shape")
@@ -122,7 +132,10 @@ def run(args):
     print(f"mxe bench on {args.simulator}, seed {seed}, memory latency {args.latency}")
     rows, failed = [], []
     for preset in presets:
-        config = PRESETS[preset]
+        try:
+            config = PRESETS[preset].replace(**overrides)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
         start = time.perf_counter()
         try:
             run_dir = run_bench(sim=args.simulator, name="mxe_engine",
