@@ -102,7 +102,15 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        head = self.i_cmd.payload
+        # The head command sits in a register; each command takes two steps there: its checks
+        # and dependencies are evaluated into registers, then it is dispatched. Nothing else is
+        # dispatched in between, so dependencies can only clear between the two steps, and no
+        # path runs from the dependency logic to the queue or the units' command registers.
+        head = Signal(COMMAND_BITS)
+        head_valid = Signal()
+        evaluated = Signal()       # go / refused below describe the head
+        go = Signal()              # no conflict with running work
+        refused = Signal(ErrorCode)
         load = data.View(command_layout("LOAD"), head)
         matmul = data.View(command_layout("MATMUL"), head)
         store = data.View(command_layout("STORE"), head)
@@ -122,7 +130,7 @@ class Controller(wiring.Component):
         store_bias = Signal()
 
         units_busy = self.load_busy | self.exec_busy | self.store_busy
-        can_issue = self.running & ~stopping & ~flushing & self.i_cmd.valid
+        active = self.running & ~stopping & ~flushing
 
         # Checks of the head command.
         refuse = Signal(ErrorCode)
@@ -196,23 +204,47 @@ class Controller(wiring.Component):
                 self.q_acc_hi.eq(store.acc_addr + store.rows),
             ]
 
-        # Dispatch.
+        # Dependencies of the head on running work.
+        blocked = Signal()
+        with m.Switch(opcode):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += blocked.eq((self.spad_conflict & ~load.to_bias)
+                                       | (load.to_bias & self.store_busy))
+            with m.Case(Opcode.MATMUL):
+                act_hi = matmul.act_addr + matmul.m
+                w_hi = matmul.weight_addr + matmul.k
+                load_hit = self.load_busy & ~load_bias & (
+                    overlaps(matmul.act_addr, act_hi, load_lo, load_hi)
+                    | overlaps(matmul.weight_addr, w_hi, load_lo, load_hi))
+                store_hit = self.store_busy & overlaps(
+                    matmul.acc_addr, matmul.acc_addr + matmul.m, store_lo, store_hi)
+                m.d.comb += blocked.eq(load_hit | store_hit)
+            with m.Case(Opcode.STORE):
+                m.d.comb += blocked.eq(self.acc_conflict
+                                       | (store.bias & self.load_busy & load_bias))
+            with m.Case(Opcode.FENCE):
+                m.d.comb += blocked.eq(units_busy)
+
+        # Step 1: evaluate.
+        with m.If(head_valid & ~evaluated & active):
+            m.d.sync += [evaluated.eq(1), go.eq(~blocked), refused.eq(refuse)]
+
+        # Step 2: refuse, dispatch, or evaluate again.
         pop = Signal()
-        with m.If(can_issue):
-            with m.If(refuse != ErrorCode.OK):
+        decided = head_valid & evaluated & active
+        with m.If(decided):
+            with m.If(refused != ErrorCode.OK):
                 m.d.sync += [
                     stopping.eq(1),
-                    self.error.eq(refuse),
+                    self.error.eq(refused),
                     self.err_index.eq(index),
                     self.err_addr.eq(0),
                 ]
-            with m.Else():
+            with m.Elif(go):
                 with m.Switch(opcode):
                     with m.Case(Opcode.LOAD):
-                        blocked = (self.spad_conflict & ~load.to_bias) | \
-                                  (load.to_bias & self.store_busy)
-                        m.d.comb += self.o_load.valid.eq(~blocked)
-                        m.d.comb += pop.eq(self.o_load.valid & self.o_load.ready)
+                        m.d.comb += self.o_load.valid.eq(1)
+                        m.d.comb += pop.eq(self.o_load.ready)
                         with m.If(pop):
                             m.d.sync += [
                                 load_lo.eq(load.spad_addr),
@@ -221,20 +253,11 @@ class Controller(wiring.Component):
                                 load_index.eq(index),
                             ]
                     with m.Case(Opcode.MATMUL):
-                        act_hi = matmul.act_addr + matmul.m
-                        w_hi = matmul.weight_addr + matmul.k
-                        load_hit = self.load_busy & ~load_bias & (
-                            overlaps(matmul.act_addr, act_hi, load_lo, load_hi)
-                            | overlaps(matmul.weight_addr, w_hi, load_lo, load_hi))
-                        store_hit = self.store_busy & overlaps(
-                            matmul.acc_addr, matmul.acc_addr + matmul.m, store_lo, store_hi)
-                        m.d.comb += self.o_exec.valid.eq(~load_hit & ~store_hit)
-                        m.d.comb += pop.eq(self.o_exec.valid & self.o_exec.ready)
+                        m.d.comb += self.o_exec.valid.eq(1)
+                        m.d.comb += pop.eq(self.o_exec.ready)
                     with m.Case(Opcode.STORE):
-                        blocked = self.acc_conflict | \
-                                  (store.bias & self.load_busy & load_bias)
-                        m.d.comb += self.o_store.valid.eq(~blocked)
-                        m.d.comb += pop.eq(self.o_store.valid & self.o_store.ready)
+                        m.d.comb += self.o_store.valid.eq(1)
+                        m.d.comb += pop.eq(self.o_store.ready)
                         with m.If(pop):
                             m.d.sync += [
                                 store_lo.eq(store.acc_addr),
@@ -246,14 +269,19 @@ class Controller(wiring.Component):
                         m.d.comb += pop.eq(1)
                         m.d.sync += [multiplier.eq(conf.multiplier), shift.eq(conf.shift)]
                     with m.Case(Opcode.FENCE):
-                        m.d.comb += pop.eq(~units_busy)
-                        m.d.comb += self.done.eq(~units_busy)
+                        m.d.comb += [pop.eq(1), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += evaluated.eq(0)
+
+        # The queue refills the head as it leaves.
         m.d.comb += [
-            self.i_cmd.ready.eq(pop),
-            self.stall_dep.eq(can_issue & (refuse == ErrorCode.OK) & ~pop),
+            self.i_cmd.ready.eq((~head_valid | pop) & ~flushing),
+            self.stall_dep.eq(head_valid & active & ~pop & (refuse == ErrorCode.OK)),
         ]
         with m.If(pop):
-            m.d.sync += index.eq(index + 1)
+            m.d.sync += [index.eq(index + 1), head_valid.eq(0), evaluated.eq(0)]
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [head.eq(self.i_cmd.payload), head_valid.eq(1), evaluated.eq(0)]
 
         # DMA errors reported by the units. The error of the oldest failing command wins: a
         # unit may report after a younger command was refused, or both units in one cycle.
@@ -283,6 +311,8 @@ class Controller(wiring.Component):
             m.d.sync += self.running.eq(1)
 
         # Soft reset: stop, flush the queue, wait for the units, clear the error state.
+        with m.If(flushing):
+            m.d.sync += [head_valid.eq(0), evaluated.eq(0)]
         with m.If(self.soft_reset):
             m.d.sync += [flushing.eq(1), self.running.eq(0)]
         with m.Elif(flushing & ~units_busy):
@@ -298,6 +328,6 @@ class Controller(wiring.Component):
         m.d.comb += [
             self.flush.eq(flushing),
             self.busy.eq(flushing | units_busy
-                         | (self.running & ~stopping & self.i_cmd.valid)),
+                         | (self.running & ~stopping & (head_valid | self.i_cmd.valid))),
         ]
         return m
