@@ -4,13 +4,17 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from mxe.hw.array import array_latency
 from mxe.hw.config import EngineConfig
 from mxe.hw.pe import ProcessingElement
 from mxe.sim import model
 
 
-#: Cycles from an activation presented to the PE to the i_psum it is added to.
-SUM = 3
+def sum_offset(config):
+    """Cycles from an activation presented to a PE to the ``i_psum`` it is added to: the array's
+    latency less its ``rows - 1`` cycles of skew, ``cols - 1`` of de-skew and one hop per PE
+    east and south (the top-left PE's activation register)."""
+    return array_latency(config) - config.rows - config.cols + 1
 
 
 def run_pe(config, row, program, *, dsp=True):
@@ -53,6 +57,7 @@ def test_multiply_accumulate(config, dsp, seed):
     """o_psum = i_psum + act * weight[bank], two cycles after the activation is registered,
     wrapping at acc_width; weights for other rows pass by untouched."""
     rng = np.random.default_rng(seed)
+    SUM = sum_offset(config)
     row = 1
     lo, hi = config.input_range
     w0, w1 = (int(v) for v in rng.integers(lo, hi, size=2, endpoint=True))
