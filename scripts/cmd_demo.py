@@ -35,7 +35,8 @@ def add_arguments(parser):
                         help="(default: %(default)s)")
     parser.add_argument("--samples", type=int,
                         help="held-out images to run on the engine (default: all 450, about "
-                             "2 minutes of Verilator simulation with the small preset)")
+                             "1 minute of Verilator simulation with the small preset, plus 2-3 "
+                             "minutes to build the model on a configuration's first run)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help="images per GEMM: M of each layer (x36 for the convolution) "
                              "(default: %(default)s)")
