@@ -222,7 +222,6 @@ class PostProcessor(wiring.Component):
         while len(terms[0]) > 1:
             level += 1
             new_terms = []
-            sums = []
             for c in range(cols):
                 row_terms = terms[c]
                 row_new = []

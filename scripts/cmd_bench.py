@@ -107,7 +107,7 @@ def markdown(rows):
 
 def run(args):
     from mxe.hw.generate import TOPS
-    from mxe.sim.dma_runner import run_bench
+    from mxe.sim.runner import run_bench
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for p in presets:

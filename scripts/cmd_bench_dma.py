@@ -49,7 +49,7 @@ def markdown(rows):
 
 def run(args):
     from mxe.hw.dma import DMA
-    from mxe.sim.dma_runner import run_bench
+    from mxe.sim.runner import run_bench
     from mxe.sim.runner import simulator_missing
 
     missing = simulator_missing(args.sim)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from mxe.config_args import CommandError, add_config_arguments, config_from_args
 from mxe.cmd_synth import add_synth_arguments, options_from_args, write_report
-from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS
 from mxe.synth.flow import SynthError, default_top, markdown_table, synthesize
 

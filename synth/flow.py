@@ -13,7 +13,6 @@ not propagate across module boundaries there.
 
 import importlib.metadata
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from amaranth.back import rtlil
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS, component_ports
-from .devices import FAMILIES, RESOURCES, classify_cells, device as find_device, family as find_family
+from .devices import classify_cells, device as find_device, family as find_family
 from .dsp_pack import pack_mult_registers
 from .wrapper import PinWrapper, port_bits
 

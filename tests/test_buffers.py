@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from mxe.hw.accumulator import ACC_WRITE_LATENCY, Accumulator
 from mxe.hw.config import EngineConfig
 from mxe.hw.scratchpad import Scratchpad
-from mxe.sim.dma_runner import run_bench
+from mxe.sim.runner import run_bench
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
 SEEDS = [int(os.environ["MXE_SEED"])] if "MXE_SEED" in os.environ else [1, 2]

@@ -7,7 +7,7 @@ import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.dma import DMA, DMAError
-from mxe.sim.dma_runner import run_bench
+from mxe.sim.runner import run_bench
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
 SEED = int(os.environ.get("MXE_SEED", "1"))

@@ -5,7 +5,6 @@ configurations and options and must give ``postprocess(matmul(A, B))`` exactly; 
 is checked against plain-Python loops and the refusal rules of LIMITS_DOC. No simulator needed.
 """
 
-import random
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from mxe.sim import commands as cmds
 from mxe.sim.driver import pack_operands, plan_gemm, unpack_result
 from mxe.sim.engine_model import (EngineModel, ModelStopped, bad_commands, decode_elems,
                                   encode_elems, read_bursts)
-from mxe.sim.model import matmul, postprocess, random_operands, wrap
+from mxe.sim.model import matmul, postprocess, random_operands
 
 
 # Engine model ------------------------------------------------------------------------------
@@ -53,7 +52,7 @@ def test_model_commands_against_loops(seed):
     rng = np.random.default_rng(seed)
     for cfg in (_small_engine(), _small_engine(rows=3, cols=5, signed=False, acc_width=20),
                 _small_engine(rows=5, cols=2, input_width=12, acc_width=64)):
-        E, eb, ab = cfg.spad_row_elems, cfg.elem_bytes, cfg.acc_elem_bytes
+        eb, ab = cfg.elem_bytes, cfg.acc_elem_bytes
         mem = bytearray(rng.integers(0, 256, size=4096, dtype=np.uint8).tobytes())
         model = EngineModel(cfg, mem, 256, 4096, fill=rng)
         spad0 = model.spad.copy()

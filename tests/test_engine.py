@@ -8,7 +8,7 @@ Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest 
 import pytest
 
 from mxe.hw.config import EngineConfig
-from mxe.sim.dma_runner import run_bench
+from mxe.sim.runner import run_bench
 
 CONFIGS = {
     # 4x4, 32-bit bus, 8-entry queue: many tiles and queue-full waits for small shapes.

@@ -8,7 +8,7 @@ Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest 
 import pytest
 
 from mxe.hw.config import EngineConfig
-from mxe.sim.dma_runner import run_bench
+from mxe.sim.runner import run_bench
 
 CONFIGS = {
     "tiny": EngineConfig.preset("tiny"),

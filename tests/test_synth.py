@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mxe.hw.config import EngineConfig
-from mxe.synth.devices import FAMILIES, classify_cells, device, family
+from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (SynthOptions, breakdown, check_fit, markdown_report, markdown_table,
                             parse_nextpnr_report, synthesize)
