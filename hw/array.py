@@ -102,7 +102,7 @@ class SystolicArray(wiring.Component):
         # The conditions the ready signals need are kept in registers of their own, computed
         # from the next state, so the valid -> ready -> fire -> next-state path is a couple of
         # LUTs and not a chain of comparisons.
-        w_row = Signal(range(rows))
+        w_row = Signal(range(max(rows, 2)))  # at least one bit, for a one-row array
         w_last = Signal(init=int(rows == 1))  # w_row == rows - 1
         w_bank = Signal()
         act_bank = Signal()

