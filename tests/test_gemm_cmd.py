@@ -7,25 +7,11 @@ Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest 
 
 import pytest
 
-from mxe.hw.config import EngineConfig
-from mxe.sim.runner import run_bench
-
-CONFIGS = {
-    "tiny": EngineConfig.preset("tiny"),
-    "small": EngineConfig.preset("small", spad_depth=512, acc_depth=128),
-    "odd": EngineConfig.preset("tiny", rows=4, cols=6, input_width=12, signed=False,
-                               acc_width=40, spad_depth=256, acc_depth=64, axi_data_width=64),
-}
-
-
-def _make(config):
-    from mxe.hw.generate import TOPS
-    return TOPS["engine"][0](config)
+from engine_benches import run_engine
 
 
 def _run(sim, name, testcase, seed, **params):
-    run_bench(sim=sim, name="mxe_engine", make_component=_make, config=CONFIGS[name],
-              test_module="mxe.sim.tb_gemm_cmd", testcase=testcase, seed=seed, params=params)
+    run_engine(sim, name, "mxe.sim.tb_gemm_cmd", testcase, seed, **params)
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])

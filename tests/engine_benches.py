@@ -1,0 +1,23 @@
+"""Engine configurations and the bench runner shared by the end-to-end engine tests."""
+
+from mxe.hw.config import EngineConfig
+from mxe.hw.generate import TOPS
+from mxe.sim.runner import run_bench
+
+CONFIGS = {
+    # 4x4, 32-bit bus, 8-entry queue: many tiles and queue-full waits for small shapes.
+    "tiny": EngineConfig.preset("tiny"),
+    # 8x8, 64-bit bus.
+    "small": EngineConfig.preset("small", spad_depth=512, acc_depth=128),
+    # Not square, unsigned 12-bit operands (2-byte elements), 40-bit accumulators (8 bytes).
+    "odd": EngineConfig.preset("tiny", rows=4, cols=6, input_width=12, signed=False,
+                               acc_width=40, spad_depth=256, acc_depth=64, axi_data_width=64),
+}
+
+
+def run_engine(sim, name, module, testcase, seed, **params):
+    """Run ``testcase`` of the cocotb module ``module`` on the engine built with config
+    ``CONFIGS[name]``; the parameters reach the bench as MXE_PARAMS."""
+    run_bench(sim=sim, name="mxe_engine", make_component=TOPS["engine"][0],
+              config=CONFIGS[name], test_module=module, testcase=testcase, seed=seed,
+              params=params)
