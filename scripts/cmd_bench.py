@@ -49,10 +49,9 @@ def add_arguments(parser):
     parser.add_argument("--shapes", default=",".join("x".join(map(str, s))
                                                      for s in DEFAULT_SHAPES),
                         help="comma-separated MxKxN shapes (default: %(default)s)")
-    parser.add_argument("--mode", choices=("auto", "commands", "descriptor"), default="auto",
-                        help="how a GEMM is issued: the hardware GEMM descriptor, the driver's "
-                             "command stream, or the descriptor where the engine has it "
-                             "(default: %(default)s)")
+    parser.add_argument("--mode", choices=("descriptor", "commands"), default="descriptor",
+                        help="how a GEMM is issued: the hardware GEMM descriptor or the driver's "
+                             "command stream (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a configuration parameter of every preset, e.g. "
                              "--set max_outstanding_reads=16 (repeatable)")

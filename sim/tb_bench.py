@@ -7,7 +7,7 @@ issued (``descriptor``: the hardware GEMM command when the engine has one; ``com
 driver's command stream) and the wall time are left in ``bench.json`` in the test directory.
 
 Parameters (``MXE_PARAMS``): ``shapes`` (``[[M, K, N], ...]``), ``latency`` (default 16),
-``pause`` (default 0), ``mode`` (``auto``, ``commands`` or ``descriptor``; default ``auto``).
+``pause`` (default 0), ``mode`` (``descriptor`` or ``commands``; default ``descriptor``).
 """
 
 import json
@@ -67,16 +67,6 @@ def fast_models(enable=True):
     cls._release = _release_coarse if enable else cls._release_orig
 
 
-def descriptor_supported():
-    """Whether the gateware has the hardware GEMM command (``mxe.hw.gemm_unit``)."""
-    try:
-        from mxe.hw.isa import Opcode
-        from mxe.sim import gemm_model  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(Opcode, "GEMM_C")
-
-
 async def run_shape(tb, M, K, N, mode):
     """One GEMM, checked; returns the measured numbers."""
     A, B = tb.operands(M, K, N)
@@ -102,9 +92,7 @@ async def test_bench(dut):
     tb = (BenchTB if fast else EngineTB)(dut, pause=params.get("pause", 0.0),
                                          latency=params.get("latency", 16))
     await tb.reset()
-    mode = params.get("mode", "auto")
-    if mode == "auto":
-        mode = "descriptor" if descriptor_supported() else "commands"
+    mode = params.get("mode", "descriptor")
     rows = []
     for M, K, N in params["shapes"]:
         row = await run_shape(tb, M, K, N, mode)
