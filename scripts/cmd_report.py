@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from mxe.config_args import CommandError
-from mxe.synth.flow import REPORT_VERSION, markdown_report
+from mxe.synth.flow import REPORT_VERSION, device_label, markdown_report, multiplier_label
 
 NAME = "report"
 HELP = "print synthesis reports (JSON from mxe synth or mxe sweep) side by side"
@@ -48,10 +48,9 @@ ROWS = [
     ("array", lambda r: f"{r['config']['rows']}x{r['config']['cols']}"),
     ("operands", lambda r: f"{'s' if r['config']['signed'] else 'u'}"
                            f"{r['config']['input_width']}"),
-    ("multiplier", lambda r: r["config"]["multiplier"] + (
-        f"/{r['config']['dsp_budget']}" if r["config"]["multiplier"] == "auto" else "")),
+    ("multiplier", multiplier_label),
     ("family", lambda r: r["family"]),
-    ("device", lambda r: r["device"] + (f"-{r['speed']}" if r.get("speed") else "")),
+    ("device", device_label),
     ("LUTs", lambda r: r["resources"]["lut_equiv"]),
     ("FFs", lambda r: r["resources"]["ff"]),
     ("carry cells", lambda r: r["resources"]["carry"]),

@@ -509,14 +509,25 @@ def _fmt(value):
     return str(value)
 
 
+def multiplier_label(report):
+    """``dsp``, ``lut`` or ``auto/<dsp_budget>``."""
+    config = report["config"]
+    budget = f"/{config['dsp_budget']}" if config["multiplier"] == "auto" else ""
+    return config["multiplier"] + budget
+
+
+def device_label(report):
+    """The device with its speed grade, if any."""
+    return report["device"] + (f"-{report['speed']}" if report.get("speed") else "")
+
+
 #: Columns of the one-line-per-run table: (header, function of the report).
 TABLE_COLUMNS = [
     ("top", lambda r: r["top"]),
     ("size", lambda r: f"{r['config']['rows']}x{r['config']['cols']}"),
-    ("mult", lambda r: r["config"]["multiplier"] + (
-        f"/{r['config']['dsp_budget']}" if r["config"]["multiplier"] == "auto" else "")),
+    ("mult", multiplier_label),
     ("family", lambda r: r["family"]),
-    ("device", lambda r: r["device"] + (f"-{r['speed']}" if r.get("speed") else "")),
+    ("device", device_label),
     ("LUTs", lambda r: r["resources"]["lut_equiv"]),
     ("FFs", lambda r: r["resources"]["ff"]),
     ("carry", lambda r: r["resources"]["carry"]),
