@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .exec_unit import matmul_cmd_layout
+from .exec_unit import matmul_cmd_layout, ranges_overlap
 from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout
 from .load_unit import load_cmd_layout, unit_done_layout
 from .store_unit import store_cmd_layout
@@ -163,9 +163,6 @@ class Controller(wiring.Component):
             with m.Default():
                 m.d.comb += refuse.eq(ErrorCode.BAD_OPCODE)
 
-        def overlaps(lo_a, hi_a, lo_b, hi_b):
-            return (lo_a < hi_b) & (lo_b < hi_a)
-
         # Unit payloads, built from the head.
         m.d.comb += [
             self.o_load.payload.addr.eq(self.win_base + load.mem_offset),
@@ -214,9 +211,9 @@ class Controller(wiring.Component):
                 act_hi = matmul.act_addr + matmul.m
                 w_hi = matmul.weight_addr + matmul.k
                 load_hit = self.load_busy & ~load_bias & (
-                    overlaps(matmul.act_addr, act_hi, load_lo, load_hi)
-                    | overlaps(matmul.weight_addr, w_hi, load_lo, load_hi))
-                store_hit = self.store_busy & overlaps(
+                    ranges_overlap(matmul.act_addr, act_hi, load_lo, load_hi)
+                    | ranges_overlap(matmul.weight_addr, w_hi, load_lo, load_hi))
+                store_hit = self.store_busy & ranges_overlap(
                     matmul.acc_addr, matmul.acc_addr + matmul.m, store_lo, store_hi)
                 m.d.comb += blocked.eq(load_hit | store_hit)
             with m.Case(Opcode.STORE):

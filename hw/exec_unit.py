@@ -11,7 +11,12 @@ from .pe import operand_shape
 from .scratchpad import ReadPortSignature, spad_addr_width, spad_row_layout
 
 
-__all__ = ["ExecUnit", "matmul_cmd_layout", "exec_slots"]
+__all__ = ["ExecUnit", "matmul_cmd_layout", "exec_slots", "ranges_overlap"]
+
+
+def ranges_overlap(lo_a, hi_a, lo_b, hi_b):
+    """Whether the row ranges ``[lo_a, hi_a)`` and ``[lo_b, hi_b)`` share a row."""
+    return (lo_a < hi_b) & (lo_b < hi_a)
 
 
 def matmul_cmd_layout(config):
@@ -186,18 +191,17 @@ class ExecUnit(wiring.Component):
                 ]
 
         # Hazard answers.
-        def overlaps(lo, n, q_lo, q_hi):
-            return (q_lo < lo + n) & (lo < q_hi)
-
         spad_hits, acc_hits = [], []
         for s in range(slots):
             slot = table[s]
             reading = valid[s] & ~(weights_done[s] & acts_done[s])
             spad_hits.append(reading & (
-                overlaps(slot.act_addr, slot.m, self.q_spad_lo, self.q_spad_hi)
-                | overlaps(slot.weight_addr, slot.k, self.q_spad_lo, self.q_spad_hi)))
-            acc_hits.append(valid[s] & overlaps(slot.acc_addr, slot.m,
-                                                self.q_acc_lo, self.q_acc_hi))
+                ranges_overlap(slot.act_addr, slot.act_addr + slot.m,
+                               self.q_spad_lo, self.q_spad_hi)
+                | ranges_overlap(slot.weight_addr, slot.weight_addr + slot.k,
+                                 self.q_spad_lo, self.q_spad_hi)))
+            acc_hits.append(valid[s] & ranges_overlap(
+                slot.acc_addr, slot.acc_addr + slot.m, self.q_acc_lo, self.q_acc_hi))
         m.d.comb += [
             self.spad_conflict.eq(Cat(*spad_hits).any()),
             self.acc_conflict.eq(Cat(*acc_hits).any()),
