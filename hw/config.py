@@ -87,7 +87,7 @@ class EngineConfig:
     axi_addr_width: int = 32
     axi_id_width: int = 4
     max_burst_len: int = 16
-    max_outstanding_reads: int = 4
+    max_outstanding_reads: int = 32
     cmd_queue_depth: int = 16
     multiplier: str = "dsp"
     dsp_budget: int = 0

@@ -19,10 +19,16 @@ cycles; mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
   panel is prefetched into the other panel during the current chunk: one tile after every
   ``nt``-th MATMUL, so prefetch loads are spread over the chunk. Each A element is read once.
 * **B strips, a ring.** A B strip is ``B[0:K, n0:n0+nc]`` (``kt * kr`` scratchpad rows), loaded
-  with one LOAD per output tile into a ring of three places (two if three leave the A panels
-  fewer than ``min(M, rows)`` rows a tile); the strip of the next output tile loads while the
-  current one computes. If no two strips fit, B goes by single ``kr x nc`` tiles in a ring of
-  four (one LOAD per MATMUL). B is read once per M chunk: ``mt * K * N`` elements.
+  with one LOAD per output tile into a ring of two places (if they leave the A panels at least
+  ``min(M, rows)`` rows a tile). Strips load one output tile ahead: the first tile's
+  strip before its first MATMUL, the next tile's after the first tile's last MATMUL, and from
+  then on the strip of tile ``p + 1`` right after the first MATMUL of tile ``p``, so a whole
+  tile's compute hides each load. The load into the place of tile ``p - 1`` waits (in the
+  controller) until tile ``p - 1``'s MATMULs have read their weights, while tile ``p``'s first
+  MATMUL streams; a third place would only shrink the A panels. With one N tile (``nt = 1``) the strip is all of B: it is
+  loaded once and stays. If no two strips fit, B goes by single ``kr x nc`` tiles in a ring of
+  four, each loaded just before its MATMUL. B is read once per M chunk (``mt * K * N``
+  elements), or once in all when ``nt = 1``.
 * **Chunk size.** ``cap = min(M, acc_depth / 2, (spad_depth - B rows) // (2 * kt))``, then
   ``mt = ceil(M / cap)`` and ``mc = ceil(M / mt)`` (balanced chunks).
 * **Accumulator, two places.** Output tile ``p`` accumulates in rows ``(p % 2) * mc``; the first
@@ -31,8 +37,9 @@ cycles; mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
 * **Bias.** With a bias and ``nt > 1``, the bias row is reloaded before every output tile, after
   the previous tile's STORE (the controller holds a bias LOAD while a STORE runs).
 
-Memory traffic: reads ``M*K + mt*K*N`` operand elements (+ ``mt*N`` or ``N`` bias values),
-writes ``M*N`` outputs once. The minimum is ``mt = 1``, reached when A fits in the panels.
+Memory traffic: reads ``M*K + mt*K*N`` operand elements (``M*K + K*N`` when ``nt = 1``; plus
+``mt*N`` or ``N`` bias values), writes ``M*N`` outputs once. The minimum is ``mt = 1``, reached
+when A fits in the panels.
 
 A descriptor is refused at ``GEMM_C`` by expanding to one command the controller refuses:
 a MATMUL with ``m = 0`` for a zero dimension (BAD_DIM); a MATMUL past the scratchpad's end when
@@ -143,7 +150,7 @@ class GemmUnit(wiring.Component):
         strip_rows = Signal(_DIV_WIDTH)
         panel = Signal(_DIV_WIDTH)         # kt * mc
         a_step, c_step, bk_step = Signal(32), Signal(32), Signal(32)
-        attempt = Signal(2)
+        tiles = Signal()                   # B by single tiles (no two strips fit)
         mul_i = Signal(range(17))
 
         # Loop state.
@@ -155,6 +162,7 @@ class GemmUnit(wiring.Component):
         b_slot = Signal(2)
         b_next = Signal(_DIV_WIDTH)        # the ring place the next B load goes to
         cur_strip = Signal(_DIV_WIDTH)
+        next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
         pf_cnt, pf_k0 = Signal(16), Signal(17)
         pf_row = Signal(_DIV_WIDTH)
         pf_hit = Signal()
@@ -172,6 +180,10 @@ class GemmUnit(wiring.Component):
         acc_base = Mux(acc_sel, mc, 0)
         b_base = panel << 1
         ob_shift = Mux(d_requant, 0, ab_shift)
+        first_tile = (mi == 0) & (ni == 0)
+        last_tile = (mi == mt - 1) & (ni == nt - 1)
+        ahead = whole & (nt != 1)          # strips load one tile ahead; with nt = 1, B stays
+        n0_next = Mux(ni == nt - 1, 0, n0 + nc)
 
         # The command presented to the controller while expanding.
         out = Signal(COMMAND_BITS)
@@ -202,6 +214,12 @@ class GemmUnit(wiring.Component):
             ]
 
         sent = self.o_cmd.ready   # with o_cmd.valid: the command is taken this cycle
+
+        def advance_ring():
+            with m.If(b_slot == strips - 1):
+                m.d.sync += [b_slot.eq(0), b_next.eq(b_base)]
+            with m.Else():
+                m.d.sync += [b_slot.eq(b_slot + 1), b_next.eq(b_next + strip_rows)]
         is_gemm = (opcode == Opcode.GEMM_A) | (opcode == Opcode.GEMM_B) | \
             (opcode == Opcode.GEMM_C)
 
@@ -242,26 +260,18 @@ class GemmUnit(wiring.Component):
                 m.next = "NT_WAIT"
             with m.State("NT_WAIT"):
                 with m.If(div.done):
-                    m.d.sync += [nt.eq(div.quotient), attempt.eq(0)]
+                    m.d.sync += [nt.eq(div.quotient), tiles.eq(0)]
                     m.next = "TRY"
             with m.State("TRY"):
-                # attempt 0: three strips, 1: two strips, 2: four single tiles.
-                rows_b = Signal(_DIV_WIDTH + 2)
-                with m.Switch(attempt):
-                    with m.Case(0):
-                        m.d.comb += rows_b.eq(krk + (krk << 1))
-                    with m.Case(1):
-                        m.d.comb += rows_b.eq(krk << 1)
-                    with m.Default():
-                        m.d.comb += rows_b.eq(kr << 2)
-                m.d.sync += [strips.eq(Mux(attempt == 0, 3, Mux(attempt == 1, 2, 4))),
-                             whole.eq(attempt != 2),
-                             strip_rows.eq(Mux(attempt == 2, kr, krk))]
+                # First two whole strips, then (``tiles``) four single tiles.
+                rows_b = Mux(tiles, kr << 2, krk << 1)
+                m.d.sync += [strips.eq(Mux(tiles, 4, 2)), whole.eq(~tiles),
+                             strip_rows.eq(Mux(tiles, kr, krk))]
                 with m.If(rows_b >= c.spad_depth):
-                    with m.If(attempt == 2):
+                    with m.If(tiles):
                         m.next = "BAD_ADDR"
                     with m.Else():
-                        m.d.sync += attempt.eq(attempt + 1)
+                        m.d.sync += tiles.eq(1)
                 with m.Else():
                     m.d.comb += [div.start.eq(1), div.num.eq(c.spad_depth - rows_b),
                                  div.den.eq(kt << 1)]
@@ -269,13 +279,13 @@ class GemmUnit(wiring.Component):
             with m.State("TRY_WAIT"):
                 q = _min(_min(div.quotient, M), c.acc_depth // 2)
                 with m.If(div.done):
-                    with m.If((q >= _min(M, rows_c)) | ((attempt == 2) & (q != 0))):
+                    with m.If((q >= _min(M, rows_c)) | (tiles & (q != 0))):
                         m.d.sync += cap.eq(q)
                         m.next = "MT"
-                    with m.Elif(attempt == 2):
+                    with m.Elif(tiles):
                         m.next = "BAD_ADDR"
                     with m.Else():
-                        m.d.sync += attempt.eq(attempt + 1)
+                        m.d.sync += tiles.eq(1)
                         m.next = "TRY"
             with m.State("MT"):
                 m.d.comb += [div.start.eq(1), div.num.eq(M + cap - 1), div.den.eq(cap)]
@@ -334,15 +344,12 @@ class GemmUnit(wiring.Component):
                 with m.Else():
                     m.next = "STEP_B"
             with m.State("STEP_B"):
-                with m.If((ki == 0) | ~whole):
+                with m.If(~whole | (first_tile & (ki == 0))):
                     emit_load(b_next, b_koff + (n0 << eb_shift), Mux(whole, K, cur_k), cur_n,
                               b_stride)
                     with m.If(sent):
                         m.d.sync += cur_strip.eq(b_next)
-                        with m.If(b_slot == strips - 1):
-                            m.d.sync += [b_slot.eq(0), b_next.eq(b_base)]
-                        with m.Else():
-                            m.d.sync += [b_slot.eq(b_slot + 1), b_next.eq(b_next + strip_rows)]
+                        advance_ring()
                         m.next = "STEP_S"
                 with m.Else():
                     m.next = "STEP_S"
@@ -358,15 +365,24 @@ class GemmUnit(wiring.Component):
                 emit_matmul(a_row, Mux(whole, cur_strip + k0, cur_strip), cur_m, cur_k,
                             acc_base, ki != 0)
                 with m.If(sent):
-                    m.d.sync += pf_hit.eq(pf_cnt == nt - 1)
-                    with m.If(pf_cnt == nt - 1):
-                        m.d.sync += pf_cnt.eq(0)
-                        with m.If(mi + 1 != mt):
-                            m.next = "PREFETCH"
-                        with m.Else():
-                            m.next = "ADVANCE"
+                    m.d.sync += [pf_hit.eq(pf_cnt == nt - 1),
+                                 pf_cnt.eq(Mux(pf_cnt == nt - 1, 0, pf_cnt + 1))]
+                    with m.If(ahead & ~last_tile & (ki == Mux(first_tile, kt - 1, 0))):
+                        m.next = "AHEAD"
+                    with m.Elif((pf_cnt == nt - 1) & (mi + 1 != mt)):
+                        m.next = "PREFETCH"
                     with m.Else():
-                        m.d.sync += pf_cnt.eq(pf_cnt + 1)
+                        m.next = "ADVANCE"
+            with m.State("AHEAD"):
+                # The next output tile's strip, while this tile computes.
+                emit_load(b_next, b_off + (n0_next << eb_shift), K, _min(nc, N - n0_next),
+                          b_stride)
+                with m.If(sent):
+                    m.d.sync += next_strip.eq(b_next)
+                    advance_ring()
+                    with m.If(pf_hit & (mi + 1 != mt)):
+                        m.next = "PREFETCH"
+                    with m.Else():
                         m.next = "ADVANCE"
             with m.State("PREFETCH"):
                 emit_load(pf_row, a_moff + a_step + (pf_k0 << eb_shift),
@@ -390,6 +406,7 @@ class GemmUnit(wiring.Component):
                         pending.eq(1), pend_acc.eq(acc_base),
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
+                        cur_strip.eq(Mux(ahead, next_strip, cur_strip)),
                         ki.eq(0), k0.eq(0), b_koff.eq(b_off),
                     ]
                     with m.If(ni != nt - 1):

@@ -17,9 +17,9 @@ __all__ = ["descriptor", "GemmSchedule", "schedule", "expand", "expand_fields",
 
 #: How B lives in the scratchpad, tried in order: ``(places, whole)``. ``whole``: a place holds a
 #: strip of all K rows of one N tile (one LOAD per output tile); otherwise one K x N tile (one
-#: LOAD per MATMUL). Three strips are taken if the A panels can still hold ``min(M, rows)`` rows
-#: a tile, else two; tiles (four places) when no two strips fit.
-STRIP_CHOICES = ((3, True), (2, True), (4, False))
+#: LOAD per MATMUL). Two strips are taken if the A panels can still hold ``min(M, rows)`` rows
+#: a tile; tiles (four places) when no two strips fit.
+STRIP_CHOICES = ((2, True), (4, False))
 
 
 def descriptor(M, K, N, *, a_offset, a_stride, b_offset, b_stride, c_offset, c_stride,
@@ -98,8 +98,18 @@ def expand_fields(config, f):
     mask = (1 << 32) - 1        # memory offsets wrap at 32 bits, as in the gateware
     out = []
     pending = None
-    p = 0                       # pair index
+    p = 0                       # output tile index
     loads_b = 0                 # B loads so far: the ring position
+    ahead = s.whole and s.nt > 1   # strips load one output tile ahead (with nt = 1, B stays)
+
+    def load_b(k0, n0, rows):
+        nonlocal loads_b
+        place = s.b_base + (loads_b % s.strips) * s.strip_rows
+        loads_b += 1
+        out.append(cmds.load(place, (f["b_offset"] + k0 * f["b_stride"] + n0 * eb) & mask, rows,
+                             min(s.nc, N - n0), f["b_stride"]))
+        return place
+
     for mi in range(s.mt):
         m0 = mi * s.mc
         m = min(s.mc, M - m0)
@@ -124,16 +134,16 @@ def expand_fields(config, f):
                 if mi == 0 and ni == 0:
                     out.append(cmds.load(a_row, (f["a_offset"] + k0 * eb) & mask, m, k,
                                          f["a_stride"]))
-                if ki == 0 or not s.whole:
-                    strip = s.b_base + (loads_b % s.strips) * s.strip_rows
-                    loads_b += 1
-                    out.append(cmds.load(strip, (f["b_offset"] + k0 * f["b_stride"] + n0 * eb)
-                                         & mask, K if s.whole else k, n, f["b_stride"]))
+                if not s.whole or (p == 0 and ki == 0):
+                    strip = load_b(k0, n0, K if s.whole else k)
                 if ki == 0 and pending is not None:
                     out.append(pending)
                     pending = None
                 w_row = strip + k0 if s.whole else strip
                 out.append(cmds.matmul(a_row, w_row, m, k, acc, accumulate=ki > 0))
+                if ahead and p + 1 < s.mt * s.nt and ki == (s.kt - 1 if p == 0 else 0):
+                    n0_next = 0 if ni == s.nt - 1 else n0 + s.nc
+                    strip_next = load_b(0, n0_next, K)
                 if pf_cnt == s.nt - 1:
                     if mi + 1 < s.mt:
                         q0 = pf_q * s.kr
@@ -144,6 +154,8 @@ def expand_fields(config, f):
                     pf_cnt, pf_q = 0, pf_q + 1
                 else:
                     pf_cnt += 1
+            if ahead:
+                strip = strip_next
             pending = cmds.store(acc, (f["c_offset"] + m0 * f["c_stride"] + n0 * ob) & mask, m,
                                  n, f["c_stride"], bias=f["bias"], relu=f["relu"],
                                  requant=f["requant"])
@@ -170,7 +182,8 @@ def traffic(config, M, K, N, *, requant=False, bias=False):
         return 0, 0
     eb = config.elem_bytes
     ob = 1 if requant else config.acc_elem_bytes
-    rd = M * K * eb + s.mt * K * N * eb   # B once per M chunk, whole or tiled
+    # B once per M chunk (whole strips or tiles), or once if one strip holds all of it.
+    rd = M * K * eb + (1 if s.whole and s.nt == 1 else s.mt) * K * N * eb
     if bias:
         rd += (s.mt * N if s.nt > 1 else N) * config.acc_elem_bytes
     return rd, M * N * ob

@@ -384,7 +384,9 @@ def _nextpnr(workdir, opts, *, ooc, pins):
     fam, dev = opts.family, opts.device
     cmd = [tool_path(fam.pnr_tool), *dev.pnr_args, "--json", "netlist.json",
            "--freq", f"{opts.freq_mhz:g}", "--timing-allow-fail", "--report", "pnr.json",
-           "--seed", str(opts.seed)]
+           "--seed", str(opts.seed),
+           # router2 finishes the engine in minutes where router1 ran for more than half an hour.
+           "--router", "router2"]
     if opts.speed and fam.name == "ecp5":
         cmd += ["--speed", opts.speed]
     if ooc:

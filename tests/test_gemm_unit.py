@@ -16,7 +16,7 @@ from mxe.hw.gemm_unit import GemmUnit
 from mxe.hw.isa import ErrorCode
 from mxe.sim import commands as cmds
 from mxe.sim.engine_model import EngineModel
-from mxe.sim.gemm_model import descriptor, expand, schedule
+from mxe.sim.gemm_model import STRIP_CHOICES, descriptor, expand, schedule
 
 CONFIGS = {
     "tiny": EngineConfig.preset("tiny"),
@@ -97,15 +97,18 @@ def test_random_shapes(name, seed):
 
 
 def test_schedules(seed):
-    """Each way of keeping B (three or two strips, single tiles) and several M chunks."""
+    """Each way of keeping B (two strips loaded ahead, single tiles), several M chunks, and B
+    staying in the scratchpad across M chunks when one strip holds it (one N tile)."""
     config = CONFIGS["cramped"]
     seen = set()
-    for M, K, N in [(20, 8, 9), (3, 14, 5), (7, 20, 6), (30, 3, 13), (3, 40, 5), (17, 17, 17)]:
+    for M, K, N in [(20, 8, 9), (3, 14, 5), (7, 20, 6), (30, 3, 13), (3, 40, 5), (17, 17, 17),
+                    (20, 8, 3)]:
         s, error = schedule(config, M, K, N)
         assert error is None, (M, K, N)
-        seen.add((s.strips, s.whole, s.mt > 1))
+        seen.add((s.strips, s.whole, s.mt > 1, s.nt == 1))
         check(config, M, K, N, seed + M, bias=True)
-    assert {(3, True), (2, True), (4, False)} <= {x[:2] for x in seen}, seen
+    assert set(STRIP_CHOICES) <= {x[:2] for x in seen}, seen
+    assert (2, True, True, True) in seen, seen
 
 
 def test_refusals(seed):
