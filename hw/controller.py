@@ -1,12 +1,13 @@
 """The controller: decodes and checks commands, tracks dependencies, dispatches to the units."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .array import wrapping_increment
 from .exec_unit import matmul_cmd_layout, ranges_overlap
 from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout
-from .load_unit import load_cmd_layout, unit_done_layout
+from .load_unit import LOADS_IN_FLIGHT, load_cmd_layout, unit_done_layout
 from .store_unit import store_cmd_layout
 
 
@@ -22,8 +23,9 @@ class Controller(wiring.Component):
 
     * a LOAD waits while a MATMUL that has not finished reading the scratchpad reads a row it
       writes (or, for a bias LOAD, while a STORE runs);
-    * a MATMUL waits while the running LOAD writes a scratchpad row it reads, or the running
-      STORE reads an accumulator row it writes;
+    * a MATMUL waits while a running LOAD (the load unit runs up to
+      :data:`~mxe.hw.load_unit.LOADS_IN_FLIGHT`, tracked here with their ranges) writes a
+      scratchpad row it reads, or the running STORE reads an accumulator row it writes;
     * a STORE waits while a MATMUL in flight writes an accumulator row it reads (or, with bias,
       while a bias LOAD runs);
     * a FENCE waits until every unit is idle, then raises ``done``.
@@ -122,10 +124,22 @@ class Controller(wiring.Component):
         stopping = Signal()          # an error was seen: finish running work, then stop
         multiplier = Signal(32)
         shift = Signal(6)
-        # What the load and store units are running (valid while they are busy).
-        load_lo, load_hi = Signal(25), Signal(25)
-        load_bias = Signal()
-        load_index, store_index = Signal(32), Signal(32)
+        # What the load unit runs: a ring of LOADs in dispatch order; the oldest finishes first.
+        # One entry more than the unit holds: the unit may take a LOAD in the cycle its oldest
+        # one is reported done, before that entry is freed here.
+        ring = LOADS_IN_FLIGHT + 1
+        loads = Signal(data.ArrayLayout(data.StructLayout({
+            "lo": 25, "hi": 25, "bias": 1, "index": 32}), ring))
+        loads_valid = Signal(ring)
+        load_put = Signal(range(ring))
+        load_take = Signal(range(ring))
+        load_index = loads[load_take].index      # the oldest running LOAD
+        bias_loading = Cat(*(loads_valid[i] & loads[i].bias for i in range(ring))).any()
+        with m.If(self.i_load_done.valid):
+            m.d.sync += [loads_valid.bit_select(load_take, 1).eq(0),
+                         load_take.eq(wrapping_increment(load_take, ring))]
+        # What the store unit runs (valid while it is busy).
+        store_index = Signal(32)
         store_lo, store_hi = Signal(25), Signal(25)
         store_bias = Signal()
 
@@ -210,15 +224,17 @@ class Controller(wiring.Component):
             with m.Case(Opcode.MATMUL):
                 act_hi = matmul.act_addr + matmul.m
                 w_hi = matmul.weight_addr + matmul.k
-                load_hit = self.load_busy & ~load_bias & (
-                    ranges_overlap(matmul.act_addr, act_hi, load_lo, load_hi)
-                    | ranges_overlap(matmul.weight_addr, w_hi, load_lo, load_hi))
+                load_hit = Cat(*(
+                    loads_valid[i] & ~loads[i].bias & (
+                        ranges_overlap(matmul.act_addr, act_hi, loads[i].lo, loads[i].hi)
+                        | ranges_overlap(matmul.weight_addr, w_hi, loads[i].lo, loads[i].hi))
+                    for i in range(ring))).any()
                 store_hit = self.store_busy & ranges_overlap(
                     matmul.acc_addr, matmul.acc_addr + matmul.m, store_lo, store_hi)
                 m.d.comb += blocked.eq(load_hit | store_hit)
             with m.Case(Opcode.STORE):
                 m.d.comb += blocked.eq(self.acc_conflict
-                                       | (store.bias & self.load_busy & load_bias))
+                                       | (store.bias & bias_loading))
             with m.Case(Opcode.FENCE):
                 m.d.comb += blocked.eq(units_busy)
 
@@ -244,10 +260,12 @@ class Controller(wiring.Component):
                         m.d.comb += pop.eq(self.o_load.ready)
                         with m.If(pop):
                             m.d.sync += [
-                                load_lo.eq(load.spad_addr),
-                                load_hi.eq(load.spad_addr + load.rows),
-                                load_bias.eq(load.to_bias),
-                                load_index.eq(index),
+                                loads[load_put].lo.eq(load.spad_addr),
+                                loads[load_put].hi.eq(load.spad_addr + load.rows),
+                                loads[load_put].bias.eq(load.to_bias),
+                                loads[load_put].index.eq(index),
+                                loads_valid.bit_select(load_put, 1).eq(1),
+                                load_put.eq(wrapping_increment(load_put, ring)),
                             ]
                     with m.Case(Opcode.MATMUL):
                         m.d.comb += self.o_exec.valid.eq(1)

@@ -20,20 +20,21 @@ cycles; mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
   ``nt``-th MATMUL, so prefetch loads are spread over the chunk. Each A element is read once.
 * **B strips, a ring.** A B strip is ``B[0:K, n0:n0+nc]`` (``kt * kr`` scratchpad rows), loaded
   with one LOAD per output tile into a ring of two places (if they leave the A panels at least
-  ``min(M, rows)`` rows a tile). Strips load one output tile ahead: the first tile's
-  strip before its first MATMUL, the next tile's after the first tile's last MATMUL, and from
-  then on the strip of tile ``p + 1`` right after the first MATMUL of tile ``p``, so a whole
-  tile's compute hides each load. The load into the place of tile ``p - 1`` waits (in the
+  ``min(M, rows)`` rows a tile). Strips load one output tile ahead: the first tile's strip
+  before its first MATMUL, the next tile's after the first tile's last MATMUL, and from then on
+  the strip of tile ``p + 1`` right after the first MATMUL of tile ``p``, so a whole tile's
+  compute hides each load. That load goes to the place of tile ``p - 1`` and waits (in the
   controller) until tile ``p - 1``'s MATMULs have read their weights, while tile ``p``'s first
-  MATMUL streams; a third place would only shrink the A panels. With one N tile (``nt = 1``) the strip is all of B: it is
-  loaded once and stays. If no two strips fit, B goes by single ``kr x nc`` tiles in a ring of
-  four, each loaded just before its MATMUL. B is read once per M chunk (``mt * K * N``
-  elements), or once in all when ``nt = 1``.
+  MATMUL streams; a third place would only shrink the A panels. With one N tile (``nt = 1``)
+  the strip is all of B: it is loaded once and stays. If no two strips fit, B goes by single
+  ``kr x nc`` tiles in a ring of four, each loaded just before its MATMUL. B is read once per
+  M chunk (``mt * K * N`` elements), or once in all when ``nt = 1``.
 * **Chunk size.** ``cap = min(M, acc_depth / 2, (spad_depth - B rows) // (2 * kt))``, then
   ``mt = ceil(M / cap)`` and ``mc = ceil(M / mt)`` (balanced chunks).
 * **Accumulator, two places.** Output tile ``p`` accumulates in rows ``(p % 2) * mc``; the first
-  K tile overwrites, the others add. Its STORE is issued after the next tile's first loads, so it
-  drains while the next tile computes.
+  K tile overwrites, the others add. Its STORE is issued right after the next tile's first MATMUL
+  (and that MATMUL's strip load), so it waits for the tile's last results while the array
+  keeps computing, and drains while the next tile computes.
 * **Bias.** With a bias and ``nt > 1``, the bias row is reloaded before every output tile, after
   the previous tile's STORE (the controller holds a bias LOAD while a STORE runs).
 
@@ -215,6 +216,21 @@ class GemmUnit(wiring.Component):
 
         sent = self.o_cmd.ready   # with o_cmd.valid: the command is taken this cycle
 
+        def after_matmul(state, prefetch=pf_hit & (mi + 1 != mt)):
+            """Go from ``state`` to the next of the steps that follow a MATMUL and are due."""
+            steps = [("STEP_M", None),
+                     ("AHEAD", ahead & ~last_tile & (ki == Mux(first_tile, kt - 1, 0))),
+                     ("STEP_S", (ki == 0) & pending),
+                     ("PREFETCH", prefetch)]
+            names = [name for name, _ in steps]
+            chosen = False
+            for name, due in steps[names.index(state) + 1:]:
+                with (m.Elif if chosen else m.If)(due):
+                    m.next = name
+                chosen = True
+            with m.Else():
+                m.next = "ADVANCE"
+
         def advance_ring():
             with m.If(b_slot == strips - 1):
                 m.d.sync += [b_slot.eq(0), b_next.eq(b_base)]
@@ -350,14 +366,6 @@ class GemmUnit(wiring.Component):
                     with m.If(sent):
                         m.d.sync += cur_strip.eq(b_next)
                         advance_ring()
-                        m.next = "STEP_S"
-                with m.Else():
-                    m.next = "STEP_S"
-            with m.State("STEP_S"):
-                with m.If((ki == 0) & pending):
-                    emit_store()
-                    with m.If(sent):
-                        m.d.sync += pending.eq(0)
                         m.next = "STEP_M"
                 with m.Else():
                     m.next = "STEP_M"
@@ -367,12 +375,7 @@ class GemmUnit(wiring.Component):
                 with m.If(sent):
                     m.d.sync += [pf_hit.eq(pf_cnt == nt - 1),
                                  pf_cnt.eq(Mux(pf_cnt == nt - 1, 0, pf_cnt + 1))]
-                    with m.If(ahead & ~last_tile & (ki == Mux(first_tile, kt - 1, 0))):
-                        m.next = "AHEAD"
-                    with m.Elif((pf_cnt == nt - 1) & (mi + 1 != mt)):
-                        m.next = "PREFETCH"
-                    with m.Else():
-                        m.next = "ADVANCE"
+                    after_matmul("STEP_M", prefetch=(pf_cnt == nt - 1) & (mi + 1 != mt))
             with m.State("AHEAD"):
                 # The next output tile's strip, while this tile computes.
                 emit_load(b_next, b_off + (n0_next << eb_shift), K, _min(nc, N - n0_next),
@@ -380,10 +383,14 @@ class GemmUnit(wiring.Component):
                 with m.If(sent):
                     m.d.sync += next_strip.eq(b_next)
                     advance_ring()
-                    with m.If(pf_hit & (mi + 1 != mt)):
-                        m.next = "PREFETCH"
-                    with m.Else():
-                        m.next = "ADVANCE"
+                    after_matmul("AHEAD")
+            with m.State("STEP_S"):
+                # The previous tile's STORE, behind this tile's first MATMUL: it waits for the
+                # previous tile's last results while that MATMUL keeps the array busy.
+                emit_store()
+                with m.If(sent):
+                    m.d.sync += pending.eq(0)
+                    after_matmul("STEP_S")
             with m.State("PREFETCH"):
                 emit_load(pf_row, a_moff + a_step + (pf_k0 << eb_shift),
                           _min(mc, M - m0 - mc), _min(kr, K - pf_k0), a_stride)

@@ -2,6 +2,7 @@
 
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .dma import DMAError, cmd_layout, done_layout, rd_data_layout
@@ -10,7 +11,8 @@ from .pe import acc_shape
 from .scratchpad import spad_addr_width, spad_row_layout
 
 
-__all__ = ["LoadUnit", "load_cmd_layout", "unit_done_layout", "dma_error_code"]
+__all__ = ["LoadUnit", "LOADS_IN_FLIGHT", "load_cmd_layout", "unit_done_layout",
+           "dma_error_code"]
 
 
 def load_cmd_layout(config):
@@ -46,21 +48,31 @@ def dma_error_code(m, dma_error):
     return code
 
 
+#: LOAD commands the load unit holds at once: issued to the DMA and not yet reported done. The
+#: controller tracks the scratchpad range of each.
+LOADS_IN_FLIGHT = 4
+
+
 class LoadUnit(wiring.Component):
-    """Executes one LOAD at a time: asks the DMA read engine for a 2-D transfer and turns the
-    byte stream of each memory row into one scratchpad row (or the bias row).
+    """Executes LOAD commands, up to :data:`LOADS_IN_FLIGHT` at once: hands each to the DMA read
+    engine as soon as it is accepted, so the next LOAD's bursts follow the current one's without
+    a memory round trip in between, and turns the byte stream of each memory row into one
+    scratchpad row (or the bias row).
 
     A memory row arrives lane-0 aligned in ``ceil(row_bytes / bus_bytes)`` beats; the unit
     collects it in a row buffer and writes the scratchpad row in the cycle after its last beat,
     with the write mask covering the first ``elems`` operands. Operands are ``elem_bytes`` wide in
-    memory (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``.
+    memory (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``. The DMA
+    delivers the commands' data and done entries in order; a done entry ends its command's data
+    (also after an error, when the rest of its data never comes).
 
     Members
     -------
     i_cmd : In(stream.Signature(load_cmd_layout))
         The next LOAD, already validated.
     o_done : Out(stream.Signature(unit_done_layout, always_ready=True))
-        One transfer per command, after its last scratchpad write, with the DMA's error.
+        One transfer per command, in order, after its last scratchpad write, with the DMA's
+        error.
     o_rd_cmd, i_rd_data, i_rd_done
         To and from the DMA read engine.
     o_spad_write : Out(stream.Signature(...))
@@ -100,94 +112,92 @@ class LoadUnit(wiring.Component):
         buf_bytes = max(config.spad_row_elems * eb, config.cols * ab)
         beats_max = -(-buf_bytes // bus_bytes)
 
-        cmd = Signal(load_cmd_layout(config))
-        row = Signal(16)
-        beat = Signal(range(beats_max + 1))
-        buffer = Signal(8 * beats_max * bus_bytes)
-        write_pending = Signal()
-        write_row = Signal(16)
-        error = Signal(ErrorCode)
-        error_addr = Signal(config.axi_addr_width)
+        # What the data side needs of each command issued to the DMA, in order.
+        meta_layout = data.StructLayout({
+            "spad_addr": spad_addr_width(config),
+            "elems": 16,
+            "to_bias": 1,
+        })
+        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size,
+                                                    depth=LOADS_IN_FLIGHT)
+        cur = data.View(meta_layout, meta.r_data)
 
-        # Bytes per memory row; both element sizes are powers of two.
+        # Issue side: a command goes to the DMA in the cycle after it is accepted.
         row_bytes = Signal(16)
         elems_in = self.i_cmd.payload.elems
         m.d.comb += row_bytes.eq(Mux(self.i_cmd.payload.to_bias,
                                      elems_in << (ab.bit_length() - 1),
                                      elems_in << (eb.bit_length() - 1)))
+        accept = self.i_cmd.valid & self.i_cmd.ready
+        m.d.comb += [
+            self.i_cmd.ready.eq((~self.o_rd_cmd.valid | self.o_rd_cmd.ready) & meta.w_rdy),
+            meta.w_en.eq(accept),
+            meta.w_data.eq(Cat(self.i_cmd.payload.spad_addr, self.i_cmd.payload.elems,
+                               self.i_cmd.payload.to_bias)),
+        ]
+        with m.If(self.o_rd_cmd.ready):
+            m.d.sync += self.o_rd_cmd.valid.eq(0)
+        with m.If(accept):
+            m.d.sync += [
+                self.o_rd_cmd.valid.eq(1),
+                self.o_rd_cmd.payload.addr.eq(self.i_cmd.payload.addr),
+                self.o_rd_cmd.payload.rows.eq(self.i_cmd.payload.rows),
+                self.o_rd_cmd.payload.row_bytes.eq(row_bytes),
+                self.o_rd_cmd.payload.stride.eq(self.i_cmd.payload.stride),
+            ]
 
-        # Row assembly: each beat fills its slice of the row buffer.
-        with m.If(self.i_rd_data.valid & self.i_rd_data.ready):
+        # Data side: row assembly; each beat fills its slice of the row buffer.
+        row = Signal(16)
+        beat = Signal(range(beats_max + 1))
+        buffer = Signal(8 * beats_max * bus_bytes)
+        m.d.comb += [self.i_rd_data.ready.eq(1), self.i_rd_done.ready.eq(1)]
+        beat_in = self.i_rd_data.valid
+        with m.If(beat_in):
             with m.Switch(beat):
                 for b in range(beats_max):
                     with m.Case(b):
                         m.d.sync += buffer.word_select(b, 8 * bus_bytes).eq(
                             self.i_rd_data.payload.data)
             with m.If(self.i_rd_data.payload.row_last):
-                m.d.sync += [
-                    beat.eq(0),
-                    write_row.eq(row),
-                    row.eq(row + 1),
-                ]
+                m.d.sync += [beat.eq(0), row.eq(row + 1)]
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
 
-        # The row write, one cycle after the row's last beat.
-        m.d.sync += write_pending.eq(
-            self.i_rd_data.valid & self.i_rd_data.ready & self.i_rd_data.payload.row_last)
+        # The row write, one cycle after the row's last beat, from registered copies (the
+        # command's entry may already be gone).
+        write_pending = Signal()
+        write = Signal(meta_layout)
+        m.d.sync += write_pending.eq(beat_in & self.i_rd_data.payload.row_last)
+        with m.If(beat_in & self.i_rd_data.payload.row_last):
+            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row)]
         elems = []
         for i in range(config.spad_row_elems):
             elems.append(buffer.word_select(i, 8 * eb)[:config.input_width])
         m.d.comb += [
-            self.o_spad_write.payload.addr.eq(cmd.spad_addr + write_row),
+            self.o_spad_write.payload.addr.eq(write.spad_addr),
             self.o_spad_write.payload.data.eq(Cat(*elems)),
             self.o_spad_write.payload.mask.eq(
-                Cat(*(Const(i) < cmd.elems for i in range(config.spad_row_elems)))),
-            self.o_spad_write.valid.eq(write_pending & ~cmd.to_bias),
+                Cat(*(Const(i) < write.elems for i in range(config.spad_row_elems)))),
+            self.o_spad_write.valid.eq(write_pending & ~write.to_bias),
         ]
-        with m.If(write_pending & cmd.to_bias):
+        with m.If(write_pending & write.to_bias):
             for j in range(config.cols):
-                with m.If(j < cmd.elems):
+                with m.If(j < write.elems):
                     m.d.sync += self.o_bias[j].eq(buffer.word_select(j, 8 * ab)[:config.acc_width])
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.i_cmd.ready.eq(1)
-                with m.If(self.i_cmd.valid):
-                    m.d.sync += [
-                        cmd.eq(self.i_cmd.payload),
-                        self.o_rd_cmd.payload.addr.eq(self.i_cmd.payload.addr),
-                        self.o_rd_cmd.payload.rows.eq(self.i_cmd.payload.rows),
-                        self.o_rd_cmd.payload.row_bytes.eq(row_bytes),
-                        self.o_rd_cmd.payload.stride.eq(self.i_cmd.payload.stride),
-                        row.eq(0),
-                        beat.eq(0),
-                    ]
-                    m.next = "ISSUE"
-            with m.State("ISSUE"):
-                m.d.comb += self.o_rd_cmd.valid.eq(1)
-                with m.If(self.o_rd_cmd.ready):
-                    m.next = "RECEIVE"
-            with m.State("RECEIVE"):
-                m.d.comb += [
-                    self.i_rd_data.ready.eq(1),
-                    self.i_rd_done.ready.eq(1),
-                    self.stall.eq(~self.i_rd_data.valid),
-                ]
-                with m.If(self.i_rd_done.valid):
-                    m.d.sync += [
-                        error.eq(dma_error_code(m, self.i_rd_done.payload.error)),
-                        error_addr.eq(self.i_rd_done.payload.addr),
-                    ]
-                    m.next = "FINISH"
-            with m.State("FINISH"):
-                # The last row's write happens in this cycle at the latest.
-                m.d.comb += [
-                    self.o_done.valid.eq(~write_pending),
-                    self.o_done.payload.error.eq(error),
-                    self.o_done.payload.addr.eq(error_addr),
-                ]
-                with m.If(~write_pending):
-                    m.next = "IDLE"
-        m.d.comb += self.busy.eq(~self.i_cmd.ready)
+        # A done entry ends the command; it is reported in the next cycle, when its last row
+        # write (at most one cycle after its last beat) has happened.
+        m.d.comb += meta.r_en.eq(self.i_rd_done.valid)
+        m.d.sync += self.o_done.valid.eq(self.i_rd_done.valid)
+        with m.If(self.i_rd_done.valid):
+            m.d.sync += [
+                self.o_done.payload.error.eq(dma_error_code(m, self.i_rd_done.payload.error)),
+                self.o_done.payload.addr.eq(self.i_rd_done.payload.addr),
+                row.eq(0),
+                beat.eq(0),
+            ]
+        m.d.comb += [
+            self.busy.eq((meta.level != 0) | self.o_rd_cmd.valid | self.o_done.valid),
+            self.stall.eq((meta.level != 0) & ~beat_in),
+        ]
         return m

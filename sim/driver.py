@@ -66,19 +66,43 @@ __all__ = ["plan_gemm", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeo
 @dataclass(frozen=True)
 class Region:
     """A matrix in memory: ``rows`` rows of ``cols`` elements of ``elem_bytes`` bytes, row ``r``
-    at window offset ``offset + r * stride``."""
+    at window offset ``offset + r * stride``; the stride is the row's bytes rounded up to a
+    multiple of ``pitch``. The bytes between rows are padding (never read, never written)."""
     offset: int
     rows: int
     cols: int
     elem_bytes: int
+    pitch: int = 1
 
     @property
-    def stride(self):
+    def row_bytes(self):
         return self.cols * self.elem_bytes
 
     @property
+    def stride(self):
+        return -(-self.row_bytes // self.pitch) * self.pitch
+
+    @property
     def nbytes(self):
-        return self.rows * self.stride
+        """Bytes from the first row's start to the last row's end."""
+        return (self.rows - 1) * self.stride + self.row_bytes
+
+    def pack(self, data):
+        """Row-major bytes of the matrix (``rows * row_bytes``) laid out with this stride."""
+        if self.stride == self.row_bytes:
+            return bytes(data)
+        out = bytearray(self.nbytes)
+        for r in range(self.rows):
+            out[r * self.stride:r * self.stride + self.row_bytes] = \
+                data[r * self.row_bytes:(r + 1) * self.row_bytes]
+        return bytes(out)
+
+    def unpack(self, data):
+        """The matrix's row-major bytes from the ``nbytes`` bytes of the region."""
+        if self.stride == self.row_bytes:
+            return bytes(data)
+        return b"".join(bytes(data[r * self.stride:r * self.stride + self.row_bytes])
+                        for r in range(self.rows))
 
     @property
     def end(self):
@@ -220,7 +244,7 @@ def _choose(config, M, K, N, bias, force):
 
 
 def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, align=64,
-              order=("a", "b", "bias", "c"), bias_fence=False, force=None):
+              pitch=None, order=("a", "b", "bias", "c"), bias_fence=False, force=None):
     """Plan ``C = A @ B`` (A: M x K, B: K x N) for the engine ``config``.
 
     Parameters
@@ -236,6 +260,10 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         Window offset of the first byte the layout may use.
     align : int
         Alignment of every region (1 for none).
+    pitch : int, optional
+        Row strides of A, B and C are multiples of ``pitch`` bytes. The default is the bus width
+        (``axi_bytes``): every row starts on a bus beat, so a row of up to ``axi_bytes`` bytes
+        is one beat, not two. 1 packs the rows tightly.
     order : sequence of str
         The order of the regions in memory (``"a"``, ``"b"``, ``"bias"``, ``"c"``).
     bias_fence : bool
@@ -263,6 +291,9 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     if base < 0 or align < 1:
         raise ValueError(f"base must be >= 0 and align >= 1, not {base} and {align}")
     c = config
+    pitch = c.axi_bytes if pitch is None else pitch
+    if not isinstance(pitch, int) or pitch < 1:
+        raise ValueError(f"pitch must be a positive number of bytes, not {pitch!r}")
     s = _choose(c, M, K, N, bias and bias_fence, force)
 
     # Memory layout.
@@ -276,7 +307,7 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     for name in order:
         if name == "bias" and not bias:
             continue
-        layout[name] = Region(offset, *shapes[name])
+        layout[name] = Region(offset, *shapes[name], pitch=1 if name == "bias" else pitch)
         offset = _align(layout[name].end, align)
     size = max(region.end for region in layout.values())
     if size > 1 << 32:
@@ -379,8 +410,9 @@ def pack_operands(plan, A, B, bias=None):
     if A.shape != (plan.M, plan.K) or B.shape != (plan.K, plan.N):
         raise ValueError(f"A and B must be {plan.M}x{plan.K} and {plan.K}x{plan.N}, not "
                          f"{A.shape} and {B.shape}")
-    out = {plan.layout["a"].offset: encode_elems(A, c.elem_bytes),
-           plan.layout["b"].offset: encode_elems(B, c.elem_bytes)}
+    L = plan.layout
+    out = {L["a"].offset: L["a"].pack(encode_elems(A, c.elem_bytes)),
+           L["b"].offset: L["b"].pack(encode_elems(B, c.elem_bytes))}
     if plan.bias:
         if bias is None:
             raise ValueError("the plan has a bias; pass its values")
@@ -396,6 +428,7 @@ def unpack_result(plan, data):
     ``acc_width`` values; uint64 for an unsigned 64-bit accumulator)."""
     c = plan.config
     C = plan.layout["c"]
+    data = C.unpack(data)
     if plan.requant is not None:
         values = decode_elems(data, 1, 8, c.signed)
     else:

@@ -136,14 +136,14 @@ def expand_fields(config, f):
                                          f["a_stride"]))
                 if not s.whole or (p == 0 and ki == 0):
                     strip = load_b(k0, n0, K if s.whole else k)
-                if ki == 0 and pending is not None:
-                    out.append(pending)
-                    pending = None
                 w_row = strip + k0 if s.whole else strip
                 out.append(cmds.matmul(a_row, w_row, m, k, acc, accumulate=ki > 0))
                 if ahead and p + 1 < s.mt * s.nt and ki == (s.kt - 1 if p == 0 else 0):
                     n0_next = 0 if ni == s.nt - 1 else n0 + s.nc
                     strip_next = load_b(0, n0_next, K)
+                if ki == 0 and pending is not None:
+                    out.append(pending)
+                    pending = None
                 if pf_cnt == s.nt - 1:
                     if mi + 1 < s.mt:
                         q0 = pf_q * s.kr
