@@ -158,14 +158,20 @@ class ProcessingElement(wiring.Component):
         config = self._config
         operand = operand_shape(config)
 
-        # East hop. The data register feeds the multiplier directly.
+        # East hop. The data register feeds the multiplier directly. The bank bits of all PEs on
+        # one anti-diagonal are equal, as are the weight bus control bits: (* keep *) asks
+        # synthesis not to merge them into one register broadcast across the array (the flow in
+        # synth/ applies it to the flip-flops). The bottom row's weight bus goes nowhere.
+        keep = {"keep": 1}
         act_data = Signal(operand, reset_less=True)
-        act_bank = Signal()
+        act_bank = Signal(attrs=keep)
         m.d.sync += [act_data.eq(self.i_act.data), act_bank.eq(self.i_act.bank)]
         m.d.comb += [self.o_act.data.eq(act_data), self.o_act.bank.eq(act_bank)]
 
         # South hop of the weight bus.
-        m.d.sync += self.o_w.eq(self.i_w)
+        w_out = Signal(weight_layout(config), attrs=keep if self._row < config.rows - 1 else {})
+        m.d.sync += w_out.eq(self.i_w)
+        m.d.comb += self.o_w.eq(w_out)
 
         weights = [Signal(operand, name=f"w{bank}", reset_less=True) for bank in range(2)]
         write = Signal()

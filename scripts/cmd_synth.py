@@ -6,7 +6,8 @@ from pathlib import Path
 from mxe.config_args import CommandError, add_config_arguments, config_from_args
 from mxe.hw.generate import TOPS
 from mxe.synth.devices import FAMILIES
-from mxe.synth.flow import SynthError, SynthOptions, default_top, markdown_report, synthesize
+from mxe.synth.flow import (ROUTERS, SynthError, SynthOptions, default_top, markdown_report,
+                             synthesize)
 
 NAME = "synth"
 HELP = "synthesize with Yosys (and place and route with nextpnr for Fmax); write a report"
@@ -50,13 +51,16 @@ def add_synth_arguments(parser, *, families=False):
     group.add_argument("--no-dsp-pack", action="store_true",
                        help="ECP5: leave multiplier registers in the fabric (as Yosys maps them)")
     group.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
+    group.add_argument("--router", default="router1", choices=ROUTERS,
+                       help="nextpnr router: router1 gives the better Fmax, router2 finishes "
+                            "big designs (a whole engine) much sooner (default: %(default)s)")
 
 
 def options_from_args(args, family, *, breakdown):
     try:
         return SynthOptions(family, device=args.device, speed=args.speed, freq_mhz=args.freq,
                             pnr=args.pnr, breakdown=breakdown, dsp_pack=not args.no_dsp_pack,
-                            seed=args.seed)
+                            seed=args.seed, router=args.router)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
