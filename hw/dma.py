@@ -9,8 +9,8 @@ from .axi import BURST_INCR, RESP_DECERR, RESP_OKAY, axi4_signature
 from .config import EngineConfig
 
 
-__all__ = ["DMA", "DMAError", "ROWS_WIDTH", "ROW_BYTES_WIDTH", "cmd_layout", "rd_data_layout",
-           "wr_data_layout", "done_layout", "COUNTER_WIDTH"]
+__all__ = ["DMA", "DMAError", "check_latency", "ROWS_WIDTH", "ROW_BYTES_WIDTH", "cmd_layout",
+           "rd_data_layout", "wr_data_layout", "done_layout", "COUNTER_WIDTH"]
 
 #: Width of the ``rows`` field of a command (up to 65535 rows).
 ROWS_WIDTH = 16
@@ -81,12 +81,24 @@ def _in_beats(config, row_bytes):
     return (row_bytes + config.axi_bytes - 1) >> s
 
 
+#: Bits of ``stride`` each window-check multiplier takes (a 16 x 16 product fits one DSP).
+_CHUNK = 16
+
+
+def check_latency(config):
+    """Cycles from a command's acceptance to its checked result: accept, multiply, one addition
+    per 16-bit chunk of the stride, compare."""
+    return 3 + -(-config.axi_addr_width // _CHUNK)
+
+
 class _Checker(wiring.Component):
     """Checks a command before anything is issued: rows and row_bytes non-zero, and the whole
     extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` inside ``[base, limit)``.
 
-    Three cycles per command (accept, span, compare); runs while the engine still works on the
-    previous command.
+    Pipelined for the clock, one step a cycle (:func:`check_latency` cycles a command): accept
+    (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
+    stride (registered products, one DSP each), add the shifted products one per cycle, then
+    compare into a register. It runs while the engine still works on the previous command.
     """
 
     def __init__(self, config):
@@ -103,30 +115,44 @@ class _Checker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = self._config.axi_addr_width
+        chunks = -(-aw // _CHUNK)
+        steps = check_latency(self._config) - 1    # steps after the accepting cycle
         cmd = Signal(cmd_layout(self._config))
         full = Signal()
-        phase = Signal()
-        span = Signal(aw + ROWS_WIDTH + 1)
+        step = Signal(range(steps + 1))
+        rows_m1 = Signal(ROWS_WIDTH)          # wraps for rows == 0; BAD_CMD wins below
+        end = Signal(aw + ROWS_WIDTH + 1)     # addr + row_bytes, then + each product
+        products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
+        error = Signal(DMAError)
         m.d.comb += [
             self.i_cmd.ready.eq(~full),
             self.busy.eq(full),
-            self.o_cmd.valid.eq(full & phase),
+            self.o_cmd.valid.eq(full & (step == steps)),
             self.o_cmd.payload.cmd.eq(cmd),
+            self.o_cmd.payload.error.eq(error),
         ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
-            m.d.sync += [cmd.eq(self.i_cmd.payload), full.eq(1), phase.eq(0)]
-        with m.Elif(full & ~phase):
-            # (rows - 1) wraps for rows == 0, but BAD_CMD wins over WINDOW below.
+            payload = self.i_cmd.payload
             m.d.sync += [
-                span.eq((cmd.rows - 1)[:ROWS_WIDTH] * cmd.stride + cmd.row_bytes),
-                phase.eq(1),
+                cmd.eq(payload), full.eq(1), step.eq(0),
+                rows_m1.eq(payload.rows - 1),
+                end.eq(payload.addr + payload.row_bytes),
             ]
+        with m.Elif(full & (step != steps)):
+            m.d.sync += step.eq(step + 1)
+            with m.If(step == 0):
+                for i, product in enumerate(products):
+                    m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
+            for i, product in enumerate(products):
+                with m.If(step == 1 + i):
+                    m.d.sync += end.eq(end + (product << (i * _CHUNK)))
+            with m.If(step == steps - 1):
+                bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
+                outside = (cmd.addr < self.window_base) | (end > self.window_limit)
+                m.d.sync += error.eq(Mux(bad, DMAError.BAD_CMD,
+                                         Mux(outside, DMAError.WINDOW, DMAError.OK)))
         with m.Elif(self.o_cmd.valid & self.o_cmd.ready):
             m.d.sync += full.eq(0)
-        bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
-        outside = (cmd.addr < self.window_base) | (cmd.addr + span > self.window_limit)
-        m.d.comb += self.o_cmd.payload.error.eq(
-            Mux(bad, DMAError.BAD_CMD, Mux(outside, DMAError.WINDOW, DMAError.OK)))
         return m
 
 
@@ -318,9 +344,9 @@ class DMA(wiring.Component):
     bytes_read, bytes_written : Out(32)
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
-    Latency: a command is checked in 3 cycles; the first AR/AW follows one cycle later. Read
-    data passes a 4-entry buffer (``o_rd_data`` is registered and never combinationally depends
-    on the AXI R channel). Write data is not buffered: ``i_wr_data.valid`` reaches ``wvalid`` and
+    Latency: a command is checked in :func:`check_latency` cycles (5 with 32-bit addresses); the
+    first AR/AW follows one cycle later. Read data passes a 4-entry buffer (``o_rd_data`` is
+    registered and never combinationally depends on the AXI R channel). Write data is not buffered: ``i_wr_data.valid`` reaches ``wvalid`` and
     ``wready`` reaches ``i_wr_data.ready`` combinationally (each W beat takes at most one input
     beat, shifted through one carry register).
     """
