@@ -27,8 +27,9 @@ cycles; mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
   controller) until tile ``p - 1``'s MATMULs have read their weights, while tile ``p``'s first
   MATMUL streams; a third place would only shrink the A panels. With one N tile (``nt = 1``)
   the strip is all of B: it is loaded once and stays. If no two strips fit, B goes by single
-  ``kr x nc`` tiles in a ring of four, each loaded just before its MATMUL. B is read once per
-  M chunk (``mt * K * N`` elements), or once in all when ``nt = 1``.
+  ``kr x nc`` tiles in a ring of eight, one LOAD per MATMUL, issued up to :data:`TILES_AHEAD`
+  MATMULs ahead (as many LOADs as the load unit runs at once). B is read once per M chunk
+  (``mt * K * N`` elements), or once in all when ``nt = 1``.
 * **Chunk size.** ``cap = min(M, acc_depth / 2, (spad_depth - B rows) // (2 * kt))``, then
   ``mt = ceil(M / cap)`` and ``mc = ceil(M / mt)`` (balanced chunks).
 * **Accumulator, two places.** Output tile ``p`` accumulates in rows ``(p % 2) * mc``; the first
@@ -63,11 +64,20 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .isa import COMMAND_BITS, Opcode, command_layout
+from .load_unit import LOADS_IN_FLIGHT
 
 
-__all__ = ["GemmUnit"]
+__all__ = ["GemmUnit", "STRIP_CHOICES", "TILES_AHEAD"]
 
 _DIV_WIDTH = 24
+
+#: How B lives in the scratchpad, tried in order: ``(places, whole)``. ``whole``: a place holds a
+#: strip of all K rows of one N tile (one LOAD per output tile); otherwise one ``kr x nc`` tile
+#: (one LOAD per MATMUL). Two strips are taken if the A panels can still hold ``min(M, rows)``
+#: rows a tile; single tiles (eight places) when no two strips fit.
+STRIP_CHOICES = ((2, True), (8, False))
+#: With single B tiles, LOADs run this many MATMULs ahead: as many as the load unit holds.
+TILES_AHEAD = LOADS_IN_FLIGHT
 
 
 class _Divider(wiring.Component):
@@ -146,7 +156,8 @@ class GemmUnit(wiring.Component):
         kr, kt, nc, nt, mc, mt = (Signal(16) for _ in range(6))
         cap = Signal(16)
         krk = Signal(_DIV_WIDTH)           # kt * kr
-        strips = Signal(3)
+        places = max(n for n, _ in STRIP_CHOICES)
+        strips = Signal(range(places + 1))
         whole = Signal()
         strip_rows = Signal(_DIV_WIDTH)
         panel = Signal(_DIV_WIDTH)         # kt * mc
@@ -160,10 +171,18 @@ class GemmUnit(wiring.Component):
         a_moff, c_moff, b_koff = Signal(32), Signal(32), Signal(32)
         panel_sel, acc_sel = Signal(), Signal()
         a_row = Signal(_DIV_WIDTH)
-        b_slot = Signal(2)
+        b_slot = Signal(range(places))
         b_next = Signal(_DIV_WIDTH)        # the ring place the next B load goes to
         cur_strip = Signal(_DIV_WIDTH)
         next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
+        # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
+        lmi, lni, lki = Signal(16), Signal(16), Signal(16)
+        lk0, ln0 = Signal(17), Signal(17)
+        lb_koff = Signal(32)
+        ldone = Signal()
+        tiles_ahead = Signal(range(TILES_AHEAD + 1))
+        m_slot = Signal(range(places))
+        m_place = Signal(_DIV_WIDTH)       # the ring place of the next MATMUL's B tile
         pf_cnt, pf_k0 = Signal(16), Signal(17)
         pf_row = Signal(_DIV_WIDTH)
         pf_hit = Signal()
@@ -279,9 +298,10 @@ class GemmUnit(wiring.Component):
                     m.d.sync += [nt.eq(div.quotient), tiles.eq(0)]
                     m.next = "TRY"
             with m.State("TRY"):
-                # First two whole strips, then (``tiles``) four single tiles.
-                rows_b = Mux(tiles, kr << 2, krk << 1)
-                m.d.sync += [strips.eq(Mux(tiles, 4, 2)), whole.eq(~tiles),
+                # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES.
+                (strip_places, _), (tile_places, _) = STRIP_CHOICES
+                rows_b = Mux(tiles, kr * tile_places, krk * strip_places)
+                m.d.sync += [strips.eq(Mux(tiles, tile_places, strip_places)), whole.eq(~tiles),
                              strip_rows.eq(Mux(tiles, kr, krk))]
                 with m.If(rows_b >= c.spad_depth):
                     with m.If(tiles):
@@ -336,6 +356,8 @@ class GemmUnit(wiring.Component):
                     a_moff.eq(a_off), c_moff.eq(c_off), b_koff.eq(b_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
                     pf_cnt.eq(0), pf_k0.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
+                    lmi.eq(0), lni.eq(0), lki.eq(0), lk0.eq(0), ln0.eq(0), lb_koff.eq(b_off),
+                    ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
                 m.next = "PAIR"
             with m.State("PAIR"):
@@ -360,18 +382,41 @@ class GemmUnit(wiring.Component):
                 with m.Else():
                     m.next = "STEP_B"
             with m.State("STEP_B"):
-                with m.If(~whole | (first_tile & (ki == 0))):
-                    emit_load(b_next, b_koff + (n0 << eb_shift), Mux(whole, K, cur_k), cur_n,
-                              b_stride)
+                with m.If(whole & first_tile & (ki == 0)):
+                    emit_load(b_next, b_koff + (n0 << eb_shift), K, cur_n, b_stride)
                     with m.If(sent):
                         m.d.sync += cur_strip.eq(b_next)
                         advance_ring()
                         m.next = "STEP_M"
+                with m.Elif(~whole & ~ldone & (tiles_ahead != TILES_AHEAD)):
+                    # The next single tile, up to TILES_AHEAD MATMULs ahead; then again.
+                    emit_load(b_next, lb_koff + (ln0 << eb_shift), _min(kr, K - lk0),
+                              _min(nc, N - ln0), b_stride)
+                    with m.If(sent):
+                        advance_ring()
+                        m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
+                        with m.If(lki != kt - 1):
+                            m.d.sync += [lki.eq(lki + 1), lk0.eq(lk0 + kr),
+                                         lb_koff.eq(lb_koff + bk_step)]
+                        with m.Else():
+                            m.d.sync += [lki.eq(0), lk0.eq(0), lb_koff.eq(b_off)]
+                            with m.If(lni != nt - 1):
+                                m.d.sync += [lni.eq(lni + 1), ln0.eq(ln0 + nc)]
+                            with m.Else():
+                                m.d.sync += [lni.eq(0), ln0.eq(0), lmi.eq(lmi + 1)]
+                                with m.If(lmi == mt - 1):
+                                    m.d.sync += ldone.eq(1)
                 with m.Else():
                     m.next = "STEP_M"
             with m.State("STEP_M"):
-                emit_matmul(a_row, Mux(whole, cur_strip + k0, cur_strip), cur_m, cur_k,
+                emit_matmul(a_row, Mux(whole, cur_strip + k0, m_place), cur_m, cur_k,
                             acc_base, ki != 0)
+                with m.If(sent & ~whole):
+                    m.d.sync += tiles_ahead.eq(tiles_ahead - 1)
+                    with m.If(m_slot == strips - 1):
+                        m.d.sync += [m_slot.eq(0), m_place.eq(b_base)]
+                    with m.Else():
+                        m.d.sync += [m_slot.eq(m_slot + 1), m_place.eq(m_place + strip_rows)]
                 with m.If(sent):
                     m.d.sync += [pf_hit.eq(pf_cnt == nt - 1),
                                  pf_cnt.eq(Mux(pf_cnt == nt - 1, 0, pf_cnt + 1))]

@@ -8,18 +8,13 @@ running that stream, so end-to-end tests check memory images against it.
 
 from dataclasses import dataclass
 
+from mxe.hw.gemm_unit import STRIP_CHOICES, TILES_AHEAD
 from mxe.hw.isa import ErrorCode
 from mxe.sim import commands as cmds
 
 
 __all__ = ["descriptor", "GemmSchedule", "schedule", "expand", "expand_fields",
            "STRIP_CHOICES"]
-
-#: How B lives in the scratchpad, tried in order: ``(places, whole)``. ``whole``: a place holds a
-#: strip of all K rows of one N tile (one LOAD per output tile); otherwise one K x N tile (one
-#: LOAD per MATMUL). Two strips are taken if the A panels can still hold ``min(M, rows)`` rows
-#: a tile; tiles (four places) when no two strips fit.
-STRIP_CHOICES = ((2, True), (4, False))
 
 
 def descriptor(M, K, N, *, a_offset, a_stride, b_offset, b_stride, c_offset, c_stride,
@@ -101,6 +96,11 @@ def expand_fields(config, f):
     p = 0                       # output tile index
     loads_b = 0                 # B loads so far: the ring position
     ahead = s.whole and s.nt > 1   # strips load one output tile ahead (with nt = 1, B stays)
+    # Single B tiles in MATMUL order; their LOADs run TILES_AHEAD MATMULs ahead.
+    tiles = [] if s.whole else [(ki * s.kr, ni * s.nc, min(s.kr, K - ki * s.kr))
+                                for _mi in range(s.mt) for ni in range(s.nt)
+                                for ki in range(s.kt)]
+    matmuls = 0
 
     def load_b(k0, n0, rows):
         nonlocal loads_b
@@ -134,8 +134,13 @@ def expand_fields(config, f):
                 if mi == 0 and ni == 0:
                     out.append(cmds.load(a_row, (f["a_offset"] + k0 * eb) & mask, m, k,
                                          f["a_stride"]))
-                if not s.whole or (p == 0 and ki == 0):
-                    strip = load_b(k0, n0, K if s.whole else k)
+                if s.whole and p == 0 and ki == 0:
+                    strip = load_b(k0, n0, K)
+                while loads_b < min(len(tiles), matmuls + TILES_AHEAD):
+                    load_b(*tiles[loads_b])
+                if not s.whole:
+                    strip = s.b_base + (matmuls % s.strips) * s.strip_rows
+                matmuls += 1
                 w_row = strip + k0 if s.whole else strip
                 out.append(cmds.matmul(a_row, w_row, m, k, acc, accumulate=ki > 0))
                 if ahead and p + 1 < s.mt * s.nt and ki == (s.kt - 1 if p == 0 else 0):

@@ -13,6 +13,7 @@ import numpy as np
 
 from mxe.hw.isa import ErrorCode
 from mxe.hw.array import array_latency
+from mxe.hw.gemm_unit import TILES_AHEAD
 from mxe.sim import commands as cmds
 from mxe.sim.driver import MXEError, pack_operands, plan_gemm, unpack_result
 from mxe.sim.engine_model import EngineModel
@@ -46,9 +47,10 @@ def predicted_cycles(config, M, K, N, *, latency=16):
     LOADs (one round trip in all, plus 4 cycles a LOAD). A MATMUL costs ``max(m, rows)``
     cycles (weights load behind the previous activations). With whole strips the first MATMUL
     waits for the first loads and the second tile for the second strip (it loads after the
-    first tile); with single B tiles every MATMUL waits for its own LOAD, ``rt + rows + 10``
-    cycles. The estimate is the largest of compute (with those waits), loads and stores, plus
-    the set-up (150 cycles), the array's latency and the last STORE. ``low`` is what no
+    first tile); with single B tiles a MATMUL costs at least a LOAD's round trip
+    (``rt + rows + 10``) shared by the :data:`~mxe.hw.gemm_unit.TILES_AHEAD` LOADs in flight.
+    The estimate is the largest of compute (with those waits), loads and stores, plus the
+    set-up (150 cycles), the array's latency and the last STORE. ``low`` is what no
     schedule beats: the larger of the array's work and the bus beats of the expansion's traffic.
 
     Measured on the bench shapes of all presets (latency 16): busy / estimate is 1.00..1.20
@@ -69,13 +71,14 @@ def predicted_cycles(config, M, K, N, *, latency=16):
                   c_stride=stride(N * c.acc_elem_bytes))
     rt = latency + 6
     per_row = rt / c.max_outstanding_reads
+    tile_load = (rt + c.rows + 10) / TILES_AHEAD + 1   # a single B tile's LOAD, pipelined
     work = compute = loads = stores = last_store = 0
     first = None
     for command in expand_fields(c, fields):
         name, f = cmds.decode(command)
         if name == "MATMUL":
             work += max(f["m"], c.rows)
-            compute += max(f["m"], c.rows) if s.whole else max(f["m"], c.rows, rt + c.rows + 10)
+            compute += max(f["m"], c.rows, 0 if s.whole else tile_load)
             if first is None:
                 first = loads + rt
         else:
