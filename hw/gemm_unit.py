@@ -164,10 +164,17 @@ class GemmUnit(wiring.Component):
         a_step, c_step, bk_step = Signal(32), Signal(32), Signal(32)
         tiles = Signal()                   # B by single tiles (no two strips fit)
         mul_i = Signal(range(17))
+        mc_sh, kr_sh = Signal(16), Signal(16)
+        kt_sh = Signal(_DIV_WIDTH)
+        as_sh, cs_sh, bs_sh = Signal(32), Signal(32), Signal(32)
 
         # Loop state.
         mi, ni, ki = Signal(16), Signal(16), Signal(16)
-        m0, n0, k0 = Signal(17), Signal(17), Signal(17)
+        n0, k0 = Signal(17), Signal(17)
+        # What is left of each dimension from a loop position (M - m0 and so on), kept in
+        # registers so no subtraction sits in front of the command outputs.
+        m_rem, n_rem, k_rem = Signal(17), Signal(17), Signal(17)
+        lk_rem, ln_rem, pf_krem = Signal(17), Signal(17), Signal(17)
         a_moff, c_moff, b_koff = Signal(32), Signal(32), Signal(32)
         panel_sel, acc_sel = Signal(), Signal()
         a_row = Signal(_DIV_WIDTH)
@@ -177,7 +184,7 @@ class GemmUnit(wiring.Component):
         next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = Signal(16), Signal(16), Signal(16)
-        lk0, ln0 = Signal(17), Signal(17)
+        ln0 = Signal(17)
         lb_koff = Signal(32)
         ldone = Signal()
         tiles_ahead = Signal(range(TILES_AHEAD + 1))
@@ -192,9 +199,9 @@ class GemmUnit(wiring.Component):
         pend_off = Signal(32)
 
         rows_c, cols_c = c.rows, c.cols
-        cur_m = _min(mc, M - m0)
-        cur_n = _min(nc, N - n0)
-        cur_k = _min(kr, K - k0)
+        cur_m = _min(mc, m_rem)
+        cur_n = _min(nc, n_rem)
+        cur_k = _min(kr, k_rem)
         panel_base = Mux(panel_sel, panel, 0)
         other_base = Mux(panel_sel, 0, panel)
         acc_base = Mux(acc_sel, mc, 0)
@@ -336,27 +343,33 @@ class GemmUnit(wiring.Component):
             with m.State("MC_WAIT"):
                 with m.If(div.done):
                     m.d.sync += [mc.eq(div.quotient), mul_i.eq(0), panel.eq(0), a_step.eq(0),
-                                 c_step.eq(0), bk_step.eq(0)]
+                                 c_step.eq(0), bk_step.eq(0), mc_sh.eq(div.quotient),
+                                 kr_sh.eq(kr), kt_sh.eq(kt), as_sh.eq(a_stride),
+                                 cs_sh.eq(c_stride), bs_sh.eq(b_stride)]
                     m.next = "MUL"
             with m.State("MUL"):
                 # Shift-add over the bits of mc and kr: panel = kt * mc, a_step = mc * a_stride,
                 # c_step = mc * c_stride, bk_step = kr * b_stride (offsets wrap at 32 bits).
-                with m.If(mc.bit_select(mul_i, 1)):
-                    m.d.sync += [panel.eq(panel + (kt << mul_i)),
-                                 a_step.eq(a_step + (a_stride << mul_i)),
-                                 c_step.eq(c_step + (c_stride << mul_i))]
-                with m.If(kr.bit_select(mul_i, 1)):
-                    m.d.sync += bk_step.eq(bk_step + (b_stride << mul_i))
-                m.d.sync += mul_i.eq(mul_i + 1)
+                # The multiplicands shift left and the multipliers right, a bit a cycle.
+                with m.If(mc_sh[0]):
+                    m.d.sync += [panel.eq(panel + kt_sh), a_step.eq(a_step + as_sh),
+                                 c_step.eq(c_step + cs_sh)]
+                with m.If(kr_sh[0]):
+                    m.d.sync += bk_step.eq(bk_step + bs_sh)
+                m.d.sync += [mul_i.eq(mul_i + 1), mc_sh.eq(mc_sh >> 1), kr_sh.eq(kr_sh >> 1),
+                             kt_sh.eq(kt_sh << 1), as_sh.eq(as_sh << 1), cs_sh.eq(cs_sh << 1),
+                             bs_sh.eq(bs_sh << 1)]
                 with m.If(mul_i == 15):
                     m.next = "INIT"
             with m.State("INIT"):
                 m.d.sync += [
-                    mi.eq(0), ni.eq(0), ki.eq(0), m0.eq(0), n0.eq(0), k0.eq(0),
+                    mi.eq(0), ni.eq(0), ki.eq(0), n0.eq(0), k0.eq(0),
+                    m_rem.eq(M), n_rem.eq(N), k_rem.eq(K), lk_rem.eq(K), ln_rem.eq(N),
+                    pf_krem.eq(K),
                     a_moff.eq(a_off), c_moff.eq(c_off), b_koff.eq(b_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
                     pf_cnt.eq(0), pf_k0.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
-                    lmi.eq(0), lni.eq(0), lki.eq(0), lk0.eq(0), ln0.eq(0), lb_koff.eq(b_off),
+                    lmi.eq(0), lni.eq(0), lki.eq(0), ln0.eq(0), lb_koff.eq(b_off),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
                 m.next = "PAIR"
@@ -390,20 +403,22 @@ class GemmUnit(wiring.Component):
                         m.next = "STEP_M"
                 with m.Elif(~whole & ~ldone & (tiles_ahead != TILES_AHEAD)):
                     # The next single tile, up to TILES_AHEAD MATMULs ahead; then again.
-                    emit_load(b_next, lb_koff + (ln0 << eb_shift), _min(kr, K - lk0),
-                              _min(nc, N - ln0), b_stride)
+                    emit_load(b_next, lb_koff + (ln0 << eb_shift), _min(kr, lk_rem),
+                              _min(nc, ln_rem), b_stride)
                     with m.If(sent):
                         advance_ring()
                         m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
                         with m.If(lki != kt - 1):
-                            m.d.sync += [lki.eq(lki + 1), lk0.eq(lk0 + kr),
+                            m.d.sync += [lki.eq(lki + 1), lk_rem.eq(lk_rem - kr),
                                          lb_koff.eq(lb_koff + bk_step)]
                         with m.Else():
-                            m.d.sync += [lki.eq(0), lk0.eq(0), lb_koff.eq(b_off)]
+                            m.d.sync += [lki.eq(0), lk_rem.eq(K), lb_koff.eq(b_off)]
                             with m.If(lni != nt - 1):
-                                m.d.sync += [lni.eq(lni + 1), ln0.eq(ln0 + nc)]
+                                m.d.sync += [lni.eq(lni + 1), ln0.eq(ln0 + nc),
+                                             ln_rem.eq(ln_rem - nc)]
                             with m.Else():
-                                m.d.sync += [lni.eq(0), ln0.eq(0), lmi.eq(lmi + 1)]
+                                m.d.sync += [lni.eq(0), ln0.eq(0), ln_rem.eq(N),
+                                             lmi.eq(lmi + 1)]
                                 with m.If(lmi == mt - 1):
                                     m.d.sync += ldone.eq(1)
                 with m.Else():
@@ -423,8 +438,8 @@ class GemmUnit(wiring.Component):
                     after_matmul("STEP_M", prefetch=(pf_cnt == nt - 1) & (mi + 1 != mt))
             with m.State("AHEAD"):
                 # The next output tile's strip, while this tile computes.
-                emit_load(b_next, b_off + (n0_next << eb_shift), K, _min(nc, N - n0_next),
-                          b_stride)
+                emit_load(b_next, b_off + (n0_next << eb_shift), K,
+                          _min(nc, Mux(ni == nt - 1, N, n_rem - nc)), b_stride)
                 with m.If(sent):
                     m.d.sync += next_strip.eq(b_next)
                     advance_ring()
@@ -438,14 +453,16 @@ class GemmUnit(wiring.Component):
                     after_matmul("STEP_S")
             with m.State("PREFETCH"):
                 emit_load(pf_row, a_moff + a_step + (pf_k0 << eb_shift),
-                          _min(mc, M - m0 - mc), _min(kr, K - pf_k0), a_stride)
+                          _min(mc, m_rem - mc), _min(kr, pf_krem), a_stride)
                 with m.If(sent):
                     m.next = "ADVANCE"
             with m.State("ADVANCE"):
                 with m.If(pf_hit):
-                    m.d.sync += [pf_row.eq(pf_row + mc), pf_k0.eq(pf_k0 + kr)]
+                    m.d.sync += [pf_row.eq(pf_row + mc), pf_k0.eq(pf_k0 + kr),
+                                 pf_krem.eq(pf_krem - kr)]
                 with m.If(ki != kt - 1):
-                    m.d.sync += [ki.eq(ki + 1), k0.eq(k0 + kr), a_row.eq(a_row + mc),
+                    m.d.sync += [ki.eq(ki + 1), k0.eq(k0 + kr), k_rem.eq(k_rem - kr),
+                                 a_row.eq(a_row + mc),
                                  b_koff.eq(b_koff + bk_step)]
                     with m.If((mi == 0) & (ni == 0)):
                         m.next = "STEP_A"
@@ -459,18 +476,20 @@ class GemmUnit(wiring.Component):
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
                         cur_strip.eq(Mux(ahead, next_strip, cur_strip)),
-                        ki.eq(0), k0.eq(0), b_koff.eq(b_off),
+                        ki.eq(0), k0.eq(0), k_rem.eq(K), b_koff.eq(b_off),
                     ]
                     with m.If(ni != nt - 1):
-                        m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), a_row.eq(panel_base)]
+                        m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), n_rem.eq(n_rem - nc),
+                                     a_row.eq(panel_base)]
                         m.next = "PAIR"
                     with m.Else():
-                        m.d.sync += [ni.eq(0), n0.eq(0)]
+                        m.d.sync += [ni.eq(0), n0.eq(0), n_rem.eq(N)]
                         with m.If(mi != mt - 1):
                             m.d.sync += [
-                                mi.eq(mi + 1), m0.eq(m0 + mc), a_moff.eq(a_moff + a_step),
+                                mi.eq(mi + 1), m_rem.eq(m_rem - mc),
+                                a_moff.eq(a_moff + a_step),
                                 c_moff.eq(c_moff + c_step), panel_sel.eq(~panel_sel),
-                                a_row.eq(other_base), pf_cnt.eq(0), pf_k0.eq(0),
+                                a_row.eq(other_base), pf_cnt.eq(0), pf_k0.eq(0), pf_krem.eq(K),
                                 pf_row.eq(panel_base),
                             ]
                             m.next = "PAIR"
