@@ -102,6 +102,7 @@ class ExecUnit(wiring.Component):
         wiring.connect(m, act_fetch=act_fetch.read, unit=wiring.flipped(self.read_act))
 
         table = Signal(data.ArrayLayout(matmul_cmd_layout(config), slots))
+        m_last = Signal(data.ArrayLayout(16, slots))   # m - 1 of each slot, set on accept
         valid = Signal(slots)        # slot holds a MATMUL
         weights_done = Signal(slots)  # its weight rows have all been requested
         acts_done = Signal(slots)     # its activation rows have all been requested
@@ -115,6 +116,7 @@ class ExecUnit(wiring.Component):
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [
                 table[alloc].eq(self.i_cmd.payload),
+                m_last[alloc].eq(self.i_cmd.payload.m - 1),
                 valid.bit_select(alloc, 1).eq(1),
                 weights_done.bit_select(alloc, 1).eq(0),
                 acts_done.bit_select(alloc, 1).eq(0),
@@ -141,7 +143,7 @@ class ExecUnit(wiring.Component):
         # Activation feeder: rows 0..m-1 of the slot at a_ptr.
         a_row = Signal(16)
         a_slot = table[a_ptr]
-        a_last = a_row == a_slot.m - 1
+        a_last = a_row == m_last[a_ptr]
         m.d.comb += [
             act_fetch.i_req.valid.eq(valid.bit_select(a_ptr, 1) & ~acts_done.bit_select(a_ptr, 1)),
             act_fetch.i_req.payload.addr.eq(a_slot.act_addr + a_row),

@@ -58,8 +58,13 @@ class RowFetcher(wiring.Component):
         in_flight = Signal()
         tag = Signal(self._tag_width)
         fire = self.i_req.valid & self.i_req.ready
+        # Free FIFO entries not yet promised to a request (depth - level - in_flight), in a
+        # register so ready is one LUT from flip-flops.
+        credits = Signal(range(self._depth + 1), init=self._depth)
+        taken = fifo.r_en & fifo.r_rdy
+        m.d.sync += credits.eq(credits - fire + taken)
         m.d.comb += [
-            self.i_req.ready.eq(fifo.level + in_flight < self._depth),
+            self.i_req.ready.eq(credits != 0),
             self.read.addr.eq(self.i_req.payload.addr),
             self.read.en.eq(fire),
             fifo.w_en.eq(in_flight),
