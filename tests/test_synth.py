@@ -7,6 +7,7 @@ import json
 import pytest
 
 from mxe.hw.config import EngineConfig
+from mxe.synth.depth import ROUTE_NS, longest_paths
 from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (SynthOptions, _elaborate, _yosys, breakdown, check_fit,
@@ -151,6 +152,33 @@ def test_tiny_array_ecp5(tmp_path):
     assert report["pnr"] is None and not report["warnings"]
     assert "| 4x4 |" in markdown_table([report])
     assert "Fit:** fits" in markdown_report(report)
+
+
+def _cell(kind, ins, outs):
+    return {"type": kind, "port_directions": {**{p: "input" for p in ins},
+                                              **{p: "output" for p in outs}},
+            "connections": {**ins, **outs}}
+
+
+def test_depth_ranks_register_paths():
+    """Two registers fed through two LUTs and directly: the deeper path comes first with the
+    model's delay (clock-to-out, two LUTs, three nets, setup), one entry per register."""
+    cells = {
+        "src_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"DI": [9], "CLK": [1]}, {"Q": [2]}),
+        "l1": _cell("LUT4", {"A": [2], "B": [2]}, {"Z": [3]}),
+        "l2": _cell("LUT4", {"A": [3]}, {"Z": [4]}),
+        "deep_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"DI": [4], "CLK": [1]}, {"Q": [5]}),
+        "deep_TRELLIS_FF_Q_1": _cell("TRELLIS_FF", {"DI": [4], "CLK": [1]}, {"Q": [6]}),
+        "flat_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"DI": [2], "CLK": [1]}, {"Q": [7]}),
+    }
+    netlist = {"modules": {"top": {"attributes": {"top": 1}, "cells": cells,
+                                   "netnames": {"a": {"bits": [2]}, "b": {"bits": [3]},
+                                                "c": {"bits": [4]}}}}}
+    paths = longest_paths(netlist)
+    assert [p[1].split("_TRELLIS")[0] for p in paths] == ["deep", "flat", "src"]
+    assert paths[0][0] == pytest.approx(0.5 + 3 * ROUTE_NS + 2 * 0.4 + 0.2)
+    assert [kind for _t, kind, _n in paths[0][3]] == ["TRELLIS_FF", "LUT4", "LUT4"]
+    assert paths[1][0] == pytest.approx(0.5 + ROUTE_NS + 0.2)
 
 
 def test_classic_abc_fallback_maps_the_same_design(tmp_path):
