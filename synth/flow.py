@@ -24,6 +24,7 @@ from amaranth.back import rtlil
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS, component_ports
+from .depth import longest_paths
 from .devices import classify_cells, device as find_device, family as find_family
 from .dsp_pack import pack_mult_registers
 from .wrapper import PinWrapper, port_bits
@@ -56,6 +57,9 @@ def tool_path(name):
         raise SynthError(f"{name} not found: install the yowasp packages (pip install mxe)")
     return found
 
+
+#: Paths of :func:`mxe.synth.depth.longest_paths` a report lists (ECP5).
+PATHS_REPORTED = 8
 
 #: nextpnr routers (``--router``).
 ROUTERS = ("router1", "router2")
@@ -466,6 +470,12 @@ def synthesize(config, opts, workdir, *, top=None):
         warnings.append(f"LUTs mapped by classic ABC: ABC9 failed on this design "
                         f"({str(exc).splitlines()[0]})")
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
+    paths = None
+    if fam.name == "ecp5":
+        netlist = json.loads((workdir / "netlist.json").read_text())
+        paths = [{"estimate_ns": ns, "endpoint": f"{cell.split('_TRELLIS_FF')[0]}.{port}",
+                  "cells": len(path)}
+                 for ns, cell, port, path in longest_paths(netlist, top=PATHS_REPORTED)]
     resources = classify_cells(fam, cells)
     blocks = None
     if opts.breakdown:
@@ -526,6 +536,7 @@ def synthesize(config, opts, workdir, *, top=None):
         "breakdown": blocks,
         "fit": fit,
         "pnr": pnr,
+        "longest_paths": paths,
         "target_mhz": opts.freq_mhz,
         "tools": _tool_versions(tools),
         "runtime_s": runtime,
@@ -640,6 +651,12 @@ def markdown_report(report):
             lines.append(f"DSP register packing: {p['input_a']}/{p['dsps']} A inputs, "
                          f"{p['input_b']}/{p['dsps']} B inputs, {p['output']}/{p['dsps']} "
                          f"outputs registered inside the MULT18X18D.")
+    if r.get("longest_paths"):
+        lines += ["", "Longest register-to-register paths, estimated from the netlist "
+                  "(`python -m mxe.synth.depth`; a coarse delay model, Fmax comes from nextpnr):",
+                  "", "| estimate | endpoint | cells |", "|---:|---|---:|"]
+        for p in r["longest_paths"]:
+            lines.append(f"| {p['estimate_ns']:.1f} ns | `{p['endpoint']}` | {p['cells']} |")
     lines += ["", "## Tools", "",
               ", ".join(f"{k} {v}" for k, v in r["tools"].items()) + "; run time "
               + ", ".join(f"{k[:-2]} {v:g} s" for k, v in r["runtime_s"].items()) + ".", ""]

@@ -150,6 +150,11 @@ def test_tiny_array_ecp5(tmp_path):
     assert report["breakdown"]["pe"]["instances"] == config.macs
     assert report["breakdown"]["pe"]["dsp"] == config.macs
     assert report["pnr"] is None and not report["warnings"]
+    paths = report["longest_paths"]
+    assert paths and [p["estimate_ns"] for p in paths] == sorted(
+        (p["estimate_ns"] for p in paths), reverse=True)
+    assert all(p["cells"] > 0 and 0 < p["estimate_ns"] < 50 for p in paths)
+    assert "Longest register-to-register paths" in markdown_report(report)
     assert "| 4x4 |" in markdown_table([report])
     assert "Fit:** fits" in markdown_report(report)
 
