@@ -175,7 +175,7 @@ class GemmUnit(wiring.Component):
         # registers so no subtraction sits in front of the command outputs.
         m_rem, n_rem, k_rem = Signal(17), Signal(17), Signal(17)
         lk_rem, ln_rem, pf_krem = Signal(17), Signal(17), Signal(17)
-        a_moff, c_moff, b_koff = Signal(32), Signal(32), Signal(32)
+        a_moff, c_moff = Signal(32), Signal(32)
         panel_sel, acc_sel = Signal(), Signal()
         a_row = Signal(_DIV_WIDTH)
         b_slot = Signal(range(places))
@@ -366,7 +366,7 @@ class GemmUnit(wiring.Component):
                     mi.eq(0), ni.eq(0), ki.eq(0), n0.eq(0), k0.eq(0),
                     m_rem.eq(M), n_rem.eq(N), k_rem.eq(K), lk_rem.eq(K), ln_rem.eq(N),
                     pf_krem.eq(K),
-                    a_moff.eq(a_off), c_moff.eq(c_off), b_koff.eq(b_off),
+                    a_moff.eq(a_off), c_moff.eq(c_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
                     pf_cnt.eq(0), pf_k0.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
                     lmi.eq(0), lni.eq(0), lki.eq(0), ln0.eq(0), lb_koff.eq(b_off),
@@ -396,7 +396,7 @@ class GemmUnit(wiring.Component):
                     m.next = "STEP_B"
             with m.State("STEP_B"):
                 with m.If(whole & first_tile & (ki == 0)):
-                    emit_load(b_next, b_koff + (n0 << eb_shift), K, cur_n, b_stride)
+                    emit_load(b_next, b_off, K, cur_n, b_stride)   # the first tile: n0 = 0
                     with m.If(sent):
                         m.d.sync += cur_strip.eq(b_next)
                         advance_ring()
@@ -462,8 +462,7 @@ class GemmUnit(wiring.Component):
                                  pf_krem.eq(pf_krem - kr)]
                 with m.If(ki != kt - 1):
                     m.d.sync += [ki.eq(ki + 1), k0.eq(k0 + kr), k_rem.eq(k_rem - kr),
-                                 a_row.eq(a_row + mc),
-                                 b_koff.eq(b_koff + bk_step)]
+                                 a_row.eq(a_row + mc)]
                     with m.If((mi == 0) & (ni == 0)):
                         m.next = "STEP_A"
                     with m.Elif(~whole):
@@ -476,7 +475,7 @@ class GemmUnit(wiring.Component):
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
                         cur_strip.eq(Mux(ahead, next_strip, cur_strip)),
-                        ki.eq(0), k0.eq(0), k_rem.eq(K), b_koff.eq(b_off),
+                        ki.eq(0), k0.eq(0), k_rem.eq(K),
                     ]
                     with m.If(ni != nt - 1):
                         m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), n_rem.eq(n_rem - nc),
