@@ -257,6 +257,17 @@ class GemmUnit(wiring.Component):
             with m.Else():
                 m.next = "ADVANCE"
 
+        def ceil_divide(state, num, den, then, results):
+            """States ``state`` and ``state_WAIT``: ``ceil(num / den)`` on the divider, then the
+            assignments ``results(quotient, remainder)`` and on to ``then``."""
+            with m.State(state):
+                m.d.comb += [div.start.eq(1), div.num.eq(num + den - 1), div.den.eq(den)]
+                m.next = f"{state}_WAIT"
+            with m.State(f"{state}_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += results(div.quotient, div.remainder)
+                    m.next = then
+
         def advance_ring():
             with m.If(b_slot == strips - 1):
                 m.d.sync += [b_slot.eq(0), b_next.eq(b_base)]
@@ -290,20 +301,9 @@ class GemmUnit(wiring.Component):
                             with m.Else():
                                 m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N))]
                                 m.next = "KT"
-            with m.State("KT"):
-                m.d.comb += [div.start.eq(1), div.num.eq(K + kr - 1), div.den.eq(kr)]
-                m.next = "KT_WAIT"
-            with m.State("KT_WAIT"):
-                with m.If(div.done):
-                    m.d.sync += [kt.eq(div.quotient), krk.eq(K + kr - 1 - div.remainder)]
-                    m.next = "NT"
-            with m.State("NT"):
-                m.d.comb += [div.start.eq(1), div.num.eq(N + nc - 1), div.den.eq(nc)]
-                m.next = "NT_WAIT"
-            with m.State("NT_WAIT"):
-                with m.If(div.done):
-                    m.d.sync += [nt.eq(div.quotient), tiles.eq(0)]
-                    m.next = "TRY"
+            ceil_divide("KT", K, kr, "NT",
+                        lambda q, r: [kt.eq(q), krk.eq(K + kr - 1 - r)])
+            ceil_divide("NT", N, nc, "TRY", lambda q, r: [nt.eq(q), tiles.eq(0)])
             with m.State("TRY"):
                 # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES.
                 (strip_places, _), (tile_places, _) = STRIP_CHOICES
@@ -330,23 +330,12 @@ class GemmUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += tiles.eq(1)
                         m.next = "TRY"
-            with m.State("MT"):
-                m.d.comb += [div.start.eq(1), div.num.eq(M + cap - 1), div.den.eq(cap)]
-                m.next = "MT_WAIT"
-            with m.State("MT_WAIT"):
-                with m.If(div.done):
-                    m.d.sync += mt.eq(div.quotient)
-                    m.next = "MC"
-            with m.State("MC"):
-                m.d.comb += [div.start.eq(1), div.num.eq(M + mt - 1), div.den.eq(mt)]
-                m.next = "MC_WAIT"
-            with m.State("MC_WAIT"):
-                with m.If(div.done):
-                    m.d.sync += [mc.eq(div.quotient), mul_i.eq(0), panel.eq(0), a_step.eq(0),
-                                 c_step.eq(0), bk_step.eq(0), mc_sh.eq(div.quotient),
-                                 kr_sh.eq(kr), kt_sh.eq(kt), as_sh.eq(a_stride),
-                                 cs_sh.eq(c_stride), bs_sh.eq(b_stride)]
-                    m.next = "MUL"
+            ceil_divide("MT", M, cap, "MC", lambda q, r: [mt.eq(q)])
+            ceil_divide("MC", M, mt, "MUL",
+                        lambda q, r: [mc.eq(q), mul_i.eq(0), panel.eq(0), a_step.eq(0),
+                                      c_step.eq(0), bk_step.eq(0), mc_sh.eq(q), kr_sh.eq(kr),
+                                      kt_sh.eq(kt), as_sh.eq(a_stride), cs_sh.eq(c_stride),
+                                      bs_sh.eq(b_stride)])
             with m.State("MUL"):
                 # Shift-add over the bits of mc and kr: panel = kt * mc, a_step = mc * a_stride,
                 # c_step = mc * c_stride, bk_step = kr * b_stride (offsets wrap at 32 bits).

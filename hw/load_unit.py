@@ -129,11 +129,14 @@ class LoadUnit(wiring.Component):
                                      elems_in << (ab.bit_length() - 1),
                                      elems_in << (eb.bit_length() - 1)))
         accept = self.i_cmd.valid & self.i_cmd.ready
+        entry = Signal(meta_layout)
         m.d.comb += [
             self.i_cmd.ready.eq((~self.o_rd_cmd.valid | self.o_rd_cmd.ready) & meta.w_rdy),
+            entry.spad_addr.eq(self.i_cmd.payload.spad_addr),
+            entry.elems.eq(self.i_cmd.payload.elems),
+            entry.to_bias.eq(self.i_cmd.payload.to_bias),
             meta.w_en.eq(accept),
-            meta.w_data.eq(Cat(self.i_cmd.payload.spad_addr, self.i_cmd.payload.elems,
-                               self.i_cmd.payload.to_bias)),
+            meta.w_data.eq(entry),
         ]
         with m.If(self.o_rd_cmd.ready):
             m.d.sync += self.o_rd_cmd.valid.eq(0)
@@ -196,8 +199,9 @@ class LoadUnit(wiring.Component):
                 row.eq(0),
                 beat.eq(0),
             ]
+        # A command's entry is queued from its acceptance until its done entry arrives.
         m.d.comb += [
-            self.busy.eq((meta.level != 0) | self.o_rd_cmd.valid | self.o_done.valid),
+            self.busy.eq((meta.level != 0) | self.o_done.valid),
             self.stall.eq((meta.level != 0) & ~beat_in),
         ]
         return m

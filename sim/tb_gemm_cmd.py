@@ -18,8 +18,7 @@ from mxe.sim import commands as cmds
 from mxe.sim.driver import MXEError, pack_operands, plan_gemm, unpack_result
 from mxe.sim.engine_model import EngineModel
 from mxe.sim.gemm_model import descriptor, expand_fields, schedule, traffic
-from mxe.sim.tb_engine import (WINDOW, EngineTB, check_image, expected_result,
-                               random_options)
+from mxe.sim.tb_engine import WINDOW, check_image, expected_result, random_options, setup
 
 
 __all__ = ["gemm_descriptor", "descriptor_commands", "predicted_cycles"]
@@ -48,8 +47,9 @@ def predicted_cycles(config, M, K, N, *, latency=16):
     cycles (weights load behind the previous activations). With whole strips the first MATMUL
     waits for the first loads and the second tile for the second strip (it loads after the
     first tile), and a strip loads only after the previous tile has started (so strips set the
-    pace when a tile's compute is shorter than a strip's load); with single B tiles a MATMUL costs at least a LOAD's round trip
-    (``rt + rows + 10``) shared by the :data:`~mxe.hw.gemm_unit.TILES_AHEAD` LOADs in flight.
+    pace when a tile's compute is shorter than a strip's load); with single B tiles a MATMUL
+    costs at least a LOAD's round trip (``rt + rows + 10``) shared by the
+    :data:`~mxe.hw.gemm_unit.TILES_AHEAD` LOADs in flight.
     The estimate is the largest of compute (with those waits), loads and stores, plus the
     set-up (150 cycles), the array's latency and the last STORE. ``low`` is what no
     schedule beats: the larger of the array's work and the bus beats of the expansion's traffic.
@@ -62,15 +62,10 @@ def predicted_cycles(config, M, K, N, *, latency=16):
     c = config
     s, error = schedule(c, M, K, N)
     assert error is None
-    pitch = c.axi_bytes
-
-    def stride(nbytes):
-        return -(-nbytes // pitch) * pitch
-
-    fields = dict(m=M, k=K, n=N, bias=0, relu=0, requant=0, bias_offset=0, a_offset=0,
-                  a_stride=stride(K * c.elem_bytes), b_offset=0,
-                  b_stride=stride(N * c.elem_bytes), c_offset=0,
-                  c_stride=stride(N * c.acc_elem_bytes))
+    L = plan_gemm(c, M, K, N).layout      # the layout the benches use
+    fields = dict(m=M, k=K, n=N, bias=0, relu=0, requant=0, bias_offset=0,
+                  a_offset=L["a"].offset, a_stride=L["a"].stride, b_offset=L["b"].offset,
+                  b_stride=L["b"].stride, c_offset=L["c"].offset, c_stride=L["c"].stride)
     rt = latency + 6
     per_row = rt / c.max_outstanding_reads
     tile_load = (rt + c.rows + 10) / TILES_AHEAD + 1   # a single B tile's LOAD, pipelined
@@ -141,12 +136,6 @@ async def gemm_descriptor(tb, A, B, bias=None, relu=False, requant=None, *, chec
         assert counters["DMA_WR_BYTES"] == model.counters["dma_wr_bytes"], counters
         assert counters["MAC_ACTIVE_CYCLES"] == model.counters["mac_active"], counters
     return C, counters
-
-
-async def setup(dut, **kwargs):
-    tb = EngineTB(dut, **kwargs)
-    await tb.reset()
-    return tb
 
 
 @cocotb.test()

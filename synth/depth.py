@@ -35,8 +35,8 @@ def _top_module(netlist):
 
 
 def longest_paths(netlist, *, top=30):
-    """``[(ns, endpoint cell, port, [(ns, cell type, net name), ...]), ...]``: the ``top``
-    longest paths, at most one per register (cell name without its bit suffix)."""
+    """``[(ns, "register.port", [(ns, cell type, net name), ...]), ...]``: the ``top`` longest
+    paths, at most one per register (the flip-flop cell name without its bit suffix)."""
     module = _top_module(netlist)
     cells = module["cells"]
     names = {}
@@ -112,13 +112,14 @@ def longest_paths(netlist, *, top=30):
         if register in seen:
             continue
         seen.add(register)
+        endpoint = f"{register}.{port}"
         path = []
         b = bit
         while b is not None and isinstance(b, int) and b in driver:
             t, previous = arrival.get(b, (0.0, None))
             path.append((round(t, 2), cells[driver[b][0]]["type"], names.get(b, "?")))
             b = previous
-        out.append((round(ns, 2), cell_name, port, path[::-1]))
+        out.append((round(ns, 2), endpoint, path[::-1]))
         if len(out) == top:
             break
     return out
@@ -138,9 +139,8 @@ def main(argv=None):
         netlist = json.load(f)
     paths = longest_paths(netlist, top=args.top)
     print(f"{'estimate':>9}  endpoint (register.port)")
-    for i, (ns, cell, port, path) in enumerate(paths):
-        print(f"{ns:7.1f} ns  {cell.split('_TRELLIS_FF')[0]}.{port}  "
-              f"({len(path)} cells, ~{1000 / ns:.0f} MHz)")
+    for i, (ns, endpoint, path) in enumerate(paths):
+        print(f"{ns:7.1f} ns  {endpoint}  ({len(path)} cells, ~{1000 / ns:.0f} MHz)")
         if i < args.trace:
             for t, kind, net in path:
                 print(f"{'':13}{t:5.1f} {kind:9} {net[:80]}")

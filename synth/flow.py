@@ -1,4 +1,5 @@
-"""The synthesis flow: Amaranth → RTLIL → Yosys ``synth_<family>`` → ``stat`` → nextpnr → report.
+"""The synthesis flow: Amaranth → RTLIL → Yosys ``synth_<family>`` → ``stat`` → nextpnr →
+report.
 
 Every run happens in a work directory of its own, with relative paths only (the yowasp tools are
 sandboxed to the current directory). The directory keeps what a user needs to rerun a step by
@@ -473,9 +474,8 @@ def synthesize(config, opts, workdir, *, top=None):
     paths = None
     if fam.name == "ecp5":
         netlist = json.loads((workdir / "netlist.json").read_text())
-        paths = [{"estimate_ns": ns, "endpoint": f"{cell.split('_TRELLIS_FF')[0]}.{port}",
-                  "cells": len(path)}
-                 for ns, cell, port, path in longest_paths(netlist, top=PATHS_REPORTED)]
+        paths = [{"estimate_ns": ns, "endpoint": endpoint, "cells": len(path)}
+                 for ns, endpoint, path in longest_paths(netlist, top=PATHS_REPORTED)]
     resources = classify_cells(fam, cells)
     blocks = None
     if opts.breakdown:

@@ -180,9 +180,9 @@ def test_depth_ranks_register_paths():
                                    "netnames": {"a": {"bits": [2]}, "b": {"bits": [3]},
                                                 "c": {"bits": [4]}}}}}
     paths = longest_paths(netlist)
-    assert [p[1].split("_TRELLIS")[0] for p in paths] == ["deep", "flat", "src"]
+    assert [p[1] for p in paths] == ["deep.DI", "flat.DI", "src.DI"]
     assert paths[0][0] == pytest.approx(0.5 + 3 * ROUTE_NS + 2 * 0.4 + 0.2)
-    assert [kind for _t, kind, _n in paths[0][3]] == ["TRELLIS_FF", "LUT4", "LUT4"]
+    assert [kind for _t, kind, _n in paths[0][2]] == ["TRELLIS_FF", "LUT4", "LUT4"]
     assert paths[1][0] == pytest.approx(0.5 + ROUTE_NS + 0.2)
 
 
