@@ -223,7 +223,8 @@ class EngineConfig:
         """A short string naming this configuration, for build directories and test IDs."""
         default = EngineConfig()
         diff = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
-                if f.name not in ("rows", "cols") and getattr(self, f.name) != getattr(default, f.name)]
+                if f.name not in ("rows", "cols")
+                and getattr(self, f.name) != getattr(default, f.name)]
         return "_".join([f"{self.rows}x{self.cols}", *diff]).replace("=", "")
 
 

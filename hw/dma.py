@@ -346,9 +346,10 @@ class DMA(wiring.Component):
 
     Latency: a command is checked in :func:`check_latency` cycles (5 with 32-bit addresses); the
     first AR/AW follows one cycle later. Read data passes a 4-entry buffer (``o_rd_data`` is
-    registered and never combinationally depends on the AXI R channel). Write data is not buffered: ``i_wr_data.valid`` reaches ``wvalid`` and
-    ``wready`` reaches ``i_wr_data.ready`` combinationally (each W beat takes at most one input
-    beat, shifted through one carry register).
+    registered and never combinationally depends on the AXI R channel). Write data is not
+    buffered: ``i_wr_data.valid`` reaches ``wvalid`` and ``wready`` reaches ``i_wr_data.ready``
+    combinationally (each W beat takes at most one input beat, shifted through one carry
+    register).
     """
 
     def __init__(self, config):

@@ -132,10 +132,11 @@ class ProcessingElement(wiring.Component):
     Timing: the multiplier's operand registers are loaded from plain registers (the activation
     register and ``w_sel``, the weight of the activation's bank selected one cycle early) and
     its result goes straight into a register, so a DSP block sees no logic on either side and
-    its input and output registers are absorbed into it (see ``synth/dsp_pack.py``). The bank mux moves before
-    ``w_sel``, with a bypass for a weight written in the same cycle. The 32-bit accumulate carry
-    chain has a cycle of its own. Datapath registers have no reset (their ``init`` value
-    still holds after configuration), so they need no reset routing and pack freely.
+    its input and output registers are absorbed into it (see ``synth/dsp_pack.py``). The bank
+    mux moves before ``w_sel``, with a bypass for a weight written in the same cycle. The 32-bit
+    accumulate carry chain has a cycle of its own. Datapath registers have no reset (their
+    ``init`` value still holds after configuration), so they need no reset routing and pack
+    freely.
     """
 
     def __init__(self, config, *, row, dsp=True):

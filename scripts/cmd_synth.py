@@ -1,4 +1,4 @@
-"""``mxe synth``: synthesize an MXE block for an FPGA family and write a JSON and Markdown report."""
+"""``mxe synth``: synthesize an MXE block for an FPGA family; write a JSON and Markdown report."""
 
 import json
 from pathlib import Path

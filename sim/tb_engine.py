@@ -351,8 +351,9 @@ async def test_dma_error(dut):
     outcome = await expect_error(tb, plan.commands, model_mem, what="SLVERR in B")
     assert outcome.error == ErrorCode.DMA_SLVERR
     f = cmds.decode(plan.commands[outcome.index])[1]
-    assert outcome.addr == read_bursts(c, win + f["mem_offset"], f["rows"], f["elems"] * c.elem_bytes,
-                                       f["stride"], tb.ram.error_regions)
+    assert outcome.addr == read_bursts(c, win + f["mem_offset"], f["rows"],
+                                       f["elems"] * c.elem_bytes, f["stride"],
+                                       tb.ram.error_regions)
     got = tb.image()
     c_region = plan.layout["c"]
     assert got[:win + c_region.offset] == model_mem[:win + c_region.offset], \

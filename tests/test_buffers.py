@@ -73,11 +73,13 @@ def test_accumulator_rmw(name, seed):
         for t in range(800):
             apply(t, pending)
             valid = rng.random() < 0.85
-            addr = int(rng.choice(hot)) if rng.random() < 0.6 else int(rng.integers(config.acc_depth))
+            addr = (int(rng.choice(hot)) if rng.random() < 0.6
+                    else int(rng.integers(config.acc_depth)))
             row = rng.integers(lo, hi, size=config.cols)
             acc = bool(rng.random() < 0.7)
             ren = rng.random() < 0.7
-            raddr = int(rng.choice(hot)) if rng.random() < 0.5 else int(rng.integers(config.acc_depth))
+            raddr = (int(rng.choice(hot)) if rng.random() < 0.5
+                     else int(rng.integers(config.acc_depth)))
             ctx.set(dut.i_write.valid, valid)
             ctx.set(dut.i_write.payload.addr, addr)
             ctx.set(dut.i_write.payload.data, [int(v) for v in row])
@@ -93,7 +95,8 @@ def test_accumulator_rmw(name, seed):
             await ctx.tick()
             if expect is not None:  # data holds while en is low
                 got = cols(ctx)
-                assert (got == expect).all(), f"cycle {t}: read {raddr} got {got}, expected {expect}"
+                assert (got == expect).all(), \
+                    f"cycle {t}: read {raddr} got {got}, expected {expect}"
                 stats["reads"] += 1
         ctx.set(dut.i_write.valid, 0)
         apply(1 << 30, pending)
