@@ -118,6 +118,13 @@ class Controller(wiring.Component):
         store = data.View(command_layout("STORE"), head)
         conf = data.View(command_layout("CONFIG"), head)
         opcode = head[:4]  # raw bits: an invalid opcode is a value too
+        # The ends of the head's buffer ranges, added while the head is loaded (25 bits: the
+        # sum of two fields never wraps), so no adder sits in front of the checks.
+        load_end, act_end, weight_end, acc_end, store_end = (Signal(25) for _ in range(5))
+        nxt = self.i_cmd.payload
+        nxt_load = data.View(command_layout("LOAD"), nxt)
+        nxt_matmul = data.View(command_layout("MATMUL"), nxt)
+        nxt_store = data.View(command_layout("STORE"), nxt)
 
         index = Signal(32)           # index of the head command since the last soft reset
         flushing = Signal()
@@ -155,19 +162,18 @@ class Controller(wiring.Component):
                           | (~load.to_bias & (load.elems > elems_max))
                           | (load.to_bias & ((load.elems > config.cols) | (load.rows != 1)))):
                     m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
-                with m.Elif(~load.to_bias & (load.spad_addr + load.rows > config.spad_depth)):
+                with m.Elif(~load.to_bias & (load_end > config.spad_depth)):
                     m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
             with m.Case(Opcode.MATMUL):
                 with m.If((matmul.m == 0) | (matmul.k == 0) | (matmul.k > config.rows)):
                     m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
-                with m.Elif((matmul.act_addr + matmul.m > config.spad_depth)
-                            | (matmul.weight_addr + matmul.k > config.spad_depth)
-                            | (matmul.acc_addr + matmul.m > config.acc_depth)):
+                with m.Elif((act_end > config.spad_depth) | (weight_end > config.spad_depth)
+                            | (acc_end > config.acc_depth)):
                     m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
             with m.Case(Opcode.STORE):
                 with m.If((store.rows == 0) | (store.elems == 0) | (store.elems > config.cols)):
                     m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
-                with m.Elif(store.acc_addr + store.rows > config.acc_depth):
+                with m.Elif(store_end > config.acc_depth):
                     m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
             with m.Case(Opcode.CONFIG):
                 with m.If(conf.shift > 63):
@@ -207,12 +213,12 @@ class Controller(wiring.Component):
         with m.If(opcode == Opcode.LOAD):
             m.d.comb += [
                 self.q_spad_lo.eq(load.spad_addr),
-                self.q_spad_hi.eq(load.spad_addr + load.rows),
+                self.q_spad_hi.eq(load_end),
             ]
         with m.If(opcode == Opcode.STORE):
             m.d.comb += [
                 self.q_acc_lo.eq(store.acc_addr),
-                self.q_acc_hi.eq(store.acc_addr + store.rows),
+                self.q_acc_hi.eq(store_end),
             ]
 
         # Dependencies of the head on running work.
@@ -222,15 +228,14 @@ class Controller(wiring.Component):
                 m.d.comb += blocked.eq((self.spad_conflict & ~load.to_bias)
                                        | (load.to_bias & self.store_busy))
             with m.Case(Opcode.MATMUL):
-                act_hi = matmul.act_addr + matmul.m
-                w_hi = matmul.weight_addr + matmul.k
                 load_hit = Cat(*(
                     loads_valid[i] & ~loads[i].bias & (
-                        ranges_overlap(matmul.act_addr, act_hi, loads[i].lo, loads[i].hi)
-                        | ranges_overlap(matmul.weight_addr, w_hi, loads[i].lo, loads[i].hi))
+                        ranges_overlap(matmul.act_addr, act_end, loads[i].lo, loads[i].hi)
+                        | ranges_overlap(matmul.weight_addr, weight_end, loads[i].lo,
+                                         loads[i].hi))
                     for i in range(ring))).any()
                 store_hit = self.store_busy & ranges_overlap(
-                    matmul.acc_addr, matmul.acc_addr + matmul.m, store_lo, store_hi)
+                    matmul.acc_addr, acc_end, store_lo, store_hi)
                 m.d.comb += blocked.eq(load_hit | store_hit)
             with m.Case(Opcode.STORE):
                 m.d.comb += blocked.eq(self.acc_conflict
@@ -261,7 +266,7 @@ class Controller(wiring.Component):
                         with m.If(pop):
                             m.d.sync += [
                                 loads[load_put].lo.eq(load.spad_addr),
-                                loads[load_put].hi.eq(load.spad_addr + load.rows),
+                                loads[load_put].hi.eq(load_end),
                                 loads[load_put].bias.eq(load.to_bias),
                                 loads[load_put].index.eq(index),
                                 loads_valid.bit_select(load_put, 1).eq(1),
@@ -276,7 +281,7 @@ class Controller(wiring.Component):
                         with m.If(pop):
                             m.d.sync += [
                                 store_lo.eq(store.acc_addr),
-                                store_hi.eq(store.acc_addr + store.rows),
+                                store_hi.eq(store_end),
                                 store_bias.eq(store.bias),
                                 store_index.eq(index),
                             ]
@@ -296,10 +301,19 @@ class Controller(wiring.Component):
         with m.If(pop):
             m.d.sync += [index.eq(index + 1), head_valid.eq(0), evaluated.eq(0)]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
-            m.d.sync += [head.eq(self.i_cmd.payload), head_valid.eq(1), evaluated.eq(0)]
+            m.d.sync += [
+                head.eq(nxt), head_valid.eq(1), evaluated.eq(0),
+                load_end.eq(nxt_load.spad_addr + nxt_load.rows),
+                act_end.eq(nxt_matmul.act_addr + nxt_matmul.m),
+                weight_end.eq(nxt_matmul.weight_addr + nxt_matmul.k),
+                acc_end.eq(nxt_matmul.acc_addr + nxt_matmul.m),
+                store_end.eq(nxt_store.acc_addr + nxt_store.rows),
+            ]
 
         # DMA errors reported by the units. The error of the oldest failing command wins: a
-        # unit may report after a younger command was refused, or both units in one cycle.
+        # unit may report after a younger command was refused, or both units in one cycle. In
+        # two steps, for timing: dispatch stops and the older of the cycle's reports is kept;
+        # a cycle later it replaces the recorded error if there is none or a younger one.
         load_failed = self.i_load_done.valid & (self.i_load_done.payload.error != ErrorCode.OK)
         store_failed = self.i_store_done.valid & \
             (self.i_store_done.payload.error != ErrorCode.OK)
@@ -309,16 +323,21 @@ class Controller(wiring.Component):
         unit_code = Mux(pick_store, self.i_store_done.payload.error,
                         self.i_load_done.payload.error)
         unit_addr = Mux(pick_store, self.i_store_done.payload.addr, self.i_load_done.payload.addr)
-        with m.If(unit_error & (~stopping | (unit_index < self.err_index))):
+        reported = Signal()
+        rep_index, rep_code, rep_addr = Signal(32), Signal(ErrorCode), Signal.like(self.err_addr)
+        m.d.sync += reported.eq(unit_error)
+        with m.If(unit_error):
+            m.d.sync += [stopping.eq(1), rep_index.eq(unit_index), rep_code.eq(unit_code),
+                         rep_addr.eq(unit_addr)]
+        with m.If(reported & ((self.error == ErrorCode.OK) | (rep_index < self.err_index))):
             m.d.sync += [
-                stopping.eq(1),
-                self.error.eq(unit_code),
-                self.err_index.eq(unit_index),
-                self.err_addr.eq(unit_addr),
+                self.error.eq(rep_code),
+                self.err_index.eq(rep_index),
+                self.err_addr.eq(rep_addr),
             ]
 
-        # Stop after an error once the units are idle.
-        with m.If(stopping & self.running & ~units_busy):
+        # Stop after an error once the units are idle and the error is recorded.
+        with m.If(stopping & self.running & ~units_busy & ~reported):
             m.d.sync += self.running.eq(0)
             m.d.comb += self.done.eq(1)
 
@@ -335,6 +354,7 @@ class Controller(wiring.Component):
             m.d.sync += [
                 flushing.eq(0),
                 stopping.eq(0),
+                reported.eq(0),
                 self.error.eq(ErrorCode.OK),
                 self.err_index.eq(0),
                 self.err_addr.eq(0),
@@ -342,7 +362,7 @@ class Controller(wiring.Component):
             ]
         m.d.comb += [
             self.flush.eq(flushing),
-            self.busy.eq(flushing | units_busy
+            self.busy.eq(flushing | units_busy | reported
                          | (self.running & ~stopping & (head_valid | self.i_cmd.valid))),
         ]
         return m

@@ -16,6 +16,7 @@ from .isa import COMMAND_BITS, ErrorCode
 from .load_unit import LoadUnit
 from .regmap import ADDR_WIDTH
 from .scratchpad import Scratchpad
+from .skid import SkidBuffer
 from .store_unit import StoreUnit
 
 
@@ -71,6 +72,7 @@ class Engine(wiring.Component):
         m.submodules.queue = queue = ResetInserter(ctrl.flush)(queue)
         # Soft reset (flush) drops a GEMM being expanded, as it empties the queue.
         m.submodules.gemm = gemm = ResetInserter(ctrl.flush)(GemmUnit(config))
+        m.submodules.gemm_out = gemm_out = ResetInserter(ctrl.flush)(SkidBuffer(COMMAND_BITS))
         m.submodules.load = load = LoadUnit(config)
         m.submodules.exec = exe = ExecUnit(config)
         m.submodules.store = store = StoreUnit(config)
@@ -83,7 +85,8 @@ class Engine(wiring.Component):
         m.d.comb += self.irq.eq(csr.irq)
 
         # Registers -> command queue -> GEMM unit (passes commands through, expands GEMM
-        # descriptors in place of the queue head) -> controller.
+        # descriptors in place of the queue head) -> skid buffer (a timing cut between the GEMM
+        # unit's outputs and the controller's dispatch) -> controller.
         m.d.comb += [
             queue.w_data.eq(csr.o_cmd.payload),
             queue.w_en.eq(csr.o_cmd.valid),
@@ -97,7 +100,8 @@ class Engine(wiring.Component):
             ctrl.soft_reset.eq(csr.ctrl_soft_reset),
         ]
 
-        wiring.connect(m, gemm=gemm.o_cmd, ctrl=ctrl.i_cmd)
+        wiring.connect(m, gemm=gemm.o_cmd, gemm_out=gemm_out.i)
+        wiring.connect(m, gemm_out=gemm_out.o, ctrl=ctrl.i_cmd)
 
         # Controller -> units, and what the units tell it.
         wiring.connect(m, ctrl=ctrl.o_load, load=load.i_cmd)

@@ -154,6 +154,7 @@ class GemmUnit(wiring.Component):
 
         # Schedule.
         kr, kt, nc, nt, mc, mt = (Signal(16) for _ in range(6))
+        kt1, nt1, mt1 = (Signal(16) for _ in range(3))    # kt - 1 and so on: no subtractor
         cap = Signal(16)
         krk = Signal(_DIV_WIDTH)           # kt * kr
         places = max(n for n, _ in STRIP_CHOICES)
@@ -208,9 +209,9 @@ class GemmUnit(wiring.Component):
         b_base = panel << 1
         ob_shift = Mux(d_requant, 0, ab_shift)
         first_tile = (mi == 0) & (ni == 0)
-        last_tile = (mi == mt - 1) & (ni == nt - 1)
+        last_tile = (mi == mt1) & (ni == nt1)
         ahead = whole & (nt != 1)          # strips load one tile ahead; with nt = 1, B stays
-        n0_next = Mux(ni == nt - 1, 0, n0 + nc)
+        n0_next = Mux(ni == nt1, 0, n0 + nc)
 
         # The command presented to the controller while expanding.
         out = Signal(COMMAND_BITS)
@@ -242,10 +243,10 @@ class GemmUnit(wiring.Component):
 
         sent = self.o_cmd.ready   # with o_cmd.valid: the command is taken this cycle
 
-        def after_matmul(state, prefetch=pf_hit & (mi + 1 != mt)):
+        def after_matmul(state, prefetch=pf_hit & (mi != mt1)):
             """Go from ``state`` to the next of the steps that follow a MATMUL and are due."""
             steps = [("STEP_M", None),
-                     ("AHEAD", ahead & ~last_tile & (ki == Mux(first_tile, kt - 1, 0))),
+                     ("AHEAD", ahead & ~last_tile & (ki == Mux(first_tile, kt1, 0))),
                      ("STEP_S", (ki == 0) & pending),
                      ("PREFETCH", prefetch)]
             names = [name for name, _ in steps]
@@ -302,8 +303,9 @@ class GemmUnit(wiring.Component):
                                 m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N))]
                                 m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
-                        lambda q, r: [kt.eq(q), krk.eq(K + kr - 1 - r)])
-            ceil_divide("NT", N, nc, "TRY", lambda q, r: [nt.eq(q), tiles.eq(0)])
+                        lambda q, r: [kt.eq(q), kt1.eq(q - 1), krk.eq(K + kr - 1 - r)])
+            ceil_divide("NT", N, nc, "TRY",
+                        lambda q, r: [nt.eq(q), nt1.eq(q - 1), tiles.eq(0)])
             with m.State("TRY"):
                 # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES.
                 (strip_places, _), (tile_places, _) = STRIP_CHOICES
@@ -320,17 +322,18 @@ class GemmUnit(wiring.Component):
                                  div.den.eq(kt << 1)]
                     m.next = "TRY_WAIT"
             with m.State("TRY_WAIT"):
-                q = _min(_min(div.quotient, M), c.acc_depth // 2)
                 with m.If(div.done):
-                    with m.If((q >= _min(M, rows_c)) | (tiles & (q != 0))):
-                        m.d.sync += cap.eq(q)
-                        m.next = "MT"
-                    with m.Elif(tiles):
-                        m.next = "BAD_ADDR"
-                    with m.Else():
-                        m.d.sync += tiles.eq(1)
-                        m.next = "TRY"
-            ceil_divide("MT", M, cap, "MC", lambda q, r: [mt.eq(q)])
+                    m.d.sync += cap.eq(_min(_min(div.quotient, M), c.acc_depth // 2))
+                    m.next = "TRY_CAP"
+            with m.State("TRY_CAP"):
+                with m.If((cap >= _min(M, rows_c)) | (tiles & (cap != 0))):
+                    m.next = "MT"
+                with m.Elif(tiles):
+                    m.next = "BAD_ADDR"
+                with m.Else():
+                    m.d.sync += tiles.eq(1)
+                    m.next = "TRY"
+            ceil_divide("MT", M, cap, "MC", lambda q, r: [mt.eq(q), mt1.eq(q - 1)])
             ceil_divide("MC", M, mt, "MUL",
                         lambda q, r: [mc.eq(q), mul_i.eq(0), panel.eq(0), a_step.eq(0),
                                       c_step.eq(0), bk_step.eq(0), mc_sh.eq(q), kr_sh.eq(kr),
@@ -397,18 +400,18 @@ class GemmUnit(wiring.Component):
                     with m.If(sent):
                         advance_ring()
                         m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
-                        with m.If(lki != kt - 1):
+                        with m.If(lki != kt1):
                             m.d.sync += [lki.eq(lki + 1), lk_rem.eq(lk_rem - kr),
                                          lb_koff.eq(lb_koff + bk_step)]
                         with m.Else():
                             m.d.sync += [lki.eq(0), lk_rem.eq(K), lb_koff.eq(b_off)]
-                            with m.If(lni != nt - 1):
+                            with m.If(lni != nt1):
                                 m.d.sync += [lni.eq(lni + 1), ln0.eq(ln0 + nc),
                                              ln_rem.eq(ln_rem - nc)]
                             with m.Else():
                                 m.d.sync += [lni.eq(0), ln0.eq(0), ln_rem.eq(N),
                                              lmi.eq(lmi + 1)]
-                                with m.If(lmi == mt - 1):
+                                with m.If(lmi == mt1):
                                     m.d.sync += ldone.eq(1)
                 with m.Else():
                     m.next = "STEP_M"
@@ -422,13 +425,13 @@ class GemmUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [m_slot.eq(m_slot + 1), m_place.eq(m_place + strip_rows)]
                 with m.If(sent):
-                    m.d.sync += [pf_hit.eq(pf_cnt == nt - 1),
-                                 pf_cnt.eq(Mux(pf_cnt == nt - 1, 0, pf_cnt + 1))]
-                    after_matmul("STEP_M", prefetch=(pf_cnt == nt - 1) & (mi + 1 != mt))
+                    m.d.sync += [pf_hit.eq(pf_cnt == nt1),
+                                 pf_cnt.eq(Mux(pf_cnt == nt1, 0, pf_cnt + 1))]
+                    after_matmul("STEP_M", prefetch=(pf_cnt == nt1) & (mi != mt1))
             with m.State("AHEAD"):
                 # The next output tile's strip, while this tile computes.
                 emit_load(b_next, b_off + (n0_next << eb_shift), K,
-                          _min(nc, Mux(ni == nt - 1, N, n_rem - nc)), b_stride)
+                          _min(nc, Mux(ni == nt1, N, n_rem - nc)), b_stride)
                 with m.If(sent):
                     m.d.sync += next_strip.eq(b_next)
                     advance_ring()
@@ -449,7 +452,7 @@ class GemmUnit(wiring.Component):
                 with m.If(pf_hit):
                     m.d.sync += [pf_row.eq(pf_row + mc), pf_k0.eq(pf_k0 + kr),
                                  pf_krem.eq(pf_krem - kr)]
-                with m.If(ki != kt - 1):
+                with m.If(ki != kt1):
                     m.d.sync += [ki.eq(ki + 1), k0.eq(k0 + kr), k_rem.eq(k_rem - kr),
                                  a_row.eq(a_row + mc)]
                     with m.If((mi == 0) & (ni == 0)):
@@ -466,13 +469,13 @@ class GemmUnit(wiring.Component):
                         cur_strip.eq(Mux(ahead, next_strip, cur_strip)),
                         ki.eq(0), k0.eq(0), k_rem.eq(K),
                     ]
-                    with m.If(ni != nt - 1):
+                    with m.If(ni != nt1):
                         m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), n_rem.eq(n_rem - nc),
                                      a_row.eq(panel_base)]
                         m.next = "PAIR"
                     with m.Else():
                         m.d.sync += [ni.eq(0), n0.eq(0), n_rem.eq(N)]
-                        with m.If(mi != mt - 1):
+                        with m.If(mi != mt1):
                             m.d.sync += [
                                 mi.eq(mi + 1), m_rem.eq(m_rem - mc),
                                 a_moff.eq(a_moff + a_step),

@@ -175,16 +175,19 @@ class PostProcessor(wiring.Component):
                 m.d.sync += [valid.eq(valid_prev), last.eq(last_prev)]
             return regs, last, valid
 
-        # Values derived from the (static during a store) settings.
+        # Values derived from the settings, in registers: the settings are static while a
+        # store's rows are in the pipeline, and a row needs the multiplier a cycle after it
+        # enters at the earliest.
         multiplier = Signal(signed(MULTIPLIER_WIDTH))
         shift = Signal(SHIFT_WIDTH)
         half = Signal(64)          # 2**(shift - 1), or 0 for shift 0
         half_neg = Signal(64)      # the rounding constant of a negative product
-        m.d.comb += [
+        pow_half = (Const(1, 1) << self.cfg.shift)[1:]
+        m.d.sync += [
             multiplier.eq(Mux(self.cfg.requant, self.cfg.multiplier, 1)),
             shift.eq(Mux(self.cfg.requant, self.cfg.shift, 0)),
-            half.eq((Const(1, 1) << shift)[1:]),
-            half_neg.eq(Mux(shift == 0, 0, half - 1)),
+            half.eq(Mux(self.cfg.requant, pow_half, 0)),
+            half_neg.eq(Mux(self.cfg.requant & (self.cfg.shift != 0), pow_half - 1, 0)),
         ]
 
         # Stage 1: bias add, wrapping at acc_width.
