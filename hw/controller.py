@@ -119,8 +119,12 @@ class Controller(wiring.Component):
         conf = data.View(command_layout("CONFIG"), head)
         opcode = head[:4]  # raw bits: an invalid opcode is a value too
         # The ends of the head's buffer ranges, added while the head is loaded (25 bits: the
-        # sum of two fields never wraps), so no adder sits in front of the checks.
+        # sum of two fields never wraps), so no adder sits in front of the checks. Once a
+        # command passes its checks, its ranges fit in buffer addresses plus one bit: the
+        # dependency compares use only those bits.
         load_end, act_end, weight_end, acc_end, store_end = (Signal(25) for _ in range(5))
+        spad_bits = (config.spad_depth - 1).bit_length() + 1
+        acc_bits = (config.acc_depth - 1).bit_length() + 1
         nxt = self.i_cmd.payload
         nxt_load = data.View(command_layout("LOAD"), nxt)
         nxt_matmul = data.View(command_layout("MATMUL"), nxt)
@@ -136,7 +140,7 @@ class Controller(wiring.Component):
         # one is reported done, before that entry is freed here.
         ring = LOADS_IN_FLIGHT + 1
         loads = Signal(data.ArrayLayout(data.StructLayout({
-            "lo": 25, "hi": 25, "bias": 1, "index": 32}), ring))
+            "lo": spad_bits, "hi": spad_bits, "bias": 1, "index": 32}), ring))
         loads_valid = Signal(ring)
         load_put = Signal(range(ring))
         load_take = Signal(range(ring))
@@ -147,7 +151,7 @@ class Controller(wiring.Component):
                          load_take.eq(wrapping_increment(load_take, ring))]
         # What the store unit runs (valid while it is busy).
         store_index = Signal(32)
-        store_lo, store_hi = Signal(25), Signal(25)
+        store_lo, store_hi = Signal(acc_bits), Signal(acc_bits)
         store_bias = Signal()
 
         units_busy = self.load_busy | self.exec_busy | self.store_busy
@@ -230,12 +234,13 @@ class Controller(wiring.Component):
             with m.Case(Opcode.MATMUL):
                 load_hit = Cat(*(
                     loads_valid[i] & ~loads[i].bias & (
-                        ranges_overlap(matmul.act_addr, act_end, loads[i].lo, loads[i].hi)
-                        | ranges_overlap(matmul.weight_addr, weight_end, loads[i].lo,
-                                         loads[i].hi))
+                        ranges_overlap(matmul.act_addr[:spad_bits], act_end[:spad_bits],
+                                       loads[i].lo, loads[i].hi)
+                        | ranges_overlap(matmul.weight_addr[:spad_bits], weight_end[:spad_bits],
+                                         loads[i].lo, loads[i].hi))
                     for i in range(ring))).any()
                 store_hit = self.store_busy & ranges_overlap(
-                    matmul.acc_addr, acc_end, store_lo, store_hi)
+                    matmul.acc_addr[:acc_bits], acc_end[:acc_bits], store_lo, store_hi)
                 m.d.comb += blocked.eq(load_hit | store_hit)
             with m.Case(Opcode.STORE):
                 m.d.comb += blocked.eq(self.acc_conflict

@@ -686,7 +686,10 @@ class DMA(wiring.Component):
         ]
         with m.If(w_fire):
             m.d.sync += w_beat.eq(Mux(wlast, 0, w_beat + 1))
-            m.d.sync += self.bytes_written.eq(self.bytes_written + sum(axi.wstrb))
+        # The byte counter counts a beat a cycle after it goes (the strobe count in a register).
+        beat_bytes = Signal(range(config.axi_bytes + 1))
+        m.d.sync += [beat_bytes.eq(Mux(w_fire, sum(axi.wstrb), 0)),
+                     self.bytes_written.eq(self.bytes_written + beat_bytes)]
 
         with m.FSM(name="wr_fsm") as fsm:
             with m.State("IDLE"):

@@ -103,6 +103,11 @@ class ExecUnit(wiring.Component):
 
         table = Signal(data.ArrayLayout(matmul_cmd_layout(config), slots))
         m_last = Signal(data.ArrayLayout(16, slots))   # m - 1 of each slot, set on accept
+        # The ends of each slot's ranges, added on accept: no adder before the hazard answers.
+        # A dispatched MATMUL passed the controller's checks, so they fit an address plus one.
+        spad_end, acc_end = spad_addr_width(config) + 1, acc_addr_width(config) + 1
+        ends = Signal(data.ArrayLayout(data.StructLayout({
+            "act": spad_end, "weight": spad_end, "acc": acc_end}), slots))
         valid = Signal(slots)        # slot holds a MATMUL
         weights_done = Signal(slots)  # its weight rows have all been requested
         acts_done = Signal(slots)     # its activation rows have all been requested
@@ -117,6 +122,9 @@ class ExecUnit(wiring.Component):
             m.d.sync += [
                 table[alloc].eq(self.i_cmd.payload),
                 m_last[alloc].eq(self.i_cmd.payload.m - 1),
+                ends[alloc].act.eq(self.i_cmd.payload.act_addr + self.i_cmd.payload.m),
+                ends[alloc].weight.eq(self.i_cmd.payload.weight_addr + self.i_cmd.payload.k),
+                ends[alloc].acc.eq(self.i_cmd.payload.acc_addr + self.i_cmd.payload.m),
                 valid.bit_select(alloc, 1).eq(1),
                 weights_done.bit_select(alloc, 1).eq(0),
                 acts_done.bit_select(alloc, 1).eq(0),
@@ -198,12 +206,11 @@ class ExecUnit(wiring.Component):
             slot = table[s]
             reading = valid[s] & ~(weights_done[s] & acts_done[s])
             spad_hits.append(reading & (
-                ranges_overlap(slot.act_addr, slot.act_addr + slot.m,
-                               self.q_spad_lo, self.q_spad_hi)
-                | ranges_overlap(slot.weight_addr, slot.weight_addr + slot.k,
+                ranges_overlap(slot.act_addr, ends[s].act, self.q_spad_lo, self.q_spad_hi)
+                | ranges_overlap(slot.weight_addr, ends[s].weight,
                                  self.q_spad_lo, self.q_spad_hi)))
             acc_hits.append(valid[s] & ranges_overlap(
-                slot.acc_addr, slot.acc_addr + slot.m, self.q_acc_lo, self.q_acc_hi))
+                slot.acc_addr, ends[s].acc, self.q_acc_lo, self.q_acc_hi))
         m.d.comb += [
             self.spad_conflict.eq(Cat(*spad_hits).any()),
             self.acc_conflict.eq(Cat(*acc_hits).any()),

@@ -122,7 +122,10 @@ class LoadUnit(wiring.Component):
                                                     depth=LOADS_IN_FLIGHT)
         cur = data.View(meta_layout, meta.r_data)
 
-        # Issue side: a command goes to the DMA in the cycle after it is accepted.
+        # Issue side: a command goes to the DMA in the cycle after it is accepted. A command
+        # is taken only when the register to the DMA is empty, so ready comes from flip-flops
+        # (no path from the DMA's ready to the controller); the controller dispatches every
+        # other cycle at most, so this costs nothing.
         row_bytes = Signal(16)
         elems_in = self.i_cmd.payload.elems
         m.d.comb += row_bytes.eq(Mux(self.i_cmd.payload.to_bias,
@@ -131,7 +134,7 @@ class LoadUnit(wiring.Component):
         accept = self.i_cmd.valid & self.i_cmd.ready
         entry = Signal(meta_layout)
         m.d.comb += [
-            self.i_cmd.ready.eq((~self.o_rd_cmd.valid | self.o_rd_cmd.ready) & meta.w_rdy),
+            self.i_cmd.ready.eq(~self.o_rd_cmd.valid & meta.w_rdy),
             entry.spad_addr.eq(self.i_cmd.payload.spad_addr),
             entry.elems.eq(self.i_cmd.payload.elems),
             entry.to_bias.eq(self.i_cmd.payload.to_bias),
@@ -199,9 +202,12 @@ class LoadUnit(wiring.Component):
                 row.eq(0),
                 beat.eq(0),
             ]
-        # A command's entry is queued from its acceptance until its done entry arrives.
+        # A command's entry is queued from its acceptance until its done entry arrives; the
+        # count is the queue's level, kept in a register of its own (no adder before busy).
+        queued = Signal(range(LOADS_IN_FLIGHT + 1))
+        m.d.sync += queued.eq(queued + accept - (meta.r_en & meta.r_rdy))
         m.d.comb += [
-            self.busy.eq((meta.level != 0) | self.o_done.valid),
-            self.stall.eq((meta.level != 0) & ~beat_in),
+            self.busy.eq((queued != 0) | self.o_done.valid),
+            self.stall.eq((queued != 0) & ~beat_in),
         ]
         return m
