@@ -1,6 +1,6 @@
 """The DMA: an AXI4 master with independent read and write engines for 2-D strided transfers."""
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -186,14 +186,42 @@ class _BurstGenerator(wiring.Component):
         aw = config.axi_addr_width
         b = config.axi_bytes
         s = _log2(b)
+        page_bits = _log2(BOUNDARY)
+        max_len = config.max_burst_len
         active = Signal()
         tag = Signal(_TAG_BITS)
-        beat_addr = Signal(aw)
-        beats_left = Signal(ROW_BYTES_WIDTH + 1)
         rows_left = Signal(ROWS_WIDTH)
+        final_row = Signal()               # rows_left == 1
         next_row = Signal(aw)
         stride = Signal(aw)
         row_bytes = Signal(ROW_BYTES_WIDTH)
+        # The position in the current row, with what the next burst's length needs kept in
+        # registers (for timing: one short compare decides a burst, no adder follows it):
+        # beats left - 1, beats left - max_burst_len - 1 (negative: the rest fits one burst),
+        # and beats to the next 4 KiB boundary - 1.
+        beat_addr = Signal(aw)
+        left1 = Signal(ROW_BYTES_WIDTH + 1)
+        over1 = Signal(signed(ROW_BYTES_WIDTH + 2))
+        bnd1 = Signal(page_bits - s)
+        len_bits = max(max_len - 1, 1).bit_length()
+
+        def minus_to_bnd(value):
+            """``value - (bnd1 + 1)``, as one adder: ``value + ~bnd1`` at ``value``'s width."""
+            width = len(value)
+            return (value + ~Cat(bnd1, Const(0, width - len(bnd1))))[:width]
+
+        def start_row(addr, nbytes):
+            """Registers for a row of ``nbytes`` bytes from ``addr``: each an adder from
+            registers, computed beside the burst decision."""
+            off = Cat(addr[:s], Const(0, 1)) if s else Const(0, 1)
+            # ceil((off + nbytes) / b) - 1 = (off + nbytes - 1) >> s, and over1 the same less
+            # max_len: one adder each.
+            return [
+                beat_addr.eq(Cat(Const(0, s), addr[s:])),
+                left1.eq((off + nbytes - 1) >> s),
+                over1.eq((off + nbytes - 1 - max_len * b).as_signed() >> s),
+                bnd1.eq(~addr[s:page_bits]),
+            ]
 
         pending = Signal()
         burst = self.o_burst.payload
@@ -206,14 +234,11 @@ class _BurstGenerator(wiring.Component):
                              | (pending & (burst.tag == self.query_tag))),
         ]
 
-        to_boundary = (BOUNDARY - beat_addr[:_log2(BOUNDARY)]) >> s
-        width = range(max(config.max_burst_len, BOUNDARY // b) + 1)
-        capped = Signal(width)
-        length = Signal(width)
-        m.d.comb += [
-            capped.eq(Mux(beats_left < config.max_burst_len, beats_left, config.max_burst_len)),
-            length.eq(Mux(to_boundary < capped, to_boundary, capped)),
-        ]
+        # The burst: min(beats left, max_len, beats to the boundary) beats.
+        fits = over1 < 0                     # beats left <= max_len
+        capped1 = Mux(fits, left1[:len_bits], max_len - 1)
+        at_bnd = bnd1 < capped1              # the boundary comes first
+        row_done = fits & ~at_bnd
 
         free = ~pending | self.o_burst.ready
         with m.If(self.o_burst.valid & self.o_burst.ready):
@@ -224,32 +249,43 @@ class _BurstGenerator(wiring.Component):
             m.d.sync += [
                 pending.eq(1),
                 burst.addr.eq(beat_addr),
-                burst.len.eq(length - 1),
+                burst.len.eq(Mux(at_bnd, bnd1, capped1)),
                 burst.tag.eq(tag),
             ]
-            with m.If(beats_left == length):
-                with m.If(rows_left == 1):
+            with m.If(row_done):
+                with m.If(final_row):
                     m.d.sync += active.eq(0)
                 with m.Else():
+                    m.d.sync += start_row(next_row, row_bytes)
                     m.d.sync += [
                         rows_left.eq(rows_left - 1),
-                        beat_addr.eq(Cat(Const(0, s), next_row[s:])),
-                        beats_left.eq(_row_beats(config, next_row, row_bytes)),
+                        final_row.eq(rows_left == 2),
                         next_row.eq(next_row + stride),
                     ]
-            with m.Else():
+            with m.Elif(at_bnd):
+                # On to the boundary: a new 4 KiB page.
                 m.d.sync += [
-                    beat_addr.eq(beat_addr + (length << s)),
-                    beats_left.eq(beats_left - length),
+                    beat_addr.eq(Cat(Const(0, page_bits), beat_addr[page_bits:] + 1)),
+                    left1.eq(minus_to_bnd(left1)),
+                    over1.eq(minus_to_bnd(over1)),
+                    bnd1.eq((BOUNDARY >> s) - 1),
+                ]
+            with m.Else():
+                # A full burst of max_len beats (bnd1 wraps to a whole page at the boundary).
+                m.d.sync += [
+                    beat_addr.eq(beat_addr + max_len * b),
+                    left1.eq(left1 - max_len),
+                    over1.eq(over1 - max_len),
+                    bnd1.eq(bnd1 - max_len),
                 ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             cmd = self.i_cmd.payload.cmd
+            m.d.sync += start_row(cmd.addr, cmd.row_bytes)
             m.d.sync += [
                 active.eq(1),
                 tag.eq(self.i_cmd.payload.tag),
-                beat_addr.eq(Cat(Const(0, s), cmd.addr[s:])),
-                beats_left.eq(_row_beats(config, cmd.addr, cmd.row_bytes)),
                 rows_left.eq(cmd.rows),
+                final_row.eq(cmd.rows == 1),
                 next_row.eq(cmd.addr + cmd.stride),
                 stride.eq(cmd.stride),
                 row_bytes.eq(cmd.row_bytes),
