@@ -8,7 +8,7 @@ from .pe import (ProcessingElement, acc_shape, act_layout, operand_shape, pe_use
                  weight_layout)
 
 
-__all__ = ["SystolicArray", "array_latency", "delayed", "wrapping_increment"]
+__all__ = ["SystolicArray", "array_latency", "delayed", "signals", "wrapping_increment"]
 
 
 def array_latency(config):
@@ -23,6 +23,12 @@ def array_latency(config):
 def wrapping_increment(counter, modulus):
     """``counter + 1``, back to zero after ``modulus - 1``."""
     return Mux(counter == modulus - 1, 0, counter + 1)
+
+
+def signals(shape, names):
+    """One ``Signal(shape)`` per name in the space-separated ``names`` (a tuple assignment
+    leaves signals unnamed, and unnamed registers are hard to find in timing reports)."""
+    return [Signal(shape, name=name) for name in names.split()]
 
 
 def delayed(m, value, cycles, *, name):

@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .array import wrapping_increment
+from .array import signals, wrapping_increment
 from .exec_unit import matmul_cmd_layout, ranges_overlap
 from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT, load_cmd_layout, unit_done_layout
@@ -122,7 +122,8 @@ class Controller(wiring.Component):
         # sum of two fields never wraps), so no adder sits in front of the checks. Once a
         # command passes its checks, its ranges fit in buffer addresses plus one bit: the
         # dependency compares use only those bits.
-        load_end, act_end, weight_end, acc_end, store_end = (Signal(25) for _ in range(5))
+        load_end, act_end, weight_end, acc_end, store_end = signals(
+            25, "load_end act_end weight_end acc_end store_end")
         spad_bits = (config.spad_depth - 1).bit_length() + 1
         acc_bits = (config.acc_depth - 1).bit_length() + 1
         nxt = self.i_cmd.payload
@@ -151,7 +152,7 @@ class Controller(wiring.Component):
                          load_take.eq(wrapping_increment(load_take, ring))]
         # What the store unit runs (valid while it is busy).
         store_index = Signal(32)
-        store_lo, store_hi = Signal(acc_bits), Signal(acc_bits)
+        store_lo, store_hi = signals(acc_bits, "store_lo store_hi")
         store_bias = Signal()
 
         units_busy = self.load_busy | self.exec_busy | self.store_busy
@@ -329,7 +330,9 @@ class Controller(wiring.Component):
                         self.i_load_done.payload.error)
         unit_addr = Mux(pick_store, self.i_store_done.payload.addr, self.i_load_done.payload.addr)
         reported = Signal()
-        rep_index, rep_code, rep_addr = Signal(32), Signal(ErrorCode), Signal.like(self.err_addr)
+        rep_index = Signal(32)
+        rep_code = Signal(ErrorCode)
+        rep_addr = Signal.like(self.err_addr)
         m.d.sync += reported.eq(unit_error)
         with m.If(unit_error):
             m.d.sync += [stopping.eq(1), rep_index.eq(unit_index), rep_code.eq(unit_code),

@@ -166,9 +166,13 @@ class Engine(wiring.Component):
         }
         for name, event in counters.items():
             count = Signal(64, name=f"count_{name}")
+            # Counted a cycle late, from a register: no path from the units' handshakes into
+            # the 64-bit counters.
+            seen = Signal(name=f"seen_{name}")
+            m.d.sync += seen.eq(event)
             with m.If(ctrl.cleared):
                 m.d.sync += count.eq(0)
-            with m.Elif(event):
+            with m.Elif(seen):
                 m.d.sync += count.eq(count + 1)
             m.d.comb += getattr(csr, name).eq(count)
         for name, total in (("dma_rd_bytes", dma.bytes_read), ("dma_wr_bytes", dma.bytes_written)):

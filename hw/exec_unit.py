@@ -95,7 +95,8 @@ class ExecUnit(wiring.Component):
         slots = exec_slots(config)
 
         m.submodules.array = array = SystolicArray(config)
-        aw, row_layout = spad_addr_width(config), spad_row_layout(config)
+        aw, cw = spad_addr_width(config), acc_addr_width(config)
+        row_layout = spad_row_layout(config)
         m.submodules.weight_fetch = weight_fetch = RowFetcher(aw, row_layout, tag_width=1)
         m.submodules.act_fetch = act_fetch = RowFetcher(aw, row_layout, tag_width=1)
         wiring.connect(m, weight_fetch=weight_fetch.read, unit=wiring.flipped(self.read_weight))
@@ -131,39 +132,65 @@ class ExecUnit(wiring.Component):
                 alloc.eq(wrapping_increment(alloc, slots)),
             ]
 
+        def cursor(ptr, advance, fresh, fields, name):
+            """Registers with ``fields`` (name: (shape, value of slot i)) of the slot at ``ptr``,
+            so no slot multiplexer or adder sits in front of the buffer ports. They load as
+            ``advance`` moves ``ptr`` on, or once the slot is filled; ``loaded`` says they
+            describe it. ``fresh(i)``: slot i holds a MATMUL this cursor has not yet done (not
+            an old one waiting to be freed)."""
+            nxt = wrapping_increment(ptr, slots)
+            regs = {key: Signal(shape, name=f"{name}_{key}") for key, (shape, _) in fields.items()}
+            loaded = Signal(name=f"{name}_loaded")
+            with m.If(advance):
+                m.d.sync += [regs[key].eq(value(nxt)) for key, (_, value) in fields.items()]
+                m.d.sync += [loaded.eq(fresh(nxt)), ptr.eq(nxt)]
+            with m.Elif(~loaded & fresh(ptr)):
+                m.d.sync += [regs[key].eq(value(ptr)) for key, (_, value) in fields.items()]
+                m.d.sync += loaded.eq(1)
+            return regs, loaded
+
         # Weight feeder: rows 0..rows-1 of the slot at w_ptr.
         w_row = Signal(range(rows))
-        w_slot = table[w_ptr]
+        w_fire = weight_fetch.i_req.valid & weight_fetch.i_req.ready
+        w_last = w_fire & (w_row == rows - 1)
+        w_cur, w_loaded = cursor(
+            w_ptr, w_last, lambda i: valid.bit_select(i, 1) & ~weights_done.bit_select(i, 1),
+            {"addr": (aw, lambda i: table[i].weight_addr),
+             "k": (range(rows + 1), lambda i: table[i].k)}, "w_cur")
         m.d.comb += [
             weight_fetch.i_req.valid.eq(valid.bit_select(w_ptr, 1)
-                                        & ~weights_done.bit_select(w_ptr, 1)),
-            weight_fetch.i_req.payload.addr.eq(w_slot.weight_addr + w_row),
-            weight_fetch.i_req.payload.tag.eq(w_row >= w_slot.k),  # zero this row
+                                        & ~weights_done.bit_select(w_ptr, 1) & w_loaded),
+            weight_fetch.i_req.payload.addr.eq(w_cur["addr"]),
+            weight_fetch.i_req.payload.tag.eq(w_row >= w_cur["k"]),  # zero this row
         ]
-        with m.If(weight_fetch.i_req.valid & weight_fetch.i_req.ready):
+        with m.If(w_fire):
             m.d.sync += w_row.eq(wrapping_increment(w_row, rows))
-            with m.If(w_row == rows - 1):
-                m.d.sync += [
-                    weights_done.bit_select(w_ptr, 1).eq(1),
-                    w_ptr.eq(wrapping_increment(w_ptr, slots)),
-                ]
+            with m.If(w_last):
+                m.d.sync += weights_done.bit_select(w_ptr, 1).eq(1)
+            with m.Else():
+                m.d.sync += w_cur["addr"].eq(w_cur["addr"] + 1)
 
         # Activation feeder: rows 0..m-1 of the slot at a_ptr.
-        a_row = Signal(16)
-        a_slot = table[a_ptr]
-        a_last = a_row == m_last[a_ptr]
+        a_fire = act_fetch.i_req.valid & act_fetch.i_req.ready
+        a_done = Signal()   # the slot's last activation row is requested
+        a_cur, a_loaded = cursor(
+            a_ptr, a_done, lambda i: valid.bit_select(i, 1) & ~acts_done.bit_select(i, 1),
+            {"addr": (aw, lambda i: table[i].act_addr),
+             "left": (16, lambda i: m_last[i])}, "a_cur")
+        a_last = a_cur["left"] == 0
+        m.d.comb += a_done.eq(a_fire & a_last)
         m.d.comb += [
-            act_fetch.i_req.valid.eq(valid.bit_select(a_ptr, 1) & ~acts_done.bit_select(a_ptr, 1)),
-            act_fetch.i_req.payload.addr.eq(a_slot.act_addr + a_row),
+            act_fetch.i_req.valid.eq(valid.bit_select(a_ptr, 1) & ~acts_done.bit_select(a_ptr, 1)
+                                     & a_loaded),
+            act_fetch.i_req.payload.addr.eq(a_cur["addr"]),
             act_fetch.i_req.payload.tag.eq(a_last),
         ]
-        with m.If(act_fetch.i_req.valid & act_fetch.i_req.ready):
-            m.d.sync += a_row.eq(Mux(a_last, 0, a_row + 1))
+        with m.If(a_fire):
             with m.If(a_last):
-                m.d.sync += [
-                    acts_done.bit_select(a_ptr, 1).eq(1),
-                    a_ptr.eq(wrapping_increment(a_ptr, slots)),
-                ]
+                m.d.sync += acts_done.bit_select(a_ptr, 1).eq(1)
+            with m.Else():
+                m.d.sync += [a_cur["addr"].eq(a_cur["addr"] + 1),
+                             a_cur["left"].eq(a_cur["left"] - 1)]
 
         # Fetched rows into the array.
         operand = operand_shape(config)
@@ -183,22 +210,23 @@ class ExecUnit(wiring.Component):
             m.d.comb += array.i_act.payload.data[i].eq(act_fetch.o_row.payload.row[i])
 
         # Accumulator writer: result rows of the slot at out_ptr.
-        out_row = Signal(16)
-        out_slot = table[out_ptr]
+        # The cursor is loaded long before the slot's first result row: the array takes the
+        # slot's activations only after the cursors above have loaded it.
+        out_done = array.o_out.valid & array.o_out.payload.last
+        out_cur, _ = cursor(
+            out_ptr, out_done, lambda i: valid.bit_select(i, 1),
+            {"addr": (cw, lambda i: table[i].acc_addr),
+             "accumulate": (1, lambda i: table[i].accumulate)}, "out_cur")
         m.d.comb += [
             self.o_acc_write.valid.eq(array.o_out.valid),
-            self.o_acc_write.payload.addr.eq(out_slot.acc_addr + out_row),
+            self.o_acc_write.payload.addr.eq(out_cur["addr"]),
             self.o_acc_write.payload.data.eq(array.o_out.payload.data),
-            self.o_acc_write.payload.accumulate.eq(out_slot.accumulate),
+            self.o_acc_write.payload.accumulate.eq(out_cur["accumulate"]),
         ]
-        with m.If(array.o_out.valid):
-            m.d.sync += out_row.eq(out_row + 1)
-            with m.If(array.o_out.payload.last):
-                m.d.sync += [
-                    out_row.eq(0),
-                    valid.bit_select(out_ptr, 1).eq(0),
-                    out_ptr.eq(wrapping_increment(out_ptr, slots)),
-                ]
+        with m.If(out_done):
+            m.d.sync += valid.bit_select(out_ptr, 1).eq(0)
+        with m.Elif(array.o_out.valid):
+            m.d.sync += out_cur["addr"].eq(out_cur["addr"] + 1)
 
         # Hazard answers.
         spad_hits, acc_hits = [], []

@@ -63,6 +63,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .array import signals
 from .isa import COMMAND_BITS, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT
 
@@ -147,14 +148,14 @@ class GemmUnit(wiring.Component):
         gc = data.View(command_layout("GEMM_C"), head)
 
         # Descriptor registers.
-        d_bias, d_relu, d_requant = Signal(), Signal(), Signal()
-        M, K, N = Signal(16), Signal(16), Signal(16)
-        bias_off, a_off, a_stride, b_off = (Signal(32) for _ in range(4))
-        b_stride, c_off, c_stride = (Signal(32) for _ in range(3))
+        d_bias, d_relu, d_requant = signals(1, "d_bias d_relu d_requant")
+        M, K, N = signals(16, "M K N")
+        bias_off, a_off, a_stride, b_off = signals(32, "bias_off a_off a_stride b_off")
+        b_stride, c_off, c_stride = signals(32, "b_stride c_off c_stride")
 
         # Schedule.
-        kr, kt, nc, nt, mc, mt = (Signal(16) for _ in range(6))
-        kt1, nt1, mt1 = (Signal(16) for _ in range(3))    # kt - 1 and so on: no subtractor
+        kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
+        kt1, nt1, mt1 = signals(16, "kt1 nt1 mt1")    # kt - 1 and so on: no subtractor
         cap = Signal(16)
         krk = Signal(_DIV_WIDTH)           # kt * kr
         places = max(n for n, _ in STRIP_CHOICES)
@@ -162,41 +163,42 @@ class GemmUnit(wiring.Component):
         whole = Signal()
         strip_rows = Signal(_DIV_WIDTH)
         panel = Signal(_DIV_WIDTH)         # kt * mc
-        a_step, c_step, bk_step = Signal(32), Signal(32), Signal(32)
+        a_step, c_step, bk_step = signals(32, "a_step c_step bk_step")
         tiles = Signal()                   # B by single tiles (no two strips fit)
         mul_i = Signal(range(17))
-        mc_sh, kr_sh = Signal(16), Signal(16)
+        mc_sh, kr_sh = signals(16, "mc_sh kr_sh")
         kt_sh = Signal(_DIV_WIDTH)
-        as_sh, cs_sh, bs_sh = Signal(32), Signal(32), Signal(32)
+        as_sh, cs_sh, bs_sh = signals(32, "as_sh cs_sh bs_sh")
 
         # Loop state.
-        mi, ni, ki = Signal(16), Signal(16), Signal(16)
-        n0, k0 = Signal(17), Signal(17)
+        mi, ni, ki = signals(16, "mi ni ki")
+        n0, k0 = signals(17, "n0 k0")
         # What is left of each dimension from a loop position (M - m0 and so on), kept in
         # registers so no subtraction sits in front of the command outputs.
-        m_rem, n_rem, k_rem = Signal(17), Signal(17), Signal(17)
-        lk_rem, ln_rem, pf_krem = Signal(17), Signal(17), Signal(17)
-        a_moff, c_moff = Signal(32), Signal(32)
-        panel_sel, acc_sel = Signal(), Signal()
+        m_rem, n_rem, k_rem = signals(17, "m_rem n_rem k_rem")
+        lk_rem, ln_rem, pf_krem = signals(17, "lk_rem ln_rem pf_krem")
+        a_moff, c_moff = signals(32, "a_moff c_moff")
+        panel_sel, acc_sel = signals(1, "panel_sel acc_sel")
         a_row = Signal(_DIV_WIDTH)
         b_slot = Signal(range(places))
         b_next = Signal(_DIV_WIDTH)        # the ring place the next B load goes to
         cur_strip = Signal(_DIV_WIDTH)
         next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
-        lmi, lni, lki = Signal(16), Signal(16), Signal(16)
+        lmi, lni, lki = signals(16, "lmi lni lki")
         ln0 = Signal(17)
         lb_koff = Signal(32)
         ldone = Signal()
         tiles_ahead = Signal(range(TILES_AHEAD + 1))
         m_slot = Signal(range(places))
         m_place = Signal(_DIV_WIDTH)       # the ring place of the next MATMUL's B tile
-        pf_cnt, pf_k0 = Signal(16), Signal(17)
+        pf_cnt = Signal(16)
+        pf_k0 = Signal(17)
         pf_row = Signal(_DIV_WIDTH)
         pf_hit = Signal()
         first = Signal()
         pending = Signal()
-        pend_acc, pend_m, pend_n = Signal(16), Signal(16), Signal(16)
+        pend_acc, pend_m, pend_n = signals(16, "pend_acc pend_m pend_n")
         pend_off = Signal(32)
 
         rows_c, cols_c = c.rows, c.cols
@@ -208,10 +210,20 @@ class GemmUnit(wiring.Component):
         acc_base = Mux(acc_sel, mc, 0)
         b_base = panel << 1
         ob_shift = Mux(d_requant, 0, ab_shift)
-        first_tile = (mi == 0) & (ni == 0)
-        last_tile = (mi == mt1) & (ni == nt1)
+        # Loop-position flags and the strip loaded ahead, in registers a cycle behind mi, ni,
+        # n0 and n_rem (for timing): only INIT and ADVANCE change those, and PAIR always comes
+        # between them and the first state that reads these.
+        first_tile, last_tile, n_last, m_last = signals(1, "first_tile last_tile n_last m_last")
+        ahead_off, ahead_n = Signal(32), Signal(16)
         ahead = whole & (nt != 1)          # strips load one tile ahead; with nt = 1, B stays
-        n0_next = Mux(ni == nt1, 0, n0 + nc)
+        m.d.sync += [
+            first_tile.eq((mi == 0) & (ni == 0)),
+            last_tile.eq((mi == mt1) & (ni == nt1)),
+            n_last.eq(ni == nt1),
+            m_last.eq(mi == mt1),
+            ahead_off.eq(b_off + (Mux(n_last, 0, n0 + nc) << eb_shift)),
+            ahead_n.eq(_min(nc, Mux(n_last, N, n_rem - nc))),
+        ]
 
         # The command presented to the controller while expanding.
         out = Signal(COMMAND_BITS)
@@ -243,7 +255,7 @@ class GemmUnit(wiring.Component):
 
         sent = self.o_cmd.ready   # with o_cmd.valid: the command is taken this cycle
 
-        def after_matmul(state, prefetch=pf_hit & (mi != mt1)):
+        def after_matmul(state, prefetch=pf_hit & ~m_last):
             """Go from ``state`` to the next of the steps that follow a MATMUL and are due."""
             steps = [("STEP_M", None),
                      ("AHEAD", ahead & ~last_tile & (ki == Mux(first_tile, kt1, 0))),
@@ -380,7 +392,7 @@ class GemmUnit(wiring.Component):
                     m.d.sync += first.eq(0)
                     m.next = "STEP_A"
             with m.State("STEP_A"):
-                with m.If((mi == 0) & (ni == 0)):
+                with m.If(first_tile):
                     emit_load(a_row, a_moff + (k0 << eb_shift), cur_m, cur_k, a_stride)
                     with m.If(sent):
                         m.next = "STEP_B"
@@ -427,11 +439,10 @@ class GemmUnit(wiring.Component):
                 with m.If(sent):
                     m.d.sync += [pf_hit.eq(pf_cnt == nt1),
                                  pf_cnt.eq(Mux(pf_cnt == nt1, 0, pf_cnt + 1))]
-                    after_matmul("STEP_M", prefetch=(pf_cnt == nt1) & (mi != mt1))
+                    after_matmul("STEP_M", prefetch=(pf_cnt == nt1) & ~m_last)
             with m.State("AHEAD"):
                 # The next output tile's strip, while this tile computes.
-                emit_load(b_next, b_off + (n0_next << eb_shift), K,
-                          _min(nc, Mux(ni == nt1, N, n_rem - nc)), b_stride)
+                emit_load(b_next, ahead_off, K, ahead_n, b_stride)
                 with m.If(sent):
                     m.d.sync += next_strip.eq(b_next)
                     advance_ring()
@@ -455,7 +466,7 @@ class GemmUnit(wiring.Component):
                 with m.If(ki != kt1):
                     m.d.sync += [ki.eq(ki + 1), k0.eq(k0 + kr), k_rem.eq(k_rem - kr),
                                  a_row.eq(a_row + mc)]
-                    with m.If((mi == 0) & (ni == 0)):
+                    with m.If(first_tile):
                         m.next = "STEP_A"
                     with m.Elif(~whole):
                         m.next = "STEP_B"
@@ -469,13 +480,13 @@ class GemmUnit(wiring.Component):
                         cur_strip.eq(Mux(ahead, next_strip, cur_strip)),
                         ki.eq(0), k0.eq(0), k_rem.eq(K),
                     ]
-                    with m.If(ni != nt1):
+                    with m.If(~n_last):
                         m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), n_rem.eq(n_rem - nc),
                                      a_row.eq(panel_base)]
                         m.next = "PAIR"
                     with m.Else():
                         m.d.sync += [ni.eq(0), n0.eq(0), n_rem.eq(N)]
-                        with m.If(mi != mt1):
+                        with m.If(~m_last):
                             m.d.sync += [
                                 mi.eq(mi + 1), m_rem.eq(m_rem - mc),
                                 a_moff.eq(a_moff + a_step),
