@@ -153,6 +153,7 @@ class SystolicArray(wiring.Component):
             bus = Signal(weight_layout(config), name=f"w_in_{c}")
             m.d.comb += [
                 bus.valid.eq(w_fire),
+                bus.hit.eq(w_fire & (w_row == 0)),
                 bus.bank.eq(w_bank),
                 bus.tag.eq(w_row),
                 bus.data.eq(self.i_weight.payload[c]),

@@ -31,10 +31,13 @@ def weight_layout(config):
     """What moves south from PE to PE while a weight tile loads.
 
     ``tag`` names the array row the weight belongs to; the PE of that row keeps it in shadow
-    register ``bank``.
+    register ``bank``. ``hit``: the weight is for the PE that receives the bus (``valid`` and
+    ``tag`` equal to its row), decided a hop earlier, so a PE's write enable comes straight from
+    a register.
     """
     return data.StructLayout({
         "valid": 1,
+        "hit": 1,
         "bank": 1,
         "tag": tag_width(config),
         "data": operand_shape(config),
@@ -171,12 +174,13 @@ class ProcessingElement(wiring.Component):
 
         # South hop of the weight bus.
         w_out = Signal(weight_layout(config), attrs=keep if self._row < config.rows - 1 else {})
-        m.d.sync += w_out.eq(self.i_w)
+        m.d.sync += [w_out.eq(self.i_w),
+                     w_out.hit.eq(self.i_w.valid & (self.i_w.tag == self._row + 1))]
         m.d.comb += self.o_w.eq(w_out)
 
         weights = [Signal(operand, name=f"w{bank}", reset_less=True) for bank in range(2)]
         write = Signal()
-        m.d.comb += write.eq(self.i_w.valid & (self.i_w.tag == self._row))
+        m.d.comb += write.eq(self.i_w.hit)
         with m.If(write):
             with m.If(self.i_w.bank):
                 m.d.sync += weights[1].eq(self.i_w.data)

@@ -25,6 +25,7 @@ def run_pe(config, row, program, *, dsp=True):
     async def testbench(ctx):
         for inputs in program:
             ctx.set(dut.i_w.valid, inputs.get("w_valid", 0))
+            ctx.set(dut.i_w.hit, inputs.get("w_valid", 0) and inputs.get("w_tag", 0) == row)
             ctx.set(dut.i_w.tag, inputs.get("w_tag", 0))
             ctx.set(dut.i_w.bank, inputs.get("w_bank", 0))
             ctx.set(dut.i_w.data, inputs.get("w", 0))
@@ -37,6 +38,7 @@ def run_pe(config, row, program, *, dsp=True):
                 "act": ctx.get(dut.o_act.data),
                 "w": ctx.get(dut.o_w.data),
                 "w_valid": ctx.get(dut.o_w.valid),
+                "w_hit": ctx.get(dut.o_w.hit),
             })
 
     sim = Simulator(dut)
@@ -89,6 +91,8 @@ def test_multiply_accumulate(config, dsp, seed):
     # Every weight travels south one cycle later, whatever its tag.
     assert [o["w"] for o in out[:3]] == [w0, w1, hi]
     assert [o["w_valid"] for o in out[:3]] == [1, 1, 1]
+    # The PE below (row + 1), if there is one, is told to keep only the third weight.
+    assert [o["w_hit"] for o in out[:3]] == [0, 0, int(row + 1 < config.rows)]
 
 
 @pytest.mark.filterwarnings("ignore:.*created but never used")
