@@ -164,20 +164,22 @@ class Engine(wiring.Component):
             "stall_store": store.stall,
             "stall_dep": ctrl.stall_dep,
         }
+        # Events are counted and the clear applied a cycle late, from registers: no path from
+        # the units' handshakes or the controller into the 64-bit counters (they sit far apart).
+        clear = Signal()
+        m.d.sync += clear.eq(ctrl.cleared)
         for name, event in counters.items():
             count = Signal(64, name=f"count_{name}")
-            # Counted a cycle late, from a register: no path from the units' handshakes into
-            # the 64-bit counters.
             seen = Signal(name=f"seen_{name}")
             m.d.sync += seen.eq(event)
-            with m.If(ctrl.cleared):
+            with m.If(clear):
                 m.d.sync += count.eq(0)
             with m.Elif(seen):
                 m.d.sync += count.eq(count + 1)
             m.d.comb += getattr(csr, name).eq(count)
         for name, total in (("dma_rd_bytes", dma.bytes_read), ("dma_wr_bytes", dma.bytes_written)):
             base = Signal.like(total, name=f"{name}_base")
-            with m.If(ctrl.cleared):
+            with m.If(clear):
                 m.d.sync += base.eq(total)
             m.d.comb += getattr(csr, name).eq((total - base)[:len(total)])
         return m

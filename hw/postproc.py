@@ -2,6 +2,7 @@
 
 from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .pe import acc_shape
@@ -63,16 +64,25 @@ def _tree_levels(terms):
     return levels
 
 
+#: Cycles from a row written into the output FIFO to the row offered on ``o_data``.
+_FIFO_LATENCY = 2
+
+
+def _stages(config):
+    terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
+        len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
+    return 5 + _tree_levels(terms)
+
+
 def postproc_latency(config):
     """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``.
 
     One cycle each for the bias add, the partial products, every level of the partial-product
-    adder tree, the rounding add, the shift and the saturation. With a 32-bit accumulator
-    (4 partial products, 2 tree levels) the latency is 7; with 64 bits (8 products) it is 8.
+    adder tree, the rounding add, the shift and the saturation, then two through the output
+    FIFO. With a 32-bit accumulator (4 partial products, 2 tree levels) the latency is 9; with
+    64 bits (8 products) it is 10.
     """
-    terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
-        len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
-    return 5 + _tree_levels(terms)
+    return _stages(config) + _FIFO_LATENCY
 
 
 class PostProcessor(wiring.Component):
@@ -95,16 +105,17 @@ class PostProcessor(wiring.Component):
     int8 (uint8) value, sign-extended (zero-extended). :func:`mxe.sim.model.postprocess` is the
     bit-exact golden model.
 
-    Pipeline (latency :func:`postproc_latency`, 7 cycles for a 32-bit accumulator): bias add |
+    Pipeline (latency :func:`postproc_latency`, 9 cycles for a 32-bit accumulator): bias add |
     ReLU and partial products | adder tree, one register per level | rounding add | arithmetic
-    shift | saturation. The 32x32 multiply is cut into 17-bit chunk products (four 18x18
-    multipliers per column for ``acc_width`` 32, eight for 64). Without ``requant`` the same path
+    shift | saturation | output FIFO (two cycles). The 32x32 multiply is cut into 17-bit chunk
+    products (four 18x18 multipliers per column for ``acc_width`` 32, eight for 64). Without ``requant`` the same path
     runs with multiplier 1 and shift 0, so the latency is the same in every mode and no bypass
     registers are needed.
 
-    Flow control: the pipeline advances as a whole when ``o_data`` is empty or being taken
-    (``i_data.ready = ~o_data.valid | o_data.ready``, a combinational path from ``o_data.ready``);
-    with ``o_data.ready`` high it takes a row every cycle.
+    Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
+    the DSP columns); rows leave it into an output FIFO with room for every row in flight, and
+    ``i_data.ready`` (a register) is high while a credit for a FIFO place is left. With
+    ``o_data.ready`` high it takes a row every cycle.
 
     Parameters
     ----------
@@ -155,11 +166,19 @@ class PostProcessor(wiring.Component):
         prod_shape = signed(acc_width + MULTIPLIER_WIDTH + (0 if is_signed else 1))
         wide_shape = signed(max(prod_shape.width, 64) + 1)
 
-        # The whole pipeline moves when its output register is free or being emptied.
-        en = Signal()
+        # The output FIFO and its credits: FIFO places not yet promised to a row.
+        stages = _stages(config)
+        depth = stages + _FIFO_LATENCY + 2    # credits return in time for a row a cycle
+        row_layout = postproc_row_layout(config)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=row_layout.size, depth=depth)
+        credits = Signal(range(depth + 1), init=depth)
+        taken = self.i_data.valid & self.i_data.ready
+        m.d.sync += credits.eq(credits - taken + (fifo.r_en & fifo.r_rdy))
         m.d.comb += [
-            en.eq(~self.o_data.valid | self.o_data.ready),
-            self.i_data.ready.eq(en),
+            self.i_data.ready.eq(credits != 0),
+            self.o_data.valid.eq(fifo.r_rdy),
+            self.o_data.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.o_data.ready),
         ]
 
         def stage(name, values, last_prev, valid_prev):
@@ -170,9 +189,8 @@ class PostProcessor(wiring.Component):
                 regs.append(reg)
             valid = Signal(name=f"{name}_valid")
             last = Signal(name=f"{name}_last")
-            with m.If(en):
-                m.d.sync += [reg.eq(value) for reg, value in zip(regs, values)]
-                m.d.sync += [valid.eq(valid_prev), last.eq(last_prev)]
+            m.d.sync += [reg.eq(value) for reg, value in zip(regs, values)]
+            m.d.sync += [valid.eq(valid_prev), last.eq(last_prev)]
             return regs, last, valid
 
         # Values derived from the settings, in registers: the settings are static while a
@@ -195,8 +213,7 @@ class PostProcessor(wiring.Component):
         biased = [Signal(acc, name=f"bias_sum_{c}") for c in range(cols)]
         for c in range(cols):
             m.d.comb += biased[c].eq(Mux(self.cfg.bias_en, in_row[c] + self.bias[c], in_row[c]))
-        x, last, valid = stage("s1_biased", biased, self.i_data.payload.last,
-                               self.i_data.valid & self.i_data.ready)
+        x, last, valid = stage("s1_biased", biased, self.i_data.payload.last, taken)
 
         # Stage 2: ReLU, then partial products (one small multiplier each).
         mult_chunks = _chunks(multiplier, MULTIPLIER_WIDTH, True)
@@ -272,6 +289,7 @@ class PostProcessor(wiring.Component):
         # as the value is the biased accumulator itself).
         lo, hi = (-128, 127) if is_signed else (0, 255)
         out_bits = 7 if is_signed else 8
+        result = Signal(row_layout)
         for c in range(cols):
             q = shifted[c]
             sign = q[-1]
@@ -279,12 +297,8 @@ class PostProcessor(wiring.Component):
             over = ~sign & upper.any()
             under = (sign & ~upper.all()) if is_signed else sign
             saturated = Mux(over, hi, Mux(under, lo, q[:8].as_signed() if is_signed else q[:8]))
-            with m.If(en):
-                m.d.sync += self.o_data.payload.data[c].eq(
-                    Mux(self.cfg.requant, saturated, q[:acc_width]))
-        with m.If(en):
-            m.d.sync += [
-                self.o_data.valid.eq(valid),
-                self.o_data.payload.last.eq(last),
-            ]
+            m.d.sync += result.data[c].eq(Mux(self.cfg.requant, saturated, q[:acc_width]))
+        result_valid = Signal()
+        m.d.sync += [result.last.eq(last), result_valid.eq(valid)]
+        m.d.comb += [fifo.w_data.eq(result), fifo.w_en.eq(result_valid)]
         return m

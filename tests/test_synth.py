@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mxe.hw.config import EngineConfig
-from mxe.synth.depth import ROUTE_NS, longest_paths
+from mxe.synth.depth import PLACED_UNIT_NS, ROUTE_NS, longest_paths
 from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (SynthError, SynthOptions, _elaborate, _yosys, breakdown,
@@ -194,6 +194,31 @@ def test_depth_ranks_register_paths():
     assert paths[0][0] == pytest.approx(0.5 + 3 * ROUTE_NS + 2 * 0.4 + 0.2)
     assert [kind for _t, kind, _n in paths[0][2]] == ["TRELLIS_FF", "LUT4", "LUT4"]
     assert paths[1][0] == pytest.approx(0.5 + ROUTE_NS + 0.2)
+
+
+def test_depth_times_placed_nets_by_distance():
+    """In a placed netlist (nextpnr's NEXTPNR_BEL on every cell) a net costs nextpnr's distance
+    measure: the register pair far apart ranks first; a constant driver costs nothing."""
+    def at(cell, x, y):
+        cell["attributes"] = {"NEXTPNR_BEL": f"X{x}/Y{y}/SLICEA.FF0"}
+        return cell
+
+    cells = {
+        "a_TRELLIS_FF_Q": at(_cell("TRELLIS_FF", {"DI": [9]}, {"Q": [2]}), 10, 10),
+        "near_TRELLIS_FF_Q": at(_cell("TRELLIS_FF", {"DI": [2]}, {"Q": [3]}), 11, 10),
+        "far_TRELLIS_FF_Q": at(_cell("TRELLIS_FF", {"DI": [2]}, {"Q": [4]}), 40, 10),
+        "gnd": at(_cell("TRELLIS_COMB", {}, {"F": [5]}), 70, 70),
+        "lut": at(_cell("TRELLIS_COMB", {"A": [5], "B": [3]}, {"F": [6]}), 12, 10),
+        "c_TRELLIS_FF_Q": at(_cell("TRELLIS_FF", {"DI": [6]}, {"Q": [7]}), 12, 10),
+    }
+    netlist = {"modules": {"top": {"attributes": {"top": 1}, "cells": cells, "netnames": {}}}}
+    paths = {endpoint: ns for ns, endpoint, _ in longest_paths(netlist)}
+    # 30 tiles: 3 + 25 + 2 * 5 units; 1 tile: 3 + 2 units.
+    assert paths["far.DI"] == pytest.approx(0.5 + 38 * PLACED_UNIT_NS + 0.2)
+    assert paths["near.DI"] == pytest.approx(0.5 + 5 * PLACED_UNIT_NS + 0.2)
+    # near -> lut (1 tile) -> c (same tile); the far-away constant adds nothing.
+    assert paths["c.DI"] == pytest.approx(0.5 + 5 * PLACED_UNIT_NS + 0.4 + 3 * PLACED_UNIT_NS
+                                          + 0.2)
 
 
 def test_classic_abc_fallback_maps_the_same_design(tmp_path):
