@@ -98,7 +98,8 @@ class _Checker(wiring.Component):
     Pipelined for the clock, one step a cycle (:func:`check_latency` cycles a command): accept
     (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
     stride (registered products, one DSP each), add the shifted products one per cycle, then
-    compare into a register. It runs while the engine still works on the previous command.
+    compare into a register. It runs while the engine still works on the previous command. It
+    also adds ``addr + stride`` (``second``, the second row's address) for the burst generator.
     """
 
     def __init__(self, config):
@@ -108,7 +109,8 @@ class _Checker(wiring.Component):
             "window_limit": In(config.axi_addr_width),
             "i_cmd": In(stream.Signature(cmd_layout(config))),
             "o_cmd": Out(stream.Signature(data.StructLayout({
-                "cmd": cmd_layout(config), "error": DMAError}))),
+                "cmd": cmd_layout(config), "error": DMAError,
+                "second": config.axi_addr_width}))),     # addr + stride: row 1
             "busy": Out(1),
         })
 
@@ -124,12 +126,14 @@ class _Checker(wiring.Component):
         end = Signal(aw + ROWS_WIDTH + 1)     # addr + row_bytes, then + each product
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
         error = Signal(DMAError)
+        second = Signal(aw)
         m.d.comb += [
             self.i_cmd.ready.eq(~full),
             self.busy.eq(full),
             self.o_cmd.valid.eq(full & (step == steps)),
             self.o_cmd.payload.cmd.eq(cmd),
             self.o_cmd.payload.error.eq(error),
+            self.o_cmd.payload.second.eq(second),
         ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             payload = self.i_cmd.payload
@@ -141,6 +145,7 @@ class _Checker(wiring.Component):
         with m.Elif(full & (step != steps)):
             m.d.sync += step.eq(step + 1)
             with m.If(step == 0):
+                m.d.sync += second.eq(cmd.addr + cmd.stride)
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, product in enumerate(products):
@@ -170,7 +175,7 @@ class _BurstGenerator(wiring.Component):
         aw = config.axi_addr_width
         super().__init__({
             "i_cmd": In(stream.Signature(data.StructLayout({
-                "cmd": cmd_layout(config), "tag": _TAG_BITS}))),
+                "cmd": cmd_layout(config), "tag": _TAG_BITS, "second": aw}))),
             "o_burst": Out(stream.Signature(data.StructLayout({
                 "addr": aw, "len": 8, "tag": _TAG_BITS}))),
             "abort": In(1),
@@ -286,7 +291,7 @@ class _BurstGenerator(wiring.Component):
                 tag.eq(self.i_cmd.payload.tag),
                 rows_left.eq(cmd.rows),
                 final_row.eq(cmd.rows == 1),
-                next_row.eq(cmd.addr + cmd.stride),
+                next_row.eq(self.i_cmd.payload.second),
                 stride.eq(cmd.stride),
                 row_bytes.eq(cmd.row_bytes),
             ]
@@ -462,6 +467,7 @@ class DMA(wiring.Component):
             desc.w_en.eq(take),
             gen.i_cmd.valid.eq(take & (checked.payload.error == DMAError.OK)),
             gen.i_cmd.payload.cmd.eq(checked.payload.cmd),
+            gen.i_cmd.payload.second.eq(checked.payload.second),
             gen.i_cmd.payload.tag.eq(next_tag),
         ]
         with m.If(take):
@@ -749,6 +755,7 @@ class DMA(wiring.Component):
                         m.d.comb += [
                             gen.i_cmd.valid.eq(1),
                             gen.i_cmd.payload.cmd.eq(c),
+                            gen.i_cmd.payload.second.eq(checked.payload.second),
                             gen.i_cmd.payload.tag.eq(next_tag),
                         ]
                         m.next = "RUN"

@@ -195,12 +195,13 @@ class PostProcessor(wiring.Component):
 
         # Values derived from the settings, in registers: the settings are static while a
         # store's rows are in the pipeline, and a row needs the multiplier a cycle after it
-        # enters at the earliest.
+        # enters at the earliest, the rounding constants (two register steps) four cycles after.
         multiplier = Signal(signed(MULTIPLIER_WIDTH))
         shift = Signal(SHIFT_WIDTH)
         half = Signal(64)          # 2**(shift - 1), or 0 for shift 0
         half_neg = Signal(64)      # the rounding constant of a negative product
-        pow_half = (Const(1, 1) << self.cfg.shift)[1:]
+        pow_half = Signal(64)      # 2**(shift - 1) from the settings: a decoder, then the rest
+        m.d.sync += pow_half.eq((Const(1, 1) << self.cfg.shift)[1:])
         m.d.sync += [
             multiplier.eq(Mux(self.cfg.requant, self.cfg.multiplier, 1)),
             shift.eq(Mux(self.cfg.requant, self.cfg.shift, 0)),
