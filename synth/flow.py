@@ -621,6 +621,10 @@ def markdown_report(report):
         "",
         f"**Fit:** {r['fit']['summary']}",
         "",
+    ]
+    for warning in r.get("warnings", []):
+        lines += [f"**Warning:** {warning}", ""]
+    lines += [
         "| resource | used | available | utilization |",
         "|---|---:|---:|---:|",
     ]
@@ -647,9 +651,9 @@ def markdown_report(report):
     pnr = r.get("pnr")
     lines += ["", "## Timing", ""]
     if pnr is None:
-        lines.append("No place and route" + (
-            ": " + "; ".join(r["warnings"]) if r.get("warnings") else
-            " (run with --pnr; ECP5 and iCE40 only)."))
+        skipped = any(w.startswith("place and route skipped") for w in r.get("warnings", []))
+        lines.append("No place and route" + (": the design does not fit." if skipped else
+                                              " (run with --pnr; ECP5 and iCE40 only)."))
     else:
         met = "met" if pnr["met"] else "NOT met"
         lines += [f"**Fmax {_fmt(pnr['fmax_mhz'])} MHz** (target {_fmt(pnr['target_mhz'])} MHz, "
