@@ -4,10 +4,12 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .accumulator import acc_addr_width
 from .array import signals, wrapping_increment
 from .exec_unit import matmul_cmd_layout, ranges_overlap
 from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT, load_cmd_layout, unit_done_layout
+from .scratchpad import spad_addr_width
 from .store_unit import store_cmd_layout
 
 
@@ -71,8 +73,7 @@ class Controller(wiring.Component):
     def __init__(self, config):
         self._config = config
         aw = config.axi_addr_width
-        spad_aw = (config.spad_depth - 1).bit_length()
-        acc_aw = (config.acc_depth - 1).bit_length()
+        spad_aw, acc_aw = spad_addr_width(config), acc_addr_width(config)
         super().__init__({
             "i_cmd": In(stream.Signature(COMMAND_BITS)),
             "win_base": In(aw),
@@ -124,8 +125,7 @@ class Controller(wiring.Component):
         # dependency compares use only those bits.
         load_end, act_end, weight_end, acc_end, store_end = signals(
             25, "load_end act_end weight_end acc_end store_end")
-        spad_bits = (config.spad_depth - 1).bit_length() + 1
-        acc_bits = (config.acc_depth - 1).bit_length() + 1
+        spad_bits, acc_bits = spad_addr_width(config) + 1, acc_addr_width(config) + 1
         nxt = self.i_cmd.payload
         nxt_load = data.View(command_layout("LOAD"), nxt)
         nxt_matmul = data.View(command_layout("MATMUL"), nxt)

@@ -213,12 +213,12 @@ class GemmUnit(wiring.Component):
         # Loop-position flags and the strip loaded ahead, in registers a cycle behind mi, ni,
         # n0 and n_rem (for timing): only INIT and ADVANCE change those, and PAIR always comes
         # between them and the first state that reads these.
-        first_tile, last_tile, n_last, m_last = signals(1, "first_tile last_tile n_last m_last")
+        first_tile, n_last, m_last = signals(1, "first_tile n_last m_last")
+        last_tile = m_last & n_last
         ahead_off, ahead_n = Signal(32), Signal(16)
         ahead = whole & (nt != 1)          # strips load one tile ahead; with nt = 1, B stays
         m.d.sync += [
             first_tile.eq((mi == 0) & (ni == 0)),
-            last_tile.eq((mi == mt1) & (ni == nt1)),
             n_last.eq(ni == nt1),
             m_last.eq(mi == mt1),
             ahead_off.eq(b_off + (Mux(n_last, 0, n0 + nc) << eb_shift)),

@@ -73,6 +73,7 @@ def longest_paths(netlist, *, top=30):
         if from_cell in constants:
             return 0.0
         return _placed_route_ns(where[from_cell], where[to_cell]) if placed else ROUTE_NS
+
     names = {}
     for name, net in module["netnames"].items():
         for bit in net["bits"]:
