@@ -114,6 +114,9 @@ class Controller(wiring.Component):
         evaluated = Signal()       # go / refused below describe the head
         go = Signal()              # no conflict with running work
         refused = Signal(ErrorCode)
+        # The head's unit, decoded with go: LOAD, MATMUL, STORE, CONFIG, FENCE may go.
+        go_load, go_exec, go_store, go_config, go_fence = signals(
+            1, "go_load go_exec go_store go_config go_fence")
         load = data.View(command_layout("LOAD"), head)
         matmul = data.View(command_layout("MATMUL"), head)
         store = data.View(command_layout("STORE"), head)
@@ -251,7 +254,15 @@ class Controller(wiring.Component):
 
         # Step 1: evaluate.
         with m.If(head_valid & ~evaluated & active):
-            m.d.sync += [evaluated.eq(1), go.eq(~blocked), refused.eq(refuse)]
+            may_go = ~blocked & (refuse == ErrorCode.OK)
+            m.d.sync += [
+                evaluated.eq(1), go.eq(~blocked), refused.eq(refuse),
+                go_load.eq(may_go & (opcode == Opcode.LOAD)),
+                go_exec.eq(may_go & (opcode == Opcode.MATMUL)),
+                go_store.eq(may_go & (opcode == Opcode.STORE)),
+                go_config.eq(may_go & (opcode == Opcode.CONFIG)),
+                go_fence.eq(may_go & (opcode == Opcode.FENCE)),
+            ]
 
         # Step 2: refuse, dispatch, or evaluate again.
         pop = Signal()
@@ -264,40 +275,41 @@ class Controller(wiring.Component):
                     self.err_index.eq(index),
                     self.err_addr.eq(0),
                 ]
-            with m.Elif(go):
-                with m.Switch(opcode):
-                    with m.Case(Opcode.LOAD):
-                        m.d.comb += self.o_load.valid.eq(1)
-                        m.d.comb += pop.eq(self.o_load.ready)
-                        with m.If(pop):
-                            m.d.sync += [
-                                loads[load_put].lo.eq(load.spad_addr),
-                                loads[load_put].hi.eq(load_end),
-                                loads[load_put].bias.eq(load.to_bias),
-                                loads[load_put].index.eq(index),
-                                loads_valid.bit_select(load_put, 1).eq(1),
-                                load_put.eq(wrapping_increment(load_put, ring)),
-                            ]
-                    with m.Case(Opcode.MATMUL):
-                        m.d.comb += self.o_exec.valid.eq(1)
-                        m.d.comb += pop.eq(self.o_exec.ready)
-                    with m.Case(Opcode.STORE):
-                        m.d.comb += self.o_store.valid.eq(1)
-                        m.d.comb += pop.eq(self.o_store.ready)
-                        with m.If(pop):
-                            m.d.sync += [
-                                store_lo.eq(store.acc_addr),
-                                store_hi.eq(store_end),
-                                store_bias.eq(store.bias),
-                                store_index.eq(index),
-                            ]
-                    with m.Case(Opcode.CONFIG):
-                        m.d.comb += pop.eq(1)
-                        m.d.sync += [multiplier.eq(conf.multiplier), shift.eq(conf.shift)]
-                    with m.Case(Opcode.FENCE):
-                        m.d.comb += [pop.eq(1), self.done.eq(1)]
-            with m.Else():
+            with m.Elif(~go):
                 m.d.sync += evaluated.eq(0)
+        m.d.comb += [
+            self.o_load.valid.eq(decided & go_load),
+            self.o_exec.valid.eq(decided & go_exec),
+            self.o_store.valid.eq(decided & go_store),
+            self.done.eq(decided & go_fence),
+            pop.eq(decided & ((go_load & self.o_load.ready) | (go_exec & self.o_exec.ready)
+                              | (go_store & self.o_store.ready) | go_config | go_fence)),
+        ]
+        with m.If(decided & go_config):
+            m.d.sync += [multiplier.eq(conf.multiplier), shift.eq(conf.shift)]
+        # What a dispatched LOAD or STORE runs is written ahead, from the head, into the free
+        # ring entry and, while the store unit is idle, the store's registers: no enable from
+        # the dispatch decision fans out over them.
+        for i in range(ring):
+            with m.If(~loads_valid[i] & (load_put == i)):
+                m.d.sync += [
+                    loads[i].lo.eq(load.spad_addr),
+                    loads[i].hi.eq(load_end),
+                    loads[i].bias.eq(load.to_bias),
+                    loads[i].index.eq(index),
+                ]
+        with m.If(self.o_load.valid & self.o_load.ready):
+            m.d.sync += [
+                loads_valid.bit_select(load_put, 1).eq(1),
+                load_put.eq(wrapping_increment(load_put, ring)),
+            ]
+        with m.If(~self.store_busy):
+            m.d.sync += [
+                store_lo.eq(store.acc_addr),
+                store_hi.eq(store_end),
+                store_bias.eq(store.bias),
+                store_index.eq(index),
+            ]
 
         # The queue refills the head as it leaves.
         m.d.comb += [

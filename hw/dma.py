@@ -123,7 +123,9 @@ class _Checker(wiring.Component):
         full = Signal()
         step = Signal(range(steps + 1))
         rows_m1 = Signal(ROWS_WIDTH)          # wraps for rows == 0; BAD_CMD wins below
-        end = Signal(aw + ROWS_WIDTH + 1)     # addr + row_bytes, then + each product
+        # addr + row_bytes, then + each product, saturating: the top bit is sticky (any end at
+        # 2**aw or beyond is outside the window), so no sum is wider than aw + 1 bits.
+        end = Signal(aw + 1)
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
         error = Signal(DMAError)
         second = Signal(aw)
@@ -150,7 +152,9 @@ class _Checker(wiring.Component):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, product in enumerate(products):
                 with m.If(step == 1 + i):
-                    m.d.sync += end.eq(end + (product << (i * _CHUNK)))
+                    term = product << (i * _CHUNK)
+                    total = end[:aw] + term[:aw]
+                    m.d.sync += end.eq(Cat(total[:aw], end[aw] | total[aw] | term[aw:].any()))
             with m.If(step == steps - 1):
                 bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
                 outside = (cmd.addr < self.window_base) | (end > self.window_limit)
@@ -522,8 +526,13 @@ class DMA(wiring.Component):
             self.o_rd_done.payload.addr.eq(Mux(err == DMAError.OK, cur.cmd.addr, err_addr)),
         ]
 
-        with m.If(self.o_rd_data.valid & self.o_rd_data.ready):
-            m.d.sync += self.bytes_read.eq(self.bytes_read + self.o_rd_data.payload.bytes)
+        # The byte counter counts a beat a cycle after it leaves (its byte count in a register).
+        out_bytes = Signal.like(self.o_rd_data.payload.bytes)
+        m.d.sync += [
+            out_bytes.eq(Mux(self.o_rd_data.valid & self.o_rd_data.ready,
+                             self.o_rd_data.payload.bytes, 0)),
+            self.bytes_read.eq(self.bytes_read + out_bytes),
+        ]
 
         def row_end():
             with m.If(rows_left == 1):

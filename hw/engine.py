@@ -8,6 +8,7 @@ from amaranth.lib.wiring import Out
 from .accumulator import Accumulator
 from .axi import axi4_signature, axilite_signature, connect_flat, flat_members
 from .controller import Controller
+from .counter import EventCounter
 from .csr import CSRBlock
 from .dma import DMA
 from .exec_unit import ExecUnit
@@ -169,17 +170,17 @@ class Engine(wiring.Component):
         clear = Signal()
         m.d.sync += clear.eq(ctrl.cleared)
         for name, event in counters.items():
-            count = Signal(64, name=f"count_{name}")
+            counter = EventCounter(width=64, split=32)
+            m.submodules[f"count_{name}"] = counter
             seen = Signal(name=f"seen_{name}")
             m.d.sync += seen.eq(event)
-            with m.If(clear):
-                m.d.sync += count.eq(0)
-            with m.Elif(seen):
-                m.d.sync += count.eq(count + 1)
-            m.d.comb += getattr(csr, name).eq(count)
+            m.d.comb += [counter.event.eq(seen), counter.clear.eq(clear),
+                         getattr(csr, name).eq(counter.count)]
         for name, total in (("dma_rd_bytes", dma.bytes_read), ("dma_wr_bytes", dma.bytes_written)):
             base = Signal.like(total, name=f"{name}_base")
+            moved = Signal.like(total, name=name)   # a cycle late: no subtractor before the CSRs
             with m.If(clear):
                 m.d.sync += base.eq(total)
-            m.d.comb += getattr(csr, name).eq((total - base)[:len(total)])
+            m.d.sync += moved.eq(total - base)
+            m.d.comb += getattr(csr, name).eq(moved)
         return m

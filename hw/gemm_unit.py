@@ -157,6 +157,7 @@ class GemmUnit(wiring.Component):
         kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
         kt1, nt1, mt1 = signals(16, "kt1 nt1 mt1")    # kt - 1 and so on: no subtractor
         cap = Signal(16)
+        m_cap = Signal(16)                 # min(M, acc_depth / 2): the bound on cap known early
         krk = Signal(_DIV_WIDTH)           # kt * kr
         places = max(n for n, _ in STRIP_CHOICES)
         strips = Signal(range(places + 1))
@@ -312,7 +313,8 @@ class GemmUnit(wiring.Component):
                             with m.If((M == 0) | (K == 0) | (N == 0)):
                                 m.next = "BAD_DIM"
                             with m.Else():
-                                m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N))]
+                                m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N)),
+                                             m_cap.eq(_min(M, c.acc_depth // 2))]
                                 m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
                         lambda q, r: [kt.eq(q), kt1.eq(q - 1), krk.eq(K + kr - 1 - r)])
@@ -335,7 +337,7 @@ class GemmUnit(wiring.Component):
                     m.next = "TRY_WAIT"
             with m.State("TRY_WAIT"):
                 with m.If(div.done):
-                    m.d.sync += cap.eq(_min(_min(div.quotient, M), c.acc_depth // 2))
+                    m.d.sync += cap.eq(_min(div.quotient, m_cap))
                     m.next = "TRY_CAP"
             with m.State("TRY_CAP"):
                 with m.If((cap >= _min(M, rows_c)) | (tiles & (cap != 0))):

@@ -1,11 +1,12 @@
 """The post-processor on the store path: per-column bias, ReLU and requantization to int8."""
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .pe import acc_shape
+from .skid import SkidBuffer
 
 
 __all__ = ["PostProcessor", "postproc_cfg_layout", "postproc_row_layout", "postproc_latency",
@@ -64,23 +65,26 @@ def _tree_levels(terms):
     return levels
 
 
-#: Cycles from a row written into the output FIFO to the row offered on ``o_data``.
-_FIFO_LATENCY = 2
+#: Cycles from a row written into the output FIFO to the row offered on ``o_data``: two through
+#: the FIFO, one through the skid buffer behind it.
+_FIFO_LATENCY = 3
+#: The rounding add is cut after this many low bits.
+_ROUND_SPLIT = 32
 
 
 def _stages(config):
     terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
         len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
-    return 5 + _tree_levels(terms)
+    return 6 + _tree_levels(terms)
 
 
 def postproc_latency(config):
     """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``.
 
     One cycle each for the bias add, the partial products, every level of the partial-product
-    adder tree, the rounding add, the shift and the saturation, then two through the output
-    FIFO. With a 32-bit accumulator (4 partial products, 2 tree levels) the latency is 9; with
-    64 bits (8 products) it is 10.
+    adder tree, the two halves of the rounding add, the shift and the saturation, then three
+    through the output FIFO and skid buffer. With a 32-bit accumulator (4 partial products, 2
+    tree levels) the latency is 11; with 64 bits (8 products) it is 12.
     """
     return _stages(config) + _FIFO_LATENCY
 
@@ -105,16 +109,17 @@ class PostProcessor(wiring.Component):
     int8 (uint8) value, sign-extended (zero-extended). :func:`mxe.sim.model.postprocess` is the
     bit-exact golden model.
 
-    Pipeline (latency :func:`postproc_latency`, 9 cycles for a 32-bit accumulator): bias add |
-    ReLU and partial products | adder tree, one register per level | rounding add | arithmetic
-    shift | saturation | output FIFO (two cycles). The 32x32 multiply is cut into 17-bit chunk
+    Pipeline (latency :func:`postproc_latency`, 11 cycles for a 32-bit accumulator): bias add |
+    ReLU and partial products | adder tree, one register per level | rounding add, low half |
+    high half | arithmetic shift | saturation | output FIFO (two cycles) | skid buffer. The 32x32 multiply is cut into 17-bit chunk
     products (four 18x18 multipliers per column for ``acc_width`` 32, eight for 64). Without
     ``requant`` the same path runs with multiplier 1 and shift 0, so the latency is the same in
     every mode and no bypass registers are needed.
 
     Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
     the DSP columns); rows leave it into an output FIFO with room for every row in flight, and
-    ``i_data.ready`` (a register) is high while a credit for a FIFO place is left. With
+    ``i_data.ready`` (a register) is high while a credit for a FIFO place is left. A skid buffer
+    after the FIFO keeps ``o_data.ready`` away from the FIFO's pointers and the credits. With
     ``o_data.ready`` high it takes a row every cycle.
 
     Parameters
@@ -174,12 +179,14 @@ class PostProcessor(wiring.Component):
         credits = Signal(range(depth + 1), init=depth)
         taken = self.i_data.valid & self.i_data.ready
         m.d.sync += credits.eq(credits - taken + (fifo.r_en & fifo.r_rdy))
+        m.submodules.skid = skid = SkidBuffer(row_layout)
         m.d.comb += [
             self.i_data.ready.eq(credits != 0),
-            self.o_data.valid.eq(fifo.r_rdy),
-            self.o_data.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.o_data.ready),
+            skid.i.valid.eq(fifo.r_rdy),
+            skid.i.payload.eq(fifo.r_data),
+            fifo.r_en.eq(skid.i.ready),
         ]
+        wiring.connect(m, skid=skid.o, postproc=wiring.flipped(self.o_data))
 
         def stage(name, values, last_prev, valid_prev):
             """Register ``values`` (a list, one per column) with the row's valid and last."""
@@ -201,12 +208,16 @@ class PostProcessor(wiring.Component):
         half = Signal(64)          # 2**(shift - 1), or 0 for shift 0
         half_neg = Signal(64)      # the rounding constant of a negative product
         pow_half = Signal(64)      # 2**(shift - 1) from the settings: a decoder, then the rest
-        m.d.sync += pow_half.eq((Const(1, 1) << self.cfg.shift)[1:])
+        below_half = Signal(64)    # 2**(shift - 1) - 1 from the settings: a compare per bit
+        m.d.sync += [
+            pow_half.eq((Const(1, 1) << self.cfg.shift)[1:]),
+            below_half.eq(Cat(*(self.cfg.shift > bit + 1 for bit in range(64)))),
+        ]
         m.d.sync += [
             multiplier.eq(Mux(self.cfg.requant, self.cfg.multiplier, 1)),
             shift.eq(Mux(self.cfg.requant, self.cfg.shift, 0)),
             half.eq(Mux(self.cfg.requant, pow_half, 0)),
-            half_neg.eq(Mux(self.cfg.requant & (self.cfg.shift != 0), pow_half - 1, 0)),
+            half_neg.eq(Mux(self.cfg.requant, below_half, 0)),
         ]
 
         # Stage 1: bias add, wrapping at acc_width.
@@ -270,11 +281,23 @@ class PostProcessor(wiring.Component):
             product.append(p)
 
         # Rounding add: p + 2**(s-1) for p >= 0, p + 2**(s-1) - 1 for p < 0; an arithmetic shift
-        # right then rounds half away from zero.
+        # right then rounds half away from zero. Two stages: the low half with its carry, then
+        # the high half (no carry chain longer than about half the product).
+        split = _ROUND_SPLIT
+        low_sums, high_parts = [], []
+        for c in range(cols):
+            wide = Signal(wide_shape, name=f"product_wide_{c}")
+            m.d.comb += wide.eq(product[c])
+            k = Mux(product[c] < 0, half_neg, half)
+            low_sums.append(wide[:split] + k[:split])
+            high_parts += [wide[split:], k[split:]]
+        regs, last, valid = stage("s_round_lo", low_sums + high_parts, last, valid)
+        low_sums, high_parts = regs[:cols], regs[cols:]
         rounded = []
         for c in range(cols):
             r = Signal(wide_shape, name=f"round_sum_{c}")
-            m.d.comb += r.eq(product[c] + Mux(product[c] < 0, half_neg, half))
+            p_high, k_high = high_parts[2 * c], high_parts[2 * c + 1]
+            m.d.comb += r.eq(Cat(low_sums[c][:split], p_high + k_high + low_sums[c][split]))
             rounded.append(r)
         rounded, last, valid = stage("s_round", rounded, last, valid)
 

@@ -125,7 +125,8 @@ def test_accumulator_same_address_burst():
             ctx.set(dut.i_write.payload.accumulate, i > 0)
             await ctx.tick()
         ctx.set(dut.i_write.valid, 0)
-        await ctx.tick()
+        for _ in range(ACC_WRITE_LATENCY - 1):   # the last write was accepted a cycle ago
+            await ctx.tick()
         ctx.set(dut.read.en, 1)
         ctx.set(dut.read.addr, 5)
         await ctx.tick()

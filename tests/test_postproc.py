@@ -291,7 +291,7 @@ def test_throughput_and_latency():
     """With no gaps and no backpressure, one row per cycle after the documented latency."""
     config = EngineConfig(rows=4, cols=2)
     dut = PostProcessor(config)
-    assert dut.latency == postproc_latency(config) == 9
+    assert dut.latency == postproc_latency(config) == 11
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     n = 20
@@ -315,7 +315,7 @@ def test_throughput_and_latency():
     sim.add_testbench(tb)
     sim.run()
     assert [data for _, data in seen] == [[k, -k] for k in range(n)]
-    assert [cycle for cycle, _ in seen] == list(range(9, 9 + n))
+    assert [cycle for cycle, _ in seen] == list(range(dut.latency, dut.latency + n))
 
 
 def test_constructor_rejects_non_config():
