@@ -1,11 +1,11 @@
 """The systolic array: a grid of weight-stationary PEs with input skew and output de-skew."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .pe import (ProcessingElement, acc_shape, act_layout, operand_shape, pe_uses_dsp,
-                 weight_layout)
+                 psum_split, weight_layout)
 
 
 __all__ = ["SystolicArray", "array_latency", "delayed", "signals", "wrapping_increment"]
@@ -15,9 +15,11 @@ def array_latency(config):
     """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
 
     ``rows - 1`` cycles of input skew and ``cols - 1`` of de-skew, one register hop per PE
-    east and south, and the PE's activation register, three multiply stages and sum register.
+    east and south, the PE's activation register, three multiply stages and sum register, and
+    a cycle at the bottom edge that realigns the low halves of the sums with their high halves
+    (which the PEs add a cycle later).
     """
-    return config.rows + config.cols + 3
+    return config.rows + config.cols + 4
 
 
 def wrapping_increment(counter, modulus):
@@ -181,10 +183,16 @@ class SystolicArray(wiring.Component):
                         pes[r + 1][c].i_psum.eq(pes[r][c].o_psum),
                     ]
 
-        # Bottom edge: de-skew so a whole result row leaves at once, with its valid and last.
+        # Bottom edge: realign the halves of each sum, then de-skew so a whole result row leaves
+        # at once, with its valid and last.
+        split = psum_split(config)
         for c in range(cols):
+            psum = pes[rows - 1][c].o_psum
+            aligned = Signal(acc_shape(config), name=f"out_aligned_{c}")
+            m.d.comb += aligned.eq(Cat(delayed(m, psum[:split], 1, name=f"out_low_{c}"),
+                                       psum[split:]))
             m.d.comb += self.o_out.payload.data[c].eq(
-                delayed(m, pes[rows - 1][c].o_psum, cols - 1 - c, name=f"out_deskew_{c}"))
+                delayed(m, aligned, cols - 1 - c, name=f"out_deskew_{c}"))
         latency = array_latency(config)
         m.d.comb += [
             self.o_out.valid.eq(delayed(m, act_fire, latency, name="out_valid")),

@@ -67,7 +67,8 @@ class Controller(wiring.Component):
     err_index : Out(32)
     err_addr : Out(axi_addr_width)
     stall_dep : Out(1)
-        A command waits for a unit or a dependency this cycle.
+        The head command waits for a unit or a dependency this cycle (its last evaluation
+        found it blocked).
     """
 
     def __init__(self, config):
@@ -105,12 +106,15 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        # The head command sits in a register; each command takes two steps there: its checks
-        # and dependencies are evaluated into registers, then it is dispatched. Nothing else is
-        # dispatched in between, so dependencies can only clear between the two steps, and no
-        # path runs from the dependency logic to the queue or the units' command registers.
+        # The head command sits in a register; each command takes three steps there: its checks
+        # and the comparisons of its ranges with running work are registered (prepared), they
+        # are combined into go / refused (evaluated), then it is dispatched. Nothing else is
+        # dispatched meanwhile, so running work can only finish: a dependency found a cycle or
+        # two late is still there, or the head waits one evaluation more. No path runs from the
+        # comparisons to the dispatch, the queue or the units' command registers.
         head = Signal(COMMAND_BITS)
         head_valid = Signal()
+        prepared = Signal()        # the registered checks and comparisons describe the head
         evaluated = Signal()       # go / refused below describe the head
         go = Signal()              # no conflict with running work
         refused = Signal(ErrorCode)
@@ -229,34 +233,47 @@ class Controller(wiring.Component):
                 self.q_acc_hi.eq(store_end),
             ]
 
-        # Dependencies of the head on running work.
+        # Step 1, every cycle: the checks and the range comparisons with running work, into
+        # registers. Entries of the load ring that are not valid may hold anything (the head).
+        load_hits = Signal(ring)
+        store_hit, spad_hit, acc_hit = signals(1, "store_hit spad_hit acc_hit")
+        refuse_r = Signal(ErrorCode)
+        m.d.sync += [
+            load_hits.eq(Cat(*(
+                ranges_overlap(matmul.act_addr[:spad_bits], act_end[:spad_bits],
+                               loads[i].lo, loads[i].hi)
+                | ranges_overlap(matmul.weight_addr[:spad_bits], weight_end[:spad_bits],
+                                 loads[i].lo, loads[i].hi)
+                for i in range(ring)))),
+            store_hit.eq(ranges_overlap(matmul.acc_addr[:acc_bits], acc_end[:acc_bits],
+                                        store_lo, store_hi)),
+            spad_hit.eq(self.spad_conflict),
+            acc_hit.eq(self.acc_conflict),
+            refuse_r.eq(refuse),
+        ]
+
+        # Dependencies of the head on running work, from those registers and the units' state.
         blocked = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
-                m.d.comb += blocked.eq((self.spad_conflict & ~load.to_bias)
+                m.d.comb += blocked.eq((spad_hit & ~load.to_bias)
                                        | (load.to_bias & self.store_busy))
             with m.Case(Opcode.MATMUL):
-                load_hit = Cat(*(
-                    loads_valid[i] & ~loads[i].bias & (
-                        ranges_overlap(matmul.act_addr[:spad_bits], act_end[:spad_bits],
-                                       loads[i].lo, loads[i].hi)
-                        | ranges_overlap(matmul.weight_addr[:spad_bits], weight_end[:spad_bits],
-                                         loads[i].lo, loads[i].hi))
-                    for i in range(ring))).any()
-                store_hit = self.store_busy & ranges_overlap(
-                    matmul.acc_addr[:acc_bits], acc_end[:acc_bits], store_lo, store_hi)
-                m.d.comb += blocked.eq(load_hit | store_hit)
+                load_hit = (load_hits & loads_valid
+                            & ~Cat(*(loads[i].bias for i in range(ring)))).any()
+                m.d.comb += blocked.eq(load_hit | (self.store_busy & store_hit))
             with m.Case(Opcode.STORE):
-                m.d.comb += blocked.eq(self.acc_conflict
-                                       | (store.bias & bias_loading))
+                m.d.comb += blocked.eq(acc_hit | (store.bias & bias_loading))
             with m.Case(Opcode.FENCE):
                 m.d.comb += blocked.eq(units_busy)
 
-        # Step 1: evaluate.
-        with m.If(head_valid & ~evaluated & active):
-            may_go = ~blocked & (refuse == ErrorCode.OK)
+        # Step 2: evaluate.
+        dep_wait = Signal()        # the last evaluation found the head waiting on running work
+        with m.If(head_valid & prepared & ~evaluated & active):
+            may_go = ~blocked & (refuse_r == ErrorCode.OK)
             m.d.sync += [
-                evaluated.eq(1), go.eq(~blocked), refused.eq(refuse),
+                evaluated.eq(1), go.eq(~blocked), refused.eq(refuse_r),
+                dep_wait.eq(blocked & (refuse_r == ErrorCode.OK)),
                 go_load.eq(may_go & (opcode == Opcode.LOAD)),
                 go_exec.eq(may_go & (opcode == Opcode.MATMUL)),
                 go_store.eq(may_go & (opcode == Opcode.STORE)),
@@ -264,7 +281,7 @@ class Controller(wiring.Component):
                 go_fence.eq(may_go & (opcode == Opcode.FENCE)),
             ]
 
-        # Step 2: refuse, dispatch, or evaluate again.
+        # Step 3: refuse, dispatch, or evaluate again.
         pop = Signal()
         decided = head_valid & evaluated & active
         with m.If(decided):
@@ -314,13 +331,15 @@ class Controller(wiring.Component):
         # The queue refills the head as it leaves.
         m.d.comb += [
             self.i_cmd.ready.eq((~head_valid | pop) & ~flushing),
-            self.stall_dep.eq(head_valid & active & ~pop & (refuse == ErrorCode.OK)),
+            self.stall_dep.eq(head_valid & active & dep_wait),
         ]
+        m.d.sync += prepared.eq(head_valid)
         with m.If(pop):
-            m.d.sync += [index.eq(index + 1), head_valid.eq(0), evaluated.eq(0)]
+            m.d.sync += [index.eq(index + 1), head_valid.eq(0), evaluated.eq(0),
+                         dep_wait.eq(0)]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [
-                head.eq(nxt), head_valid.eq(1), evaluated.eq(0),
+                head.eq(nxt), head_valid.eq(1), evaluated.eq(0), prepared.eq(0),
                 load_end.eq(nxt_load.spad_addr + nxt_load.rows),
                 act_end.eq(nxt_matmul.act_addr + nxt_matmul.m),
                 weight_end.eq(nxt_matmul.weight_addr + nxt_matmul.k),
@@ -366,7 +385,7 @@ class Controller(wiring.Component):
 
         # Soft reset: stop, flush the queue, wait for the units, clear the error state.
         with m.If(flushing):
-            m.d.sync += [head_valid.eq(0), evaluated.eq(0)]
+            m.d.sync += [head_valid.eq(0), evaluated.eq(0), dep_wait.eq(0)]
         with m.If(self.soft_reset):
             m.d.sync += [flushing.eq(1), self.running.eq(0)]
         with m.Elif(flushing & ~units_busy):

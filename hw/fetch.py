@@ -30,7 +30,9 @@ class RowFetcher(wiring.Component):
     Members
     -------
     read : Out(ReadPortSignature(addr_width, row_layout))
-        To the buffer (data one cycle after ``en``).
+        To the buffer (data one cycle after ``en``). ``en`` is always high: the fetcher keeps
+        only the rows it requested, so no enable net depends on the handshake (it would fan out
+        over the block RAMs' output registers).
     i_req : In(stream.Signature(StructLayout({"addr", "tag"})))
         Row to read and its tag.
     o_row : Out(stream.Signature(StructLayout({"row", "tag"})))
@@ -66,7 +68,7 @@ class RowFetcher(wiring.Component):
         m.d.comb += [
             self.i_req.ready.eq(credits != 0),
             self.read.addr.eq(self.i_req.payload.addr),
-            self.read.en.eq(fire),
+            self.read.en.eq(1),
             fifo.w_en.eq(in_flight),
             fifo.w_data.eq(Cat(Value.cast(self.read.data), tag)),
             self.o_row.valid.eq(fifo.r_rdy),

@@ -1,12 +1,12 @@
 """The processing element: one weight-stationary multiply-accumulate cell of the systolic array."""
 
-from amaranth import Mux, Module, Shape, Signal, signed, unsigned
+from amaranth import Cat, Mux, Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
 __all__ = ["ProcessingElement", "operand_shape", "acc_shape", "act_layout", "weight_layout",
-           "lut_multiply", "partial_products", "pe_uses_dsp"]
+           "lut_multiply", "partial_products", "pe_uses_dsp", "psum_split"]
 
 
 def operand_shape(config):
@@ -42,6 +42,11 @@ def weight_layout(config):
         "tag": tag_width(config),
         "data": operand_shape(config),
     })
+
+
+def psum_split(config):
+    """Bits of the low half of a partial sum: the PE adds it a cycle before the high half."""
+    return config.acc_width // 2
 
 
 def pe_uses_dsp(config, row, col):
@@ -123,21 +128,25 @@ class ProcessingElement(wiring.Component):
     o_w : Out(weight_layout)
         ``i_w`` delayed one cycle, to the south neighbour.
     i_psum : In(acc_shape)
-        Partial sum from the north neighbour (zero at the top row).
+        Partial sum from the north neighbour (zero at the top row), its high half
+        (``acc_width - psum_split`` bits) a cycle behind its low half.
     o_psum : Out(acc_shape)
-        ``i_psum + o_act.data * weight[o_act.bank]``, wrapping at ``acc_width``.
+        ``i_psum + o_act.data * weight[o_act.bank]``, wrapping at ``acc_width``, its high half
+        likewise a cycle behind.
 
     Latency: the product of an activation seen on ``o_act`` in cycle ``t`` is registered in
-    ``t + 3`` (three multiply stages) and added to the ``i_psum`` of cycle ``t + 3``; the sum
-    appears on ``o_psum`` in ``t + 4``. Every PE has the same latency whatever its
-    multiplier, so DSP and LUT PEs mix freely (``multiplier="auto"``).
+    ``t + 3`` (three multiply stages) and added to the low half of the ``i_psum`` of cycle
+    ``t + 3``; the low half of the sum appears on ``o_psum`` in ``t + 4``, the high half (the
+    ``i_psum`` high half of cycle ``t + 4`` plus the carry) in ``t + 5``. Every PE has the same
+    latency whatever its multiplier, so DSP and LUT PEs mix freely (``multiplier="auto"``).
 
     Timing: the multiplier's operand registers are loaded from plain registers (the activation
     register and ``w_sel``, the weight of the activation's bank selected one cycle early) and
     its result goes straight into a register, so a DSP block sees no logic on either side and
     its input and output registers are absorbed into it (see ``synth/dsp_pack.py``). The bank
-    mux moves before ``w_sel``, with a bypass for a weight written in the same cycle. The 32-bit
-    accumulate carry chain has a cycle of its own. Datapath registers have no reset (their
+    mux moves before ``w_sel``, with a bypass for a weight written in the same cycle. The
+    accumulate is cut into two carry chains of half the width, a cycle apart, so it does not
+    limit the clock of a fabric array. Datapath registers have no reset (their
     ``init`` value still holds after configuration), so they need no reset routing and pack
     freely.
     """
@@ -202,7 +211,6 @@ class ProcessingElement(wiring.Component):
         # LUTs (no ``*``, so no DSP): pairs of partial products (one carry chain each, the
         # AND gates folded into its LUTs), two sums of half of the pairs, their sum, then
         # psum = i_psum + product.
-        psum = Signal(acc_shape(config), reset_less=True)
         product = Signal(Shape(config.product_width, config.signed), reset_less=True)
         if self._dsp:
             a_reg = Signal(operand, reset_less=True)
@@ -235,7 +243,19 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += half.eq(_tree(group) if group else 0)
                 halves.append(half)
             m.d.sync += product.eq(halves[0] + halves[1])
-        m.d.sync += psum.eq(self.i_psum + product)
-
-        m.d.comb += self.o_psum.eq(psum)
+        # The accumulate, split: the low half of the sum in the cycle after the product, the high
+        # half (with the low half's carry) a cycle later, so the carry chain is half as long.
+        # Partial sums move south with the high half a cycle behind the low half.
+        split = psum_split(config)
+        wide = Signal(acc_shape(config))
+        m.d.comb += wide.eq(product)
+        low = Signal(split + 1, reset_less=True)          # with its carry out
+        high_term = Signal(config.acc_width - split, reset_less=True)
+        high = Signal(config.acc_width - split, reset_less=True)
+        m.d.sync += [
+            low.eq(self.i_psum[:split] + wide[:split]),
+            high_term.eq(wide[split:]),
+            high.eq(self.i_psum[split:] + high_term + low[split]),
+        ]
+        m.d.comb += self.o_psum.eq(Cat(low[:split], high))
         return m

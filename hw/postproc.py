@@ -57,6 +57,21 @@ def _chunks(value, width, is_signed):
     return pieces
 
 
+def _weighted_sum(pair, base):
+    """The sum of one or two ``(value, weight)`` terms, in units of ``2**base`` (the smaller
+    weight). The low bits of the lower term below the other's weight pass by the adder, so its
+    carry chain is only as long as the bits that overlap."""
+    if len(pair) == 1:
+        return pair[0][0]
+    (lo, w_lo), (hi, w_hi) = sorted(pair, key=lambda term: term[1])
+    k = w_hi - w_lo
+    if k == 0 or len(lo) < k:
+        return lo + (hi << k)
+    high = (lo >> k) + hi
+    total = Cat(lo[:k], high)
+    return total.as_signed() if high.shape().signed else total
+
+
 def _tree_levels(terms):
     levels = 0
     while terms > 1:
@@ -75,16 +90,16 @@ _ROUND_SPLIT = 32
 def _stages(config):
     terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
         len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
-    return 6 + _tree_levels(terms)
+    return 7 + _tree_levels(terms)
 
 
 def postproc_latency(config):
     """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``.
 
-    One cycle each for the bias add, the partial products, every level of the partial-product
-    adder tree, the two halves of the rounding add, the shift and the saturation, then three
-    through the output FIFO and skid buffer. With a 32-bit accumulator (4 partial products, 2
-    tree levels) the latency is 11; with 64 bits (8 products) it is 12.
+    One cycle each for the bias add, the ReLU, the partial products, every level of the
+    partial-product adder tree, the two halves of the rounding add, the shift and the
+    saturation, then three through the output FIFO and skid buffer. With a 32-bit accumulator
+    (4 partial products, 2 tree levels) the latency is 12; with 64 bits (8 products) it is 13.
     """
     return _stages(config) + _FIFO_LATENCY
 
@@ -109,12 +124,12 @@ class PostProcessor(wiring.Component):
     int8 (uint8) value, sign-extended (zero-extended). :func:`mxe.sim.model.postprocess` is the
     bit-exact golden model.
 
-    Pipeline (latency :func:`postproc_latency`, 11 cycles for a 32-bit accumulator): bias add |
-    ReLU and partial products | adder tree, one register per level | rounding add, low half |
-    high half | arithmetic shift | saturation | output FIFO (two cycles) | skid buffer. The 32x32 multiply is cut into 17-bit chunk
-    products (four 18x18 multipliers per column for ``acc_width`` 32, eight for 64). Without
-    ``requant`` the same path runs with multiplier 1 and shift 0, so the latency is the same in
-    every mode and no bypass registers are needed.
+    Pipeline (latency :func:`postproc_latency`, 12 cycles for a 32-bit accumulator): bias add |
+    ReLU | partial products | adder tree, one register per level | rounding add, low half |
+    high half | arithmetic shift | saturation | output FIFO (two cycles) | skid buffer. The
+    32x32 multiply is cut into 17-bit chunk products (four 18x18 multipliers per column for
+    ``acc_width`` 32, eight for 64). Without ``requant`` the same path runs with multiplier 1 and
+    shift 0, so the latency is the same in every mode and no bypass registers are needed.
 
     Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
     the DSP columns); rows leave it into an output FIFO with room for every row in flight, and
@@ -227,24 +242,31 @@ class PostProcessor(wiring.Component):
             m.d.comb += biased[c].eq(Mux(self.cfg.bias_en, in_row[c] + self.bias[c], in_row[c]))
         x, last, valid = stage("s1_biased", biased, self.i_data.payload.last, taken)
 
-        # Stage 2: ReLU, then partial products (one small multiplier each).
-        mult_chunks = _chunks(multiplier, MULTIPLIER_WIDTH, True)
-        products, weights = [], []  # per column: list of products; shared: their bit offsets
+        # Stage 2: ReLU.
+        relu = []
         for c in range(cols):
             relu_x = Signal(acc, name=f"relu_{c}")
             if is_signed:
                 m.d.comb += relu_x.eq(Mux(self.cfg.relu & (x[c] < 0), 0, x[c]))
             else:
                 m.d.comb += relu_x.eq(x[c])
+            relu.append(relu_x)
+        relu, last, valid = stage("s2_relu", relu, last, valid)
+
+        # Stage 3: partial products, one small multiplier each, fed straight from registers
+        # (which move into the DSP blocks, like the product registers).
+        mult_chunks = _chunks(multiplier, MULTIPLIER_WIDTH, True)
+        products, weights = [], []  # per column: list of products; shared: their bit offsets
+        for c in range(cols):
             row_products = []
-            for i, xc in enumerate(_chunks(relu_x, acc_width, is_signed)):
+            for i, xc in enumerate(_chunks(relu[c], acc_width, is_signed)):
                 for j, mc in enumerate(mult_chunks):
                     row_products.append(xc * mc)
                     if c == 0:
                         weights.append(CHUNK_WIDTH * (i + j))
             products.append(row_products)
         n_terms = len(weights)
-        flat, last, valid = stage("s2_pp", [p for row in products for p in row], last, valid)
+        flat, last, valid = stage("s3_pp", [p for row in products for p in row], last, valid)
         terms = [[(flat[c * n_terms + t], weights[t]) for t in range(n_terms)]
                  for c in range(cols)]
 
@@ -260,9 +282,7 @@ class PostProcessor(wiring.Component):
                 for k in range(0, len(row_terms), 2):
                     pair = row_terms[k:k + 2]
                     base = min(w for _, w in pair)
-                    total = sum(v.as_signed() << (w - base) if v.shape().signed
-                                else v << (w - base) for v, w in pair)
-                    row_new.append((total, base))
+                    row_new.append((_weighted_sum(pair, base), base))
                 new_terms.append(row_new)
             per_col = len(new_terms[0])
             values = []
@@ -270,7 +290,7 @@ class PostProcessor(wiring.Component):
                 for total, base in new_terms[c]:
                     width = max(prod_shape.width - base, 1)
                     values.append(total.as_signed()[:width].as_signed())
-            regs, last, valid = stage(f"s{2 + level}_sum", values, last, valid)
+            regs, last, valid = stage(f"s{3 + level}_sum", values, last, valid)
             terms = [[(regs[c * per_col + k], new_terms[c][k][1]) for k in range(per_col)]
                      for c in range(cols)]
         product = []

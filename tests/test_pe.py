@@ -6,15 +6,16 @@ from amaranth.sim import Simulator
 
 from mxe.hw.array import array_latency
 from mxe.hw.config import EngineConfig
-from mxe.hw.pe import ProcessingElement
+from mxe.hw.pe import ProcessingElement, psum_split
 from mxe.sim import model
 
 
 def sum_offset(config):
-    """Cycles from an activation presented to a PE to the ``i_psum`` it is added to: the array's
-    latency less its ``rows - 1`` cycles of skew, ``cols - 1`` of de-skew and one hop per PE
-    east and south (the top-left PE's activation register)."""
-    return array_latency(config) - config.rows - config.cols + 1
+    """Cycles from an activation presented to a PE to the ``i_psum`` low half it is added to:
+    the array's latency less its ``rows - 1`` cycles of skew, ``cols - 1`` of de-skew, one hop
+    per PE east and south (the top-left PE's activation register) and the cycle that realigns
+    the halves of the sums at the bottom edge."""
+    return array_latency(config) - config.rows - config.cols
 
 
 def run_pe(config, row, program, *, dsp=True):
@@ -56,8 +57,9 @@ def run_pe(config, row, program, *, dsp=True):
 ], ids=lambda c: c.key())
 @pytest.mark.parametrize("dsp", [True, False], ids=["dsp", "lut"])
 def test_multiply_accumulate(config, dsp, seed):
-    """o_psum = i_psum + act * weight[bank], two cycles after the activation is registered,
-    wrapping at acc_width; weights for other rows pass by untouched."""
+    """o_psum = i_psum + act * weight[bank], wrapping at acc_width, the low half SUM cycles
+    after the activation is presented and the high half (from the i_psum high half presented a
+    cycle later) a cycle after that; weights for other rows pass by untouched."""
     rng = np.random.default_rng(seed)
     SUM = sum_offset(config)
     row = 1
@@ -75,19 +77,32 @@ def test_multiply_accumulate(config, dsp, seed):
         psum = int(model.wrap(rng.integers(-2**62, 2**62), config.acc_width, config.signed))
         cases.append((a, bank, psum))
     # An activation presented in cycle t shows on o_act in t+1; its product (operand stage,
-    # then product register) meets the i_psum presented in cycle t+SUM, and the sum shows on
-    # o_psum in t+SUM+1 (the PE's documented latency).
+    # then product register) meets the i_psum low half presented in cycle t+SUM and the high
+    # half presented in t+SUM+1; the halves of the sum show on o_psum in t+SUM+1 and t+SUM+2
+    # (the PE's documented latency).
+    split = psum_split(config)
+    mask = (1 << split) - 1
+
+    def psum_in(cycle):
+        """i_psum in ``cycle``: the low half of case cycle - SUM, the high half of the case
+        before it (as unsigned bits)."""
+        def case_bits(t):
+            return cases[t][2] % 2 ** config.acc_width if 0 <= t < len(cases) else 0
+        return (case_bits(cycle - SUM) & mask) | (case_bits(cycle - SUM - 1) & ~mask)
+
     for t, (a, bank, _) in enumerate(cases):
-        program.append({"a": a, "a_bank": bank,
-                        "psum": cases[t - SUM][2] if t >= SUM else 0})
-    program += [{"psum": cases[len(cases) - SUM + i][2]} for i in range(SUM)] + [{}]
+        program.append({"a": a, "a_bank": bank, "psum": psum_in(t)})
+    program += [{"psum": psum_in(len(cases) + i)} for i in range(SUM + 1)] + [{}]
     out = run_pe(config, row, program, dsp=dsp)
     start = 3
     for t, (a, bank, psum) in enumerate(cases):
         w = (w0, w1)[bank]
-        want = int(model.wrap(psum + a * w, config.acc_width, config.signed))
+        bits = 2 ** config.acc_width
+        want = int(model.wrap(psum + a * w, config.acc_width, config.signed)) % bits
+        got = (out[start + t + SUM]["psum"] & mask) | (out[start + t + SUM + 1]["psum"] & ~mask)
         assert out[start + t]["act"] == a
-        assert out[start + t + SUM]["psum"] == want, f"case {t}: a={a} bank={bank} psum={psum}"
+        assert got % bits == want, \
+            f"case {t}: a={a} bank={bank} psum={psum}"
     # Every weight travels south one cycle later, whatever its tag.
     assert [o["w"] for o in out[:3]] == [w0, w1, hi]
     assert [o["w_valid"] for o in out[:3]] == [1, 1, 1]
