@@ -158,6 +158,7 @@ class GemmUnit(wiring.Component):
         kt1, nt1, mt1 = signals(16, "kt1 nt1 mt1")    # kt - 1 and so on: no subtractor
         cap = Signal(16)
         m_cap = Signal(16)                 # min(M, acc_depth / 2): the bound on cap known early
+        m_rows = Signal(16)                # min(M, rows): the smallest cap worth a strip
         krk = Signal(_DIV_WIDTH)           # kt * kr
         places = max(n for n, _ in STRIP_CHOICES)
         strips = Signal(range(places + 1))
@@ -314,7 +315,8 @@ class GemmUnit(wiring.Component):
                                 m.next = "BAD_DIM"
                             with m.Else():
                                 m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N)),
-                                             m_cap.eq(_min(M, c.acc_depth // 2))]
+                                             m_cap.eq(_min(M, c.acc_depth // 2)),
+                                             m_rows.eq(_min(M, rows_c))]
                                 m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
                         lambda q, r: [kt.eq(q), kt1.eq(q - 1), krk.eq(K + kr - 1 - r)])
@@ -340,7 +342,7 @@ class GemmUnit(wiring.Component):
                     m.d.sync += cap.eq(_min(div.quotient, m_cap))
                     m.next = "TRY_CAP"
             with m.State("TRY_CAP"):
-                with m.If((cap >= _min(M, rows_c)) | (tiles & (cap != 0))):
+                with m.If((cap >= m_rows) | (tiles & (cap != 0))):
                     m.next = "MT"
                 with m.Elif(tiles):
                     m.next = "BAD_ADDR"
