@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 
 __all__ = ["ProcessingElement", "operand_shape", "acc_shape", "act_layout", "weight_layout",
-           "lut_multiply", "partial_products", "pe_uses_dsp", "psum_split"]
+           "lut_multiply", "partial_products", "pe_uses_dsp", "psum_split", "add_with_carry"]
 
 
 def operand_shape(config):
@@ -42,6 +42,13 @@ def weight_layout(config):
         "tag": tag_width(config),
         "data": operand_shape(config),
     })
+
+
+def add_with_carry(a, b, carry):
+    """``a + b + carry`` (``carry`` one bit) as one adder: the carry enters below the LSBs,
+    ``(2a + carry) + (2b + carry) = 2 (a + b + carry)``, so synthesis builds a single carry chain
+    and not a second adder for the carry."""
+    return (Cat(carry, a) + Cat(carry, b))[1:]
 
 
 def psum_split(config):
@@ -255,7 +262,7 @@ class ProcessingElement(wiring.Component):
         m.d.sync += [
             low.eq(self.i_psum[:split] + wide[:split]),
             high_term.eq(wide[split:]),
-            high.eq(self.i_psum[split:] + high_term + low[split]),
+            high.eq(add_with_carry(self.i_psum[split:], high_term, low[split])),
         ]
         m.d.comb += self.o_psum.eq(Cat(low[:split], high))
         return m

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .pe import acc_shape
+from .pe import acc_shape, add_with_carry
 from .skid import SkidBuffer
 
 
@@ -317,7 +317,8 @@ class PostProcessor(wiring.Component):
         for c in range(cols):
             r = Signal(wide_shape, name=f"round_sum_{c}")
             p_high, k_high = high_parts[2 * c], high_parts[2 * c + 1]
-            m.d.comb += r.eq(Cat(low_sums[c][:split], p_high + k_high + low_sums[c][split]))
+            m.d.comb += r.eq(Cat(low_sums[c][:split],
+                                 add_with_carry(p_high, k_high, low_sums[c][split])))
             rounded.append(r)
         rounded, last, valid = stage("s_round", rounded, last, valid)
 
