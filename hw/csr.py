@@ -1,7 +1,7 @@
 """The CSR block: an AXI4-Lite subordinate generated from the register table in
 :mod:`.regmap`."""
 
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -147,7 +147,6 @@ class CSRBlock(wiring.Component):
 
         # --- write channel -----------------------------------------------------------------
         aw_held = Signal()
-        aw_addr = Signal(self._addr_width)
         w_held = Signal()
         w_data = Signal(32)
         w_strb = Signal(4)
@@ -155,8 +154,13 @@ class CSRBlock(wiring.Component):
             bus.awready.eq(~aw_held),
             bus.wready.eq(~w_held),
         ]
+        # The write address is decoded as it is taken: one flag per register, so a write's
+        # enables come from a flip-flop and not from an address compare.
+        aw_sel = {reg.name: Signal(name=f"aw_sel_{reg.name.lower()}") for reg in REGISTERS}
         with m.If(bus.awvalid & bus.awready):
-            m.d.sync += [aw_held.eq(1), aw_addr.eq(bus.awaddr)]
+            m.d.sync += aw_held.eq(1)
+            m.d.sync += [aw_sel[reg.name].eq(bus.awaddr[2:] == reg.offset >> 2)
+                         for reg in REGISTERS]
         with m.If(bus.wvalid & bus.wready):
             m.d.sync += [w_held.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
         with m.If(bus.bvalid & bus.bready):
@@ -177,28 +181,25 @@ class CSRBlock(wiring.Component):
                      for key, s in sticky.items()}
 
         with m.If(do_write):
-            m.d.sync += [aw_held.eq(0), w_held.eq(0), bus.bvalid.eq(1)]
-            with m.Switch(aw_addr[2:]):
-                for reg in REGISTERS:
-                    with m.Case(reg.offset >> 2):
-                        m.d.sync += bus.bresp.eq(RESP_OKAY)
-                        for f in reg.fields:
-                            access, name = reg.access_of(f), reg.port_of(f)
-                            key = (reg.name, f.name)
-                            bits = slice(f.lsb, f.lsb + f.width)
-                            if access == "RW":
-                                target = (internal[key] if name is None
-                                          else port(name)[f.port_lsb:f.port_lsb + f.width])
-                                mask = byte_mask[bits]
-                                m.d.sync += target.eq((target & ~mask) | (w_data[bits] & mask))
-                            elif access == "W1P":
-                                m.d.sync += port(name).eq(masked[bits])
-                            elif access == "W1C":
-                                m.d.comb += w1c_clear[key].eq(masked[bits])
-                            elif access == "PUSH":
-                                m.d.comb += [push.eq(1), push_word.eq(masked)]
-                with m.Default():
-                    m.d.sync += bus.bresp.eq(RESP_SLVERR)
+            m.d.sync += [aw_held.eq(0), w_held.eq(0), bus.bvalid.eq(1),
+                         bus.bresp.eq(Mux(Cat(*aw_sel.values()).any(), RESP_OKAY, RESP_SLVERR))]
+            for reg in REGISTERS:
+                with m.If(aw_sel[reg.name]):
+                    for f in reg.fields:
+                        access, name = reg.access_of(f), reg.port_of(f)
+                        key = (reg.name, f.name)
+                        bits = slice(f.lsb, f.lsb + f.width)
+                        if access == "RW":
+                            target = (internal[key] if name is None
+                                      else port(name)[f.port_lsb:f.port_lsb + f.width])
+                            mask = byte_mask[bits]
+                            m.d.sync += target.eq((target & ~mask) | (w_data[bits] & mask))
+                        elif access == "W1P":
+                            m.d.sync += port(name).eq(masked[bits])
+                        elif access == "W1C":
+                            m.d.comb += w1c_clear[key].eq(masked[bits])
+                        elif access == "PUSH":
+                            m.d.comb += [push.eq(1), push_word.eq(masked)]
 
         for key, s in sticky.items():
             m.d.sync += s.eq((s & ~w1c_clear[key]) | w1c_set[key])

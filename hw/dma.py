@@ -99,7 +99,9 @@ class _Checker(wiring.Component):
     (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
     stride (registered products, one DSP each), add the shifted products one per cycle, then
     compare into a register. It runs while the engine still works on the previous command. It
-    also adds ``addr + stride`` (``second``, the second row's address) for the burst generator.
+    also adds ``addr + stride`` (``second``, the second row's address) for the burst generator
+    and counts the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
+    multiplier with registered operands and result) for the write engine.
     """
 
     def __init__(self, config):
@@ -110,7 +112,8 @@ class _Checker(wiring.Component):
             "i_cmd": In(stream.Signature(cmd_layout(config))),
             "o_cmd": Out(stream.Signature(data.StructLayout({
                 "cmd": cmd_layout(config), "error": DMAError,
-                "second": config.axi_addr_width}))),     # addr + stride: row 1
+                "second": config.axi_addr_width,         # addr + stride: row 1
+                "beats": ROWS_WIDTH + ROW_BYTES_WIDTH}))),  # input beats of the whole command
             "busy": Out(1),
         })
 
@@ -129,6 +132,8 @@ class _Checker(wiring.Component):
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
         error = Signal(DMAError)
         second = Signal(aw)
+        row_beats = Signal(ROW_BYTES_WIDTH)   # input beats a row, from the accepting cycle
+        beats = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH)
         m.d.comb += [
             self.i_cmd.ready.eq(~full),
             self.busy.eq(full),
@@ -136,18 +141,20 @@ class _Checker(wiring.Component):
             self.o_cmd.payload.cmd.eq(cmd),
             self.o_cmd.payload.error.eq(error),
             self.o_cmd.payload.second.eq(second),
+            self.o_cmd.payload.beats.eq(beats),
         ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             payload = self.i_cmd.payload
             m.d.sync += [
                 cmd.eq(payload), full.eq(1), step.eq(0),
                 rows_m1.eq(payload.rows - 1),
+                row_beats.eq(_in_beats(self._config, payload.row_bytes)),
                 end.eq(payload.addr + payload.row_bytes),
             ]
         with m.Elif(full & (step != steps)):
             m.d.sync += step.eq(step + 1)
             with m.If(step == 0):
-                m.d.sync += second.eq(cmd.addr + cmd.stride)
+                m.d.sync += [second.eq(cmd.addr + cmd.stride), beats.eq(cmd.rows * row_beats)]
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, product in enumerate(products):
@@ -757,7 +764,7 @@ class DMA(wiring.Component):
                         abort.eq(0),
                         rows_left.eq(c.rows),
                         next_row.eq(c.addr + c.stride),
-                        remaining.eq(c.rows * _in_beats(config, c.row_bytes)),
+                        remaining.eq(checked.payload.beats),
                         *load_row(c.addr, c.row_bytes),
                     ]
                     with m.If(checked.payload.error == DMAError.OK):

@@ -216,8 +216,8 @@ class PostProcessor(wiring.Component):
             return regs, last, valid
 
         # Values derived from the settings, in registers: the settings are static while a
-        # store's rows are in the pipeline, and a row needs the multiplier a cycle after it
-        # enters at the earliest, the rounding constants (two register steps) four cycles after.
+        # store's rows are in the pipeline, and a row needs the multiplier (two register steps)
+        # two cycles after it enters at the earliest, the rounding constants (two steps) later.
         multiplier = Signal(signed(MULTIPLIER_WIDTH))
         shift = Signal(SHIFT_WIDTH)
         half = Signal(64)          # 2**(shift - 1), or 0 for shift 0
@@ -255,7 +255,11 @@ class PostProcessor(wiring.Component):
 
         # Stage 3: partial products, one small multiplier each, fed straight from registers
         # (which move into the DSP blocks, like the product registers).
-        mult_chunks = _chunks(multiplier, MULTIPLIER_WIDTH, True)
+        # A plain copy of the multiplier register: the register itself takes its constant (1)
+        # by synchronous set and reset, which a DSP's input register cannot absorb.
+        mult_copy = Signal.like(multiplier)
+        m.d.sync += mult_copy.eq(multiplier)
+        mult_chunks = _chunks(mult_copy, MULTIPLIER_WIDTH, True)
         products, weights = [], []  # per column: list of products; shared: their bit offsets
         for c in range(cols):
             row_products = []
