@@ -349,25 +349,34 @@ class Controller(wiring.Component):
 
         # DMA errors reported by the units. The error of the oldest failing command wins: a
         # unit may report after a younger command was refused, or both units in one cycle. In
-        # two steps, for timing: dispatch stops and the older of the cycle's reports is kept;
-        # a cycle later it replaces the recorded error if there is none or a younger one.
-        load_failed = self.i_load_done.valid & (self.i_load_done.payload.error != ErrorCode.OK)
-        store_failed = self.i_store_done.valid & \
-            (self.i_store_done.payload.error != ErrorCode.OK)
-        pick_store = store_failed & (~load_failed | (store_index < load_index))
+        # three steps, for timing: dispatch stops and the cycle's reports are kept; a cycle
+        # later the older of them is picked; a cycle after that it replaces the recorded error
+        # if there is none or a younger one.
+        failed = []        # per unit: (failed, index, code, addr) in registers
+        for name, done, index_of in (("load", self.i_load_done, load_index),
+                                     ("store", self.i_store_done, store_index)):
+            fail, index_r = Signal(name=f"{name}_failed"), Signal(32, name=f"{name}_fail_index")
+            code_r = Signal(ErrorCode, name=f"{name}_fail_code")
+            addr_r = Signal.like(self.err_addr, name=f"{name}_fail_addr")
+            m.d.sync += [fail.eq(done.valid & (done.payload.error != ErrorCode.OK)),
+                         index_r.eq(index_of), code_r.eq(done.payload.error),
+                         addr_r.eq(done.payload.addr)]
+            failed.append((fail, index_r, code_r, addr_r))
+            with m.If(done.valid & (done.payload.error != ErrorCode.OK)):
+                m.d.sync += stopping.eq(1)       # dispatch stops at once
+        (load_failed, load_i, load_c, load_a), (store_failed, store_i, store_c, store_a) = failed
         unit_error = load_failed | store_failed
-        unit_index = Mux(pick_store, store_index, load_index)
-        unit_code = Mux(pick_store, self.i_store_done.payload.error,
-                        self.i_load_done.payload.error)
-        unit_addr = Mux(pick_store, self.i_store_done.payload.addr, self.i_load_done.payload.addr)
+        pick_store = store_failed & (~load_failed | (store_i < load_i))
         reported = Signal()
         rep_index = Signal(32)
         rep_code = Signal(ErrorCode)
         rep_addr = Signal.like(self.err_addr)
         m.d.sync += reported.eq(unit_error)
         with m.If(unit_error):
-            m.d.sync += [stopping.eq(1), rep_index.eq(unit_index), rep_code.eq(unit_code),
-                         rep_addr.eq(unit_addr)]
+            m.d.sync += [rep_index.eq(Mux(pick_store, store_i, load_i)),
+                         rep_code.eq(Mux(pick_store, store_c, load_c)),
+                         rep_addr.eq(Mux(pick_store, store_a, load_a))]
+        reporting = unit_error | reported     # a report on its way to the error registers
         with m.If(reported & ((self.error == ErrorCode.OK) | (rep_index < self.err_index))):
             m.d.sync += [
                 self.error.eq(rep_code),
@@ -376,7 +385,7 @@ class Controller(wiring.Component):
             ]
 
         # Stop after an error once the units are idle and the error is recorded.
-        with m.If(stopping & self.running & ~units_busy & ~reported):
+        with m.If(stopping & self.running & ~units_busy & ~reporting):
             m.d.sync += self.running.eq(0)
             m.d.comb += self.done.eq(1)
 
@@ -401,7 +410,7 @@ class Controller(wiring.Component):
             ]
         m.d.comb += [
             self.flush.eq(flushing),
-            self.busy.eq(flushing | units_busy | reported
+            self.busy.eq(flushing | units_busy | reporting
                          | (self.running & ~stopping & (head_valid | self.i_cmd.valid))),
         ]
         return m

@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, RESP_DECERR, RESP_OKAY, axi4_signature
 from .config import EngineConfig
+from .skid import SkidBuffer
 
 
 __all__ = ["DMA", "DMAError", "check_latency", "ROWS_WIDTH", "ROW_BYTES_WIDTH", "cmd_layout",
@@ -397,8 +398,9 @@ class DMA(wiring.Component):
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
     Latency: a command is checked in :func:`check_latency` cycles (5 with 32-bit addresses); the
-    first AR/AW follows one cycle later. Read data passes a 4-entry buffer (``o_rd_data`` is
-    registered and never combinationally depends on the AXI R channel). Write data is not
+    first AR/AW follows one cycle later. Read data passes a skid buffer (``rready`` comes from a
+    register) and a 4-entry buffer (``o_rd_data`` is registered and never combinationally
+    depends on the AXI R channel). Write data is not
     buffered: ``i_wr_data.valid`` reaches ``wvalid`` and ``wready`` reaches ``i_wr_data.ready``
     combinationally (each W beat takes at most one input beat, shifted through one carry
     register).
@@ -488,8 +490,20 @@ class DMA(wiring.Component):
         m.d.comb += [flight.w_en.eq(ar_fire), flight.w_data.eq(gen.o_burst.payload.tag)]
 
         # Data side.
-        r_fire = axi.rvalid & axi.rready
-        m.d.comb += flight.r_en.eq(r_fire & axi.rlast)
+        # The R channel passes a skid buffer, so rready comes from a register and no path runs
+        # from the AXI port through the realignment into the output FIFO.
+        m.submodules.r_skid = r_skid = SkidBuffer(data.StructLayout({
+            "data": dw, "resp": 2, "last": 1}))
+        m.d.comb += [
+            r_skid.i.valid.eq(axi.rvalid),
+            r_skid.i.payload.data.eq(axi.rdata),
+            r_skid.i.payload.resp.eq(axi.rresp),
+            r_skid.i.payload.last.eq(axi.rlast),
+            axi.rready.eq(r_skid.i.ready),
+        ]
+        r_beat = r_skid.o.payload
+        r_fire = r_skid.o.valid & r_skid.o.ready
+        m.d.comb += flight.r_en.eq(r_fire & r_beat.last)
 
         cur = Signal(desc_layout)           # the command being received
         rows_left = Signal(ROWS_WIDTH)
@@ -576,17 +590,17 @@ class DMA(wiring.Component):
             with m.State("RUN"):
                 produces = (off == 0) | ~first
                 m.d.comb += [
-                    axi.rready.eq(~produces | out.w_rdy),
-                    out_data.data.eq(Mux(off == 0, axi.rdata, shifted(axi.rdata))),
+                    r_skid.o.ready.eq(~produces | out.w_rdy),
+                    out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
                 ]
                 with m.If(r_fire):
-                    with m.If(axi.rresp != RESP_OKAY):
-                        m.d.sync += [err.eq(_resp_error(axi.rresp)), err_addr.eq(beat_addr)]
+                    with m.If(r_beat.resp != RESP_OKAY):
+                        m.d.sync += [err.eq(_resp_error(r_beat.resp)), err_addr.eq(beat_addr)]
                         m.next = "DRAIN"
                     with m.Else():
                         m.d.comb += out.w_en.eq(produces)
                         m.d.sync += [
-                            prev.eq(axi.rdata),
+                            prev.eq(r_beat.data),
                             first.eq(0),
                             beat_addr.eq(beat_addr + b),
                             mem_left.eq(mem_left - 1),
@@ -613,7 +627,7 @@ class DMA(wiring.Component):
                 mine = flight.r_rdy & (flight.r_data == cur.tag)
                 m.d.comb += [
                     gen.abort.eq(gen.tag == cur.tag),
-                    axi.rready.eq(mine),
+                    r_skid.o.ready.eq(mine),
                 ]
                 with m.If(~mine & ~gen.busy_tag):
                     m.next = "WAIT_OUT"

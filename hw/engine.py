@@ -10,7 +10,7 @@ from .axi import axi4_signature, axilite_signature, connect_flat, flat_members
 from .controller import Controller
 from .counter import EventCounter
 from .csr import CSRBlock
-from .dma import DMA
+from .dma import DMA, wr_data_layout
 from .exec_unit import ExecUnit
 from .gemm_unit import GemmUnit
 from .isa import COMMAND_BITS, ErrorCode
@@ -128,7 +128,11 @@ class Engine(wiring.Component):
         wiring.connect(m, dma=dma.o_rd_data, load=load.i_rd_data)
         wiring.connect(m, dma=dma.o_rd_done, load=load.i_rd_done)
         wiring.connect(m, store=store.o_wr_cmd, dma=dma.i_wr_cmd)
-        wiring.connect(m, store=store.o_wr_data, dma=dma.i_wr_data)
+        # Write data passes a skid buffer: the DMA hands AXI's wready to its data input
+        # combinationally, and the store unit's packer and post-processor sit behind that.
+        m.submodules.wr_skid = wr_skid = SkidBuffer(wr_data_layout(config))
+        wiring.connect(m, store=store.o_wr_data, skid=wr_skid.i)
+        wiring.connect(m, skid=wr_skid.o, dma=dma.i_wr_data)
         wiring.connect(m, dma=dma.o_wr_done, store=store.i_wr_done)
         wiring.connect(m, load=load.o_spad_write, spad=spad.i_write)
         wiring.connect(m, exec=exe.read_act, spad=spad.read_a)
