@@ -14,12 +14,12 @@ __all__ = ["SystolicArray", "array_latency", "delayed", "signals", "wrapping_inc
 def array_latency(config):
     """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
 
-    ``rows - 1`` cycles of input skew and ``cols - 1`` of de-skew, one register hop per PE
-    east and south, the PE's activation register, three multiply stages and sum register, and
-    a cycle at the bottom edge that realigns the low halves of the sums with their high halves
-    (which the PEs add a cycle later).
+    The input register and ``rows - 1`` cycles of input skew, ``cols - 1`` of de-skew, one
+    register hop per PE east and south, the PE's activation register, three multiply stages and
+    sum register, and a cycle at the bottom edge that realigns the low halves of the sums with
+    their high halves (which the PEs add a cycle later).
     """
-    return config.rows + config.cols + 4
+    return config.rows + config.cols + 5
 
 
 def wrapping_increment(counter, modulus):
@@ -33,10 +33,12 @@ def signals(shape, names):
     return [Signal(shape, name=name) for name in names.split()]
 
 
-def delayed(m, value, cycles, *, name):
-    """``value`` delayed by ``cycles`` registers (a shift register at the array's edge)."""
+def delayed(m, value, cycles, *, name, attrs=None):
+    """``value`` delayed by ``cycles`` registers (a shift register at the array's edge).
+    ``attrs`` go on the registers (``{"keep": 1}``: synthesis does not merge them with equal
+    registers elsewhere)."""
     for stage in range(cycles):
-        reg = Signal.like(value, name=f"{name}_d{stage + 1}")
+        reg = Signal.like(value, name=f"{name}_d{stage + 1}", attrs=attrs or {})
         m.d.sync += reg.eq(value)
         value = reg
     return value
@@ -150,6 +152,12 @@ class SystolicArray(wiring.Component):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
+        # Skew registers: a register on every input (so no edge logic reaches a PE directly),
+        # then row r's activations and column c's weights delayed by r and c more. The skew
+        # registers of different rows (columns) hold equal bank (control) bits; keep stops
+        # synthesis from merging them into one register fanned out over the array's edge.
+        keep = {"keep": 1}
+
         # Top edge: weight bus of column c, skewed by c cycles.
         for c in range(cols):
             bus = Signal(weight_layout(config), name=f"w_in_{c}")
@@ -160,7 +168,7 @@ class SystolicArray(wiring.Component):
                 bus.tag.eq(w_row),
                 bus.data.eq(self.i_weight.payload[c]),
             ]
-            m.d.comb += pes[0][c].i_w.eq(delayed(m, bus, c, name=f"w_skew_{c}"))
+            m.d.comb += pes[0][c].i_w.eq(delayed(m, bus, c + 1, name=f"w_skew_{c}", attrs=keep))
             m.d.comb += pes[0][c].i_psum.eq(0)
 
         # West edge: activation of row r, skewed by r cycles.
@@ -170,7 +178,8 @@ class SystolicArray(wiring.Component):
                 act.data.eq(self.i_act.payload.data[r]),
                 act.bank.eq(act_bank),
             ]
-            m.d.comb += pes[r][0].i_act.eq(delayed(m, act, r, name=f"act_skew_{r}"))
+            m.d.comb += pes[r][0].i_act.eq(
+                delayed(m, act, r + 1, name=f"act_skew_{r}", attrs=keep))
 
         # Interior hops: east for activations, south for weights and partial sums.
         for r in range(rows):
