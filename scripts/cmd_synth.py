@@ -48,6 +48,10 @@ def add_synth_arguments(parser, *, families=False):
     group.add_argument("--pnr", action="store_true",
                        help="place and route with nextpnr for Fmax (ecp5: out-of-context; "
                             "ice40: behind a pin wrapper)")
+    group.add_argument("--place-only", action="store_true",
+                       help="ecp5: place without routing (minutes for a whole engine, where "
+                            "routing takes hours); Fmax is nextpnr's post-placement estimate "
+                            "and the longest paths are ranked on the placement")
     group.add_argument("--no-dsp-pack", action="store_true",
                        help="ECP5: leave multiplier registers in the fabric (as Yosys maps them)")
     group.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
@@ -60,7 +64,7 @@ def options_from_args(args, family, *, breakdown):
     try:
         return SynthOptions(family, device=args.device, speed=args.speed, freq_mhz=args.freq,
                             pnr=args.pnr, breakdown=breakdown, dsp_pack=not args.no_dsp_pack,
-                            seed=args.seed, router=args.router)
+                            seed=args.seed, router=args.router, place_only=args.place_only)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 

@@ -32,8 +32,8 @@ from .wrapper import PinWrapper, port_bits
 
 
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
-           "parse_nextpnr_report", "markdown_table", "markdown_report", "REPORT_VERSION",
-           "check_drivers", "default_top", "tool_path"]
+           "parse_nextpnr_report", "parse_placement", "markdown_table", "markdown_report",
+           "REPORT_VERSION", "check_drivers", "default_top", "tool_path"]
 
 
 REPORT_VERSION = 1
@@ -91,6 +91,9 @@ class SynthOptions:
         nextpnr router: ``router1`` (the default; the better Fmax, measured 209 against
         162 MHz on the 8x8 array) or ``router2`` (much faster on big designs such as a
         whole engine, where router1 can take more than half an hour).
+    place_only : bool
+        ECP5: place without routing (minutes, not hours, for a whole engine); Fmax is then
+        nextpnr's post-placement estimate and the longest paths are ranked on the placement.
 
     Raises
     ------
@@ -100,7 +103,7 @@ class SynthOptions:
     """
 
     def __init__(self, family, *, device=None, speed=None, freq_mhz=None, pnr=False,
-                 breakdown=True, dsp_pack=True, seed=1, router="router1"):
+                 breakdown=True, dsp_pack=True, seed=1, router="router1", place_only=False):
         self.family = find_family(family)
         self.device = find_device(self.family, device)
         if speed is None:
@@ -118,7 +121,11 @@ class SynthOptions:
         if pnr and self.family.pnr_tool is None:
             raise ValueError(f"pnr is not available for family {self.family.name} in the open "
                              f"flow (ecp5 and ice40 only); drop --pnr")
-        self.pnr = bool(pnr)
+        if place_only and self.family.name != "ecp5":
+            raise ValueError(f"place_only is for family ecp5 (out-of-context placement), not "
+                             f"{self.family.name}; drop --place-only")
+        self.place_only = bool(place_only)
+        self.pnr = bool(pnr) or self.place_only
         self.breakdown = bool(breakdown)
         self.dsp_pack = bool(dsp_pack)
         self.seed = int(seed)
@@ -293,6 +300,17 @@ def _block_of_cell(cell_name):
     return _block_name(match.group("inst")) if match else "(top)"
 
 
+def parse_placement(log, target_mhz):
+    """The post-placement Fmax estimate from a ``nextpnr --no-route`` log (its last
+    "Max frequency" line), as the ``pnr`` entry of a report with ``routed`` false."""
+    found = re.findall(r"Max frequency for clock '[^']*': ([0-9.]+) MHz", log)
+    fmax = float(found[-1]) if found else None
+    return {"fmax_mhz": fmax, "target_mhz": target_mhz,
+            "met": None if fmax is None else fmax >= target_mhz, "critical_path": None,
+            "limited_by": "not routed; the longest paths below are ranked on the placement",
+            "routed": False, "utilization": {}}
+
+
 def parse_nextpnr_report(report, clock=None):
     """Fmax and a critical path summary from a nextpnr ``--report`` JSON.
 
@@ -428,6 +446,8 @@ def _nextpnr(workdir, opts, *, ooc, pins):
     cmd = [tool_path(fam.pnr_tool), *dev.pnr_args, "--json", "netlist.json",
            "--freq", f"{opts.freq_mhz:g}", "--timing-allow-fail", "--report", "pnr.json",
            "--seed", str(opts.seed), "--router", opts.router]
+    if opts.place_only:
+        cmd += ["--no-route", "--write", "placed.json"]
     if opts.speed and fam.name == "ecp5":
         cmd += ["--speed", opts.speed]
     if ooc:
@@ -524,12 +544,19 @@ def synthesize(config, opts, workdir, *, top=None):
                 packed = pack_mult_registers(netlist, wmodule if wrapped else module)
                 netlist_path.write_text(json.dumps(netlist))
             runtime["nextpnr_s"], raw = _nextpnr(pnr_dir, opts, ooc=ooc, pins=not ooc)
-            pnr = parse_nextpnr_report(raw)
+            if opts.place_only:
+                pnr = parse_placement((pnr_dir / "nextpnr.log").read_text(), opts.freq_mhz)
+                placed = json.loads((pnr_dir / "placed.json").read_text())
+                paths = [{"estimate_ns": ns, "endpoint": endpoint, "cells": len(path)}
+                         for ns, endpoint, path in longest_paths(placed, top=PATHS_REPORTED)]
+            else:
+                pnr = parse_nextpnr_report(raw)
             pnr["mode"] = ("out-of-context" if ooc else
                            "behind a 3-pin shift-register wrapper (synth/wrapper.py); "
                            "utilization includes the wrapper" if wrapped else "with pins")
             pnr["dsp_register_packing"] = packed
-            pnr["seed"], pnr["router"] = opts.seed, opts.router
+            pnr["seed"] = opts.seed
+            pnr["router"] = None if opts.place_only else opts.router
     runtime["total_s"] = time.monotonic() - t0
     runtime = {k: round(v, 2) for k, v in runtime.items()}
 
@@ -656,8 +683,10 @@ def markdown_report(report):
                                               " (run with --pnr; ECP5 and iCE40 only)."))
     else:
         met = "met" if pnr["met"] else "NOT met"
-        lines += [f"**Fmax {_fmt(pnr['fmax_mhz'])} MHz** (target {_fmt(pnr['target_mhz'])} MHz, "
-                  f"{met}), nextpnr {pnr['mode']}"
+        placed = pnr.get("routed") is False
+        lines += [f"**Fmax {_fmt(pnr['fmax_mhz'])} MHz"
+                  + (", post-placement estimate, not routed" if placed else "")
+                  + f"** (target {_fmt(pnr['target_mhz'])} MHz, {met}), nextpnr {pnr['mode']}"
                   + (f", {pnr['router']}, seed {pnr['seed']}." if pnr.get("router") else "."), "",
                   f"Critical path: {pnr['limited_by']}."]
         cp = pnr.get("critical_path")
@@ -669,7 +698,9 @@ def markdown_report(report):
                          f"{p['input_b']}/{p['dsps']} B inputs, {p['output']}/{p['dsps']} "
                          f"outputs registered inside the MULT18X18D.")
     if r.get("longest_paths"):
-        lines += ["", "Longest register-to-register paths, estimated from the netlist "
+        source = ("the placement (each net timed by the distance it spans)"
+                  if pnr and pnr.get("routed") is False else "the netlist")
+        lines += ["", f"Longest register-to-register paths, estimated from {source} "
                   "(`python -m mxe.synth.depth`; a coarse delay model, Fmax comes from nextpnr):",
                   "", "| estimate | endpoint | cells |", "|---:|---|---:|"]
         for p in r["longest_paths"]:

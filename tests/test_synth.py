@@ -12,7 +12,8 @@ from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (SynthError, SynthOptions, _elaborate, _yosys, breakdown,
                             check_drivers, check_fit, markdown_report, markdown_table,
-                            parse_nextpnr_report, parse_stat, synthesize, yosys_script)
+                            parse_nextpnr_report, parse_placement, parse_stat, synthesize,
+                            yosys_script)
 
 
 # Unit tests: no tools run.
@@ -101,6 +102,15 @@ def test_parse_nextpnr_report():
     assert list(pnr["utilization"]) == ["TRELLIS_FF"]
 
 
+def test_parse_placement_takes_the_last_estimate():
+    log = ("Info: Max frequency for clock 'clk': 40.10 MHz (FAIL at 150.00 MHz)\n"
+           "Info: Running simulated annealing placer for refinement.\n"
+           "Info: Max frequency for clock 'clk': 62.43 MHz (FAIL at 150.00 MHz)\n")
+    pnr = parse_placement(log, 150.0)
+    assert pnr["fmax_mhz"] == 62.43 and pnr["met"] is False and pnr["routed"] is False
+    assert parse_placement("Info: no clocks\n", 150.0)["fmax_mhz"] is None
+
+
 def test_options_reject_bad_values():
     with pytest.raises(ValueError, match="family"):
         SynthOptions("virtex")
@@ -112,6 +122,9 @@ def test_options_reject_bad_values():
         SynthOptions("ecp5", freq_mhz=0)
     with pytest.raises(ValueError, match="pnr"):
         SynthOptions("xilinx", pnr=True)
+    with pytest.raises(ValueError, match="place_only"):
+        SynthOptions("ice40", place_only=True)
+    assert SynthOptions("ecp5", place_only=True).pnr
     assert SynthOptions("ECP5".lower(), device="lfe5u-45f").device.name == "LFE5U-45F"
 
 
@@ -260,6 +273,20 @@ def test_tiny_array_ecp5_pnr(tmp_path):
     assert pnr["mode"] == "out-of-context" and pnr["fmax_mhz"] > 100
     assert pnr["dsp_register_packing"]["output"] == config.macs
     assert pnr["critical_path"]["delay_ns"] > 0
+
+
+@pytest.mark.slow
+def test_tiny_array_ecp5_place_only(tmp_path):
+    config = EngineConfig.preset("tiny", multiplier="dsp")
+    report = synthesize(config, SynthOptions("ecp5", place_only=True, breakdown=False),
+                        tmp_path, top="array")
+    pnr = report["pnr"]
+    assert pnr["routed"] is False and pnr["fmax_mhz"] > 50 and pnr["router"] is None
+    assert (tmp_path / "placed.json").exists()
+    # The ranking comes from the placement: its estimates include the placed distances.
+    assert report["longest_paths"] and report["longest_paths"][0]["estimate_ns"] > 0
+    assert "post-placement estimate, not routed" in markdown_report(report)
+    assert "estimated from the placement" in markdown_report(report)
 
 
 @pytest.mark.slow
