@@ -153,9 +153,10 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
         # Skew registers: a register on every input (so no edge logic reaches a PE directly),
-        # then row r's activations and column c's weights delayed by r and c more. The skew
-        # registers of different rows (columns) hold equal bank (control) bits; keep stops
-        # synthesis from merging them into one register fanned out over the array's edge.
+        # then row r's activations and column c's weights delayed by r and c more. The input
+        # registers' control bits are equal for all rows (columns) and may merge into one
+        # register; the skew registers after them hold equal bits too, and keep stops
+        # synthesis from merging those into one register fanned out over the array's edge.
         keep = {"keep": 1}
 
         # Top edge: weight bus of column c, skewed by c cycles.
@@ -168,7 +169,8 @@ class SystolicArray(wiring.Component):
                 bus.tag.eq(w_row),
                 bus.data.eq(self.i_weight.payload[c]),
             ]
-            m.d.comb += pes[0][c].i_w.eq(delayed(m, bus, c + 1, name=f"w_skew_{c}", attrs=keep))
+            bus_in = delayed(m, bus, 1, name=f"w_in_{c}")
+            m.d.comb += pes[0][c].i_w.eq(delayed(m, bus_in, c, name=f"w_skew_{c}", attrs=keep))
             m.d.comb += pes[0][c].i_psum.eq(0)
 
         # West edge: activation of row r, skewed by r cycles.
@@ -179,7 +181,8 @@ class SystolicArray(wiring.Component):
                 act.bank.eq(act_bank),
             ]
             m.d.comb += pes[r][0].i_act.eq(
-                delayed(m, act, r + 1, name=f"act_skew_{r}", attrs=keep))
+                delayed(m, delayed(m, act, 1, name=f"act_in_{r}"), r, name=f"act_skew_{r}",
+                        attrs=keep))
 
         # Interior hops: east for activations, south for weights and partial sums.
         for r in range(rows):

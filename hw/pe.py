@@ -222,12 +222,12 @@ class ProcessingElement(wiring.Component):
         if self._dsp:
             a_reg = Signal(operand, reset_less=True)
             b_reg = Signal(operand, reset_less=True)
-            # The top row adds nothing to the product. There Yosys's ice40_dsp would take the
-            # fabric copy as the DSP's second pipeline register and still leave its flip-flop
-            # driving the same net (the netlist then loses the product); keep on the net
-            # between them stops that.
+            # No adder follows the product directly (the accumulate is split in halves), so
+            # Yosys's ice40_dsp would take the fabric copy as the DSP's second pipeline
+            # register and still leave its flip-flop driving the same net (the netlist then
+            # loses the product); keep on the net between them stops that.
             dsp_out = Signal(Shape(config.product_width, config.signed), reset_less=True,
-                             attrs=keep if self._row == 0 else {})
+                             attrs=keep)
             m.d.sync += [
                 a_reg.eq(act_data), b_reg.eq(w_sel),
                 dsp_out.eq(a_reg * b_reg),
