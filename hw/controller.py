@@ -115,8 +115,7 @@ class Controller(wiring.Component):
         head = Signal(COMMAND_BITS)
         head_valid = Signal()
         prepared = Signal()        # the registered checks and comparisons describe the head
-        evaluated = Signal()       # go / refused below describe the head
-        go = Signal()              # no conflict with running work
+        evaluated = Signal()       # refused and the go flags below describe the head
         refused = Signal(ErrorCode)
         # The head's unit, decoded with go: LOAD, MATMUL, STORE, CONFIG, FENCE may go.
         go_load, go_exec, go_store, go_config, go_fence = signals(
@@ -270,10 +269,11 @@ class Controller(wiring.Component):
         # Step 2: evaluate.
         dep_wait = Signal()        # the last evaluation found the head waiting on running work
         with m.If(head_valid & prepared & ~evaluated & active):
-            may_go = ~blocked & (refuse_r == ErrorCode.OK)
+            checks_pass = refuse_r == ErrorCode.OK
+            may_go = ~blocked & checks_pass
             m.d.sync += [
-                evaluated.eq(1), go.eq(~blocked), refused.eq(refuse_r),
-                dep_wait.eq(blocked & (refuse_r == ErrorCode.OK)),
+                evaluated.eq(1), refused.eq(refuse_r),
+                dep_wait.eq(blocked & checks_pass),
                 go_load.eq(may_go & (opcode == Opcode.LOAD)),
                 go_exec.eq(may_go & (opcode == Opcode.MATMUL)),
                 go_store.eq(may_go & (opcode == Opcode.STORE)),
@@ -292,7 +292,7 @@ class Controller(wiring.Component):
                     self.err_index.eq(index),
                     self.err_addr.eq(0),
                 ]
-            with m.Elif(~go):
+            with m.Elif(dep_wait):
                 m.d.sync += evaluated.eq(0)
         m.d.comb += [
             self.o_load.valid.eq(decided & go_load),
@@ -358,11 +358,11 @@ class Controller(wiring.Component):
             fail, index_r = Signal(name=f"{name}_failed"), Signal(32, name=f"{name}_fail_index")
             code_r = Signal(ErrorCode, name=f"{name}_fail_code")
             addr_r = Signal.like(self.err_addr, name=f"{name}_fail_addr")
-            m.d.sync += [fail.eq(done.valid & (done.payload.error != ErrorCode.OK)),
-                         index_r.eq(index_of), code_r.eq(done.payload.error),
+            failing = done.valid & (done.payload.error != ErrorCode.OK)
+            m.d.sync += [fail.eq(failing), index_r.eq(index_of), code_r.eq(done.payload.error),
                          addr_r.eq(done.payload.addr)]
             failed.append((fail, index_r, code_r, addr_r))
-            with m.If(done.valid & (done.payload.error != ErrorCode.OK)):
+            with m.If(failing):
                 m.d.sync += stopping.eq(1)       # dispatch stops at once
         (load_failed, load_i, load_c, load_a), (store_failed, store_i, store_c, store_a) = failed
         unit_error = load_failed | store_failed

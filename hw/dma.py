@@ -777,7 +777,7 @@ class DMA(wiring.Component):
                         refused.eq(checked.payload.error),
                         abort.eq(0),
                         rows_left.eq(c.rows),
-                        next_row.eq(c.addr + c.stride),
+                        next_row.eq(checked.payload.second),
                         remaining.eq(checked.payload.beats),
                         *load_row(c.addr, c.row_bytes),
                     ]
