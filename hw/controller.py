@@ -266,19 +266,25 @@ class Controller(wiring.Component):
             with m.Case(Opcode.FENCE):
                 m.d.comb += blocked.eq(units_busy)
 
-        # Step 2: evaluate.
+        # Step 2: evaluate. The head's unit must be ready too: a unit's ready only falls when it
+        # takes a command, and only the controller gives it one, so a unit ready now is still
+        # ready at dispatch, and the dispatch (and the queue's refill behind it) depends on
+        # registers only. A head that waits, on running work or on its unit, is evaluated again.
         dep_wait = Signal()        # the last evaluation found the head waiting on running work
+        go_any = Signal()          # one of the go flags
         with m.If(head_valid & prepared & ~evaluated & active):
             checks_pass = refuse_r == ErrorCode.OK
             may_go = ~blocked & checks_pass
+            units = ((Opcode.LOAD, self.o_load.ready, go_load),
+                     (Opcode.MATMUL, self.o_exec.ready, go_exec),
+                     (Opcode.STORE, self.o_store.ready, go_store),
+                     (Opcode.CONFIG, 1, go_config), (Opcode.FENCE, 1, go_fence))
+            go = [may_go & (opcode == unit) & ready for unit, ready, _ in units]
+            m.d.sync += [flag.eq(g) for (_, _, flag), g in zip(units, go)]
             m.d.sync += [
                 evaluated.eq(1), refused.eq(refuse_r),
                 dep_wait.eq(blocked & checks_pass),
-                go_load.eq(may_go & (opcode == Opcode.LOAD)),
-                go_exec.eq(may_go & (opcode == Opcode.MATMUL)),
-                go_store.eq(may_go & (opcode == Opcode.STORE)),
-                go_config.eq(may_go & (opcode == Opcode.CONFIG)),
-                go_fence.eq(may_go & (opcode == Opcode.FENCE)),
+                go_any.eq(Cat(*go).any()),
             ]
 
         # Step 3: refuse, dispatch, or evaluate again.
@@ -292,15 +298,14 @@ class Controller(wiring.Component):
                     self.err_index.eq(index),
                     self.err_addr.eq(0),
                 ]
-            with m.Elif(dep_wait):
+            with m.Elif(~go_any):
                 m.d.sync += evaluated.eq(0)
         m.d.comb += [
             self.o_load.valid.eq(decided & go_load),
             self.o_exec.valid.eq(decided & go_exec),
             self.o_store.valid.eq(decided & go_store),
             self.done.eq(decided & go_fence),
-            pop.eq(decided & ((go_load & self.o_load.ready) | (go_exec & self.o_exec.ready)
-                              | (go_store & self.o_store.ready) | go_config | go_fence)),
+            pop.eq(decided & go_any),
         ]
         with m.If(decided & go_config):
             m.d.sync += [multiplier.eq(conf.multiplier), shift.eq(conf.shift)]
