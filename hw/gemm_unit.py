@@ -52,11 +52,13 @@ Members
 i_cmd : In(stream.Signature(128))
     The command queue's head.
 o_cmd : Out(stream.Signature(128))
-    To the controller: the head, or the sub-commands while a GEMM expands.
+    To the controller: the head, or the sub-commands while a GEMM expands. Valid and payload
+    come from registers, and a command is put there whenever the register is free or being
+    taken: no adder of the expansion reaches the consumer, and a command a cycle leaves.
 enable : In(1)
     The controller runs and has no error: only then are GEMM commands taken from the queue.
 busy : Out(1)
-    A GEMM is being set up or expanded.
+    A GEMM is being set up or expanded, or a command waits on ``o_cmd``.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -227,8 +229,9 @@ class GemmUnit(wiring.Component):
             ahead_n.eq(_min(nc, Mux(n_last, N, n_rem - nc))),
         ]
 
-        # The command presented to the controller while expanding.
+        # The command put in the output register this cycle.
         out = Signal(COMMAND_BITS)
+        out_valid = Signal()
         load = data.View(command_layout("LOAD"), out)
         mm = data.View(command_layout("MATMUL"), out)
         st = data.View(command_layout("STORE"), out)
@@ -237,7 +240,7 @@ class GemmUnit(wiring.Component):
             m.d.comb += [
                 load.opcode.eq(Opcode.LOAD), load.to_bias.eq(to_bias), load.spad_addr.eq(spad),
                 load.mem_offset.eq(offset), load.rows.eq(rows), load.elems.eq(elems),
-                load.stride.eq(stride), self.o_cmd.valid.eq(1),
+                load.stride.eq(stride), out_valid.eq(1),
             ]
 
         def emit_store():
@@ -245,17 +248,21 @@ class GemmUnit(wiring.Component):
                 st.opcode.eq(Opcode.STORE), st.bias.eq(d_bias), st.relu.eq(d_relu),
                 st.requant.eq(d_requant), st.acc_addr.eq(pend_acc), st.mem_offset.eq(pend_off),
                 st.rows.eq(pend_m), st.elems.eq(pend_n), st.stride.eq(c_stride),
-                self.o_cmd.valid.eq(1),
+                out_valid.eq(1),
             ]
 
         def emit_matmul(act, weight, rows, k, acc, accumulate):
             m.d.comb += [
                 mm.opcode.eq(Opcode.MATMUL), mm.accumulate.eq(accumulate), mm.act_addr.eq(act),
                 mm.weight_addr.eq(weight), mm.m.eq(rows), mm.k.eq(k), mm.acc_addr.eq(acc),
-                self.o_cmd.valid.eq(1),
+                out_valid.eq(1),
             ]
 
-        sent = self.o_cmd.ready   # with o_cmd.valid: the command is taken this cycle
+        # The output register takes a command while it is free or being taken; with out_valid,
+        # ``sent`` is that the command is taken this cycle.
+        sent = ~self.o_cmd.valid | self.o_cmd.ready
+        with m.If(sent):
+            m.d.sync += [self.o_cmd.payload.eq(out), self.o_cmd.valid.eq(out_valid)]
 
         def after_matmul(state, prefetch=pf_hit & ~m_last):
             """Go from ``state`` to the next of the steps that follow a MATMUL and are due."""
@@ -291,13 +298,12 @@ class GemmUnit(wiring.Component):
         is_gemm = (opcode == Opcode.GEMM_A) | (opcode == Opcode.GEMM_B) | \
             (opcode == Opcode.GEMM_C)
 
-        m.d.comb += self.o_cmd.payload.eq(out)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += [
-                    self.o_cmd.valid.eq(self.i_cmd.valid & ~is_gemm),
+                    out_valid.eq(self.i_cmd.valid & ~is_gemm),
                     out.eq(head),
-                    self.i_cmd.ready.eq(Mux(is_gemm, self.enable, self.o_cmd.ready)),
+                    self.i_cmd.ready.eq(Mux(is_gemm, self.enable, sent)),
                 ]
                 with m.If(self.i_cmd.valid & is_gemm & self.enable):
                     with m.Switch(opcode):
@@ -515,5 +521,5 @@ class GemmUnit(wiring.Component):
                 emit_matmul(c.spad_depth, 0, 1, 1, 0, 0)
                 with m.If(sent):
                     m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.o_cmd.valid)
         return m
