@@ -4,8 +4,8 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import (MULTIPLY_STAGES, ProcessingElement, acc_shape, act_layout, operand_shape,
-                 pe_uses_dsp, psum_split, weight_layout)
+from .pe import (ProcessingElement, acc_shape, act_layout, operand_shape, pe_uses_dsp,
+                 psum_split, weight_layout)
 
 
 __all__ = ["SystolicArray", "array_latency", "delayed", "signals", "wrapping_increment"]
@@ -15,11 +15,11 @@ def array_latency(config):
     """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
 
     The input register and ``rows - 1`` cycles of input skew, ``cols - 1`` of de-skew, one
-    register hop per PE east and south, the PE's activation register, its multiply stages
-    (:data:`~mxe.hw.pe.MULTIPLY_STAGES`) and sum register, and a cycle at the bottom edge that
-    realigns the low halves of the sums with their high halves (which the PEs add a cycle later).
+    register hop per PE east and south, the PE's activation register, three multiply stages and
+    sum register, and a cycle at the bottom edge that realigns the low halves of the sums with
+    their high halves (which the PEs add a cycle later).
     """
-    return config.rows + config.cols + 2 + MULTIPLY_STAGES
+    return config.rows + config.cols + 5
 
 
 def wrapping_increment(counter, modulus):

@@ -6,13 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 
 __all__ = ["ProcessingElement", "operand_shape", "acc_shape", "act_layout", "weight_layout",
-           "lut_multiply", "partial_products", "pe_uses_dsp", "psum_split", "add_with_carry",
-           "MULTIPLY_STAGES"]
-
-
-#: Register stages from a PE's activation register to its product register, the same for DSP and
-#: LUT multipliers.
-MULTIPLY_STAGES = 4
+           "lut_multiply", "partial_products", "pe_uses_dsp", "psum_split", "add_with_carry"]
 
 
 def operand_shape(config):
@@ -148,17 +142,15 @@ class ProcessingElement(wiring.Component):
         likewise a cycle behind.
 
     Latency: the product of an activation seen on ``o_act`` in cycle ``t`` is registered in
-    ``t + s`` (``s`` = :data:`MULTIPLY_STAGES`) and added to the low half of the ``i_psum`` of
-    cycle ``t + s``; the low half of the sum appears on ``o_psum`` in ``t + s + 1``, the high half
-    (the ``i_psum`` high half of cycle ``t + s + 1`` plus the carry) in ``t + s + 2``. Every PE has the same
+    ``t + 3`` (three multiply stages) and added to the low half of the ``i_psum`` of cycle
+    ``t + 3``; the low half of the sum appears on ``o_psum`` in ``t + 4``, the high half (the
+    ``i_psum`` high half of cycle ``t + 4`` plus the carry) in ``t + 5``. Every PE has the same
     latency whatever its multiplier, so DSP and LUT PEs mix freely (``multiplier="auto"``).
 
     Timing: the multiplier's operand registers are loaded from plain registers (the activation
     register and ``w_sel``, the weight of the activation's bank selected one cycle early) and
     its result goes straight into a register, so a DSP block sees no logic on either side and
-    its input and output registers are absorbed into it (see ``synth/dsp_pack.py``). Two fabric
-    registers follow the DSP, so the placer can split the route from the DSP column to the PE's
-    adder, which in a large array is long. The bank
+    its input and output registers are absorbed into it (see ``synth/dsp_pack.py``). The bank
     mux moves before ``w_sel``, with a bypass for a weight written in the same cycle. The
     accumulate is cut into two carry chains of half the width, a cycle apart, so it does not
     limit the clock of a fabric array. Datapath registers have no reset (their
@@ -218,14 +210,14 @@ class ProcessingElement(wiring.Component):
         m.d.sync += w_sel.eq(Mux(bypass, self.i_w.data,
                                  Mux(self.i_act.bank, weights[1], weights[0])))
 
-        # MULTIPLY_STAGES multiply stages and the accumulate stage, the same count for both
-        # multipliers. DSP: operand registers and the product register, both absorbed into the
-        # DSP block (fed by plain registers, so no logic sits in front of it), then two fabric
-        # copies of the product: the route out of the DSP column gets two cycles (in a 16x16
-        # array one cycle was mostly routing) and the accumulate carry chain starts next to its
-        # adder. LUTs (no ``*``, so no DSP): pairs of partial products (one carry chain each,
-        # the AND gates folded into its LUTs), two sums of half of the pairs, their sum, and a
-        # copy of it to match the DSP's stage count. Then psum = i_psum + product.
+        # Three multiply stages and the accumulate stage, the same count for both multipliers.
+        # DSP: operand registers and the product register, both absorbed into the DSP block
+        # (fed by plain registers, so no logic sits in front of it), then a fabric copy of the
+        # product: the long route out of the DSP column gets a cycle of its own and the
+        # accumulate carry chain starts next to its adder. Then psum = i_psum + product.
+        # LUTs (no ``*``, so no DSP): pairs of partial products (one carry chain each, the
+        # AND gates folded into its LUTs), two sums of half of the pairs, their sum, then
+        # psum = i_psum + product.
         product = Signal(Shape(config.product_width, config.signed), reset_less=True)
         if self._dsp:
             a_reg = Signal(operand, reset_less=True)
@@ -233,17 +225,13 @@ class ProcessingElement(wiring.Component):
             # No adder follows the product directly (the accumulate is split in halves), so
             # Yosys's ice40_dsp would take the fabric copy as the DSP's second pipeline
             # register and still leave its flip-flop driving the same net (the netlist then
-            # loses the product); keep on the net between them stops that. keep on the first
-            # fabric copy stops it merging with the second.
+            # loses the product); keep on the net between them stops that.
             dsp_out = Signal(Shape(config.product_width, config.signed), reset_less=True,
                              attrs=keep)
-            near = Signal(Shape(config.product_width, config.signed), reset_less=True,
-                          attrs=keep)
             m.d.sync += [
                 a_reg.eq(act_data), b_reg.eq(w_sel),
                 dsp_out.eq(a_reg * b_reg),
-                near.eq(dsp_out),
-                product.eq(near),
+                product.eq(dsp_out),
             ]
         else:
             # Two guard bits: partial sums of two's complement partial products can exceed the
@@ -261,8 +249,7 @@ class ProcessingElement(wiring.Component):
                 half = Signal(inner, name=f"pp_half{k}", reset_less=True)
                 m.d.sync += half.eq(_tree(group) if group else 0)
                 halves.append(half)
-            total = Signal(Shape(config.product_width, config.signed), reset_less=True)
-            m.d.sync += [total.eq(halves[0] + halves[1]), product.eq(total)]
+            m.d.sync += product.eq(halves[0] + halves[1])
         # The accumulate, split: the low half of the sum in the cycle after the product, the high
         # half (with the low half's carry) a cycle later, so the carry chain is half as long.
         # Partial sums move south with the high half a cycle behind the low half.
