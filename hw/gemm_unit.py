@@ -54,7 +54,7 @@ i_cmd : In(stream.Signature(128))
 o_cmd : Out(stream.Signature(128))
     To the controller: the head, or the sub-commands while a GEMM expands. Valid and payload
     come from registers, and a command is put there whenever the register is free or being
-    taken: no adder of the expansion reaches the consumer, and a command a cycle leaves.
+    taken: no adder of the expansion reaches the consumer, and a command can leave every cycle.
 enable : In(1)
     The controller runs and has no error: only then are GEMM commands taken from the queue.
 busy : Out(1)
