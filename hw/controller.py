@@ -117,7 +117,7 @@ class Controller(wiring.Component):
         prepared = Signal()        # the registered checks and comparisons describe the head
         evaluated = Signal()       # refused and the go flags below describe the head
         refused = Signal(ErrorCode)
-        # The head's unit, decoded with go: LOAD, MATMUL, STORE, CONFIG, FENCE may go.
+        # The head may go to its unit (unit ready, no conflict, checks passed), per opcode.
         go_load, go_exec, go_store, go_config, go_fence = signals(
             1, "go_load go_exec go_store go_config go_fence")
         load = data.View(command_layout("LOAD"), head)
@@ -271,16 +271,18 @@ class Controller(wiring.Component):
         # ready at dispatch, and the dispatch (and the queue's refill behind it) depends on
         # registers only. A head that waits, on running work or on its unit, is evaluated again.
         dep_wait = Signal()        # the last evaluation found the head waiting on running work
-        go_any = Signal()          # one of the go flags
+        go_any = Signal()          # one of the go flags, in a register: pop is one gate
         with m.If(head_valid & prepared & ~evaluated & active):
             checks_pass = refuse_r == ErrorCode.OK
             may_go = ~blocked & checks_pass
-            units = ((Opcode.LOAD, self.o_load.ready, go_load),
-                     (Opcode.MATMUL, self.o_exec.ready, go_exec),
-                     (Opcode.STORE, self.o_store.ready, go_store),
-                     (Opcode.CONFIG, 1, go_config), (Opcode.FENCE, 1, go_fence))
-            go = [may_go & (opcode == unit) & ready for unit, ready, _ in units]
-            m.d.sync += [flag.eq(g) for (_, _, flag), g in zip(units, go)]
+            go = []
+            for unit, ready, flag in ((Opcode.LOAD, self.o_load.ready, go_load),
+                                      (Opcode.MATMUL, self.o_exec.ready, go_exec),
+                                      (Opcode.STORE, self.o_store.ready, go_store),
+                                      (Opcode.CONFIG, 1, go_config),
+                                      (Opcode.FENCE, 1, go_fence)):
+                go.append(may_go & (opcode == unit) & ready)
+                m.d.sync += flag.eq(go[-1])
             m.d.sync += [
                 evaluated.eq(1), refused.eq(refuse_r),
                 dep_wait.eq(blocked & checks_pass),

