@@ -176,12 +176,19 @@ class GemmUnit(wiring.Component):
 
         # Loop state.
         mi, ni, ki = signals(16, "mi ni ki")
-        n0, k0 = signals(17, "n0 k0")
+        n0 = Signal(17)
         # What is left of each dimension from a loop position (M - m0 and so on), kept in
         # registers so no subtraction sits in front of the command outputs.
         m_rem, n_rem, k_rem = signals(17, "m_rem n_rem k_rem")
         lk_rem, ln_rem, pf_krem = signals(17, "lk_rem ln_rem pf_krem")
         a_moff, c_moff = signals(32, "a_moff c_moff")
+        # Offsets and rows the commands carry, kept in registers as the loop moves so none goes
+        # out through an adder (k0 is the K tile's first row, n0 the N tile's first column):
+        # a_koff = a_moff + k0 elements (this A tile), a_next = a_moff + a_step (the next M
+        # chunk), pf_off = a_next + the prefetch's k0 elements, bias_n = bias_off + n0 values,
+        # b_n = b_off + n0 elements, w_row = cur_strip + k0 (this B tile's rows in its strip).
+        a_koff, a_next, pf_off, bias_n, b_n = signals(32, "a_koff a_next pf_off bias_n b_n")
+        w_row = Signal(_DIV_WIDTH)
         panel_sel, acc_sel = signals(1, "panel_sel acc_sel")
         a_row = Signal(_DIV_WIDTH)
         b_slot = Signal(range(places))
@@ -190,14 +197,13 @@ class GemmUnit(wiring.Component):
         next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = signals(16, "lmi lni lki")
-        ln0 = Signal(17)
-        lb_koff = Signal(32)
+        ln_base = Signal(32)               # b_off + the load cursor's n0 elements
+        lb_off = Signal(32)                # that plus its K tile: the next tile's offset
         ldone = Signal()
         tiles_ahead = Signal(range(TILES_AHEAD + 1))
         m_slot = Signal(range(places))
         m_place = Signal(_DIV_WIDTH)       # the ring place of the next MATMUL's B tile
         pf_cnt = Signal(16)
-        pf_k0 = Signal(17)
         pf_row = Signal(_DIV_WIDTH)
         pf_hit = Signal()
         first = Signal()
@@ -225,7 +231,7 @@ class GemmUnit(wiring.Component):
             first_tile.eq((mi == 0) & (ni == 0)),
             n_last.eq(ni == nt1),
             m_last.eq(mi == mt1),
-            ahead_off.eq(b_off + (Mux(n_last, 0, n0 + nc) << eb_shift)),
+            ahead_off.eq(Mux(n_last, b_off, b_n + (nc << eb_shift))),
             ahead_n.eq(_min(nc, Mux(n_last, N, n_rem - nc))),
         ]
 
@@ -377,13 +383,15 @@ class GemmUnit(wiring.Component):
                     m.next = "INIT"
             with m.State("INIT"):
                 m.d.sync += [
-                    mi.eq(0), ni.eq(0), ki.eq(0), n0.eq(0), k0.eq(0),
+                    mi.eq(0), ni.eq(0), ki.eq(0), n0.eq(0),
                     m_rem.eq(M), n_rem.eq(N), k_rem.eq(K), lk_rem.eq(K), ln_rem.eq(N),
                     pf_krem.eq(K),
-                    a_moff.eq(a_off), c_moff.eq(c_off),
+                    a_moff.eq(a_off), c_moff.eq(c_off), a_koff.eq(a_off),
+                    a_next.eq(a_off + a_step), pf_off.eq(a_off + a_step), bias_n.eq(bias_off),
+                    b_n.eq(b_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
-                    pf_cnt.eq(0), pf_k0.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
-                    lmi.eq(0), lni.eq(0), lki.eq(0), ln0.eq(0), lb_koff.eq(b_off),
+                    pf_cnt.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
+                    lmi.eq(0), lni.eq(0), lki.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
                 m.next = "PAIR"
@@ -394,7 +402,7 @@ class GemmUnit(wiring.Component):
                         with m.If(sent):
                             m.d.sync += pending.eq(0)
                     with m.Else():
-                        emit_load(0, bias_off + (n0 << ab_shift), 1, cur_n, 0, to_bias=1)
+                        emit_load(0, bias_n, 1, cur_n, 0, to_bias=1)
                         with m.If(sent):
                             m.d.sync += first.eq(0)
                             m.next = "STEP_A"
@@ -403,7 +411,7 @@ class GemmUnit(wiring.Component):
                     m.next = "STEP_A"
             with m.State("STEP_A"):
                 with m.If(first_tile):
-                    emit_load(a_row, a_moff + (k0 << eb_shift), cur_m, cur_k, a_stride)
+                    emit_load(a_row, a_koff, cur_m, cur_k, a_stride)
                     with m.If(sent):
                         m.next = "STEP_B"
                 with m.Else():
@@ -412,33 +420,34 @@ class GemmUnit(wiring.Component):
                 with m.If(whole & first_tile & (ki == 0)):
                     emit_load(b_next, b_off, K, cur_n, b_stride)   # the first tile: n0 = 0
                     with m.If(sent):
-                        m.d.sync += cur_strip.eq(b_next)
+                        m.d.sync += [cur_strip.eq(b_next), w_row.eq(b_next)]    # k0 = 0
                         advance_ring()
                         m.next = "STEP_M"
                 with m.Elif(~whole & ~ldone & (tiles_ahead != TILES_AHEAD)):
                     # The next single tile, up to TILES_AHEAD MATMULs ahead; then again.
-                    emit_load(b_next, lb_koff + (ln0 << eb_shift), _min(kr, lk_rem),
+                    emit_load(b_next, lb_off, _min(kr, lk_rem),
                               _min(nc, ln_rem), b_stride)
                     with m.If(sent):
                         advance_ring()
                         m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
                         with m.If(lki != kt1):
                             m.d.sync += [lki.eq(lki + 1), lk_rem.eq(lk_rem - kr),
-                                         lb_koff.eq(lb_koff + bk_step)]
+                                         lb_off.eq(lb_off + bk_step)]
                         with m.Else():
-                            m.d.sync += [lki.eq(0), lk_rem.eq(K), lb_koff.eq(b_off)]
+                            m.d.sync += [lki.eq(0), lk_rem.eq(K), lb_off.eq(ln_base)]
                             with m.If(lni != nt1):
-                                m.d.sync += [lni.eq(lni + 1), ln0.eq(ln0 + nc),
-                                             ln_rem.eq(ln_rem - nc)]
+                                ln_next = ln_base + (nc << eb_shift)
+                                m.d.sync += [lni.eq(lni + 1), ln_base.eq(ln_next),
+                                             lb_off.eq(ln_next), ln_rem.eq(ln_rem - nc)]
                             with m.Else():
-                                m.d.sync += [lni.eq(0), ln0.eq(0), ln_rem.eq(N),
-                                             lmi.eq(lmi + 1)]
+                                m.d.sync += [lni.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
+                                             ln_rem.eq(N), lmi.eq(lmi + 1)]
                                 with m.If(lmi == mt1):
                                     m.d.sync += ldone.eq(1)
                 with m.Else():
                     m.next = "STEP_M"
             with m.State("STEP_M"):
-                emit_matmul(a_row, Mux(whole, cur_strip + k0, m_place), cur_m, cur_k,
+                emit_matmul(a_row, Mux(whole, w_row, m_place), cur_m, cur_k,
                             acc_base, ki != 0)
                 with m.If(sent & ~whole):
                     m.d.sync += tiles_ahead.eq(tiles_ahead - 1)
@@ -465,17 +474,17 @@ class GemmUnit(wiring.Component):
                     m.d.sync += pending.eq(0)
                     after_matmul("STEP_S")
             with m.State("PREFETCH"):
-                emit_load(pf_row, a_moff + a_step + (pf_k0 << eb_shift),
+                emit_load(pf_row, pf_off,
                           _min(mc, m_rem - mc), _min(kr, pf_krem), a_stride)
                 with m.If(sent):
                     m.next = "ADVANCE"
             with m.State("ADVANCE"):
                 with m.If(pf_hit):
-                    m.d.sync += [pf_row.eq(pf_row + mc), pf_k0.eq(pf_k0 + kr),
+                    m.d.sync += [pf_row.eq(pf_row + mc), pf_off.eq(pf_off + (kr << eb_shift)),
                                  pf_krem.eq(pf_krem - kr)]
                 with m.If(ki != kt1):
-                    m.d.sync += [ki.eq(ki + 1), k0.eq(k0 + kr), k_rem.eq(k_rem - kr),
-                                 a_row.eq(a_row + mc)]
+                    m.d.sync += [ki.eq(ki + 1), k_rem.eq(k_rem - kr), a_row.eq(a_row + mc),
+                                 a_koff.eq(a_koff + (kr << eb_shift)), w_row.eq(w_row + kr)]
                     with m.If(first_tile):
                         m.next = "STEP_A"
                     with m.Elif(~whole):
@@ -488,21 +497,26 @@ class GemmUnit(wiring.Component):
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
                         cur_strip.eq(Mux(ahead, next_strip, cur_strip)),
-                        ki.eq(0), k0.eq(0), k_rem.eq(K),
+                        w_row.eq(Mux(ahead, next_strip, cur_strip)),
+                        ki.eq(0), k_rem.eq(K), a_koff.eq(a_moff),
                     ]
                     with m.If(~n_last):
                         m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), n_rem.eq(n_rem - nc),
-                                     a_row.eq(panel_base)]
+                                     a_row.eq(panel_base),
+                                     bias_n.eq(bias_n + (nc << ab_shift)),
+                                     b_n.eq(b_n + (nc << eb_shift))]
                         m.next = "PAIR"
                     with m.Else():
-                        m.d.sync += [ni.eq(0), n0.eq(0), n_rem.eq(N)]
+                        m.d.sync += [ni.eq(0), n0.eq(0), n_rem.eq(N), bias_n.eq(bias_off),
+                                     b_n.eq(b_off)]
                         with m.If(~m_last):
+                            a_after = a_next + a_step
                             m.d.sync += [
                                 mi.eq(mi + 1), m_rem.eq(m_rem - mc),
-                                a_moff.eq(a_moff + a_step),
+                                a_moff.eq(a_next), a_koff.eq(a_next), a_next.eq(a_after),
                                 c_moff.eq(c_moff + c_step), panel_sel.eq(~panel_sel),
-                                a_row.eq(other_base), pf_cnt.eq(0), pf_k0.eq(0), pf_krem.eq(K),
-                                pf_row.eq(panel_base),
+                                a_row.eq(other_base), pf_cnt.eq(0), pf_off.eq(a_after),
+                                pf_krem.eq(K), pf_row.eq(panel_base),
                             ]
                             m.next = "PAIR"
                         with m.Else():
