@@ -137,7 +137,10 @@ class ExecUnit(wiring.Component):
             so no slot multiplexer or adder sits in front of the buffer ports. They load as
             ``advance`` moves ``ptr`` on, or once the slot is filled; ``loaded`` says they
             describe it. ``fresh(i)``: slot i holds a MATMUL this cursor has not yet done (not
-            an old one waiting to be freed)."""
+            an old one waiting to be freed). A loaded slot stays fresh until ``advance``: the
+            cursor's own ``advance`` ends its work on the slot, and the slot is freed only
+            after its results, which come after all its rows were requested. So ``loaded``
+            alone says there is work, with no slot multiplexer behind it."""
             nxt = wrapping_increment(ptr, slots)
             regs = {key: Signal(shape, name=f"{name}_{key}") for key, (shape, _) in fields.items()}
             loaded = Signal(name=f"{name}_loaded")
@@ -158,8 +161,7 @@ class ExecUnit(wiring.Component):
             {"addr": (aw, lambda i: table[i].weight_addr),
              "k": (range(rows + 1), lambda i: table[i].k)}, "w_cur")
         m.d.comb += [
-            weight_fetch.i_req.valid.eq(valid.bit_select(w_ptr, 1)
-                                        & ~weights_done.bit_select(w_ptr, 1) & w_loaded),
+            weight_fetch.i_req.valid.eq(w_loaded),
             weight_fetch.i_req.payload.addr.eq(w_cur["addr"]),
             weight_fetch.i_req.payload.tag.eq(w_row >= w_cur["k"]),  # zero this row
         ]
@@ -180,8 +182,7 @@ class ExecUnit(wiring.Component):
         a_last = a_cur["left"] == 0
         m.d.comb += a_done.eq(a_fire & a_last)
         m.d.comb += [
-            act_fetch.i_req.valid.eq(valid.bit_select(a_ptr, 1) & ~acts_done.bit_select(a_ptr, 1)
-                                     & a_loaded),
+            act_fetch.i_req.valid.eq(a_loaded),
             act_fetch.i_req.payload.addr.eq(a_cur["addr"]),
             act_fetch.i_req.payload.tag.eq(a_last),
         ]
