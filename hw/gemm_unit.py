@@ -382,12 +382,13 @@ class GemmUnit(wiring.Component):
                 with m.If(mul_i == 15):
                     m.next = "INIT"
             with m.State("INIT"):
+                a_second = a_off + a_step          # the second M chunk, and its prefetch
                 m.d.sync += [
                     mi.eq(0), ni.eq(0), ki.eq(0), n0.eq(0),
                     m_rem.eq(M), n_rem.eq(N), k_rem.eq(K), lk_rem.eq(K), ln_rem.eq(N),
                     pf_krem.eq(K),
                     a_moff.eq(a_off), c_moff.eq(c_off), a_koff.eq(a_off),
-                    a_next.eq(a_off + a_step), pf_off.eq(a_off + a_step), bias_n.eq(bias_off),
+                    a_next.eq(a_second), pf_off.eq(a_second), bias_n.eq(bias_off),
                     b_n.eq(b_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
                     pf_cnt.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
@@ -425,8 +426,7 @@ class GemmUnit(wiring.Component):
                         m.next = "STEP_M"
                 with m.Elif(~whole & ~ldone & (tiles_ahead != TILES_AHEAD)):
                     # The next single tile, up to TILES_AHEAD MATMULs ahead; then again.
-                    emit_load(b_next, lb_off, _min(kr, lk_rem),
-                              _min(nc, ln_rem), b_stride)
+                    emit_load(b_next, lb_off, _min(kr, lk_rem), _min(nc, ln_rem), b_stride)
                     with m.If(sent):
                         advance_ring()
                         m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
@@ -474,8 +474,7 @@ class GemmUnit(wiring.Component):
                     m.d.sync += pending.eq(0)
                     after_matmul("STEP_S")
             with m.State("PREFETCH"):
-                emit_load(pf_row, pf_off,
-                          _min(mc, m_rem - mc), _min(kr, pf_krem), a_stride)
+                emit_load(pf_row, pf_off, _min(mc, m_rem - mc), _min(kr, pf_krem), a_stride)
                 with m.If(sent):
                     m.next = "ADVANCE"
             with m.State("ADVANCE"):
@@ -492,12 +491,12 @@ class GemmUnit(wiring.Component):
                     with m.Else():
                         m.next = "STEP_M"
                 with m.Else():
+                    strip = Mux(ahead, next_strip, cur_strip)     # the next output tile's
                     m.d.sync += [
                         pending.eq(1), pend_acc.eq(acc_base),
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
-                        cur_strip.eq(Mux(ahead, next_strip, cur_strip)),
-                        w_row.eq(Mux(ahead, next_strip, cur_strip)),
+                        cur_strip.eq(strip), w_row.eq(strip),
                         ki.eq(0), k_rem.eq(K), a_koff.eq(a_moff),
                     ]
                     with m.If(~n_last):
