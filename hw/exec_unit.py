@@ -8,7 +8,8 @@ from .accumulator import acc_addr_width, acc_row_layout
 from .array import SystolicArray, array_latency, wrapping_increment
 from .fetch import RowFetcher
 from .pe import operand_shape
-from .scratchpad import ReadPortSignature, spad_addr_width, spad_row_layout
+from .scratchpad import (SPAD_READ_LATENCY, ReadPortSignature, spad_addr_width,
+                         spad_row_layout)
 
 
 __all__ = ["ExecUnit", "matmul_cmd_layout", "exec_slots", "ranges_overlap"]
@@ -97,8 +98,10 @@ class ExecUnit(wiring.Component):
         m.submodules.array = array = SystolicArray(config)
         aw, cw = spad_addr_width(config), acc_addr_width(config)
         row_layout = spad_row_layout(config)
-        m.submodules.weight_fetch = weight_fetch = RowFetcher(aw, row_layout, tag_width=1)
-        m.submodules.act_fetch = act_fetch = RowFetcher(aw, row_layout, tag_width=1)
+        m.submodules.weight_fetch = weight_fetch = RowFetcher(aw, row_layout, tag_width=1,
+                                                              latency=SPAD_READ_LATENCY)
+        m.submodules.act_fetch = act_fetch = RowFetcher(aw, row_layout, tag_width=1,
+                                                        latency=SPAD_READ_LATENCY)
         wiring.connect(m, weight_fetch=weight_fetch.read, unit=wiring.flipped(self.read_weight))
         wiring.connect(m, act_fetch=act_fetch.read, unit=wiring.flipped(self.read_act))
 

@@ -15,8 +15,9 @@ class RowFetcher(wiring.Component):
     """Reads buffer rows on request into a small FIFO and offers them as a stream.
 
     A request is accepted only when the FIFO is sure to have room for its row, so the buffer's
-    fixed one-cycle read latency never needs back-pressure; with ``depth >= 3`` a row per cycle
-    is sustained.
+    fixed read latency never needs back-pressure. A FIFO entry is promised at the request and
+    given back the cycle after its row is taken, ``latency + 2`` cycles later at the earliest,
+    so ``depth >= latency + 2`` sustains a row per cycle.
 
     Parameters
     ----------
@@ -24,26 +25,35 @@ class RowFetcher(wiring.Component):
     row_layout : data layout of one row
     tag_width : int
         Bits that travel with each row (e.g. a ``last`` flag).
+    latency : int
+        The buffer's read latency: cycles from ``read.en`` to ``read.data`` (at least 1).
     depth : int
-        FIFO entries.
+        FIFO entries (at least ``latency + 2``; by default exactly that).
 
     Members
     -------
     read : Out(ReadPortSignature(addr_width, row_layout))
-        To the buffer (data one cycle after ``en``). ``en`` is always high: the fetcher keeps
+        To the buffer (data ``latency`` cycles after ``en``). ``en`` is always high: the fetcher keeps
         only the rows it requested, so no enable net depends on the handshake (it would fan out
         over the block RAMs' output registers).
     i_req : In(stream.Signature(StructLayout({"addr", "tag"})))
         Row to read and its tag.
     o_row : Out(stream.Signature(StructLayout({"row", "tag"})))
-        Rows in request order; the first one two cycles after its request at the earliest.
+        Rows in request order; the first one ``latency + 1`` cycles after its request at the
+        earliest.
     """
 
-    def __init__(self, addr_width, row_layout, *, tag_width, depth=4):
-        if depth < 3:
-            raise ValueError(f"depth must be at least 3 to sustain a row per cycle, not {depth}")
+    def __init__(self, addr_width, row_layout, *, tag_width, latency, depth=None):
+        if not isinstance(latency, int) or latency < 1:
+            raise ValueError(f"latency must be a positive integer, not {latency!r}")
+        if depth is None:
+            depth = latency + 2
+        if depth < latency + 2:
+            raise ValueError(f"depth must be at least latency + 2 = {latency + 2} to sustain a "
+                             f"row per cycle, not {depth}")
         self._row_layout = row_layout
         self._tag_width = tag_width
+        self._latency = latency
         self._depth = depth
         super().__init__({
             "read": Out(ReadPortSignature(addr_width, row_layout)),
@@ -57,8 +67,9 @@ class RowFetcher(wiring.Component):
         m = Module()
         row_bits = data.Layout.cast(self._row_layout).size
         m.submodules.fifo = fifo = SyncFIFO(width=row_bits + self._tag_width, depth=self._depth)
-        in_flight = Signal()
-        tag = Signal(self._tag_width)
+        # Requests on their way through the buffer: valid and tag per cycle of its latency.
+        in_flight = [Signal(name=f"in_flight{i}") for i in range(self._latency)]
+        tags = [Signal(self._tag_width, name=f"tag{i}") for i in range(self._latency)]
         fire = self.i_req.valid & self.i_req.ready
         # Free FIFO entries not yet promised to a request (depth - level - in_flight), in a
         # register so ready is one LUT from flip-flops.
@@ -69,13 +80,16 @@ class RowFetcher(wiring.Component):
             self.i_req.ready.eq(credits != 0),
             self.read.addr.eq(self.i_req.payload.addr),
             self.read.en.eq(1),
-            fifo.w_en.eq(in_flight),
-            fifo.w_data.eq(Cat(Value.cast(self.read.data), tag)),
+            fifo.w_en.eq(in_flight[-1]),
+            fifo.w_data.eq(Cat(Value.cast(self.read.data), tags[-1])),
             self.o_row.valid.eq(fifo.r_rdy),
             self.o_row.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.o_row.ready),
         ]
-        m.d.sync += in_flight.eq(fire)
-        with m.If(fire):
-            m.d.sync += tag.eq(self.i_req.payload.tag)
+        m.d.sync += [
+            in_flight[0].eq(fire),
+            tags[0].eq(self.i_req.payload.tag),
+            [dst.eq(src) for dst, src in zip(in_flight[1:], in_flight)],
+            [dst.eq(src) for dst, src in zip(tags[1:], tags)],
+        ]
         return m

@@ -9,7 +9,12 @@ from .config import EngineConfig
 from .pe import operand_shape
 
 
-__all__ = ["Scratchpad", "ReadPortSignature", "spad_row_layout", "spad_addr_width"]
+__all__ = ["Scratchpad", "ReadPortSignature", "spad_row_layout", "spad_addr_width",
+           "SPAD_READ_LATENCY"]
+
+#: Cycles from ``en`` to ``data`` on a scratchpad read port: the block RAM's read, then a register
+#: beside each bank, before the bank multiplexer.
+SPAD_READ_LATENCY = 2
 
 
 def spad_row_layout(config):
@@ -31,7 +36,8 @@ class ReadPortSignature(wiring.Signature):
     en : Out(1)
         Read ``addr`` in this cycle. While ``en`` is low, ``data`` holds its value.
     data : In(row_layout)
-        The row addressed one cycle earlier (1-cycle latency).
+        The row addressed a fixed number of cycles earlier (the buffer's read latency: 1 for the
+        accumulator, :data:`SPAD_READ_LATENCY` for the scratchpad).
     """
 
     def __init__(self, addr_width, row_layout):
@@ -59,6 +65,11 @@ class Scratchpad(wiring.Component):
     and a weight row together). A read in the same cycle as a write to the same row returns the
     old contents (read-before-write); the write is visible to reads issued from the next cycle.
 
+    Each bank's read data is registered before the bank multiplexer, so the block RAM's
+    clock-to-out (5.8 ns on an ECP5 DP16KD without its output register, which Yosys does not
+    infer) meets a flip-flop placed beside it, and no path runs from a block RAM across the
+    device. The read latency is therefore :data:`SPAD_READ_LATENCY` (2) cycles.
+
     Parameters
     ----------
     config : EngineConfig
@@ -69,8 +80,8 @@ class Scratchpad(wiring.Component):
               always_ready=True))
         Row writes, one per cycle, no back-pressure. ``mask`` bit ``i`` enables operand ``i``.
     read_a, read_b : In(ReadPortSignature(addr_width, row))
-        Read ports; ``data`` is valid 1 cycle after ``en`` (latency 1) and holds while ``en`` is
-        low.
+        Read ports; ``data`` is valid :data:`SPAD_READ_LATENCY` (2) cycles after ``en`` and holds
+        while ``en`` is low.
     """
 
     def __init__(self, config):
@@ -105,7 +116,9 @@ class Scratchpad(wiring.Component):
             return addr[bank_aw:] if bank_bits else 0
 
         reads = [self.read_a, self.read_b]
-        bank_regs = [Signal(range(banks), name=f"read_{'ab'[i]}_bank") for i in range(2)]
+        # The bank each port read one and two cycles ago (the latter selects the registered data).
+        bank_regs = [[Signal(range(banks), name=f"read_{'ab'[i]}_bank{s}") for s in (1, 2)]
+                     for i in range(2)]
         bank_data = [[None] * banks for _ in range(2)]
         for b in range(banks):
             mem = Memory(shape=unsigned(width), depth=bank_depth, init=[])
@@ -124,11 +137,15 @@ class Scratchpad(wiring.Component):
                     rp.addr.eq(port.addr[:bank_aw]),
                     rp.en.eq(port.en & (bank_of(port.addr) == b)),
                 ]
-                bank_data[i][b] = rp.data
+                # Loaded every cycle and never reset: an enable or a reset here would fan out
+                # over the whole row.
+                bank_data[i][b] = Signal(width, name=f"read_{'ab'[i]}_data{b}", reset_less=True)
+                m.d.sync += bank_data[i][b].eq(rp.data)
         for i, port in enumerate(reads):
             with m.If(port.en):
-                m.d.sync += bank_regs[i].eq(bank_of(port.addr))
-            with m.Switch(bank_regs[i]):
+                m.d.sync += bank_regs[i][0].eq(bank_of(port.addr))
+            m.d.sync += bank_regs[i][1].eq(bank_regs[i][0])
+            with m.Switch(bank_regs[i][1]):
                 for b in range(banks):
                     with m.Case(b):
                         m.d.comb += port.data.eq(bank_data[i][b])

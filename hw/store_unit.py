@@ -4,7 +4,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .accumulator import acc_addr_width, acc_row_layout
+from .accumulator import ACC_READ_LATENCY, acc_addr_width, acc_row_layout
 from .dma import cmd_layout, done_layout, wr_data_layout
 from .fetch import RowFetcher
 from .isa import ErrorCode
@@ -81,7 +81,7 @@ class StoreUnit(wiring.Component):
         beats_max = -(-(config.cols * ab) // bus_bytes)
 
         m.submodules.fetch = fetch = RowFetcher(acc_addr_width(config), acc_row_layout(config),
-                                                tag_width=1)
+                                                tag_width=1, latency=ACC_READ_LATENCY)
         m.submodules.postproc = postproc = PostProcessor(config)
         wiring.connect(m, fetch=fetch.read, unit=wiring.flipped(self.read))
 

@@ -15,8 +15,8 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from mxe.hw.accumulator import acc_row_layout
-from mxe.hw.scratchpad import spad_row_layout
+from mxe.hw.accumulator import ACC_READ_LATENCY, acc_row_layout
+from mxe.hw.scratchpad import SPAD_READ_LATENCY, spad_row_layout
 from mxe.sim.runner import bench_config, bench_seed
 
 
@@ -59,16 +59,19 @@ async def start(dut):
     await FallingEdge(dut.clk)
 
 
-async def read_rows(dut, port, addrs, count, width, signed):
-    """Read ``addrs`` through read port ``port`` (1-cycle latency), one per cycle."""
+async def read_rows(dut, port, addrs, latency, count, width, signed):
+    """Read ``addrs`` through read port ``port``, one per cycle; each row is taken ``latency``
+    cycles after its address."""
     en, addr, data = (getattr(dut, f"{port}__{s}") for s in ("en", "addr", "data"))
     rows = []
-    for a in addrs:
-        en.value = 1
-        addr.value = int(a)
+    for t in range(len(addrs) + latency - 1):
+        en.value = t < len(addrs)
+        if t < len(addrs):
+            addr.value = int(addrs[t])
         await RisingEdge(dut.clk)
         await ReadOnly()
-        rows.append(unpack_row(data.value.to_unsigned(), count, width, signed))
+        if t >= latency - 1:
+            rows.append(unpack_row(data.value.to_unsigned(), count, width, signed))
         await FallingEdge(dut.clk)
     en.value = 0
     return rows
@@ -101,7 +104,7 @@ async def test_scratchpad(dut):
     dut.i_write__valid.value = 0
     order = rng.permutation(config.spad_depth)
     for port, addrs in (("read_a", order), ("read_b", order[::-1])):
-        rows = await read_rows(dut, port, addrs, n, w, config.signed)
+        rows = await read_rows(dut, port, addrs, SPAD_READ_LATENCY, n, w, config.signed)
         for a, row in zip(addrs, rows):
             assert (row == model[a]).all(), f"{port} row {a}: {row} != {model[a]}"
 
@@ -141,7 +144,7 @@ async def test_accumulator(dut):
     for _ in range(3):
         await FallingEdge(dut.clk)
     addrs = rng.permutation(config.acc_depth)
-    rows = await read_rows(dut, "read", addrs, n, w, config.signed)
+    rows = await read_rows(dut, "read", addrs, ACC_READ_LATENCY, n, w, config.signed)
     for a, row in zip(addrs, rows):
         assert (row == model[a]).all(), f"row {a}: {row} != {model[a]}"
     assert same > 10, f"only {same} back-to-back accumulates to one row"

@@ -1,15 +1,19 @@
-"""Scratchpad and accumulator: Amaranth-level unit tests, cocotb benches on both simulators,
-and a block-RAM inference check with Yosys."""
+"""Scratchpad, accumulator and the row fetcher that reads them: Amaranth-level unit tests,
+cocotb benches on both simulators, and a block-RAM inference check with Yosys."""
 
 import os
 
 import numpy as np
 import pytest
+from amaranth import Elaboratable, Module, Signal
+from amaranth.lib import data
+from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from mxe.hw.accumulator import ACC_WRITE_LATENCY, Accumulator
 from mxe.hw.config import EngineConfig
-from mxe.hw.scratchpad import Scratchpad
+from mxe.hw.fetch import RowFetcher
+from mxe.hw.scratchpad import SPAD_READ_LATENCY, Scratchpad
 from mxe.sim.runner import run_bench
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
@@ -139,7 +143,8 @@ def test_accumulator_same_address_burst():
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_scratchpad(name, seed):
-    """Random masked writes and two random reads per cycle across all banks, against numpy."""
+    """Random masked writes and two random reads per cycle across all banks, against numpy; each
+    read's row is checked SPAD_READ_LATENCY cycles later, and while en is low it must hold."""
     config = CONFIGS[name]
     print(f"seed {seed} config {name}")
     rng = np.random.default_rng(seed)
@@ -151,7 +156,7 @@ def test_scratchpad(name, seed):
     checked = [0]
 
     async def tb(ctx):
-        expect = [None, None]
+        issued = [[], []]    # per port: (cycle, row expected) of each read, in order
         for t in range(600):
             valid = rng.random() < 0.8
             addr = int(rng.integers(config.spad_depth))
@@ -168,18 +173,99 @@ def test_scratchpad(name, seed):
                 ctx.set(port.en, ren)
                 ctx.set(port.addr, raddr)
                 if ren:
-                    expect[i] = model[raddr].copy()
+                    issued[i].append((t, model[raddr].copy()))
             if valid:
                 model[addr] = np.where(mask.astype(bool), row, model[addr])
             await ctx.tick()
+            # now in cycle t + 1: data is the last read issued SPAD_READ_LATENCY cycles ago or
+            # earlier (it holds while en is low)
             for i, port in enumerate(ports):
-                if expect[i] is not None:
+                done = [e for c, e in issued[i] if c <= t + 1 - SPAD_READ_LATENCY]
+                if done:
                     got = np.array([ctx.get(port.data[e]) for e in range(n)])
-                    assert (got == expect[i]).all(), f"cycle {t} port {i}: {got} != {expect[i]}"
+                    assert (got == done[-1]).all(), f"cycle {t} port {i}: {got} != {done[-1]}"
                     checked[0] += 1
 
     run_sim(dut, tb)
     assert checked[0] > 800
+
+
+ROW8 = data.ArrayLayout(8, 1)
+
+
+class _FetchFromRam(Elaboratable):
+    """A RowFetcher reading a RAM of ``depth`` 8-bit rows (row i holds i) whose read data comes
+    ``latency`` cycles after the address."""
+
+    def __init__(self, latency, depth):
+        self.fetch = RowFetcher(4, ROW8, tag_width=1, latency=latency, depth=depth)
+        self.latency = latency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fetch = fetch = self.fetch
+        m.submodules.mem = mem = Memory(shape=8, depth=16, init=range(16))
+        rp = mem.read_port()
+        m.d.comb += [rp.addr.eq(fetch.read.addr), rp.en.eq(fetch.read.en)]
+        data = rp.data
+        for _ in range(self.latency - 1):
+            delayed = Signal(8)
+            m.d.sync += delayed.eq(data)
+            data = delayed
+        m.d.comb += fetch.read.data.as_value().eq(data)
+        return m
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("latency", [1, SPAD_READ_LATENCY, 3])
+def test_row_fetcher(latency, seed):
+    """Rows come out in request order with their tags, none lost under random back-pressure;
+    with both sides always willing, a row per cycle from the cycle latency + 1 after the first
+    request."""
+    print(f"seed {seed} latency {latency}")
+    rng = np.random.default_rng(seed)
+    dut = _FetchFromRam(latency, depth=latency + 2)
+    fetch = dut.fetch
+
+    async def run(ctx, cycles, p_valid, p_ready):
+        sent, got, out_cycles = [], [], []
+        for t in range(cycles):
+            addr = int(rng.integers(16))
+            valid, ready = rng.random() < p_valid, rng.random() < p_ready
+            ctx.set(fetch.i_req.valid, valid)
+            ctx.set(fetch.i_req.payload.addr, addr)
+            ctx.set(fetch.i_req.payload.tag, addr & 1)
+            ctx.set(fetch.o_row.ready, ready)
+            if valid and ctx.get(fetch.i_req.ready):
+                sent.append(addr)
+            if ready and ctx.get(fetch.o_row.valid):
+                got.append(ctx.get(fetch.o_row.payload.row.as_value()))
+                assert ctx.get(fetch.o_row.payload.tag) == got[-1] & 1, f"cycle {t}"
+                out_cycles.append(t)
+            await ctx.tick()
+        ctx.set(fetch.i_req.valid, 0)
+        ctx.set(fetch.o_row.ready, 1)
+        for t in range(cycles, cycles + latency + 4):
+            if ctx.get(fetch.o_row.valid):
+                got.append(ctx.get(fetch.o_row.payload.row.as_value()))
+            await ctx.tick()
+        assert got == sent, (sent, got)
+        return out_cycles
+
+    async def tb(ctx):
+        out_cycles = await run(ctx, 40, 1.0, 1.0)
+        assert out_cycles == list(range(latency + 1, 40)), out_cycles
+        await run(ctx, 400, 0.7, 0.6)
+
+    run_sim(dut, tb)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_row_fetcher_bad_parameters():
+    with pytest.raises(ValueError, match="latency must be a positive integer"):
+        RowFetcher(4, ROW8, tag_width=1, latency=0)
+    with pytest.raises(ValueError, match="depth must be at least latency \\+ 2 = 4"):
+        RowFetcher(4, ROW8, tag_width=1, latency=2, depth=3)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
