@@ -62,13 +62,20 @@ class Scratchpad(wiring.Component):
     block RAM has one read port besides the write port: ECP5 DP16KD, iCE40 SB_RAM40_4K).
 
     Both read ports can read any bank in the same cycle (the execute unit reads an activation row
-    and a weight row together). A read in the same cycle as a write to the same row returns the
-    old contents (read-before-write); the write is visible to reads issued from the next cycle.
+    and a weight row together). A write is visible to reads issued from the next cycle. A read
+    of a row in the same cycle as a write to it returns zeros. Dual-port block RAM (ECP5
+    DP16KD, iCE40 SB_RAM40_4K) returns undefined data then, and Yosys would build a bypass
+    (a write delay and a multiplexer in the read path) to give the old contents; the banks
+    carry Yosys's ``no_rw_check`` attribute instead, and the scratchpad flags the collision
+    itself and zeros the row, so simulation and hardware agree. The engine never reads a row in
+    the cycle it is written (the controller keeps a MATMUL from reading rows a LOAD has not
+    finished writing, and a LOAD from writing rows a MATMUL has not finished reading), and a
+    zeroed row would show in every bench's results if it did.
 
-    Each bank's read data is registered before the bank multiplexer, so the block RAM's
+    Each bank's read data is registered again before the bank multiplexer, so the block RAM's
     clock-to-out (5.8 ns on an ECP5 DP16KD without its output register, which Yosys does not
-    infer) meets a flip-flop placed beside it, and no path runs from a block RAM across the
-    device. The read latency is therefore :data:`SPAD_READ_LATENCY` (2) cycles.
+    infer and nextpnr does not time) meets a flip-flop placed beside it, and no path runs from a
+    block RAM across the device. The read latency is therefore :data:`SPAD_READ_LATENCY` (2).
 
     Parameters
     ----------
@@ -116,12 +123,10 @@ class Scratchpad(wiring.Component):
             return addr[bank_aw:] if bank_bits else 0
 
         reads = [self.read_a, self.read_b]
-        # The bank each port read one and two cycles ago (the latter selects the registered data).
-        bank_regs = [[Signal(range(banks), name=f"read_{'ab'[i]}_bank{s}") for s in (1, 2)]
-                     for i in range(2)]
         bank_data = [[None] * banks for _ in range(2)]
         for b in range(banks):
-            mem = Memory(shape=unsigned(width), depth=bank_depth, init=[])
+            mem = Memory(shape=unsigned(width), depth=bank_depth, init=[],
+                         attrs={"no_rw_check": 1})
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port(granularity=config.input_width)
             sel = bank_of(self.i_write.payload.addr) == b
@@ -132,21 +137,33 @@ class Scratchpad(wiring.Component):
             with m.If(self.i_write.valid & sel):
                 m.d.comb += wp.en.eq(self.i_write.payload.mask)
             for i, port in enumerate(reads):
-                rp = mem.read_port(domain="sync")
-                m.d.comb += [
-                    rp.addr.eq(port.addr[:bank_aw]),
-                    rp.en.eq(port.en & (bank_of(port.addr) == b)),
-                ]
+                # An asynchronous port and a register: Yosys merges the register into the block
+                # RAM as its synchronous read, and the memory's no_rw_check attribute applies
+                # to read ports it builds that way.
+                rp = mem.read_port(domain="comb")
+                m.d.comb += rp.addr.eq(port.addr[:bank_aw])
+                ram_out = Signal(width, name=f"read_{'ab'[i]}_ram{b}", reset_less=True)
+                with m.If(port.en):
+                    m.d.sync += ram_out.eq(rp.data)
                 # Loaded every cycle and never reset: an enable or a reset here would fan out
-                # over the whole row.
+                # over the whole row. It holds while en is low because ram_out does.
                 bank_data[i][b] = Signal(width, name=f"read_{'ab'[i]}_data{b}", reset_less=True)
-                m.d.sync += bank_data[i][b].eq(rp.data)
+                m.d.sync += bank_data[i][b].eq(ram_out)
         for i, port in enumerate(reads):
+            # The bank each port read one and two cycles ago, and whether that read collided
+            # with a write of its row (its data is then zeros, on every target alike).
+            name = f"read_{'ab'[i]}"
+            bank1, bank2 = (Signal(range(banks), name=f"{name}_bank{s}") for s in (1, 2))
+            collided1, collided2 = (Signal(name=f"{name}_collided{s}") for s in (1, 2))
             with m.If(port.en):
-                m.d.sync += bank_regs[i][0].eq(bank_of(port.addr))
-            m.d.sync += bank_regs[i][1].eq(bank_regs[i][0])
-            with m.Switch(bank_regs[i][1]):
-                for b in range(banks):
-                    with m.Case(b):
-                        m.d.comb += port.data.eq(bank_data[i][b])
+                m.d.sync += [
+                    bank1.eq(bank_of(port.addr)),
+                    collided1.eq(self.i_write.valid & (self.i_write.payload.addr == port.addr)),
+                ]
+            m.d.sync += [bank2.eq(bank1), collided2.eq(collided1)]
+            with m.If(~collided2):
+                with m.Switch(bank2):
+                    for b in range(banks):
+                        with m.Case(b):
+                            m.d.comb += port.data.eq(bank_data[i][b])
         return m

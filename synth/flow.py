@@ -308,6 +308,50 @@ def parse_placement(log, target_mhz):
             "routed": False, "utilization": {}}
 
 
+def _register_of(cell_name):
+    """The register a flip-flop or block cell belongs to: its name without the bit suffix Yosys
+    and nextpnr add (``dma.level_TRELLIS_FF_Q_3`` -> ``dma.level``)."""
+    return re.split(r"_(?:TRELLIS_FF|SB_DFF\w*)|\$", cell_name)[0] or cell_name
+
+
+def slowest_endpoints(report, *, top, clock=None):
+    """The routed arrival times at every timing endpoint, from a nextpnr ``--report`` written
+    with ``--detailed-timing-report``: the ``top`` latest, at most one per register, and how many
+    endpoints arrive later than the target period allows.
+
+    Returns
+    -------
+    dict or None
+        ``{"endpoints": n, "late": n, "worst": [{"endpoint", "arrival_ns"}, ...]}``; ``None``
+        when the report has no detailed net timings.
+    """
+    nets = report.get("detailed_net_timings")
+    fmax = report.get("fmax", {})
+    if not nets or not fmax:
+        return None
+    if clock not in fmax:
+        clock = next(iter(fmax))
+    period = 1000 / fmax[clock]["constraint"]
+    arrivals = []
+    for net in nets:
+        for end in net.get("endpoints", []):
+            delay = end["delay"]
+            delay = max(delay) if isinstance(delay, list) else delay
+            arrivals.append((delay, f"{_register_of(end['cell'])}.{end['port']}"))
+    arrivals.sort(key=lambda a: -a[0])
+    worst, seen = [], set()
+    for delay, endpoint in arrivals:
+        register = endpoint.rsplit(".", 1)[0]
+        if register in seen:
+            continue
+        seen.add(register)
+        worst.append({"endpoint": endpoint, "arrival_ns": round(delay, 3)})
+        if len(worst) == top:
+            break
+    return {"endpoints": len(arrivals), "late": sum(1 for d, _ in arrivals if d > period),
+            "worst": worst}
+
+
 def parse_nextpnr_report(report, clock=None):
     """Fmax and a critical path summary from a nextpnr ``--report`` JSON.
 
@@ -457,6 +501,8 @@ def _nextpnr(workdir, opts, *, ooc, pins):
            "--seed", str(opts.seed), "--router", opts.router]
     if opts.place_only:
         cmd += ["--no-route", "--write", "placed.json"]
+    else:
+        cmd.append("--detailed-timing-report")   # every endpoint's routed arrival time
     if opts.speed and fam.name == "ecp5":
         cmd += ["--speed", opts.speed]
     if ooc:
@@ -563,6 +609,7 @@ def synthesize(config, opts, workdir, *, top=None):
                          for ns, endpoint, path in longest_paths(placed, top=PATHS_REPORTED)]
             else:
                 pnr = parse_nextpnr_report(raw)
+                pnr["slowest_endpoints"] = slowest_endpoints(raw, top=PATHS_REPORTED)
             pnr["mode"] = ("out-of-context" if ooc else
                            "behind a 3-pin shift-register wrapper (synth/wrapper.py); "
                            "utilization includes the wrapper" if wrapped else "with pins")
@@ -704,6 +751,12 @@ def markdown_report(report):
         cp = pnr.get("critical_path")
         if cp:
             lines += [f"From `{cp['from']}` to `{cp['to']}`, {cp['logic_levels']} logic levels."]
+        late = pnr.get("slowest_endpoints")
+        if late:
+            lines += ["", f"Routed arrival times: {late['late']} of {late['endpoints']} timing "
+                      f"endpoints arrive later than the target period; the latest, one per "
+                      "register:", "", "| arrival | endpoint |", "|---:|---|"]
+            lines += [f"| {e['arrival_ns']:.2f} ns | `{e['endpoint']}` |" for e in late["worst"]]
         if pnr.get("dsp_register_packing"):
             p = pnr["dsp_register_packing"]
             lines.append(f"DSP register packing: {p['input_a']}/{p['dsps']} A inputs, "

@@ -12,8 +12,8 @@ from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (SynthError, SynthOptions, _abc9_else_classic, _elaborate, _yosys,
                             breakdown, check_drivers, check_fit, markdown_report, markdown_table,
-                            parse_nextpnr_report, parse_placement, parse_stat, synthesize,
-                            yosys_script)
+                            parse_nextpnr_report, parse_placement, parse_stat,
+                            slowest_endpoints, synthesize, yosys_script)
 
 
 # Unit tests: no tools run.
@@ -100,6 +100,22 @@ def test_parse_nextpnr_report():
     assert cp["blocks"] == ["pe"] and cp["logic_levels"] == 2
     assert pnr["limited_by"].startswith("carry chain")
     assert list(pnr["utilization"]) == ["TRELLIS_FF"]
+
+
+def test_slowest_endpoints_one_per_register():
+    def end(cell, port, delay):
+        return {"cell": cell, "port": port, "event": "posedge clk", "delay": delay}
+    raw = {"fmax": {"clk": {"achieved": 90.0, "constraint": 100}},
+           "detailed_net_timings": [
+               {"net": "a", "endpoints": [end("dma.level_TRELLIS_FF_Q_3", "DI", 11.5),
+                                          end("dma.level_TRELLIS_FF_Q", "CE", 10.9)]},
+               {"net": "b", "endpoints": [end("spad.bank0.0.1", "ADB3", 9.0),
+                                          end("csr.rdata$12", "DI", 10.2)]}]}
+    late = slowest_endpoints(raw, top=2)
+    assert late == {"endpoints": 4, "late": 3, "worst": [
+        {"endpoint": "dma.level.DI", "arrival_ns": 11.5},
+        {"endpoint": "csr.rdata.DI", "arrival_ns": 10.2}]}
+    assert slowest_endpoints({"fmax": raw["fmax"]}, top=2) is None
 
 
 def test_parse_placement_takes_the_last_estimate():
@@ -273,6 +289,13 @@ def test_tiny_array_ecp5_pnr(tmp_path):
     assert pnr["mode"] == "out-of-context" and pnr["fmax_mhz"] > 100
     assert pnr["dsp_register_packing"]["output"] == config.macs
     assert pnr["critical_path"]["delay_ns"] > 0
+    # The routed arrival ranking agrees with the critical path: its latest endpoint is where the
+    # path ends, at the path's delay less the setup time.
+    late = pnr["slowest_endpoints"]
+    steps = pnr["critical_path"]["steps"]
+    assert late["endpoints"] > config.macs and late["late"] == 0
+    assert late["worst"][0]["arrival_ns"] == pytest.approx(
+        sum(s["delay_ns"] for s in steps if s["type"] != "setup"), abs=0.01)
 
 
 @pytest.mark.slow
