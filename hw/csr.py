@@ -38,10 +38,10 @@ class CSRBlock(wiring.Component):
 
     Bus behaviour: AW and W are taken in any order (each has a one-entry holding register, their
     ``ready`` is high while it is empty); the write happens when both are held and no write
-    response is waiting, and its response is held until ``bready``. A read is answered with a
-    registered response the cycle after AR is taken; the next AR is taken once the response has
-    been accepted. Latency: write response 1 cycle after the later of AW and W, read data 1 cycle
-    after AR. Unmapped addresses answer SLVERR (reads return 0) without side effects; writes to
+    response is waiting, and its response is held until ``bready``. A read's address is decoded
+    as AR is taken and the register read a cycle later; the next AR is taken once the response
+    has been accepted. Latency: write response 1 cycle after the later of AW and W, read data 2
+    cycles after AR. Unmapped addresses answer SLVERR (reads return 0) without side effects; writes to
     CONST and RO registers are ignored with OKAY. ``wstrb`` masks RW and staging bytes; for W1P,
     W1C and PUSH a byte with its strobe low counts as written with zeros. Address bits 1:0 are
     ignored. ``soft_reset`` does not reset this block (the window and staging words survive).
@@ -218,24 +218,36 @@ class CSRBlock(wiring.Component):
                 m.d.comb += w1c_set[("STATUS", "cmd_overflow")].eq(1)
 
         # --- read channel --------------------------------------------------------------------
-        m.d.comb += bus.arready.eq(~bus.rvalid)
+        # Two steps: the address is decoded as it is taken, into one flag per register; a cycle
+        # later the flagged register's word is read. No path runs from the address through the
+        # decoder into the wide read multiplexer.
+        ar_held = Signal()
+        ar_sel = {reg.name: Signal(name=f"ar_sel_{reg.name.lower()}") for reg in REGISTERS}
+        m.d.comb += bus.arready.eq(~ar_held & ~bus.rvalid)
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)
         with m.If(bus.arvalid & bus.arready):
-            m.d.sync += bus.rvalid.eq(1)
-            with m.Switch(bus.araddr[2:]):
-                for reg in REGISTERS:
-                    with m.Case(reg.offset >> 2):
-                        word = Const(0, 32)
-                        for f in reg.fields:
-                            word = word | (field_value(reg, f).as_unsigned() << f.lsb)
-                        m.d.sync += [bus.rdata.eq(word[:32]), bus.rresp.eq(RESP_OKAY)]
-                        for f in reg.fields:
-                            if reg.access_of(f) == "CNT" and f.port_lsb == 0:
-                                name = reg.port_of(f)
-                                m.d.sync += snapshots[name].eq(port(name)[32:64])
-                with m.Default():
-                    m.d.sync += [bus.rdata.eq(0), bus.rresp.eq(RESP_SLVERR)]
+            m.d.sync += ar_held.eq(1)
+            m.d.sync += [ar_sel[reg.name].eq(bus.araddr[2:] == reg.offset >> 2)
+                         for reg in REGISTERS]
+        with m.If(ar_held):
+            word = Const(0, 32)
+            for reg in REGISTERS:
+                reg_word = Const(0, 32)
+                for f in reg.fields:
+                    reg_word = reg_word | (field_value(reg, f).as_unsigned() << f.lsb)
+                word = word | Mux(ar_sel[reg.name], reg_word[:32], 0)
+                for f in reg.fields:
+                    if reg.access_of(f) == "CNT" and f.port_lsb == 0:
+                        name = reg.port_of(f)
+                        with m.If(ar_sel[reg.name]):
+                            m.d.sync += snapshots[name].eq(port(name)[32:64])
+            m.d.sync += [
+                ar_held.eq(0),
+                bus.rvalid.eq(1),
+                bus.rdata.eq(word[:32]),
+                bus.rresp.eq(Mux(Cat(*ar_sel.values()).any(), RESP_OKAY, RESP_SLVERR)),
+            ]
 
         m.d.comb += self.irq.eq(self.ctrl_irq_enable & sticky[("STATUS", "done")])
         return m
