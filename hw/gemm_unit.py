@@ -176,6 +176,8 @@ class GemmUnit(wiring.Component):
 
         # Loop state.
         mi, ni, ki = signals(16, "mi ni ki")
+        # ki == 0 and ki == kt1, set with ki: no compare in front of the state register.
+        ki_zero, ki_last = signals(1, "ki_zero ki_last")
         n0 = Signal(17)
         # What is left of each dimension from a loop position (M - m0 and so on), kept in
         # registers so no subtraction sits in front of the command outputs.
@@ -273,8 +275,8 @@ class GemmUnit(wiring.Component):
         def after_matmul(state, prefetch=pf_hit & ~m_last):
             """Go from ``state`` to the next of the steps that follow a MATMUL and are due."""
             steps = [("STEP_M", None),
-                     ("AHEAD", ahead & ~last_tile & (ki == Mux(first_tile, kt1, 0))),
-                     ("STEP_S", (ki == 0) & pending),
+                     ("AHEAD", ahead & ~last_tile & Mux(first_tile, ki_last, ki_zero)),
+                     ("STEP_S", ki_zero & pending),
                      ("PREFETCH", prefetch)]
             names = [name for name, _ in steps]
             chosen = False
@@ -384,7 +386,7 @@ class GemmUnit(wiring.Component):
             with m.State("INIT"):
                 a_second = a_off + a_step          # the second M chunk, and its prefetch
                 m.d.sync += [
-                    mi.eq(0), ni.eq(0), ki.eq(0), n0.eq(0),
+                    mi.eq(0), ni.eq(0), ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), n0.eq(0),
                     m_rem.eq(M), n_rem.eq(N), k_rem.eq(K), lk_rem.eq(K), ln_rem.eq(N),
                     pf_krem.eq(K),
                     a_moff.eq(a_off), c_moff.eq(c_off), a_koff.eq(a_off),
@@ -418,7 +420,7 @@ class GemmUnit(wiring.Component):
                 with m.Else():
                     m.next = "STEP_B"
             with m.State("STEP_B"):
-                with m.If(whole & first_tile & (ki == 0)):
+                with m.If(whole & first_tile & ki_zero):
                     emit_load(b_next, b_off, K, cur_n, b_stride)   # the first tile: n0 = 0
                     with m.If(sent):
                         m.d.sync += [cur_strip.eq(b_next), w_row.eq(b_next)]    # k0 = 0
@@ -448,7 +450,7 @@ class GemmUnit(wiring.Component):
                     m.next = "STEP_M"
             with m.State("STEP_M"):
                 emit_matmul(a_row, Mux(whole, w_row, m_place), cur_m, cur_k,
-                            acc_base, ki != 0)
+                            acc_base, ~ki_zero)
                 with m.If(sent & ~whole):
                     m.d.sync += tiles_ahead.eq(tiles_ahead - 1)
                     with m.If(m_slot == strips - 1):
@@ -481,8 +483,9 @@ class GemmUnit(wiring.Component):
                 with m.If(pf_hit):
                     m.d.sync += [pf_row.eq(pf_row + mc), pf_off.eq(pf_off + (kr << eb_shift)),
                                  pf_krem.eq(pf_krem - kr)]
-                with m.If(ki != kt1):
-                    m.d.sync += [ki.eq(ki + 1), k_rem.eq(k_rem - kr), a_row.eq(a_row + mc),
+                with m.If(~ki_last):
+                    m.d.sync += [ki.eq(ki + 1), ki_zero.eq(0), ki_last.eq(ki + 1 == kt1),
+                                 k_rem.eq(k_rem - kr), a_row.eq(a_row + mc),
                                  a_koff.eq(a_koff + (kr << eb_shift)), w_row.eq(w_row + kr)]
                     with m.If(first_tile):
                         m.next = "STEP_A"
@@ -497,7 +500,8 @@ class GemmUnit(wiring.Component):
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
                         cur_strip.eq(strip), w_row.eq(strip),
-                        ki.eq(0), k_rem.eq(K), a_koff.eq(a_moff),
+                        ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), k_rem.eq(K),
+                        a_koff.eq(a_moff),
                     ]
                     with m.If(~n_last):
                         m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), n_rem.eq(n_rem - nc),
