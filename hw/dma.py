@@ -452,8 +452,10 @@ class DMA(wiring.Component):
         m.submodules.rd_gen = gen = _BurstGenerator(config)
         desc_layout = data.StructLayout({"cmd": cmd_layout(config), "error": DMAError,
                                          "tag": _TAG_BITS})
-        # Commands handed from the address side to the data side (in order, with refusals).
-        m.submodules.rd_desc = desc = SyncFIFO(width=desc_layout.size, depth=2)
+        # Commands handed from the address side to the data side (in order, with refusals). Its
+        # output is a register (filled while the data side works on the command before), so the
+        # data side's set-up arithmetic starts from a flip-flop, not a LUT-RAM read.
+        m.submodules.rd_desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=2)
         # Tags of the bursts in flight: its size is the outstanding-read limit.
         m.submodules.rd_flight = flight = SyncFIFO(width=_TAG_BITS,
                                                    depth=config.max_outstanding_reads)
