@@ -1,7 +1,8 @@
 """A quick ranking of the long register-to-register paths of a synthesized ECP5 netlist.
 
-Place and route of a whole engine takes nextpnr an hour or more and reports one critical path;
-this reads the ``netlist.json`` that ``mxe synth`` keeps in its work directory and, in seconds,
+Place and route of a whole engine takes nextpnr half an hour (its routed endpoint ranking is in
+the ``mxe synth --pnr`` report); this reads the ``netlist.json`` that ``mxe synth`` keeps in its
+work directory and, in seconds,
 lists the endpoints with the longest paths, one per block register, so a timing pass can see all
 its targets at once. The delays are a coarse model, not a timing analysis: every net costs
 ``ROUTE_NS`` of routing, a LUT4 0.4 ns, a carry cell 0.45 ns into the chain and 0.1 ns along it,
