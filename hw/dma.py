@@ -760,9 +760,12 @@ class DMA(wiring.Component):
         ]
         with m.If(w_fire):
             m.d.sync += w_beat.eq(Mux(wlast, 0, w_beat + 1))
-        # The byte counter counts a beat a cycle after it goes (the strobe count in a register).
+        # The byte counter counts a beat two cycles after it goes: its strobes, then their count,
+        # each in a register (the strobes come from the row's masks, two LUTs deep already).
+        strb_sent = Signal(b)
         beat_bytes = Signal(range(config.axi_bytes + 1))
-        m.d.sync += [beat_bytes.eq(Mux(w_fire, sum(axi.wstrb), 0)),
+        m.d.sync += [strb_sent.eq(Mux(w_fire, axi.wstrb, 0)),
+                     beat_bytes.eq(sum(strb_sent)),
                      self.bytes_written.eq(self.bytes_written + beat_bytes)]
 
         with m.FSM(name="wr_fsm") as fsm:
