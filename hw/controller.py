@@ -56,7 +56,8 @@ class Controller(wiring.Component):
         Unit completions with their DMA error.
     load_busy, exec_busy, store_busy : In(1)
     q_spad_lo, q_spad_hi, q_acc_lo, q_acc_hi : Out
-        Ranges asked of the execute unit; ``spad_conflict``, ``acc_conflict`` : In(1) answers.
+        Ranges asked of the execute unit (the head's fields read as a LOAD's and as a STORE's,
+        whatever its opcode); ``spad_conflict``, ``acc_conflict`` : In(1) answers.
     flush : Out(1)
         Empty the command queue (during a soft reset).
     cleared : Out(1)
@@ -220,17 +221,14 @@ class Controller(wiring.Component):
             self.o_store.payload.shift.eq(shift),
         ]
 
-        # Dependency questions to the execute unit, for the head command.
-        with m.If(opcode == Opcode.LOAD):
-            m.d.comb += [
-                self.q_spad_lo.eq(load.spad_addr),
-                self.q_spad_hi.eq(load_end),
-            ]
-        with m.If(opcode == Opcode.STORE):
-            m.d.comb += [
-                self.q_acc_lo.eq(store.acc_addr),
-                self.q_acc_hi.eq(store_end),
-            ]
+        # Dependency questions to the execute unit, for the head command read as a LOAD and as a
+        # STORE whatever it is (the answers are used only for those): straight from registers.
+        m.d.comb += [
+            self.q_spad_lo.eq(load.spad_addr),
+            self.q_spad_hi.eq(load_end),
+            self.q_acc_lo.eq(store.acc_addr),
+            self.q_acc_hi.eq(store_end),
+        ]
 
         # Step 1, every cycle: the checks and the range comparisons with running work, into
         # registers. Entries of the load ring that are not valid may hold anything (the head).

@@ -512,6 +512,10 @@ class DMA(wiring.Component):
         next_row = Signal(aw)
         off = Signal(max(s, 1))             # byte offset of the current row in its first beat
         mem_left = Signal(ROW_BYTES_WIDTH + 1)
+        # rows_left == 1 and mem_left == 1, kept in registers as the counts move: no compare
+        # in front of the enables of the row registers.
+        last_row = Signal()
+        last_beat = Signal()
         out_left = Signal(ROW_BYTES_WIDTH + 1)
         first = Signal()
         flush = Signal()                    # the row needs one more output beat than it has input
@@ -525,6 +529,7 @@ class DMA(wiring.Component):
             return [
                 off.eq(addr[:s] if s else 0),
                 mem_left.eq(beats),
+                last_beat.eq(beats == 1),
                 out_left.eq(cur.cmd.row_bytes),
                 first.eq(1),
                 flush.eq((addr[:s] != 0) & (beats == _in_beats(config, cur.cmd.row_bytes))),
@@ -539,7 +544,7 @@ class DMA(wiring.Component):
             out.w_data.eq(out_data),
             out_data.bytes.eq(Mux(out_left < b, out_left, b)),
             out_data.row_last.eq(out_left <= b),
-            out_data.last.eq((out_left <= b) & (rows_left == 1)),
+            out_data.last.eq((out_left <= b) & last_row),
             self.o_rd_data.valid.eq(out.r_rdy),
             self.o_rd_data.payload.eq(out.r_data),
             out.r_en.eq(self.o_rd_data.ready),
@@ -558,10 +563,11 @@ class DMA(wiring.Component):
         ]
 
         def row_end():
-            with m.If(rows_left == 1):
+            with m.If(last_row):
                 m.next = "WAIT_OUT"
             with m.Else():
-                m.d.sync += [rows_left.eq(rows_left - 1), next_row.eq(next_row + cur.cmd.stride)]
+                m.d.sync += [rows_left.eq(rows_left - 1), last_row.eq(rows_left == 2),
+                             next_row.eq(next_row + cur.cmd.stride)]
                 m.d.sync += load_row(next_row)
                 m.next = "RUN"
 
@@ -576,9 +582,11 @@ class DMA(wiring.Component):
                         beats = _row_beats(config, cmd.addr, cmd.row_bytes)
                         m.d.sync += [
                             rows_left.eq(cmd.rows),
+                            last_row.eq(cmd.rows == 1),
                             next_row.eq(cmd.addr + cmd.stride),
                             off.eq(cmd.addr[:s] if s else 0),
                             mem_left.eq(beats),
+                            last_beat.eq(beats == 1),
                             out_left.eq(cmd.row_bytes),
                             first.eq(1),
                             flush.eq((cmd.addr[:s] != 0)
@@ -606,10 +614,11 @@ class DMA(wiring.Component):
                             first.eq(0),
                             beat_addr.eq(beat_addr + b),
                             mem_left.eq(mem_left - 1),
+                            last_beat.eq(mem_left == 2),
                         ]
                         with m.If(produces):
                             m.d.sync += out_left.eq(out_left - b)
-                        with m.If(mem_left == 1):
+                        with m.If(last_beat):
                             with m.If(flush):
                                 m.next = "FLUSH"
                             with m.Else():

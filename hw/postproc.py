@@ -90,16 +90,17 @@ _ROUND_SPLIT = 32
 def _stages(config):
     terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
         len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
-    return 7 + _tree_levels(terms)
+    return 8 + _tree_levels(terms)
 
 
 def postproc_latency(config):
     """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``.
 
     One cycle each for the bias add, the ReLU, the partial products, every level of the
-    partial-product adder tree, the two halves of the rounding add, the shift and the
-    saturation, then three through the output FIFO and skid buffer. With a 32-bit accumulator
-    (4 partial products, 2 tree levels) the latency is 12; with 64 bits (8 products) it is 13.
+    partial-product adder tree, the two halves of the rounding add, the two steps of the shift
+    and the saturation, then three through the output FIFO and skid buffer. With a 32-bit
+    accumulator (4 partial products, 2 tree levels) the latency is 13; with 64 bits (8 products)
+    it is 14.
     """
     return _stages(config) + _FIFO_LATENCY
 
@@ -124,9 +125,10 @@ class PostProcessor(wiring.Component):
     int8 (uint8) value, sign-extended (zero-extended). :func:`mxe.sim.model.postprocess` is the
     bit-exact golden model.
 
-    Pipeline (latency :func:`postproc_latency`, 12 cycles for a 32-bit accumulator): bias add |
+    Pipeline (latency :func:`postproc_latency`, 13 cycles for a 32-bit accumulator): bias add |
     ReLU | partial products | adder tree, one register per level | rounding add, low half |
-    high half | arithmetic shift | saturation | output FIFO (two cycles) | skid buffer. The
+    high half | arithmetic shift by whole bytes | by the bits left | saturation | output FIFO
+    (two cycles) | skid buffer. The
     32x32 multiply is cut into 17-bit chunk products (four 18x18 multipliers per column for
     ``acc_width`` 32, eight for 64). Without ``requant`` the same path runs with multiplier 1 and
     shift 0, so the latency is the same in every mode and no bypass registers are needed.
@@ -326,11 +328,18 @@ class PostProcessor(wiring.Component):
             rounded.append(r)
         rounded, last, valid = stage("s_round", rounded, last, valid)
 
-        # Shift.
+        # Shift, in two steps of at most eight positions each (two LUT levels): whole bytes,
+        # then the bits left.
+        by_bytes = []
+        for c in range(cols):
+            q = Signal(wide_shape, name=f"shift_bytes_res_{c}")
+            m.d.comb += q.eq(rounded[c] >> Cat(Const(0, 3), shift[3:]))
+            by_bytes.append(q)
+        by_bytes, last, valid = stage("s_shift_bytes", by_bytes, last, valid)
         shifted = []
         for c in range(cols):
             q = Signal(wide_shape, name=f"shift_res_{c}")
-            m.d.comb += q.eq(rounded[c] >> shift)
+            m.d.comb += q.eq(by_bytes[c] >> shift[:3])
             shifted.append(q)
         shifted, last, valid = stage("s_shift", shifted, last, valid)
 

@@ -12,9 +12,9 @@ from .pe import operand_shape
 __all__ = ["Scratchpad", "ReadPortSignature", "spad_row_layout", "spad_addr_width",
            "SPAD_READ_LATENCY"]
 
-#: Cycles from ``en`` to ``data`` on a scratchpad read port: the block RAM's read, then a register
-#: beside each bank, before the bank multiplexer.
-SPAD_READ_LATENCY = 2
+#: Cycles from ``en`` to ``data`` on a scratchpad read port: the block RAM's read, then two
+#: registers per bank before the bank multiplexer.
+SPAD_READ_LATENCY = 3
 
 
 def spad_row_layout(config):
@@ -72,10 +72,12 @@ class Scratchpad(wiring.Component):
     finished writing, and a LOAD from writing rows a MATMUL has not finished reading), and a
     zeroed row would show in every bench's results if it did.
 
-    Each bank's read data is registered again before the bank multiplexer, so the block RAM's
-    clock-to-out (5.8 ns on an ECP5 DP16KD without its output register, which Yosys does not
-    infer and nextpnr does not time) meets a flip-flop placed beside it, and no path runs from a
-    block RAM across the device. The read latency is therefore :data:`SPAD_READ_LATENCY` (2).
+    Each bank's read data passes two more registers before the bank multiplexer: the block
+    RAM's clock-to-out (5.8 ns on an ECP5 DP16KD without its output register, which Yosys does
+    not infer and nextpnr does not time) leaves no time for routing, so the first register has
+    no other load than the second and the placer is free to put it beside the block RAM (with
+    one register, whose loads sat at the multiplexer, the routed path still had 3.4 ns of
+    routing). The read latency is therefore :data:`SPAD_READ_LATENCY` (3).
 
     Parameters
     ----------
@@ -87,7 +89,7 @@ class Scratchpad(wiring.Component):
               always_ready=True))
         Row writes, one per cycle, no back-pressure. ``mask`` bit ``i`` enables operand ``i``.
     read_a, read_b : In(ReadPortSignature(addr_width, row))
-        Read ports; ``data`` is valid :data:`SPAD_READ_LATENCY` (2) cycles after ``en`` and holds
+        Read ports; ``data`` is valid :data:`SPAD_READ_LATENCY` (3) cycles after ``en`` and holds
         while ``en`` is low.
     """
 
@@ -146,23 +148,31 @@ class Scratchpad(wiring.Component):
                 with m.If(port.en):
                     m.d.sync += ram_out.eq(rp.data)
                 # Loaded every cycle and never reset: an enable or a reset here would fan out
-                # over the whole row. It holds while en is low because ram_out does.
-                bank_data[i][b] = Signal(width, name=f"read_{'ab'[i]}_data{b}", reset_less=True)
-                m.d.sync += bank_data[i][b].eq(ram_out)
+                # over the whole row. They hold while en is low because ram_out does.
+                data = ram_out
+                for stage in range(1, SPAD_READ_LATENCY):
+                    reg = Signal(width, name=f"read_{'ab'[i]}_data{b}_{stage}", reset_less=True)
+                    m.d.sync += reg.eq(data)
+                    data = reg
+                bank_data[i][b] = data
         for i, port in enumerate(reads):
-            # The bank each port read one and two cycles ago, and whether that read collided
-            # with a write of its row (its data is then zeros, on every target alike).
+            # The bank the port read, and whether that read collided with a write of its row
+            # (its data is then zeros, on every target alike), following the data's stages.
             name = f"read_{'ab'[i]}"
-            bank1, bank2 = (Signal(range(banks), name=f"{name}_bank{s}") for s in (1, 2))
-            collided1, collided2 = (Signal(name=f"{name}_collided{s}") for s in (1, 2))
+            bank = Signal(range(banks), name=f"{name}_bank1")
+            collided = Signal(name=f"{name}_collided1")
             with m.If(port.en):
                 m.d.sync += [
-                    bank1.eq(bank_of(port.addr)),
-                    collided1.eq(self.i_write.valid & (self.i_write.payload.addr == port.addr)),
+                    bank.eq(bank_of(port.addr)),
+                    collided.eq(self.i_write.valid & (self.i_write.payload.addr == port.addr)),
                 ]
-            m.d.sync += [bank2.eq(bank1), collided2.eq(collided1)]
-            with m.If(~collided2):
-                with m.Switch(bank2):
+            for stage in range(2, SPAD_READ_LATENCY + 1):
+                bank_next = Signal.like(bank, name=f"{name}_bank{stage}")
+                collided_next = Signal(name=f"{name}_collided{stage}")
+                m.d.sync += [bank_next.eq(bank), collided_next.eq(collided)]
+                bank, collided = bank_next, collided_next
+            with m.If(~collided):
+                with m.Switch(bank):
                     for b in range(banks):
                         with m.Case(b):
                             m.d.comb += port.data.eq(bank_data[i][b])

@@ -291,7 +291,7 @@ def test_throughput_and_latency():
     """With no gaps and no backpressure, one row per cycle after the documented latency."""
     config = EngineConfig(rows=4, cols=2)
     dut = PostProcessor(config)
-    assert dut.latency == postproc_latency(config) == 12
+    assert dut.latency == postproc_latency(config) == 13
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     n = 20
