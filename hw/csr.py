@@ -41,8 +41,8 @@ class CSRBlock(wiring.Component):
     response is waiting, and its response is held until ``bready``. A read's address is decoded
     as AR is taken and the register read a cycle later; the next AR is taken once the response
     has been accepted. Latency: write response 1 cycle after the later of AW and W, read data 2
-    cycles after AR. Unmapped addresses answer SLVERR (reads return 0) without side effects; writes to
-    CONST and RO registers are ignored with OKAY. ``wstrb`` masks RW and staging bytes; for W1P,
+    cycles after AR. Unmapped addresses answer SLVERR (reads return 0) without side effects;
+    writes to CONST and RO registers are ignored with OKAY. ``wstrb`` masks RW and staging bytes; for W1P,
     W1C and PUSH a byte with its strobe low counts as written with zeros. Address bits 1:0 are
     ignored. ``soft_reset`` does not reset this block (the window and staging words survive).
 

@@ -33,9 +33,9 @@ class RowFetcher(wiring.Component):
     Members
     -------
     read : Out(ReadPortSignature(addr_width, row_layout))
-        To the buffer (data ``latency`` cycles after ``en``). ``en`` is always high: the fetcher keeps
-        only the rows it requested, so no enable net depends on the handshake (it would fan out
-        over the block RAMs' output registers).
+        To the buffer (data ``latency`` cycles after ``en``). ``en`` is always high: the fetcher
+        keeps only the rows it requested, so no enable net depends on the handshake (it would
+        fan out over the block RAMs' output registers).
     i_req : In(stream.Signature(StructLayout({"addr", "tag"})))
         Row to read and its tag.
     o_row : Out(stream.Signature(StructLayout({"row", "tag"})))

@@ -754,7 +754,7 @@ def markdown_report(report):
         late = pnr.get("slowest_endpoints")
         if late:
             lines += ["", f"Routed arrival times: {late['late']} of {late['endpoints']} timing "
-                      f"endpoints arrive later than the target period; the latest, one per "
+                      "endpoints arrive later than the target period; the latest, one per "
                       "register:", "", "| arrival | endpoint |", "|---:|---|"]
             lines += [f"| {e['arrival_ns']:.2f} ns | `{e['endpoint']}` |" for e in late["worst"]]
         if pnr.get("dsp_register_packing"):
