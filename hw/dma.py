@@ -544,7 +544,7 @@ class DMA(wiring.Component):
             out.w_data.eq(out_data),
             out_data.bytes.eq(Mux(out_left < b, out_left, b)),
             out_data.row_last.eq(out_left <= b),
-            out_data.last.eq((out_left <= b) & last_row),
+            out_data.last.eq((out_left <= b) & (rows_left == 1)),
             self.o_rd_data.valid.eq(out.r_rdy),
             self.o_rd_data.payload.eq(out.r_data),
             out.r_en.eq(self.o_rd_data.ready),
