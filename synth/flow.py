@@ -337,18 +337,17 @@ def slowest_endpoints(report, *, top, clock=None):
         for end in net.get("endpoints", []):
             delay = end["delay"]
             delay = max(delay) if isinstance(delay, list) else delay
-            arrivals.append((delay, f"{_register_of(end['cell'])}.{end['port']}"))
+            arrivals.append((delay, _register_of(end["cell"]), end["port"]))
     arrivals.sort(key=lambda a: -a[0])
     worst, seen = [], set()
-    for delay, endpoint in arrivals:
-        register = endpoint.rsplit(".", 1)[0]
+    for delay, register, port in arrivals:
         if register in seen:
             continue
         seen.add(register)
-        worst.append({"endpoint": endpoint, "arrival_ns": round(delay, 3)})
+        worst.append({"endpoint": f"{register}.{port}", "arrival_ns": round(delay, 3)})
         if len(worst) == top:
             break
-    return {"endpoints": len(arrivals), "late": sum(1 for d, _ in arrivals if d > period),
+    return {"endpoints": len(arrivals), "late": sum(1 for a in arrivals if a[0] > period),
             "worst": worst}
 
 
