@@ -100,8 +100,7 @@ class _Checker(wiring.Component):
     (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
     stride (registered products, one DSP each), add the shifted products one per cycle, then
     compare into a register. It runs while the engine still works on the previous command. It
-    also adds ``addr + stride`` (``second``, the second row's address) for the burst generator
-    and counts the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
+    also counts the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
     multiplier with registered operands and result) for the write engine.
     """
 
@@ -113,7 +112,6 @@ class _Checker(wiring.Component):
             "i_cmd": In(stream.Signature(cmd_layout(config))),
             "o_cmd": Out(stream.Signature(data.StructLayout({
                 "cmd": cmd_layout(config), "error": DMAError,
-                "second": config.axi_addr_width,         # addr + stride: row 1
                 "beats": ROWS_WIDTH + ROW_BYTES_WIDTH}))),  # input beats of the whole command
             "busy": Out(1),
         })
@@ -132,7 +130,6 @@ class _Checker(wiring.Component):
         end = Signal(aw + 1)
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
         error = Signal(DMAError)
-        second = Signal(aw)
         row_beats = Signal(ROW_BYTES_WIDTH)   # input beats a row, from the accepting cycle
         beats = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH)
         m.d.comb += [
@@ -141,7 +138,6 @@ class _Checker(wiring.Component):
             self.o_cmd.valid.eq(full & (step == steps)),
             self.o_cmd.payload.cmd.eq(cmd),
             self.o_cmd.payload.error.eq(error),
-            self.o_cmd.payload.second.eq(second),
             self.o_cmd.payload.beats.eq(beats),
         ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
@@ -155,7 +151,7 @@ class _Checker(wiring.Component):
         with m.Elif(full & (step != steps)):
             m.d.sync += step.eq(step + 1)
             with m.If(step == 0):
-                m.d.sync += [second.eq(cmd.addr + cmd.stride), beats.eq(cmd.rows * row_beats)]
+                m.d.sync += beats.eq(cmd.rows * row_beats)
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, product in enumerate(products):
@@ -180,16 +176,19 @@ class _BurstGenerator(wiring.Component):
     ``o_burst`` is the address channel's register: ``len`` is AxLEN (beats - 1). ``abort``
     stops the current command (a burst already on ``o_burst`` is still handed over). ``busy_tag``
     tells whether bursts of command ``tag`` may still come.
+
+    A command is taken into registers as it is; its first row is set up in the next cycle by the
+    same step that sets up every later row, so the row arithmetic always starts from registers
+    (one adder each, never behind a choice between the command and the next row).
     """
 
     def __init__(self, config):
         self._config = config
-        aw = config.axi_addr_width
         super().__init__({
             "i_cmd": In(stream.Signature(data.StructLayout({
-                "cmd": cmd_layout(config), "tag": _TAG_BITS, "second": aw}))),
+                "cmd": cmd_layout(config), "tag": _TAG_BITS}))),
             "o_burst": Out(stream.Signature(data.StructLayout({
-                "addr": aw, "len": 8, "tag": _TAG_BITS}))),
+                "addr": config.axi_addr_width, "len": 8, "tag": _TAG_BITS}))),
             "abort": In(1),
             "tag": Out(_TAG_BITS),
             "generating": Out(1),
@@ -227,20 +226,21 @@ class _BurstGenerator(wiring.Component):
             width = len(value)
             return (value + ~Cat(bnd1, Const(0, width - len(bnd1))))[:width]
 
-        def start_row(addr, nbytes):
-            """Registers for a row of ``nbytes`` bytes from ``addr``: each an adder from
-            registers, computed beside the burst decision."""
-            off = Cat(addr[:s], Const(0, 1)) if s else Const(0, 1)
-            # ceil((off + nbytes) / b) - 1 = (off + nbytes - 1) >> s, and over1 the same less
-            # max_len: one adder each.
+        def start_row():
+            """Registers for the row at ``next_row``: each an adder from registers."""
+            off = Cat(next_row[:s], Const(0, 1)) if s else Const(0, 1)
+            # ceil((off + row_bytes) / b) - 1 = (off + row_bytes - 1) >> s, and over1 the same
+            # less max_len: one adder each.
             return [
-                beat_addr.eq(Cat(Const(0, s), addr[s:])),
-                left1.eq((off + nbytes - 1) >> s),
-                over1.eq((off + nbytes - 1 - max_len * b).as_signed() >> s),
-                bnd1.eq(~addr[s:page_bits]),
+                beat_addr.eq(Cat(Const(0, s), next_row[s:])),
+                left1.eq((off + row_bytes - 1) >> s),
+                over1.eq((off + row_bytes - 1 - max_len * b).as_signed() >> s),
+                bnd1.eq(~next_row[s:page_bits]),
+                next_row.eq(next_row + stride),
             ]
 
         pending = Signal()
+        starting = Signal()                # the command is taken, its first row not set up
         burst = self.o_burst.payload
         m.d.comb += [
             self.o_burst.valid.eq(pending),
@@ -261,7 +261,9 @@ class _BurstGenerator(wiring.Component):
         with m.If(self.o_burst.valid & self.o_burst.ready):
             m.d.sync += pending.eq(0)
         with m.If(active & self.abort):
-            m.d.sync += active.eq(0)
+            m.d.sync += [active.eq(0), starting.eq(0)]
+        with m.Elif(starting):
+            m.d.sync += [starting.eq(0), *start_row()]
         with m.Elif(active & free):
             m.d.sync += [
                 pending.eq(1),
@@ -273,11 +275,10 @@ class _BurstGenerator(wiring.Component):
                 with m.If(final_row):
                     m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += start_row(next_row, row_bytes)
                     m.d.sync += [
+                        *start_row(),
                         rows_left.eq(rows_left - 1),
                         final_row.eq(rows_left == 2),
-                        next_row.eq(next_row + stride),
                     ]
             with m.Elif(at_bnd):
                 # On to the boundary: a new 4 KiB page.
@@ -297,13 +298,13 @@ class _BurstGenerator(wiring.Component):
                 ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             cmd = self.i_cmd.payload.cmd
-            m.d.sync += start_row(cmd.addr, cmd.row_bytes)
             m.d.sync += [
                 active.eq(1),
+                starting.eq(1),
                 tag.eq(self.i_cmd.payload.tag),
                 rows_left.eq(cmd.rows),
                 final_row.eq(cmd.rows == 1),
-                next_row.eq(self.i_cmd.payload.second),
+                next_row.eq(cmd.addr),
                 stride.eq(cmd.stride),
                 row_bytes.eq(cmd.row_bytes),
             ]
@@ -482,7 +483,6 @@ class DMA(wiring.Component):
             desc.w_en.eq(take),
             gen.i_cmd.valid.eq(take & (checked.payload.error == DMAError.OK)),
             gen.i_cmd.payload.cmd.eq(checked.payload.cmd),
-            gen.i_cmd.payload.second.eq(checked.payload.second),
             gen.i_cmd.payload.tag.eq(next_tag),
         ]
         with m.If(take):
@@ -517,23 +517,29 @@ class DMA(wiring.Component):
         last_row = Signal()
         last_beat = Signal()
         out_left = Signal(ROW_BYTES_WIDTH + 1)
-        first = Signal()
+        # A beat goes to the output unless it is the first of a row that starts off lane 0
+        # (its bytes wait for the next beat).
+        produces = Signal()
         flush = Signal()                    # the row needs one more output beat than it has input
         beat_addr = Signal(aw)
         prev = Signal(dw)
         err = Signal(DMAError)
         err_addr = Signal(aw)
 
-        def load_row(addr):
+        def load_row():
+            """Set up the row at ``next_row``: every value an adder or compare from registers
+            (the first row too: see ``START``)."""
+            addr = next_row
             beats = _row_beats(config, addr, cur.cmd.row_bytes)
             return [
                 off.eq(addr[:s] if s else 0),
+                produces.eq(addr[:s] == 0 if s else 1),
                 mem_left.eq(beats),
                 last_beat.eq(beats == 1),
                 out_left.eq(cur.cmd.row_bytes),
-                first.eq(1),
                 flush.eq((addr[:s] != 0) & (beats == _in_beats(config, cur.cmd.row_bytes))),
                 beat_addr.eq(Cat(Const(0, s), addr[s:])),
+                next_row.eq(next_row + cur.cmd.stride),
             ]
 
         def shifted(hi):
@@ -567,8 +573,7 @@ class DMA(wiring.Component):
                 m.next = "WAIT_OUT"
             with m.Else():
                 m.d.sync += [rows_left.eq(rows_left - 1), last_row.eq(rows_left == 2),
-                             next_row.eq(next_row + cur.cmd.stride)]
-                m.d.sync += load_row(next_row)
+                             *load_row()]
                 m.next = "RUN"
 
         with m.FSM(name="rd_fsm") as fsm:
@@ -576,29 +581,24 @@ class DMA(wiring.Component):
                 m.d.comb += desc.r_en.eq(1)
                 with m.If(desc.r_rdy):
                     new = data.View(desc_layout, desc.r_data)
-                    m.d.sync += [cur.eq(new), err.eq(new.error), err_addr.eq(new.cmd.addr)]
+                    m.d.sync += [
+                        cur.eq(new), err.eq(new.error), err_addr.eq(new.cmd.addr),
+                        rows_left.eq(new.cmd.rows),
+                        last_row.eq(new.cmd.rows == 1),
+                        next_row.eq(new.cmd.addr),
+                    ]
                     with m.If(new.error == DMAError.OK):
-                        cmd = new.cmd
-                        beats = _row_beats(config, cmd.addr, cmd.row_bytes)
-                        m.d.sync += [
-                            rows_left.eq(cmd.rows),
-                            last_row.eq(cmd.rows == 1),
-                            next_row.eq(cmd.addr + cmd.stride),
-                            off.eq(cmd.addr[:s] if s else 0),
-                            mem_left.eq(beats),
-                            last_beat.eq(beats == 1),
-                            out_left.eq(cmd.row_bytes),
-                            first.eq(1),
-                            flush.eq((cmd.addr[:s] != 0)
-                                     & (beats == _in_beats(config, cmd.row_bytes))),
-                            beat_addr.eq(Cat(Const(0, s), cmd.addr[s:])),
-                        ]
-                        m.next = "RUN"
+                        m.next = "START"
                     with m.Else():
                         m.next = "DONE"
 
+            with m.State("START"):
+                # The command's beats come a bus latency after its first burst, which the
+                # address side issues meanwhile: this cycle is not on the data's way.
+                m.d.sync += load_row()
+                m.next = "RUN"
+
             with m.State("RUN"):
-                produces = (off == 0) | ~first
                 m.d.comb += [
                     r_skid.o.ready.eq(~produces | out.w_rdy),
                     out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
@@ -611,7 +611,7 @@ class DMA(wiring.Component):
                         m.d.comb += out.w_en.eq(produces)
                         m.d.sync += [
                             prev.eq(r_beat.data),
-                            first.eq(0),
+                            produces.eq(1),
                             beat_addr.eq(beat_addr + b),
                             mem_left.eq(mem_left - 1),
                             last_beat.eq(mem_left == 2),
@@ -712,16 +712,19 @@ class DMA(wiring.Component):
         w_beat = Signal(8)
         refused = Signal(DMAError)
 
-        def load_row(addr, row_bytes):
-            o = addr[:s] if s else Const(0, 1)
-            last_lane = (o + row_bytes - 1)[:s] if s else Const(0, 1)
+        def load_row():
+            """Set up the row at ``next_row``, from registers only (the first row too: see
+            ``START``)."""
+            o = next_row[:s] if s else Const(0, 1)
+            last_lane = (o + cmd.row_bytes - 1)[:s] if s else Const(0, 1)
             return [
                 off.eq(o),
-                in_left.eq(_in_beats(config, row_bytes)),
-                mem_left.eq(_row_beats(config, addr, row_bytes)),
+                in_left.eq(_in_beats(config, cmd.row_bytes)),
+                mem_left.eq(_row_beats(config, next_row, cmd.row_bytes)),
                 first.eq(1),
                 mask_first.eq((Const(all_lanes, b) << o)[:b]),
                 mask_last.eq((Const(all_lanes, b) >> (Const(b - 1, s) - last_lane)[:s])[:b]),
+                next_row.eq(next_row + cmd.stride),
             ]
 
         # Response side: retires commands in order. Responses are taken only for the command
@@ -791,20 +794,28 @@ class DMA(wiring.Component):
                         refused.eq(checked.payload.error),
                         abort.eq(0),
                         rows_left.eq(c.rows),
-                        next_row.eq(checked.payload.second),
+                        next_row.eq(c.addr),
                         remaining.eq(checked.payload.beats),
-                        *load_row(c.addr, c.row_bytes),
                     ]
                     with m.If(checked.payload.error == DMAError.OK):
                         m.d.comb += [
                             gen.i_cmd.valid.eq(1),
                             gen.i_cmd.payload.cmd.eq(c),
-                            gen.i_cmd.payload.second.eq(checked.payload.second),
                             gen.i_cmd.payload.tag.eq(next_tag),
                         ]
-                        m.next = "RUN"
+                        m.next = "START"
                     with m.Else():
                         m.next = "DROP"    # a refused command's data is still consumed
+
+            with m.State("START"):
+                # No W beat can go before its burst's AW, which the generator sends a cycle
+                # later still: this cycle is not on the data's way.
+                m.d.comb += w_active.eq(1)
+                m.d.sync += load_row()
+                with m.If(abort):
+                    m.next = "ABORT_W"
+                with m.Else():
+                    m.next = "RUN"
 
             with m.State("RUN"):
                 m.d.comb += w_active.eq(1)
@@ -831,11 +842,7 @@ class DMA(wiring.Component):
                         with m.If(rows_left == 1):
                             m.next = "RETIRE"
                         with m.Else():
-                            m.d.sync += [
-                                rows_left.eq(rows_left - 1),
-                                next_row.eq(next_row + cmd.stride),
-                                *load_row(next_row, cmd.row_bytes),
-                            ]
+                            m.d.sync += [rows_left.eq(rows_left - 1), *load_row()]
                 with m.If(abort):
                     m.next = "ABORT_W"
 
