@@ -70,16 +70,36 @@ def _log2(n):
     return n.bit_length() - 1
 
 
-def _row_beats(config, addr, row_bytes):
-    """Aligned bus beats touched by ``row_bytes`` bytes from ``addr`` (``row_bytes`` > 0)."""
-    s = _log2(config.axi_bytes)
-    return ((addr[:s] + row_bytes - 1) >> s) + 1 if s else row_bytes
-
-
 def _in_beats(config, row_bytes):
     """Beats of ``row_bytes`` bytes packed from byte lane 0."""
     s = _log2(config.axi_bytes)
     return (row_bytes + config.axi_bytes - 1) >> s
+
+
+def _geometry_layout(config):
+    """What every row of a command shares, worked out once by the checker: ``in_beats`` (beats
+    of a row packed from lane 0), ``in_one`` (that is one) and ``tail`` (``(row_bytes - 1) mod
+    bus_bytes``, the last packed byte's lane)."""
+    return data.StructLayout({"in_beats": ROW_BYTES_WIDTH, "in_one": 1,
+                              "tail": _log2(config.axi_bytes)})
+
+
+def _row_start(config, addr, geometry):
+    """How a row from ``addr`` lies on the bus, from its command's ``geometry``
+    (:func:`_geometry_layout`) with no adder wider than the lane offset in front of a compare.
+
+    Returns
+    -------
+    dict
+        ``off`` (its first byte's lane), ``beats`` (aligned bus beats it touches), ``one``
+        (that is one) and ``fits`` (it touches no more beats than it packs into: a row that
+        starts off lane 0 then ends with one output beat more than it reads).
+    """
+    s = _log2(config.axi_bytes)
+    off = addr[:s]
+    wraps = (off + geometry.tail)[s]      # the row spills into one more bus beat
+    return {"off": off, "beats": geometry.in_beats + wraps, "one": geometry.in_one & ~wraps,
+            "fits": ~wraps}
 
 
 #: Bits of ``stride`` each window-check multiplier takes (a 16 x 16 product fits one DSP).
@@ -100,7 +120,8 @@ class _Checker(wiring.Component):
     (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
     stride (registered products, one DSP each), add the shifted products one per cycle, then
     compare into a register. It runs while the engine still works on the previous command. It
-    also counts the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
+    also works out what the command's rows share (``geometry``, :func:`_geometry_layout`) and counts
+    the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
     multiplier with registered operands and result) for the write engine.
     """
 
@@ -111,7 +132,7 @@ class _Checker(wiring.Component):
             "window_limit": In(config.axi_addr_width),
             "i_cmd": In(stream.Signature(cmd_layout(config))),
             "o_cmd": Out(stream.Signature(data.StructLayout({
-                "cmd": cmd_layout(config), "error": DMAError,
+                "cmd": cmd_layout(config), "error": DMAError, "geometry": _geometry_layout(config),
                 "beats": ROWS_WIDTH + ROW_BYTES_WIDTH}))),  # input beats of the whole command
             "busy": Out(1),
         })
@@ -130,7 +151,7 @@ class _Checker(wiring.Component):
         end = Signal(aw + 1)
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
         error = Signal(DMAError)
-        row_beats = Signal(ROW_BYTES_WIDTH)   # input beats a row, from the accepting cycle
+        geometry = Signal(_geometry_layout(self._config))     # in_beats from the accepting cycle
         beats = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH)
         m.d.comb += [
             self.i_cmd.ready.eq(~full),
@@ -138,6 +159,7 @@ class _Checker(wiring.Component):
             self.o_cmd.valid.eq(full & (step == steps)),
             self.o_cmd.payload.cmd.eq(cmd),
             self.o_cmd.payload.error.eq(error),
+            self.o_cmd.payload.geometry.eq(geometry),
             self.o_cmd.payload.beats.eq(beats),
         ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
@@ -145,13 +167,15 @@ class _Checker(wiring.Component):
             m.d.sync += [
                 cmd.eq(payload), full.eq(1), step.eq(0),
                 rows_m1.eq(payload.rows - 1),
-                row_beats.eq(_in_beats(self._config, payload.row_bytes)),
+                geometry.in_beats.eq(_in_beats(self._config, payload.row_bytes)),
+                geometry.tail.eq(payload.row_bytes - 1),
                 end.eq(payload.addr + payload.row_bytes),
             ]
         with m.Elif(full & (step != steps)):
             m.d.sync += step.eq(step + 1)
             with m.If(step == 0):
-                m.d.sync += beats.eq(cmd.rows * row_beats)
+                m.d.sync += [beats.eq(cmd.rows * geometry.in_beats),
+                             geometry.in_one.eq(geometry.in_beats == 1)]
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, product in enumerate(products):
@@ -228,7 +252,7 @@ class _BurstGenerator(wiring.Component):
 
         def start_row():
             """Registers for the row at ``next_row``: each an adder from registers."""
-            off = Cat(next_row[:s], Const(0, 1)) if s else Const(0, 1)
+            off = Cat(next_row[:s], Const(0, 1))
             # ceil((off + row_bytes) / b) - 1 = (off + row_bytes - 1) >> s, and over1 the same
             # less max_len: one adder each.
             return [
@@ -451,11 +475,27 @@ class DMA(wiring.Component):
 
         m.submodules.rd_check = check = _Checker(config)
         m.submodules.rd_gen = gen = _BurstGenerator(config)
+        # The data side's row registers (besides the counts and addresses).
+        row_layout = data.StructLayout({
+            "off": s,                          # byte offset of the row in its first beat
+            "mem_left": ROW_BYTES_WIDTH + 1,   # bus beats left in the row
+            "last_beat": 1,                    # mem_left == 1, kept with it: no compare
+            "flush": 1,                        # one more output beat than input beats
+        })
+
+        def row_registers(addr, geometry):
+            row = _row_start(config, addr, geometry)
+            return {"off": row["off"], "mem_left": row["beats"], "last_beat": row["one"],
+                    "flush": (row["off"] != 0) & row["fits"]}
+
         desc_layout = data.StructLayout({"cmd": cmd_layout(config), "error": DMAError,
-                                         "tag": _TAG_BITS})
-        # Commands handed from the address side to the data side (in order, with refusals). Its
-        # output is a register (filled while the data side works on the command before), so the
-        # data side's set-up arithmetic starts from a flip-flop, not a LUT-RAM read.
+                                         "tag": _TAG_BITS, "geometry": _geometry_layout(config),
+                                         "second": aw, "row0": row_layout})
+        # Commands handed from the address side to the data side (in order, with refusals),
+        # with their first row worked out: the data side copies it into its row registers, and
+        # works out only later rows (from registers, the adders never behind a choice between
+        # the two). The output is a register, filled while the data side works on the command
+        # before.
         m.submodules.rd_desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=2)
         # Tags of the bursts in flight: its size is the outstanding-read limit.
         m.submodules.rd_flight = flight = SyncFIFO(width=_TAG_BITS,
@@ -479,6 +519,10 @@ class DMA(wiring.Component):
             desc_in.cmd.eq(checked.payload.cmd),
             desc_in.error.eq(checked.payload.error),
             desc_in.tag.eq(next_tag),
+            desc_in.geometry.eq(checked.payload.geometry),
+            desc_in.second.eq(checked.payload.cmd.addr + checked.payload.cmd.stride),
+            *(desc_in.row0[name].eq(value) for name, value in row_registers(
+                checked.payload.cmd.addr, checked.payload.geometry).items()),
             desc.w_data.eq(desc_in),
             desc.w_en.eq(take),
             gen.i_cmd.valid.eq(take & (checked.payload.error == DMAError.OK)),
@@ -509,37 +553,26 @@ class DMA(wiring.Component):
 
         cur = Signal(desc_layout)           # the command being received
         rows_left = Signal(ROWS_WIDTH)
+        last_row = Signal()                 # rows_left == 1, kept with it
         next_row = Signal(aw)
-        off = Signal(max(s, 1))             # byte offset of the current row in its first beat
-        mem_left = Signal(ROW_BYTES_WIDTH + 1)
-        # rows_left == 1 and mem_left == 1, kept in registers as the counts move: no compare
-        # in front of the enables of the row registers.
-        last_row = Signal()
-        last_beat = Signal()
+        row = Signal(row_layout)
+        off, mem_left, last_beat, flush = row.off, row.mem_left, row.last_beat, row.flush
         out_left = Signal(ROW_BYTES_WIDTH + 1)
         # A beat goes to the output unless it is the first of a row that starts off lane 0
         # (its bytes wait for the next beat).
         produces = Signal()
-        flush = Signal()                    # the row needs one more output beat than it has input
         beat_addr = Signal(aw)
         prev = Signal(dw)
         err = Signal(DMAError)
         err_addr = Signal(aw)
 
-        def load_row():
-            """Set up the row at ``next_row``: every value an adder or compare from registers
-            (the first row too: see ``START``)."""
-            addr = next_row
-            beats = _row_beats(config, addr, cur.cmd.row_bytes)
+        def start_row(addr, row_bytes, registers):
+            """Set up the row at ``addr``, its row registers' values given."""
             return [
-                off.eq(addr[:s] if s else 0),
-                produces.eq(addr[:s] == 0 if s else 1),
-                mem_left.eq(beats),
-                last_beat.eq(beats == 1),
-                out_left.eq(cur.cmd.row_bytes),
-                flush.eq((addr[:s] != 0) & (beats == _in_beats(config, cur.cmd.row_bytes))),
+                *(row[name].eq(value) for name, value in registers.items()),
+                produces.eq(addr[:s] == 0),
+                out_left.eq(row_bytes),
                 beat_addr.eq(Cat(Const(0, s), addr[s:])),
-                next_row.eq(next_row + cur.cmd.stride),
             ]
 
         def shifted(hi):
@@ -573,7 +606,9 @@ class DMA(wiring.Component):
                 m.next = "WAIT_OUT"
             with m.Else():
                 m.d.sync += [rows_left.eq(rows_left - 1), last_row.eq(rows_left == 2),
-                             *load_row()]
+                             next_row.eq(next_row + cur.cmd.stride),
+                             *start_row(next_row, cur.cmd.row_bytes,
+                                        row_registers(next_row, cur.geometry))]
                 m.next = "RUN"
 
         with m.FSM(name="rd_fsm") as fsm:
@@ -585,25 +620,23 @@ class DMA(wiring.Component):
                         cur.eq(new), err.eq(new.error), err_addr.eq(new.cmd.addr),
                         rows_left.eq(new.cmd.rows),
                         last_row.eq(new.cmd.rows == 1),
-                        next_row.eq(new.cmd.addr),
+                        next_row.eq(new.second),
+                        *start_row(new.cmd.addr, new.cmd.row_bytes, {
+                            name: new.row0[name] for name in row_layout.members}),
                     ]
                     with m.If(new.error == DMAError.OK):
-                        m.next = "START"
+                        m.next = "RUN"
                     with m.Else():
                         m.next = "DONE"
 
-            with m.State("START"):
-                # The command's beats come a bus latency after its first burst, which the
-                # address side issues meanwhile: this cycle is not on the data's way.
-                m.d.sync += load_row()
-                m.next = "RUN"
-
             with m.State("RUN"):
+                # The beat taken here, spelt out (not r_fire, which DRAIN's readiness joins).
+                room = ~produces | out.w_rdy
                 m.d.comb += [
-                    r_skid.o.ready.eq(~produces | out.w_rdy),
+                    r_skid.o.ready.eq(room),
                     out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
                 ]
-                with m.If(r_fire):
+                with m.If(r_skid.o.valid & room):
                     with m.If(r_beat.resp != RESP_OKAY):
                         m.d.sync += [err.eq(_resp_error(r_beat.resp)), err_addr.eq(beat_addr)]
                         m.next = "DRAIN"
@@ -669,8 +702,9 @@ class DMA(wiring.Component):
 
         m.submodules.wr_check = check = _Checker(config)
         m.submodules.wr_gen = gen = _BurstGenerator(config)
-        # Lengths of the bursts whose AW went out and whose W beats are still to send.
-        m.submodules.wr_bursts = bursts = SyncFIFO(width=8, depth=4)
+        # Lengths of the bursts whose AW went out and whose W beats are still to send (read
+        # from a register: the beat count is compared with it for WLAST).
+        m.submodules.wr_bursts = bursts = SyncFIFOBuffered(width=8, depth=4)
         # Bursts waiting for their write response: address and command tag.
         flight_layout = data.StructLayout({"addr": aw, "tag": _TAG_BITS})
         m.submodules.wr_flight = flight = SyncFIFO(width=flight_layout.size,
@@ -696,14 +730,18 @@ class DMA(wiring.Component):
         ]
 
         cmd = Signal(cmd_layout(config))
+        geometry = Signal(_geometry_layout(config))
         tag = Signal(_TAG_BITS)         # the command on the W side
         next_tag = Signal(_TAG_BITS)
         abort = Signal()
         rows_left = Signal(ROWS_WIDTH)
         next_row = Signal(aw)
-        off = Signal(max(s, 1))
+        off = Signal(s)
         in_left = Signal(ROW_BYTES_WIDTH + 1)    # input beats left in the row
         mem_left = Signal(ROW_BYTES_WIDTH + 1)   # bus beats left in the row
+        # in_left != 0, mem_left == 1 and rows_left == 1, kept in registers as the counts move:
+        # no compare in front of the handshake and the row's enables.
+        needs_in, mem_last, rows_last = Signal(), Signal(), Signal()
         first = Signal()
         mask_first = Signal(b)
         mask_last = Signal(b)
@@ -715,14 +753,16 @@ class DMA(wiring.Component):
         def load_row():
             """Set up the row at ``next_row``, from registers only (the first row too: see
             ``START``)."""
-            o = next_row[:s] if s else Const(0, 1)
-            last_lane = (o + cmd.row_bytes - 1)[:s] if s else Const(0, 1)
+            row = _row_start(config, next_row, geometry)
+            last_lane = (row["off"] + geometry.tail)[:s]
             return [
-                off.eq(o),
-                in_left.eq(_in_beats(config, cmd.row_bytes)),
-                mem_left.eq(_row_beats(config, next_row, cmd.row_bytes)),
+                off.eq(row["off"]),
+                in_left.eq(geometry.in_beats),
+                needs_in.eq(1),
+                mem_left.eq(row["beats"]),
+                mem_last.eq(row["one"]),
                 first.eq(1),
-                mask_first.eq((Const(all_lanes, b) << o)[:b]),
+                mask_first.eq((Const(all_lanes, b) << row["off"])[:b]),
                 mask_last.eq((Const(all_lanes, b) >> (Const(b - 1, s) - last_lane)[:s])[:b]),
                 next_row.eq(next_row + cmd.stride),
             ]
@@ -789,11 +829,13 @@ class DMA(wiring.Component):
                 with m.If(go):
                     m.d.sync += [
                         cmd.eq(c),
+                        geometry.eq(checked.payload.geometry),
                         tag.eq(next_tag),
                         next_tag.eq(next_tag + 1),
                         refused.eq(checked.payload.error),
                         abort.eq(0),
                         rows_left.eq(c.rows),
+                        rows_last.eq(c.rows == 1),
                         next_row.eq(c.addr),
                         remaining.eq(checked.payload.beats),
                     ]
@@ -819,10 +861,9 @@ class DMA(wiring.Component):
 
             with m.State("RUN"):
                 m.d.comb += w_active.eq(1)
-                needs_in = in_left != 0
                 strb = Signal(b)
                 m.d.comb += [
-                    strb.eq(Mux(first, mask_first, all_lanes) & Mux(mem_left == 1, mask_last,
+                    strb.eq(Mux(first, mask_first, all_lanes) & Mux(mem_last, mask_last,
                                                                     all_lanes)),
                     axi.wvalid.eq(bursts.r_rdy & (~needs_in | self.i_wr_data.valid)),
                     axi.wstrb.eq(strb),
@@ -831,25 +872,28 @@ class DMA(wiring.Component):
                     self.i_wr_data.ready.eq(bursts.r_rdy & needs_in & axi.wready),
                 ]
                 with m.If(w_fire):
-                    m.d.sync += [first.eq(0), mem_left.eq(mem_left - 1)]
+                    m.d.sync += [first.eq(0), mem_left.eq(mem_left - 1),
+                                 mem_last.eq(mem_left == 2)]
                     with m.If(needs_in):
                         m.d.sync += [
                             carry.eq(self.i_wr_data.payload.data),
                             in_left.eq(in_left - 1),
+                            needs_in.eq(in_left != 1),
                             remaining.eq(remaining - 1),
                         ]
-                    with m.If(mem_left == 1):
-                        with m.If(rows_left == 1):
+                    with m.If(mem_last):
+                        with m.If(rows_last):
                             m.next = "RETIRE"
                         with m.Else():
-                            m.d.sync += [rows_left.eq(rows_left - 1), *load_row()]
+                            m.d.sync += [rows_left.eq(rows_left - 1),
+                                         rows_last.eq(rows_left == 2), *load_row()]
                 with m.If(abort):
                     m.next = "ABORT_W"
 
             with m.State("ABORT_W"):
                 # Bursts already announced on AW get their beats, with no byte enabled.
                 m.d.comb += [axi.wvalid.eq(bursts.r_rdy), axi.wstrb.eq(0)]
-                with m.If(~bursts.r_rdy & ~gen.generating & ~gen.o_burst.valid):
+                with m.If((bursts.level == 0) & ~gen.generating & ~gen.o_burst.valid):
                     m.next = "DROP"
 
             with m.State("DROP"):
