@@ -497,9 +497,12 @@ class DMA(wiring.Component):
         # the two). The output is a register, filled while the data side works on the command
         # before.
         m.submodules.rd_desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=2)
-        # Tags of the bursts in flight: its size is the outstanding-read limit.
-        m.submodules.rd_flight = flight = SyncFIFO(width=_TAG_BITS,
-                                                   depth=config.max_outstanding_reads)
+        # Tags of the bursts in flight: its size is the outstanding-read limit. Its output is a
+        # register, so DRAIN's tag compare starts from a flip-flop. A tag written at an AR
+        # handshake is out two cycles later, and a burst's last beat cannot be taken sooner:
+        # its first comes a cycle after the handshake at the earliest, then passes the R skid.
+        m.submodules.rd_flight = flight = SyncFIFOBuffered(width=_TAG_BITS,
+                                                           depth=config.max_outstanding_reads)
         m.submodules.rd_out = out = SyncFIFOBuffered(width=rd_data_layout(config).size, depth=4)
 
         wiring.connect(m, check=wiring.flipped(self.i_rd_cmd), dma=check.i_cmd)
@@ -705,10 +708,11 @@ class DMA(wiring.Component):
         # Lengths of the bursts whose AW went out and whose W beats are still to send (read
         # from a register: the beat count is compared with it for WLAST).
         m.submodules.wr_bursts = bursts = SyncFIFOBuffered(width=8, depth=4)
-        # Bursts waiting for their write response: address and command tag.
+        # Bursts waiting for their write response: address and command tag, read from a
+        # register (a burst's response follows its last W beat, long after its AW).
         flight_layout = data.StructLayout({"addr": aw, "tag": _TAG_BITS})
-        m.submodules.wr_flight = flight = SyncFIFO(width=flight_layout.size,
-                                                   depth=config.max_outstanding_reads)
+        m.submodules.wr_flight = flight = SyncFIFOBuffered(width=flight_layout.size,
+                                                           depth=config.max_outstanding_reads)
         # Commands whose data has all been sent (or dropped), waiting for their last response.
         retire_layout = data.StructLayout({"addr": aw, "error": DMAError, "tag": _TAG_BITS})
         m.submodules.wr_retire = retire = SyncFIFO(width=retire_layout.size, depth=2)

@@ -85,6 +85,12 @@ class Engine(wiring.Component):
         connect_flat(m, self, "s_axil", csr.bus)
         m.d.comb += self.irq.eq(csr.irq)
 
+        # The GEMM unit expands descriptors while the engine runs with no error, told from a
+        # register (a cycle late, which only moves the first expansion by a cycle).
+        gemm_enable = Signal()
+        m.d.sync += gemm_enable.eq(ctrl.running & (ctrl.error == ErrorCode.OK))
+        m.d.comb += gemm.enable.eq(gemm_enable)
+
         # Registers -> command queue -> GEMM unit (passes commands through, expands GEMM
         # descriptors in place of the queue head) -> skid buffer (a timing cut between the GEMM
         # unit's outputs and the controller's dispatch) -> controller.
@@ -95,7 +101,6 @@ class Engine(wiring.Component):
             gemm.i_cmd.payload.eq(queue.r_data),
             gemm.i_cmd.valid.eq(queue.r_rdy),
             queue.r_en.eq(gemm.i_cmd.ready),
-            gemm.enable.eq(ctrl.running & (ctrl.error == ErrorCode.OK)),
             ctrl.win_base.eq(csr.win_base[:aw]),
             ctrl.start.eq(csr.ctrl_start),
             ctrl.soft_reset.eq(csr.ctrl_soft_reset),

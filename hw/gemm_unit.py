@@ -158,6 +158,7 @@ class GemmUnit(wiring.Component):
         # Schedule.
         kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
         kt1, nt1, mt1 = signals(16, "kt1 nt1 mt1")    # kt - 1 and so on: no subtractor
+        kt2 = Signal(16)                   # kt - 2: ki + 1 == kt1 is ki == kt2, no adder
         cap = Signal(16)
         m_cap = Signal(16)                 # min(M, acc_depth / 2): the bound on cap known early
         m_rows = Signal(16)                # min(M, rows): the smallest cap worth a strip
@@ -200,6 +201,7 @@ class GemmUnit(wiring.Component):
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = signals(16, "lmi lni lki")
         ln_base = Signal(32)               # b_off + the load cursor's n0 elements
+        ln_next = Signal(32)               # ln_base + nc elements, set with it
         lb_off = Signal(32)                # that plus its K tile: the next tile's offset
         ldone = Signal()
         tiles_ahead = Signal(range(TILES_AHEAD + 1))
@@ -214,9 +216,21 @@ class GemmUnit(wiring.Component):
         pend_off = Signal(32)
 
         rows_c, cols_c = c.rows, c.cols
-        cur_m = _min(mc, m_rem)
-        cur_n = _min(nc, n_rem)
-        cur_k = _min(kr, k_rem)
+        # What the commands take of each remainder (min(mc, m_rem) and so on), kept in registers
+        # set with the remainder (``rem_eq``): no compare in front of the command outputs.
+        cur_m, cur_n, cur_k, pf_m, pf_k, l_k, l_n = signals(
+            16, "cur_m cur_n cur_k pf_m pf_k l_k l_n")
+        takes = [(m_rem, [(cur_m, lambda v: _min(mc, v)), (pf_m, lambda v: _min(mc, v - mc))]),
+                 (n_rem, [(cur_n, lambda v: _min(nc, v))]),
+                 (k_rem, [(cur_k, lambda v: _min(kr, v))]),
+                 (pf_krem, [(pf_k, lambda v: _min(kr, v))]),
+                 (lk_rem, [(l_k, lambda v: _min(kr, v))]),
+                 (ln_rem, [(l_n, lambda v: _min(nc, v))])]
+
+        def rem_eq(rem, value):
+            """``rem.eq(value)`` and the registers of what the commands take of it."""
+            derived = next(regs for signal, regs in takes if signal is rem)
+            return [rem.eq(value), *(reg.eq(take(value)) for reg, take in derived)]
         panel_base = Mux(panel_sel, panel, 0)
         other_base = Mux(panel_sel, 0, panel)
         acc_base = Mux(acc_sel, mc, 0)
@@ -333,7 +347,8 @@ class GemmUnit(wiring.Component):
                                              m_rows.eq(_min(M, rows_c))]
                                 m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
-                        lambda q, r: [kt.eq(q), kt1.eq(q - 1), krk.eq(K + kr - 1 - r)])
+                        lambda q, r: [kt.eq(q), kt1.eq(q - 1), kt2.eq(q - 2),
+                                      krk.eq(K + kr - 1 - r)])
             ceil_divide("NT", N, nc, "TRY",
                         lambda q, r: [nt.eq(q), nt1.eq(q - 1), tiles.eq(0)])
             with m.State("TRY"):
@@ -387,14 +402,15 @@ class GemmUnit(wiring.Component):
                 a_second = a_off + a_step          # the second M chunk, and its prefetch
                 m.d.sync += [
                     mi.eq(0), ni.eq(0), ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), n0.eq(0),
-                    m_rem.eq(M), n_rem.eq(N), k_rem.eq(K), lk_rem.eq(K), ln_rem.eq(N),
-                    pf_krem.eq(K),
+                    *rem_eq(m_rem, M), *rem_eq(n_rem, N), *rem_eq(k_rem, K),
+                    *rem_eq(lk_rem, K), *rem_eq(ln_rem, N), *rem_eq(pf_krem, K),
                     a_moff.eq(a_off), c_moff.eq(c_off), a_koff.eq(a_off),
                     a_next.eq(a_second), pf_off.eq(a_second), bias_n.eq(bias_off),
                     b_n.eq(b_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
                     pf_cnt.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
                     lmi.eq(0), lni.eq(0), lki.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
+                    ln_next.eq(b_off + (nc << eb_shift)),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
                 m.next = "PAIR"
@@ -428,22 +444,23 @@ class GemmUnit(wiring.Component):
                         m.next = "STEP_M"
                 with m.Elif(~whole & ~ldone & (tiles_ahead != TILES_AHEAD)):
                     # The next single tile, up to TILES_AHEAD MATMULs ahead; then again.
-                    emit_load(b_next, lb_off, _min(kr, lk_rem), _min(nc, ln_rem), b_stride)
+                    emit_load(b_next, lb_off, l_k, l_n, b_stride)
                     with m.If(sent):
                         advance_ring()
                         m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
                         with m.If(lki != kt1):
-                            m.d.sync += [lki.eq(lki + 1), lk_rem.eq(lk_rem - kr),
+                            m.d.sync += [lki.eq(lki + 1), *rem_eq(lk_rem, lk_rem - kr),
                                          lb_off.eq(lb_off + bk_step)]
                         with m.Else():
-                            m.d.sync += [lki.eq(0), lk_rem.eq(K), lb_off.eq(ln_base)]
+                            m.d.sync += [lki.eq(0), *rem_eq(lk_rem, K), lb_off.eq(ln_base)]
                             with m.If(lni != nt1):
-                                ln_next = ln_base + (nc << eb_shift)
                                 m.d.sync += [lni.eq(lni + 1), ln_base.eq(ln_next),
-                                             lb_off.eq(ln_next), ln_rem.eq(ln_rem - nc)]
+                                             ln_next.eq(ln_next + (nc << eb_shift)),
+                                             lb_off.eq(ln_next), *rem_eq(ln_rem, ln_rem - nc)]
                             with m.Else():
                                 m.d.sync += [lni.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
-                                             ln_rem.eq(N), lmi.eq(lmi + 1)]
+                                             ln_next.eq(b_off + (nc << eb_shift)),
+                                             *rem_eq(ln_rem, N), lmi.eq(lmi + 1)]
                                 with m.If(lmi == mt1):
                                     m.d.sync += ldone.eq(1)
                 with m.Else():
@@ -476,16 +493,16 @@ class GemmUnit(wiring.Component):
                     m.d.sync += pending.eq(0)
                     after_matmul("STEP_S")
             with m.State("PREFETCH"):
-                emit_load(pf_row, pf_off, _min(mc, m_rem - mc), _min(kr, pf_krem), a_stride)
+                emit_load(pf_row, pf_off, pf_m, pf_k, a_stride)
                 with m.If(sent):
                     m.next = "ADVANCE"
             with m.State("ADVANCE"):
                 with m.If(pf_hit):
                     m.d.sync += [pf_row.eq(pf_row + mc), pf_off.eq(pf_off + (kr << eb_shift)),
-                                 pf_krem.eq(pf_krem - kr)]
+                                 *rem_eq(pf_krem, pf_krem - kr)]
                 with m.If(~ki_last):
-                    m.d.sync += [ki.eq(ki + 1), ki_zero.eq(0), ki_last.eq(ki + 1 == kt1),
-                                 k_rem.eq(k_rem - kr), a_row.eq(a_row + mc),
+                    m.d.sync += [ki.eq(ki + 1), ki_zero.eq(0), ki_last.eq(ki == kt2),
+                                 *rem_eq(k_rem, k_rem - kr), a_row.eq(a_row + mc),
                                  a_koff.eq(a_koff + (kr << eb_shift)), w_row.eq(w_row + kr)]
                     with m.If(first_tile):
                         m.next = "STEP_A"
@@ -500,26 +517,26 @@ class GemmUnit(wiring.Component):
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
                         cur_strip.eq(strip), w_row.eq(strip),
-                        ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), k_rem.eq(K),
+                        ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), *rem_eq(k_rem, K),
                         a_koff.eq(a_moff),
                     ]
                     with m.If(~n_last):
-                        m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), n_rem.eq(n_rem - nc),
+                        m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), *rem_eq(n_rem, n_rem - nc),
                                      a_row.eq(panel_base),
                                      bias_n.eq(bias_n + (nc << ab_shift)),
                                      b_n.eq(b_n + (nc << eb_shift))]
                         m.next = "PAIR"
                     with m.Else():
-                        m.d.sync += [ni.eq(0), n0.eq(0), n_rem.eq(N), bias_n.eq(bias_off),
+                        m.d.sync += [ni.eq(0), n0.eq(0), *rem_eq(n_rem, N), bias_n.eq(bias_off),
                                      b_n.eq(b_off)]
                         with m.If(~m_last):
                             a_after = a_next + a_step
                             m.d.sync += [
-                                mi.eq(mi + 1), m_rem.eq(m_rem - mc),
+                                mi.eq(mi + 1), *rem_eq(m_rem, m_rem - mc),
                                 a_moff.eq(a_next), a_koff.eq(a_next), a_next.eq(a_after),
                                 c_moff.eq(c_moff + c_step), panel_sel.eq(~panel_sel),
                                 a_row.eq(other_base), pf_cnt.eq(0), pf_off.eq(a_after),
-                                pf_krem.eq(K), pf_row.eq(panel_base),
+                                *rem_eq(pf_krem, K), pf_row.eq(panel_base),
                             ]
                             m.next = "PAIR"
                         with m.Else():
