@@ -165,35 +165,48 @@ class Controller(wiring.Component):
         units_busy = self.load_busy | self.exec_busy | self.store_busy
         active = self.running & ~stopping & ~flushing
 
-        # Checks of the head command.
-        refuse = Signal(ErrorCode)
+        # Checks of the head command, in two halves: its fields (BAD_DIM, BAD_OPCODE) as it is
+        # loaded, into ``field_refuse``; its range ends (BAD_ADDR) in step 1 below.
         elems_max = config.spad_row_elems
+
+        def field_checks(cmd):
+            """The refusal a command's fields alone call for (``OK`` if none)."""
+            code = Signal(ErrorCode)
+            ld = data.View(command_layout("LOAD"), cmd)
+            mm = data.View(command_layout("MATMUL"), cmd)
+            st = data.View(command_layout("STORE"), cmd)
+            cf = data.View(command_layout("CONFIG"), cmd)
+            bad_dim = {
+                Opcode.LOAD: ((ld.rows == 0) | (ld.elems == 0)
+                              | (~ld.to_bias & (ld.elems > elems_max))
+                              | (ld.to_bias & ((ld.elems > config.cols) | (ld.rows != 1)))),
+                Opcode.MATMUL: (mm.m == 0) | (mm.k == 0) | (mm.k > config.rows),
+                Opcode.STORE: (st.rows == 0) | (st.elems == 0) | (st.elems > config.cols),
+                Opcode.CONFIG: cf.shift > 63,
+                Opcode.FENCE: 0,
+            }
+            with m.Switch(cmd[:4]):
+                for op, bad in bad_dim.items():
+                    with m.Case(op):
+                        m.d.comb += code.eq(Mux(bad, ErrorCode.BAD_DIM, ErrorCode.OK))
+                with m.Default():
+                    m.d.comb += code.eq(ErrorCode.BAD_OPCODE)
+            return code
+
+        field_refuse = Signal(ErrorCode)
+        refuse = Signal(ErrorCode)
+        bad_addr = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
-                with m.If((load.rows == 0) | (load.elems == 0)
-                          | (~load.to_bias & (load.elems > elems_max))
-                          | (load.to_bias & ((load.elems > config.cols) | (load.rows != 1)))):
-                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
-                with m.Elif(~load.to_bias & (load_end > config.spad_depth)):
-                    m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
+                m.d.comb += bad_addr.eq(~load.to_bias & (load_end > config.spad_depth))
             with m.Case(Opcode.MATMUL):
-                with m.If((matmul.m == 0) | (matmul.k == 0) | (matmul.k > config.rows)):
-                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
-                with m.Elif((act_end > config.spad_depth) | (weight_end > config.spad_depth)
-                            | (acc_end > config.acc_depth)):
-                    m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
+                m.d.comb += bad_addr.eq((act_end > config.spad_depth)
+                                        | (weight_end > config.spad_depth)
+                                        | (acc_end > config.acc_depth))
             with m.Case(Opcode.STORE):
-                with m.If((store.rows == 0) | (store.elems == 0) | (store.elems > config.cols)):
-                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
-                with m.Elif(store_end > config.acc_depth):
-                    m.d.comb += refuse.eq(ErrorCode.BAD_ADDR)
-            with m.Case(Opcode.CONFIG):
-                with m.If(conf.shift > 63):
-                    m.d.comb += refuse.eq(ErrorCode.BAD_DIM)
-            with m.Case(Opcode.FENCE):
-                pass
-            with m.Default():
-                m.d.comb += refuse.eq(ErrorCode.BAD_OPCODE)
+                m.d.comb += bad_addr.eq(store_end > config.acc_depth)
+        m.d.comb += refuse.eq(Mux(field_refuse != ErrorCode.OK, field_refuse,
+                                  Mux(bad_addr, ErrorCode.BAD_ADDR, ErrorCode.OK)))
 
         # Unit payloads, built from the head.
         m.d.comb += [
@@ -345,6 +358,7 @@ class Controller(wiring.Component):
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [
                 head.eq(nxt), head_valid.eq(1), evaluated.eq(0), prepared.eq(0),
+                field_refuse.eq(field_checks(nxt)),
                 load_end.eq(nxt_load.spad_addr + nxt_load.rows),
                 act_end.eq(nxt_matmul.act_addr + nxt_matmul.m),
                 weight_end.eq(nxt_matmul.weight_addr + nxt_matmul.k),

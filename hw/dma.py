@@ -591,7 +591,6 @@ class DMA(wiring.Component):
             self.o_rd_data.payload.eq(out.r_data),
             out.r_en.eq(self.o_rd_data.ready),
             gen.query_tag.eq(cur.tag),
-            gen.abort.eq(0),
             self.o_rd_done.payload.error.eq(err),
             self.o_rd_done.payload.addr.eq(Mux(err == DMAError.OK, cur.cmd.addr, err_addr)),
         ]
@@ -614,6 +613,7 @@ class DMA(wiring.Component):
                                         row_registers(next_row, cur.geometry))]
                 m.next = "RUN"
 
+        m.d.sync += gen.abort.eq(0)         # set in DRAIN
         with m.FSM(name="rd_fsm") as fsm:
             with m.State("IDLE"):
                 m.d.comb += desc.r_en.eq(1)
@@ -672,10 +672,12 @@ class DMA(wiring.Component):
                 # Swallow the rest of this command's bursts; stop the generator if it is still
                 # on this command. The next command's beats stay on the bus.
                 mine = flight.r_rdy & (flight.r_data == cur.tag)
-                m.d.comb += [
-                    gen.abort.eq(gen.tag == cur.tag),
-                    r_skid.o.ready.eq(mine),
-                ]
+                m.d.comb += r_skid.o.ready.eq(mine)
+                # The generator's abort comes from a register: a cycle late, which at most lets
+                # one more burst of this command out (swallowed here like the others). Not if
+                # the generator takes a new command meanwhile: this one's bursts are all out.
+                m.d.sync += gen.abort.eq((gen.tag == cur.tag)
+                                         & ~(gen.i_cmd.valid & gen.i_cmd.ready))
                 with m.If(~mine & ~gen.busy_tag):
                     m.next = "WAIT_OUT"
 

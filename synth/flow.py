@@ -165,6 +165,10 @@ def yosys_script(family, module, *, breakdown, classic=False):
         "# Registers the gateware marks (* keep *) stay apart: equal registers in different PEs",
         "# (the bank bits of one anti-diagonal) would otherwise merge into one long broadcast.",
         "setattr -set keep 1 w:* a:keep %i %ci1:+$dff[Q] t:$dff %i",
+        "# Amaranth gives every register an initial value, and Yosys leaves a register with one",
+        "# out of FSM extraction. The state machines leave reset through the synchronous reset,",
+        "# so without it Yosys extracts and re-encodes them (their decoding is one LUT).",
+        "setattr -unset init w:*fsm_state",
     ]
     if classic:
         lines.append("# LUTs mapped by classic ABC (ABC9 failed on this design).")
