@@ -5,6 +5,10 @@ report) behind ``-m slow``."""
 import json
 
 import pytest
+from amaranth import Module
+from amaranth.back import rtlil
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from mxe.hw.config import EngineConfig
 from mxe.synth.depth import PLACED_UNIT_NS, ROUTE_NS, longest_paths
@@ -275,6 +279,30 @@ def test_classic_abc_fallback_maps_the_same_design(tmp_path):
     assert res["dsp"] == reference["dsp"] == config.macs
     assert res["ff"] == reference["ff"]
     assert 0 < res["lut_equiv"] < 2 * reference["lut_equiv"]
+
+
+def test_state_machines_are_reencoded(tmp_path):
+    """Amaranth's state machines reach Yosys's FSM extraction (their initial value dropped):
+    six states in a ring come out one-hot, six flip-flops (binary would be three)."""
+    class Ring(wiring.Component):
+        go: In(1)
+        out: Out(3)
+
+        def elaborate(self, platform):
+            m = Module()
+            with m.FSM():
+                for i in range(6):
+                    with m.State(f"S{i}"):
+                        m.d.comb += self.out.eq(i * 5 % 7)
+                        with m.If(self.go):
+                            m.next = f"S{(i + 1) % 6}"
+            return m
+
+    (tmp_path / "design.il").write_text(rtlil.convert(Ring(), name="ring"))
+    fam = family("ecp5")
+    _yosys(tmp_path, fam, "ring")
+    cells = parse_stat(json.loads((tmp_path / "stat.json").read_text()), "ring")
+    assert classify_cells(fam, cells)["ff"] == 6
 
 
 # The rest of the flow.
