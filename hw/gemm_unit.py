@@ -158,7 +158,7 @@ class GemmUnit(wiring.Component):
         # Schedule.
         kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
         kt1, nt1, mt1 = signals(16, "kt1 nt1 mt1")    # kt - 1 and so on: no subtractor
-        kt2 = Signal(16)                   # kt - 2: ki + 1 == kt1 is ki == kt2, no adder
+        kt2, nt2 = signals(16, "kt2 nt2")  # kt - 2: ki + 1 == kt1 is ki == kt2, no adder
         cap = Signal(16)
         m_cap = Signal(16)                 # min(M, acc_depth / 2): the bound on cap known early
         m_rows = Signal(16)                # min(M, rows): the smallest cap worth a strip
@@ -200,6 +200,7 @@ class GemmUnit(wiring.Component):
         next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = signals(16, "lmi lni lki")
+        lk_last, ln_last = signals(1, "lk_last ln_last")   # lki == kt1, lni == nt1, set with them
         ln_base = Signal(32)               # b_off + the load cursor's n0 elements
         ln_next = Signal(32)               # ln_base + nc elements, set with it
         lb_off = Signal(32)                # that plus its K tile: the next tile's offset
@@ -339,18 +340,20 @@ class GemmUnit(wiring.Component):
                         with m.Case(Opcode.GEMM_C):
                             m.d.sync += [b_stride.eq(gc.b_stride), c_off.eq(gc.c_offset),
                                          c_stride.eq(gc.c_stride)]
-                            with m.If((M == 0) | (K == 0) | (N == 0)):
-                                m.next = "BAD_DIM"
-                            with m.Else():
-                                m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N)),
-                                             m_cap.eq(_min(M, c.acc_depth // 2)),
-                                             m_rows.eq(_min(M, rows_c))]
-                                m.next = "KT"
+                            m.next = "DIMS"
+            with m.State("DIMS"):
+                # The descriptor is in; its dimensions checked from registers.
+                with m.If((M == 0) | (K == 0) | (N == 0)):
+                    m.next = "BAD_DIM"
+                with m.Else():
+                    m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N)),
+                                 m_cap.eq(_min(M, c.acc_depth // 2)), m_rows.eq(_min(M, rows_c))]
+                    m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
                         lambda q, r: [kt.eq(q), kt1.eq(q - 1), kt2.eq(q - 2),
                                       krk.eq(K + kr - 1 - r)])
             ceil_divide("NT", N, nc, "TRY",
-                        lambda q, r: [nt.eq(q), nt1.eq(q - 1), tiles.eq(0)])
+                        lambda q, r: [nt.eq(q), nt1.eq(q - 1), nt2.eq(q - 2), tiles.eq(0)])
             with m.State("TRY"):
                 # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES.
                 (strip_places, _), (tile_places, _) = STRIP_CHOICES
@@ -410,6 +413,7 @@ class GemmUnit(wiring.Component):
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
                     pf_cnt.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
                     lmi.eq(0), lni.eq(0), lki.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
+                    lk_last.eq(kt1 == 0), ln_last.eq(nt1 == 0),
                     ln_next.eq(b_off + (nc << eb_shift)),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
@@ -448,17 +452,21 @@ class GemmUnit(wiring.Component):
                     with m.If(sent):
                         advance_ring()
                         m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
-                        with m.If(lki != kt1):
-                            m.d.sync += [lki.eq(lki + 1), *rem_eq(lk_rem, lk_rem - kr),
+                        with m.If(~lk_last):
+                            m.d.sync += [lki.eq(lki + 1), lk_last.eq(lki == kt2),
+                                         *rem_eq(lk_rem, lk_rem - kr),
                                          lb_off.eq(lb_off + bk_step)]
                         with m.Else():
-                            m.d.sync += [lki.eq(0), *rem_eq(lk_rem, K), lb_off.eq(ln_base)]
-                            with m.If(lni != nt1):
-                                m.d.sync += [lni.eq(lni + 1), ln_base.eq(ln_next),
+                            m.d.sync += [lki.eq(0), lk_last.eq(kt1 == 0), *rem_eq(lk_rem, K),
+                                         lb_off.eq(ln_base)]
+                            with m.If(~ln_last):
+                                m.d.sync += [lni.eq(lni + 1), ln_last.eq(lni == nt2),
+                                             ln_base.eq(ln_next),
                                              ln_next.eq(ln_next + (nc << eb_shift)),
                                              lb_off.eq(ln_next), *rem_eq(ln_rem, ln_rem - nc)]
                             with m.Else():
-                                m.d.sync += [lni.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
+                                m.d.sync += [lni.eq(0), ln_last.eq(nt1 == 0), ln_base.eq(b_off),
+                                             lb_off.eq(b_off),
                                              ln_next.eq(b_off + (nc << eb_shift)),
                                              *rem_eq(ln_rem, N), lmi.eq(lmi + 1)]
                                 with m.If(lmi == mt1):
