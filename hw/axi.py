@@ -75,7 +75,8 @@ def connect_flat(m, top, prefix, interface):
     of a submodule (``Out(signature)`` on a manager, ``In(signature)`` on a subordinate)."""
     for name, member in interface.signature.members.items():
         flat, inner = getattr(top, f"{prefix}_{name}"), getattr(interface, name)
-        if member.flow == Flow.Out:  # the submodule drives it (flows are as the submodule sees them)
+        # Flows are as the submodule sees them: Out is driven by the submodule.
+        if member.flow == Flow.Out:
             m.d.comb += flat.eq(inner)
         else:
             m.d.comb += inner.eq(flat)

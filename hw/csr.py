@@ -42,9 +42,10 @@ class CSRBlock(wiring.Component):
     as AR is taken and the register read a cycle later; the next AR is taken once the response
     has been accepted. Latency: write response 1 cycle after the later of AW and W, read data 2
     cycles after AR. Unmapped addresses answer SLVERR (reads return 0) without side effects;
-    writes to CONST and RO registers are ignored with OKAY. ``wstrb`` masks RW and staging bytes; for W1P,
-    W1C and PUSH a byte with its strobe low counts as written with zeros. Address bits 1:0 are
-    ignored. ``soft_reset`` does not reset this block (the window and staging words survive).
+    writes to CONST and RO registers are ignored with OKAY. ``wstrb`` masks RW and staging
+    bytes; for W1P, W1C and PUSH a byte with its strobe low counts as written with zeros.
+    Address bits 1:0 are ignored. ``soft_reset`` does not reset this block (the window and
+    staging words survive).
 
     Command push: a write to CMD_W3 pushes ``{CMD_W3, CMD_W2, CMD_W1, CMD_W0}`` (CMD_W0 in bits
     31:0) into a one-entry output register that drives ``o_cmd``, provided the queue is ready

@@ -423,12 +423,12 @@ class DMA(wiring.Component):
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
     Latency: a command is checked in :func:`check_latency` cycles (5 with 32-bit addresses); the
-    first AR/AW follows one cycle later. Read data passes a skid buffer (``rready`` comes from a
-    register) and a 4-entry buffer (``o_rd_data`` is registered and never combinationally
-    depends on the AXI R channel). Write data is not
-    buffered: ``i_wr_data.valid`` reaches ``wvalid`` and ``wready`` reaches ``i_wr_data.ready``
-    combinationally (each W beat takes at most one input beat, shifted through one carry
-    register).
+    first AR/AW follows two cycles later (the burst generator sets up the row, then the burst).
+    Read data passes a skid buffer (``rready`` comes from a register) and a 4-entry buffer
+    (``o_rd_data`` is registered and never combinationally depends on the AXI R channel). Write
+    data is not buffered: ``i_wr_data.valid`` reaches ``wvalid`` and ``wready`` reaches
+    ``i_wr_data.ready`` combinationally (each W beat takes at most one input beat, shifted
+    through one carry register).
     """
 
     def __init__(self, config):

@@ -129,8 +129,9 @@ class PostProcessor(wiring.Component):
     ReLU | partial products | adder tree, one register per level | rounding add, low half |
     high half | arithmetic shift by whole bytes | by the bits left | saturation | output FIFO
     (two cycles) | skid buffer. The 32x32 multiply is cut into 17-bit chunk products (four 18x18
-    multipliers per column for ``acc_width`` 32, eight for 64). Without ``requant`` the same path runs with multiplier 1 and
-    shift 0, so the latency is the same in every mode and no bypass registers are needed.
+    multipliers per column for ``acc_width`` 32, eight for 64). Without ``requant`` the same
+    path runs with multiplier 1 and shift 0, so the latency is the same in every mode and no
+    bypass registers are needed.
 
     Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
     the DSP columns); rows leave it into an output FIFO with room for every row in flight, and

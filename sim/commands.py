@@ -3,7 +3,8 @@
 Every command is built from the field table :data:`mxe.hw.isa.FIELDS`; no field position is
 repeated here. The encoder refuses values that do not fit their field (``ValueError`` naming the
 field); it does *not* refuse what the hardware refuses semantically (zero dimensions, ranges past
-a buffer's end, ...), so tests can send such commands on purpose (see :data:`mxe.hw.isa.LIMITS_DOC`).
+a buffer's end, ...), so tests can send such commands on purpose (see
+:data:`mxe.hw.isa.LIMITS_DOC`).
 
 A command is a 128-bit integer; :func:`to_words` splits it into the four 32-bit words written to
 ``CMD_W0`` .. ``CMD_W3`` (word 0 = bits 31..0).

@@ -320,7 +320,9 @@ class Transfer:
 
     @property
     def end(self):
-        return self.addr + (self.rows - 1) * self.stride + self.row_bytes if self.rows else self.addr
+        if not self.rows:
+            return self.addr
+        return self.addr + (self.rows - 1) * self.stride + self.row_bytes
 
     def __repr__(self):
         return (f"{self.kind}(addr={self.addr:#x}, rows={self.rows}, row_bytes={self.row_bytes}, "
