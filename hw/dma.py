@@ -826,34 +826,40 @@ class DMA(wiring.Component):
                      beat_bytes.eq(sum(strb_sent)),
                      self.bytes_written.eq(self.bytes_written + beat_bytes)]
 
+        def take(room):
+            """Take the next checked command (its retire entry needs ``room``) and start it,
+            or drop its data if it was refused."""
+            checked = check.o_cmd
+            go = checked.valid & gen.i_cmd.ready & room
+            m.d.comb += checked.ready.eq(gen.i_cmd.ready & room)
+            c = checked.payload.cmd
+            with m.If(go):
+                m.d.sync += [
+                    cmd.eq(c),
+                    geometry.eq(checked.payload.geometry),
+                    tag.eq(next_tag),
+                    next_tag.eq(next_tag + 1),
+                    refused.eq(checked.payload.error),
+                    abort.eq(0),
+                    rows_left.eq(c.rows),
+                    rows_last.eq(c.rows == 1),
+                    next_row.eq(c.addr),
+                    remaining.eq(checked.payload.beats),
+                ]
+                with m.If(checked.payload.error == DMAError.OK):
+                    m.d.comb += [
+                        gen.i_cmd.valid.eq(1),
+                        gen.i_cmd.payload.cmd.eq(c),
+                        gen.i_cmd.payload.tag.eq(next_tag),
+                    ]
+                    m.next = "START"
+                with m.Else():
+                    m.next = "DROP"    # a refused command's data is still consumed
+            return go
+
         with m.FSM(name="wr_fsm") as fsm:
             with m.State("IDLE"):
-                checked = check.o_cmd
-                go = checked.valid & gen.i_cmd.ready & retire.w_rdy
-                m.d.comb += checked.ready.eq(gen.i_cmd.ready & retire.w_rdy)
-                c = checked.payload.cmd
-                with m.If(go):
-                    m.d.sync += [
-                        cmd.eq(c),
-                        geometry.eq(checked.payload.geometry),
-                        tag.eq(next_tag),
-                        next_tag.eq(next_tag + 1),
-                        refused.eq(checked.payload.error),
-                        abort.eq(0),
-                        rows_left.eq(c.rows),
-                        rows_last.eq(c.rows == 1),
-                        next_row.eq(c.addr),
-                        remaining.eq(checked.payload.beats),
-                    ]
-                    with m.If(checked.payload.error == DMAError.OK):
-                        m.d.comb += [
-                            gen.i_cmd.valid.eq(1),
-                            gen.i_cmd.payload.cmd.eq(c),
-                            gen.i_cmd.payload.tag.eq(next_tag),
-                        ]
-                        m.next = "START"
-                    with m.Else():
-                        m.next = "DROP"    # a refused command's data is still consumed
+                take(retire.w_rdy)
 
             with m.State("START"):
                 # No W beat can go before its burst's AW, which the generator sends a cycle
@@ -910,9 +916,11 @@ class DMA(wiring.Component):
                     m.next = "RETIRE"
 
             with m.State("RETIRE"):
-                # Hand the command to the response side; the next command may start at once.
+                # Hand the command to the response side and take the next one in the same cycle
+                # if there is room for its retire entry too.
                 m.d.comb += retire.w_en.eq(1)
-                m.next = "IDLE"
+                with m.If(~take(retire.level == 0)):
+                    m.next = "IDLE"
 
         m.d.comb += self.wr_busy.eq(check.busy | check.o_cmd.valid | ~fsm.ongoing("IDLE")
                                     | retire.r_rdy | flight.r_rdy)
