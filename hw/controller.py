@@ -403,8 +403,15 @@ class Controller(wiring.Component):
                 self.err_addr.eq(rep_addr),
             ]
 
+        # Stopping and flushing wait for the units to go idle, told from registers (the units sit
+        # far away): ``units_busy`` a cycle late, and each wait a cycle old, so a unit given a
+        # command in the cycle the wait began (dispatch stops a cycle later) already counts.
+        units_busy_r, stopping_r, flushing_r = signals(1, "units_busy_r stopping_r flushing_r")
+        m.d.sync += [units_busy_r.eq(units_busy), stopping_r.eq(stopping),
+                     flushing_r.eq(flushing)]
+
         # Stop after an error once the units are idle and the error is recorded.
-        with m.If(stopping & self.running & ~units_busy & ~reporting):
+        with m.If(stopping & stopping_r & self.running & ~units_busy_r & ~reporting):
             m.d.sync += self.running.eq(0)
             m.d.comb += self.done.eq(1)
 
@@ -416,7 +423,7 @@ class Controller(wiring.Component):
             m.d.sync += [head_valid.eq(0), evaluated.eq(0), dep_wait.eq(0)]
         with m.If(self.soft_reset):
             m.d.sync += [flushing.eq(1), self.running.eq(0)]
-        with m.Elif(flushing & ~units_busy):
+        with m.Elif(flushing & flushing_r & ~units_busy_r):
             m.d.comb += self.cleared.eq(1)
             m.d.sync += [
                 flushing.eq(0),
