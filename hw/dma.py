@@ -102,6 +102,33 @@ def _row_start(config, addr, geometry):
             "fits": ~wraps}
 
 
+def _burst_row_layout(config):
+    """The burst generator's registers for a row (see :func:`_burst_row`)."""
+    s = _log2(config.axi_bytes)
+    return data.StructLayout({
+        "beat_addr": config.axi_addr_width,
+        "left1": ROW_BYTES_WIDTH + 1,
+        "over1": signed(ROW_BYTES_WIDTH + 2),
+        "bnd1": _log2(BOUNDARY) - s,
+    })
+
+
+def _burst_row(config, addr, row_bytes):
+    """The burst generator's registers for a row of ``row_bytes`` bytes from ``addr``: its first
+    beat's address; beats left - 1, beats left - max_burst_len - 1 (negative: the rest fits one
+    burst), and beats to the next 4 KiB boundary - 1. Each an adder from its operands:
+    ``ceil((off + row_bytes) / b) - 1 = (off + row_bytes - 1) >> s``."""
+    b = config.axi_bytes
+    s = _log2(b)
+    off = Cat(addr[:s], Const(0, 1))
+    return {
+        "beat_addr": Cat(Const(0, s), addr[s:]),
+        "left1": (off + row_bytes - 1) >> s,
+        "over1": (off + row_bytes - 1 - config.max_burst_len * b).as_signed() >> s,
+        "bnd1": ~addr[s:_log2(BOUNDARY)],
+    }
+
+
 #: Bits of ``stride`` each window-check multiplier takes (a 16 x 16 product fits one DSP).
 _CHUNK = 16
 
@@ -120,7 +147,9 @@ class _Checker(wiring.Component):
     (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
     stride (registered products, one DSP each), add the shifted products one per cycle, then
     compare into a register. It runs while the engine still works on the previous command. It
-    also works out what the command's rows share (``geometry``, :func:`_geometry_layout`) and counts
+    also works out what the command's rows share (``geometry``, :func:`_geometry_layout`), the
+    burst generator's registers for the first row (``row0``, :func:`_burst_row`) and the second
+    row's address (``second``), so the generator starts a command from registers, and counts
     the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
     multiplier with registered operands and result) for the write engine.
     """
@@ -133,6 +162,7 @@ class _Checker(wiring.Component):
             "i_cmd": In(stream.Signature(cmd_layout(config))),
             "o_cmd": Out(stream.Signature(data.StructLayout({
                 "cmd": cmd_layout(config), "error": DMAError, "geometry": _geometry_layout(config),
+                "row0": _burst_row_layout(config), "second": config.axi_addr_width,
                 "beats": ROWS_WIDTH + ROW_BYTES_WIDTH}))),  # input beats of the whole command
             "busy": Out(1),
         })
@@ -152,6 +182,8 @@ class _Checker(wiring.Component):
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
         error = Signal(DMAError)
         geometry = Signal(_geometry_layout(self._config))     # in_beats from the accepting cycle
+        row0 = Signal(_burst_row_layout(self._config))
+        second = Signal(aw)
         beats = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH)
         m.d.comb += [
             self.i_cmd.ready.eq(~full),
@@ -160,6 +192,8 @@ class _Checker(wiring.Component):
             self.o_cmd.payload.cmd.eq(cmd),
             self.o_cmd.payload.error.eq(error),
             self.o_cmd.payload.geometry.eq(geometry),
+            self.o_cmd.payload.row0.eq(row0),
+            self.o_cmd.payload.second.eq(second),
             self.o_cmd.payload.beats.eq(beats),
         ]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
@@ -175,7 +209,10 @@ class _Checker(wiring.Component):
             m.d.sync += step.eq(step + 1)
             with m.If(step == 0):
                 m.d.sync += [beats.eq(cmd.rows * geometry.in_beats),
-                             geometry.in_one.eq(geometry.in_beats == 1)]
+                             geometry.in_one.eq(geometry.in_beats == 1),
+                             second.eq(cmd.addr + cmd.stride),
+                             *(row0[name].eq(value) for name, value in _burst_row(
+                                 self._config, cmd.addr, cmd.row_bytes).items())]
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, product in enumerate(products):
@@ -201,16 +238,18 @@ class _BurstGenerator(wiring.Component):
     stops the current command (a burst already on ``o_burst`` is still handed over). ``busy_tag``
     tells whether bursts of command ``tag`` may still come.
 
-    A command is taken into registers as it is; its first row is set up in the next cycle by the
-    same step that sets up every later row, so the row arithmetic always starts from registers
-    (one adder each, never behind a choice between the command and the next row).
+    A command comes with its first row worked out (``row0``, from the checker's registers) and
+    its second row's address, so every row's arithmetic (:func:`_burst_row`) starts from
+    registers, one adder each, and no choice between command and next row sits in front of an
+    adder.
     """
 
     def __init__(self, config):
         self._config = config
         super().__init__({
             "i_cmd": In(stream.Signature(data.StructLayout({
-                "cmd": cmd_layout(config), "tag": _TAG_BITS}))),
+                "cmd": cmd_layout(config), "tag": _TAG_BITS, "row0": _burst_row_layout(config),
+                "second": config.axi_addr_width}))),
             "o_burst": Out(stream.Signature(data.StructLayout({
                 "addr": config.axi_addr_width, "len": 8, "tag": _TAG_BITS}))),
             "abort": In(1),
@@ -236,13 +275,9 @@ class _BurstGenerator(wiring.Component):
         stride = Signal(aw)
         row_bytes = Signal(ROW_BYTES_WIDTH)
         # The position in the current row, with what the next burst's length needs kept in
-        # registers (for timing: one short compare decides a burst, no adder follows it):
-        # beats left - 1, beats left - max_burst_len - 1 (negative: the rest fits one burst),
-        # and beats to the next 4 KiB boundary - 1.
-        beat_addr = Signal(aw)
-        left1 = Signal(ROW_BYTES_WIDTH + 1)
-        over1 = Signal(signed(ROW_BYTES_WIDTH + 2))
-        bnd1 = Signal(page_bits - s)
+        # registers (for timing: one short compare decides a burst, no adder follows it).
+        row = Signal(_burst_row_layout(config))
+        beat_addr, left1, over1, bnd1 = row.beat_addr, row.left1, row.over1, row.bnd1
         len_bits = max(max_len - 1, 1).bit_length()
 
         def minus_to_bnd(value):
@@ -250,21 +285,7 @@ class _BurstGenerator(wiring.Component):
             width = len(value)
             return (value + ~Cat(bnd1, Const(0, width - len(bnd1))))[:width]
 
-        def start_row():
-            """Registers for the row at ``next_row``: each an adder from registers."""
-            off = Cat(next_row[:s], Const(0, 1))
-            # ceil((off + row_bytes) / b) - 1 = (off + row_bytes - 1) >> s, and over1 the same
-            # less max_len: one adder each.
-            return [
-                beat_addr.eq(Cat(Const(0, s), next_row[s:])),
-                left1.eq((off + row_bytes - 1) >> s),
-                over1.eq((off + row_bytes - 1 - max_len * b).as_signed() >> s),
-                bnd1.eq(~next_row[s:page_bits]),
-                next_row.eq(next_row + stride),
-            ]
-
         pending = Signal()
-        starting = Signal()                # the command is taken, its first row not set up
         burst = self.o_burst.payload
         m.d.comb += [
             self.o_burst.valid.eq(pending),
@@ -285,9 +306,7 @@ class _BurstGenerator(wiring.Component):
         with m.If(self.o_burst.valid & self.o_burst.ready):
             m.d.sync += pending.eq(0)
         with m.If(active & self.abort):
-            m.d.sync += [active.eq(0), starting.eq(0)]
-        with m.Elif(starting):
-            m.d.sync += [starting.eq(0), *start_row()]
+            m.d.sync += active.eq(0)
         with m.Elif(active & free):
             m.d.sync += [
                 pending.eq(1),
@@ -300,7 +319,9 @@ class _BurstGenerator(wiring.Component):
                     m.d.sync += active.eq(0)
                 with m.Else():
                     m.d.sync += [
-                        *start_row(),
+                        *(row[name].eq(value) for name, value in _burst_row(
+                            config, next_row, row_bytes).items()),
+                        next_row.eq(next_row + stride),
                         rows_left.eq(rows_left - 1),
                         final_row.eq(rows_left == 2),
                     ]
@@ -324,11 +345,11 @@ class _BurstGenerator(wiring.Component):
             cmd = self.i_cmd.payload.cmd
             m.d.sync += [
                 active.eq(1),
-                starting.eq(1),
+                row.eq(self.i_cmd.payload.row0),
                 tag.eq(self.i_cmd.payload.tag),
                 rows_left.eq(cmd.rows),
                 final_row.eq(cmd.rows == 1),
-                next_row.eq(cmd.addr),
+                next_row.eq(self.i_cmd.payload.second),
                 stride.eq(cmd.stride),
                 row_bytes.eq(cmd.row_bytes),
             ]
@@ -423,7 +444,7 @@ class DMA(wiring.Component):
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
     Latency: a command is checked in :func:`check_latency` cycles (5 with 32-bit addresses); the
-    first AR/AW follows two cycles later (the burst generator sets up the row, then the burst).
+    first AR/AW follows one cycle later.
     Read data passes a skid buffer (``rready`` comes from a register) and a 4-entry buffer
     (``o_rd_data`` is registered and never combinationally depends on the AXI R channel). Write
     data is not buffered: ``i_wr_data.valid`` reaches ``wvalid`` and ``wready`` reaches
@@ -523,13 +544,15 @@ class DMA(wiring.Component):
             desc_in.error.eq(checked.payload.error),
             desc_in.tag.eq(next_tag),
             desc_in.geometry.eq(checked.payload.geometry),
-            desc_in.second.eq(checked.payload.cmd.addr + checked.payload.cmd.stride),
+            desc_in.second.eq(checked.payload.second),
             *(desc_in.row0[name].eq(value) for name, value in row_registers(
                 checked.payload.cmd.addr, checked.payload.geometry).items()),
             desc.w_data.eq(desc_in),
             desc.w_en.eq(take),
             gen.i_cmd.valid.eq(take & (checked.payload.error == DMAError.OK)),
             gen.i_cmd.payload.cmd.eq(checked.payload.cmd),
+            gen.i_cmd.payload.row0.eq(checked.payload.row0),
+            gen.i_cmd.payload.second.eq(checked.payload.second),
             gen.i_cmd.payload.tag.eq(next_tag),
         ]
         with m.If(take):
@@ -850,6 +873,8 @@ class DMA(wiring.Component):
                     m.d.comb += [
                         gen.i_cmd.valid.eq(1),
                         gen.i_cmd.payload.cmd.eq(c),
+                        gen.i_cmd.payload.row0.eq(checked.payload.row0),
+                        gen.i_cmd.payload.second.eq(checked.payload.second),
                         gen.i_cmd.payload.tag.eq(next_tag),
                     ]
                     m.next = "START"
