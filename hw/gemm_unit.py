@@ -221,17 +221,14 @@ class GemmUnit(wiring.Component):
         # set with the remainder (``rem_eq``): no compare in front of the command outputs.
         cur_m, cur_n, cur_k, pf_m, pf_k, l_k, l_n = signals(
             16, "cur_m cur_n cur_k pf_m pf_k l_k l_n")
-        takes = [(m_rem, [(cur_m, lambda v: _min(mc, v)), (pf_m, lambda v: _min(mc, v - mc))]),
-                 (n_rem, [(cur_n, lambda v: _min(nc, v))]),
-                 (k_rem, [(cur_k, lambda v: _min(kr, v))]),
-                 (pf_krem, [(pf_k, lambda v: _min(kr, v))]),
-                 (lk_rem, [(l_k, lambda v: _min(kr, v))]),
-                 (ln_rem, [(l_n, lambda v: _min(nc, v))])]
+        pf_mrem = Signal(17)               # m_rem - mc: what the next M chunk leaves
+        takes = [(m_rem, cur_m, mc), (pf_mrem, pf_m, mc), (n_rem, cur_n, nc), (k_rem, cur_k, kr),
+                 (pf_krem, pf_k, kr), (lk_rem, l_k, kr), (ln_rem, l_n, nc)]
 
         def rem_eq(rem, value):
-            """``rem.eq(value)`` and the registers of what the commands take of it."""
-            derived = next(regs for signal, regs in takes if signal is rem)
-            return [rem.eq(value), *(reg.eq(take(value)) for reg, take in derived)]
+            """``rem.eq(value)`` and the register of what the commands take of it."""
+            reg, cap = next((reg, cap) for signal, reg, cap in takes if signal is rem)
+            return [rem.eq(value), reg.eq(_min(cap, value))]
         panel_base = Mux(panel_sel, panel, 0)
         other_base = Mux(panel_sel, 0, panel)
         acc_base = Mux(acc_sel, mc, 0)
@@ -405,7 +402,8 @@ class GemmUnit(wiring.Component):
                 a_second = a_off + a_step          # the second M chunk, and its prefetch
                 m.d.sync += [
                     mi.eq(0), ni.eq(0), ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), n0.eq(0),
-                    *rem_eq(m_rem, M), *rem_eq(n_rem, N), *rem_eq(k_rem, K),
+                    *rem_eq(m_rem, M), *rem_eq(pf_mrem, M - mc),
+                    *rem_eq(n_rem, N), *rem_eq(k_rem, K),
                     *rem_eq(lk_rem, K), *rem_eq(ln_rem, N), *rem_eq(pf_krem, K),
                     a_moff.eq(a_off), c_moff.eq(c_off), a_koff.eq(a_off),
                     a_next.eq(a_second), pf_off.eq(a_second), bias_n.eq(bias_off),
@@ -541,6 +539,7 @@ class GemmUnit(wiring.Component):
                             a_after = a_next + a_step
                             m.d.sync += [
                                 mi.eq(mi + 1), *rem_eq(m_rem, m_rem - mc),
+                                *rem_eq(pf_mrem, pf_mrem - mc),
                                 a_moff.eq(a_next), a_koff.eq(a_next), a_next.eq(a_after),
                                 c_moff.eq(c_moff + c_step), panel_sel.eq(~panel_sel),
                                 a_row.eq(other_base), pf_cnt.eq(0), pf_off.eq(a_after),
