@@ -229,6 +229,7 @@ class GemmUnit(wiring.Component):
             """``rem.eq(value)`` and the register of what the commands take of it."""
             reg, cap = next((reg, cap) for signal, reg, cap in takes if signal is rem)
             return [rem.eq(value), reg.eq(_min(cap, value))]
+
         panel_base = Mux(panel_sel, panel, 0)
         other_base = Mux(panel_sel, 0, panel)
         acc_base = Mux(acc_sel, mc, 0)
