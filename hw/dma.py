@@ -91,15 +91,17 @@ def _row_start(config, addr, geometry):
     Returns
     -------
     dict
-        ``off`` (its first byte's lane), ``beats`` (aligned bus beats it touches), ``one``
-        (that is one) and ``fits`` (it touches no more beats than it packs into: a row that
-        starts off lane 0 then ends with one output beat more than it reads).
+        ``off`` (its first byte's lane), ``last_lane`` (its last byte's lane), ``beats``
+        (aligned bus beats it touches), ``one`` (that is one) and ``fits`` (it touches no more
+        beats than it packs into: a row that starts off lane 0 then ends with one output beat
+        more than it reads).
     """
     s = _log2(config.axi_bytes)
     off = addr[:s]
-    wraps = (off + geometry.tail)[s]      # the row spills into one more bus beat
-    return {"off": off, "beats": geometry.in_beats + wraps, "one": geometry.in_one & ~wraps,
-            "fits": ~wraps}
+    end = off + geometry.tail
+    wraps = end[s]                        # the row spills into one more bus beat
+    return {"off": off, "last_lane": end[:s], "beats": geometry.in_beats + wraps,
+            "one": geometry.in_one & ~wraps, "fits": ~wraps}
 
 
 def _burst_row_layout(config):
@@ -444,12 +446,11 @@ class DMA(wiring.Component):
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
     Latency: a command is checked in :func:`check_latency` cycles (5 with 32-bit addresses); the
-    first AR/AW follows one cycle later.
-    Read data passes a skid buffer (``rready`` comes from a register) and a 4-entry buffer
-    (``o_rd_data`` is registered and never combinationally depends on the AXI R channel). Write
-    data is not buffered: ``i_wr_data.valid`` reaches ``wvalid`` and ``wready`` reaches
-    ``i_wr_data.ready`` combinationally (each W beat takes at most one input beat, shifted
-    through one carry register).
+    first AR/AW follows one cycle later. Read data passes a skid buffer (``rready`` comes from a
+    register) and a 4-entry buffer (``o_rd_data`` is registered and never combinationally
+    depends on the AXI R channel). Write data is not buffered: ``i_wr_data.valid`` reaches
+    ``wvalid`` and ``wready`` reaches ``i_wr_data.ready`` combinationally (each W beat takes at
+    most one input beat, shifted through one carry register).
     """
 
     def __init__(self, config):
@@ -714,7 +715,7 @@ class DMA(wiring.Component):
                     m.next = "IDLE"
 
         m.d.comb += self.rd_busy.eq(check.busy | checked.valid | gen.generating
-                                    | gen.o_burst.valid | desc.r_rdy | flight.r_rdy
+                                    | gen.o_burst.valid | desc.r_rdy | (flight.level != 0)
                                     | ~fsm.ongoing("IDLE") | out.r_rdy)
 
     # Write engine --------------------------------------------------------------------------
@@ -783,7 +784,6 @@ class DMA(wiring.Component):
             """Set up the row at ``next_row``, from registers only (the first row too: see
             ``START``)."""
             row = _row_start(config, next_row, geometry)
-            last_lane = (row["off"] + geometry.tail)[:s]
             return [
                 off.eq(row["off"]),
                 in_left.eq(geometry.in_beats),
@@ -792,7 +792,7 @@ class DMA(wiring.Component):
                 mem_last.eq(row["one"]),
                 first.eq(1),
                 mask_first.eq((Const(all_lanes, b) << row["off"])[:b]),
-                mask_last.eq((Const(all_lanes, b) >> (Const(b - 1, s) - last_lane)[:s])[:b]),
+                mask_last.eq((Const(all_lanes, b) >> (Const(b - 1, s) - row["last_lane"])[:s])[:b]),
                 next_row.eq(next_row + cmd.stride),
             ]
 
@@ -887,8 +887,9 @@ class DMA(wiring.Component):
                 take(retire.w_rdy)
 
             with m.State("START"):
-                # No W beat can go before its burst's AW, which the generator sends a cycle
-                # later still: this cycle is not on the data's way.
+                # No W beat can go before its burst's length is out of ``bursts``, two cycles
+                # after its AW, which goes a cycle after the command is taken: this cycle is not
+                # on the data's way.
                 m.d.comb += w_active.eq(1)
                 m.d.sync += load_row()
                 with m.If(abort):
@@ -948,4 +949,4 @@ class DMA(wiring.Component):
                     m.next = "IDLE"
 
         m.d.comb += self.wr_busy.eq(check.busy | check.o_cmd.valid | ~fsm.ongoing("IDLE")
-                                    | retire.r_rdy | flight.r_rdy)
+                                    | retire.r_rdy | (flight.level != 0))

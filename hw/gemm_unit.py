@@ -240,13 +240,14 @@ class GemmUnit(wiring.Component):
         # between them and the first state that reads these.
         first_tile, n_last, m_last = signals(1, "first_tile n_last m_last")
         last_tile = m_last & n_last
+        n_bytes = nc << eb_shift           # one N tile of B's elements, in bytes
         ahead_off, ahead_n = Signal(32), Signal(16)
         ahead = whole & (nt != 1)          # strips load one tile ahead; with nt = 1, B stays
         m.d.sync += [
             first_tile.eq((mi == 0) & (ni == 0)),
             n_last.eq(ni == nt1),
             m_last.eq(mi == mt1),
-            ahead_off.eq(Mux(n_last, b_off, b_n + (nc << eb_shift))),
+            ahead_off.eq(Mux(n_last, b_off, b_n + n_bytes)),
             ahead_n.eq(_min(nc, Mux(n_last, N, n_rem - nc))),
         ]
 
@@ -413,7 +414,7 @@ class GemmUnit(wiring.Component):
                     pf_cnt.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
                     lmi.eq(0), lni.eq(0), lki.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
                     lk_last.eq(kt1 == 0), ln_last.eq(nt1 == 0),
-                    ln_next.eq(b_off + (nc << eb_shift)),
+                    ln_next.eq(b_off + n_bytes),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
                 m.next = "PAIR"
@@ -461,12 +462,12 @@ class GemmUnit(wiring.Component):
                             with m.If(~ln_last):
                                 m.d.sync += [lni.eq(lni + 1), ln_last.eq(lni == nt2),
                                              ln_base.eq(ln_next),
-                                             ln_next.eq(ln_next + (nc << eb_shift)),
+                                             ln_next.eq(ln_next + n_bytes),
                                              lb_off.eq(ln_next), *rem_eq(ln_rem, ln_rem - nc)]
                             with m.Else():
                                 m.d.sync += [lni.eq(0), ln_last.eq(nt1 == 0), ln_base.eq(b_off),
                                              lb_off.eq(b_off),
-                                             ln_next.eq(b_off + (nc << eb_shift)),
+                                             ln_next.eq(b_off + n_bytes),
                                              *rem_eq(ln_rem, N), lmi.eq(lmi + 1)]
                                 with m.If(lmi == mt1):
                                     m.d.sync += ldone.eq(1)
@@ -531,7 +532,7 @@ class GemmUnit(wiring.Component):
                         m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), *rem_eq(n_rem, n_rem - nc),
                                      a_row.eq(panel_base),
                                      bias_n.eq(bias_n + (nc << ab_shift)),
-                                     b_n.eq(b_n + (nc << eb_shift))]
+                                     b_n.eq(b_n + n_bytes)]
                         m.next = "PAIR"
                     with m.Else():
                         m.d.sync += [ni.eq(0), n0.eq(0), *rem_eq(n_rem, N), bias_n.eq(bias_off),
