@@ -159,6 +159,11 @@ class GemmUnit(wiring.Component):
         kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
         kt1, nt1, mt1 = signals(16, "kt1 nt1 mt1")    # kt - 1 and so on: no subtractor
         kt2, nt2 = signals(16, "kt2 nt2")  # kt - 2: ki + 1 == kt1 is ki == kt2, no adder
+        kt_one, nt_one = signals(1, "kt_one nt_one")   # kt == 1, nt == 1
+        # The last K tile's rows and the last N tile's columns (K - kt1 * kr, N - nt1 * nc):
+        # every other tile is whole (kr, nc), so a tile's size is a choice, not a subtraction.
+        k_tail, n_tail = signals(16, "k_tail n_tail")
+        ahead = Signal()                   # strips load one tile ahead (whole and nt != 1)
         cap = Signal(16)
         m_cap = Signal(16)                 # min(M, acc_depth / 2): the bound on cap known early
         m_rows = Signal(16)                # min(M, rows): the smallest cap worth a strip
@@ -180,10 +185,8 @@ class GemmUnit(wiring.Component):
         # ki == 0 and ki == kt1, set with ki: no compare in front of the state register.
         ki_zero, ki_last = signals(1, "ki_zero ki_last")
         n0 = Signal(17)
-        # What is left of each dimension from a loop position (M - m0 and so on), kept in
-        # registers so no subtraction sits in front of the command outputs.
-        m_rem, n_rem, k_rem = signals(17, "m_rem n_rem k_rem")
-        lk_rem, ln_rem, pf_krem = signals(17, "lk_rem ln_rem pf_krem")
+        # The prefetch's rows left in A from its M chunk and columns left from its K tile.
+        pf_mrem, pf_krem = signals(17, "pf_mrem pf_krem")
         a_moff, c_moff = signals(32, "a_moff c_moff")
         # Offsets and rows the commands carry, kept in registers as the loop moves so none goes
         # out through an adder (k0 is the K tile's first row, n0 the N tile's first column):
@@ -209,6 +212,7 @@ class GemmUnit(wiring.Component):
         m_slot = Signal(range(places))
         m_place = Signal(_DIV_WIDTH)       # the ring place of the next MATMUL's B tile
         pf_cnt = Signal(16)
+        pf_last = Signal()                 # pf_cnt == nt1, set with pf_cnt
         pf_row = Signal(_DIV_WIDTH)
         pf_hit = Signal()
         first = Signal()
@@ -217,38 +221,33 @@ class GemmUnit(wiring.Component):
         pend_off = Signal(32)
 
         rows_c, cols_c = c.rows, c.cols
-        # What the commands take of each remainder (min(mc, m_rem) and so on), kept in registers
-        # set with the remainder (``rem_eq``): no compare in front of the command outputs.
+        # The sizes the commands carry, in registers: this tile's (cur_*), the load cursor's
+        # (l_*) and the prefetch's (pf_*). A K or N tile is whole but the last (``*_tail``),
+        # chosen with the index flag that says so; an M chunk is min(mc, rows left), the
+        # prefetch's a cycle behind pf_mrem (read only in PREFETCH, at least two cycles after
+        # ADVANCE or INIT change it) and passed on to cur_m when the loop reaches that chunk.
         cur_m, cur_n, cur_k, pf_m, pf_k, l_k, l_n = signals(
             16, "cur_m cur_n cur_k pf_m pf_k l_k l_n")
-        pf_mrem = Signal(17)               # m_rem - mc: what the next M chunk leaves
-        takes = [(m_rem, cur_m, mc), (pf_mrem, pf_m, mc), (n_rem, cur_n, nc), (k_rem, cur_k, kr),
-                 (pf_krem, pf_k, kr), (lk_rem, l_k, kr), (ln_rem, l_n, nc)]
-
-        def rem_eq(rem, value):
-            """``rem.eq(value)`` and the register of what the commands take of it."""
-            reg, cap = next((reg, cap) for signal, reg, cap in takes if signal is rem)
-            return [rem.eq(value), reg.eq(_min(cap, value))]
+        m.d.sync += [pf_m.eq(_min(mc, pf_mrem)), pf_k.eq(_min(kr, pf_krem))]
 
         panel_base = Mux(panel_sel, panel, 0)
         other_base = Mux(panel_sel, 0, panel)
         acc_base = Mux(acc_sel, mc, 0)
         b_base = panel << 1
         ob_shift = Mux(d_requant, 0, ab_shift)
-        # Loop-position flags and the strip loaded ahead, in registers a cycle behind mi, ni,
-        # n0 and n_rem (for timing): only INIT and ADVANCE change those, and PAIR always comes
+        # Loop-position flags and the strip loaded ahead, in registers a cycle behind mi, ni
+        # and n0 (for timing): only INIT and ADVANCE change those, and PAIR always comes
         # between them and the first state that reads these.
         first_tile, n_last, m_last = signals(1, "first_tile n_last m_last")
         last_tile = m_last & n_last
         n_bytes = nc << eb_shift           # one N tile of B's elements, in bytes
         ahead_off, ahead_n = Signal(32), Signal(16)
-        ahead = whole & (nt != 1)          # strips load one tile ahead; with nt = 1, B stays
         m.d.sync += [
             first_tile.eq((mi == 0) & (ni == 0)),
             n_last.eq(ni == nt1),
             m_last.eq(mi == mt1),
             ahead_off.eq(Mux(n_last, b_off, b_n + n_bytes)),
-            ahead_n.eq(_min(nc, Mux(n_last, N, n_rem - nc))),
+            ahead_n.eq(Mux(ni == nt2, n_tail, nc)),       # the next tile's columns
         ]
 
         # The command put in the output register this cycle.
@@ -349,10 +348,11 @@ class GemmUnit(wiring.Component):
                                  m_cap.eq(_min(M, c.acc_depth // 2)), m_rows.eq(_min(M, rows_c))]
                     m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
-                        lambda q, r: [kt.eq(q), kt1.eq(q - 1), kt2.eq(q - 2),
-                                      krk.eq(K + kr - 1 - r)])
+                        lambda q, r: [kt.eq(q), kt1.eq(q - 1), kt2.eq(q - 2), kt_one.eq(q == 1),
+                                      krk.eq(K + kr - 1 - r), k_tail.eq(r + 1)])
             ceil_divide("NT", N, nc, "TRY",
-                        lambda q, r: [nt.eq(q), nt1.eq(q - 1), nt2.eq(q - 2), tiles.eq(0)])
+                        lambda q, r: [nt.eq(q), nt1.eq(q - 1), nt2.eq(q - 2), nt_one.eq(q == 1),
+                                      n_tail.eq(r + 1), tiles.eq(0)])
             with m.State("TRY"):
                 # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES.
                 (strip_places, _), (tile_places, _) = STRIP_CHOICES
@@ -374,6 +374,7 @@ class GemmUnit(wiring.Component):
                     m.next = "TRY_CAP"
             with m.State("TRY_CAP"):
                 with m.If((cap >= m_rows) | (tiles & (cap != 0))):
+                    m.d.sync += ahead.eq(~tiles & ~nt_one)
                     m.next = "MT"
                 with m.Elif(tiles):
                     m.next = "BAD_ADDR"
@@ -403,23 +404,24 @@ class GemmUnit(wiring.Component):
             with m.State("INIT"):
                 a_second = a_off + a_step          # the second M chunk, and its prefetch
                 m.d.sync += [
-                    mi.eq(0), ni.eq(0), ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), n0.eq(0),
-                    *rem_eq(m_rem, M), *rem_eq(pf_mrem, M - mc),
-                    *rem_eq(n_rem, N), *rem_eq(k_rem, K),
-                    *rem_eq(lk_rem, K), *rem_eq(ln_rem, N), *rem_eq(pf_krem, K),
+                    mi.eq(0), ni.eq(0), ki.eq(0), ki_zero.eq(1), ki_last.eq(kt_one), n0.eq(0),
+                    # The first tile and chunk are whole (kr = K when kt = 1, and so on).
+                    cur_m.eq(mc), cur_n.eq(nc), cur_k.eq(kr), l_k.eq(kr), l_n.eq(nc),
+                    pf_mrem.eq(M - mc), pf_krem.eq(K),
                     a_moff.eq(a_off), c_moff.eq(c_off), a_koff.eq(a_off),
                     a_next.eq(a_second), pf_off.eq(a_second), bias_n.eq(bias_off),
                     b_n.eq(b_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
-                    pf_cnt.eq(0), pf_row.eq(panel), first.eq(1), pending.eq(0),
+                    pf_cnt.eq(0), pf_last.eq(nt_one), pf_row.eq(panel), first.eq(1),
+                    pending.eq(0),
                     lmi.eq(0), lni.eq(0), lki.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
-                    lk_last.eq(kt1 == 0), ln_last.eq(nt1 == 0),
+                    lk_last.eq(kt_one), ln_last.eq(nt_one),
                     ln_next.eq(b_off + n_bytes),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
                 m.next = "PAIR"
             with m.State("PAIR"):
-                with m.If(d_bias & ((nt != 1) | first)):
+                with m.If(d_bias & (~nt_one | first)):
                     with m.If(pending):
                         emit_store()
                         with m.If(sent):
@@ -454,21 +456,22 @@ class GemmUnit(wiring.Component):
                         m.d.sync += tiles_ahead.eq(tiles_ahead + 1)
                         with m.If(~lk_last):
                             m.d.sync += [lki.eq(lki + 1), lk_last.eq(lki == kt2),
-                                         *rem_eq(lk_rem, lk_rem - kr),
+                                         l_k.eq(Mux(lki == kt2, k_tail, kr)),
                                          lb_off.eq(lb_off + bk_step)]
                         with m.Else():
-                            m.d.sync += [lki.eq(0), lk_last.eq(kt1 == 0), *rem_eq(lk_rem, K),
+                            m.d.sync += [lki.eq(0), lk_last.eq(kt_one), l_k.eq(kr),
                                          lb_off.eq(ln_base)]
                             with m.If(~ln_last):
                                 m.d.sync += [lni.eq(lni + 1), ln_last.eq(lni == nt2),
                                              ln_base.eq(ln_next),
                                              ln_next.eq(ln_next + n_bytes),
-                                             lb_off.eq(ln_next), *rem_eq(ln_rem, ln_rem - nc)]
+                                             lb_off.eq(ln_next),
+                                             l_n.eq(Mux(lni == nt2, n_tail, nc))]
                             with m.Else():
-                                m.d.sync += [lni.eq(0), ln_last.eq(nt1 == 0), ln_base.eq(b_off),
+                                m.d.sync += [lni.eq(0), ln_last.eq(nt_one), ln_base.eq(b_off),
                                              lb_off.eq(b_off),
                                              ln_next.eq(b_off + n_bytes),
-                                             *rem_eq(ln_rem, N), lmi.eq(lmi + 1)]
+                                             l_n.eq(nc), lmi.eq(lmi + 1)]
                                 with m.If(lmi == mt1):
                                     m.d.sync += ldone.eq(1)
                 with m.Else():
@@ -483,9 +486,10 @@ class GemmUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [m_slot.eq(m_slot + 1), m_place.eq(m_place + strip_rows)]
                 with m.If(sent):
-                    m.d.sync += [pf_hit.eq(pf_cnt == nt1),
-                                 pf_cnt.eq(Mux(pf_cnt == nt1, 0, pf_cnt + 1))]
-                    after_matmul("STEP_M", prefetch=(pf_cnt == nt1) & ~m_last)
+                    m.d.sync += [pf_hit.eq(pf_last),
+                                 pf_cnt.eq(Mux(pf_last, 0, pf_cnt + 1)),
+                                 pf_last.eq(Mux(pf_last, nt_one, pf_cnt == nt2))]
+                    after_matmul("STEP_M", prefetch=pf_last & ~m_last)
             with m.State("AHEAD"):
                 # The next output tile's strip, while this tile computes.
                 emit_load(b_next, ahead_off, K, ahead_n, b_stride)
@@ -507,10 +511,10 @@ class GemmUnit(wiring.Component):
             with m.State("ADVANCE"):
                 with m.If(pf_hit):
                     m.d.sync += [pf_row.eq(pf_row + mc), pf_off.eq(pf_off + (kr << eb_shift)),
-                                 *rem_eq(pf_krem, pf_krem - kr)]
+                                 pf_krem.eq(pf_krem - kr)]
                 with m.If(~ki_last):
                     m.d.sync += [ki.eq(ki + 1), ki_zero.eq(0), ki_last.eq(ki == kt2),
-                                 *rem_eq(k_rem, k_rem - kr), a_row.eq(a_row + mc),
+                                 cur_k.eq(Mux(ki == kt2, k_tail, kr)), a_row.eq(a_row + mc),
                                  a_koff.eq(a_koff + (kr << eb_shift)), w_row.eq(w_row + kr)]
                     with m.If(first_tile):
                         m.next = "STEP_A"
@@ -525,27 +529,26 @@ class GemmUnit(wiring.Component):
                         pend_off.eq(c_moff + (n0 << ob_shift)), pend_m.eq(cur_m),
                         pend_n.eq(cur_n), acc_sel.eq(~acc_sel),
                         cur_strip.eq(strip), w_row.eq(strip),
-                        ki.eq(0), ki_zero.eq(1), ki_last.eq(kt1 == 0), *rem_eq(k_rem, K),
+                        ki.eq(0), ki_zero.eq(1), ki_last.eq(kt_one), cur_k.eq(kr),
                         a_koff.eq(a_moff),
                     ]
                     with m.If(~n_last):
-                        m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), *rem_eq(n_rem, n_rem - nc),
+                        m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), cur_n.eq(ahead_n),
                                      a_row.eq(panel_base),
                                      bias_n.eq(bias_n + (nc << ab_shift)),
                                      b_n.eq(b_n + n_bytes)]
                         m.next = "PAIR"
                     with m.Else():
-                        m.d.sync += [ni.eq(0), n0.eq(0), *rem_eq(n_rem, N), bias_n.eq(bias_off),
+                        m.d.sync += [ni.eq(0), n0.eq(0), cur_n.eq(nc), bias_n.eq(bias_off),
                                      b_n.eq(b_off)]
                         with m.If(~m_last):
                             a_after = a_next + a_step
                             m.d.sync += [
-                                mi.eq(mi + 1), *rem_eq(m_rem, m_rem - mc),
-                                *rem_eq(pf_mrem, pf_mrem - mc),
+                                mi.eq(mi + 1), cur_m.eq(pf_m), pf_mrem.eq(pf_mrem - mc),
                                 a_moff.eq(a_next), a_koff.eq(a_next), a_next.eq(a_after),
                                 c_moff.eq(c_moff + c_step), panel_sel.eq(~panel_sel),
-                                a_row.eq(other_base), pf_cnt.eq(0), pf_off.eq(a_after),
-                                *rem_eq(pf_krem, K), pf_row.eq(panel_base),
+                                a_row.eq(other_base), pf_cnt.eq(0), pf_last.eq(nt_one),
+                                pf_off.eq(a_after), pf_krem.eq(K), pf_row.eq(panel_base),
                             ]
                             m.next = "PAIR"
                         with m.Else():
