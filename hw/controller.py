@@ -282,7 +282,8 @@ class Controller(wiring.Component):
         # ready at dispatch, and the dispatch (and the queue's refill behind it) depends on
         # registers only. A head that waits, on running work or on its unit, is evaluated again.
         dep_wait = Signal()        # the last evaluation found the head waiting on running work
-        go_any = Signal()          # one of the go flags, in a register: pop is one gate
+        # One of the go flags, in a register cleared with ``evaluated``: pop is one gate.
+        go_any = Signal()
         with m.If(head_valid & prepared & ~evaluated & active):
             checks_pass = refuse_r == ErrorCode.OK
             may_go = ~blocked & checks_pass
@@ -318,7 +319,7 @@ class Controller(wiring.Component):
             self.o_exec.valid.eq(decided & go_exec),
             self.o_store.valid.eq(decided & go_store),
             self.done.eq(decided & go_fence),
-            pop.eq(decided & go_any),
+            pop.eq(go_any & active),
         ]
         with m.If(decided & go_config):
             m.d.sync += [multiplier.eq(conf.multiplier), shift.eq(conf.shift)]
@@ -354,10 +355,10 @@ class Controller(wiring.Component):
         m.d.sync += prepared.eq(head_valid)
         with m.If(pop):
             m.d.sync += [index.eq(index + 1), head_valid.eq(0), evaluated.eq(0),
-                         dep_wait.eq(0)]
+                         go_any.eq(0), dep_wait.eq(0)]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [
-                head.eq(nxt), head_valid.eq(1), evaluated.eq(0), prepared.eq(0),
+                head.eq(nxt), head_valid.eq(1), evaluated.eq(0), go_any.eq(0), prepared.eq(0),
                 field_refuse.eq(field_checks(nxt)),
                 load_end.eq(nxt_load.spad_addr + nxt_load.rows),
                 act_end.eq(nxt_matmul.act_addr + nxt_matmul.m),
@@ -420,7 +421,7 @@ class Controller(wiring.Component):
 
         # Soft reset: stop, flush the queue, wait for the units, clear the error state.
         with m.If(flushing):
-            m.d.sync += [head_valid.eq(0), evaluated.eq(0), dep_wait.eq(0)]
+            m.d.sync += [head_valid.eq(0), evaluated.eq(0), go_any.eq(0), dep_wait.eq(0)]
         with m.If(self.soft_reset):
             m.d.sync += [flushing.eq(1), self.running.eq(0)]
         with m.Elif(flushing & flushing_r & ~units_busy_r):

@@ -776,6 +776,7 @@ class DMA(wiring.Component):
         mask_first = Signal(b)
         mask_last = Signal(b)
         remaining = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH + 1)  # input beats left in the command
+        drained = Signal()                       # remaining == 0, set with it
         carry = Signal(dw)
         w_beat = Signal(8)
         refused = Signal(DMAError)
@@ -868,6 +869,7 @@ class DMA(wiring.Component):
                     rows_last.eq(c.rows == 1),
                     next_row.eq(c.addr),
                     remaining.eq(checked.payload.beats),
+                    drained.eq(checked.payload.beats == 0),
                 ]
                 with m.If(checked.payload.error == DMAError.OK):
                     m.d.comb += [
@@ -918,6 +920,7 @@ class DMA(wiring.Component):
                             in_left.eq(in_left - 1),
                             needs_in.eq(in_left != 1),
                             remaining.eq(remaining - 1),
+                            drained.eq(remaining == 1),
                         ]
                     with m.If(mem_last):
                         with m.If(rows_last):
@@ -935,10 +938,10 @@ class DMA(wiring.Component):
                     m.next = "DROP"
 
             with m.State("DROP"):
-                m.d.comb += self.i_wr_data.ready.eq(remaining != 0)
-                with m.If(self.i_wr_data.valid & (remaining != 0)):
-                    m.d.sync += remaining.eq(remaining - 1)
-                with m.If(remaining == 0):
+                m.d.comb += self.i_wr_data.ready.eq(~drained)
+                with m.If(self.i_wr_data.valid & ~drained):
+                    m.d.sync += [remaining.eq(remaining - 1), drained.eq(remaining == 1)]
+                with m.If(drained):
                     m.next = "RETIRE"
 
             with m.State("RETIRE"):

@@ -27,8 +27,12 @@ class RowFetcher(wiring.Component):
         Bits that travel with each row (e.g. a ``last`` flag).
     latency : int
         The buffer's read latency: cycles from ``read.en`` to ``read.data`` (at least 1).
+    register : bool
+        Register ``read.data`` before the FIFO (a cycle more latency), so the FIFO's write data
+        comes from a flip-flop and not from the buffer: for a block RAM read without an output
+        register, whose clock-to-output leaves little of the cycle for the route to the FIFO.
     depth : int
-        FIFO entries (at least ``latency + 2``; by default exactly that).
+        FIFO entries (at least ``latency + register + 2``; by default exactly that).
 
     Members
     -------
@@ -39,21 +43,24 @@ class RowFetcher(wiring.Component):
     i_req : In(stream.Signature(StructLayout({"addr", "tag"})))
         Row to read and its tag.
     o_row : Out(stream.Signature(StructLayout({"row", "tag"})))
-        Rows in request order; the first one ``latency + 1`` cycles after its request at the
-        earliest.
+        Rows in request order; the first one ``latency + register + 1`` cycles after its
+        request at the earliest.
     """
 
-    def __init__(self, addr_width, row_layout, *, tag_width, latency, depth=None):
+    def __init__(self, addr_width, row_layout, *, tag_width, latency, register=False,
+                 depth=None):
         if not isinstance(latency, int) or latency < 1:
             raise ValueError(f"latency must be a positive integer, not {latency!r}")
+        stages = latency + bool(register)
         if depth is None:
-            depth = latency + 2
-        if depth < latency + 2:
-            raise ValueError(f"depth must be at least latency + 2 = {latency + 2} to sustain a "
-                             f"row per cycle, not {depth}")
+            depth = stages + 2
+        if depth < stages + 2:
+            raise ValueError(f"depth must be at least latency + register + 2 = {stages + 2} to "
+                             f"sustain a row per cycle, not {depth}")
         self._row_layout = row_layout
         self._tag_width = tag_width
-        self._latency = latency
+        self._register = bool(register)
+        self._stages = stages
         self._depth = depth
         super().__init__({
             "read": Out(ReadPortSignature(addr_width, row_layout)),
@@ -67,9 +74,15 @@ class RowFetcher(wiring.Component):
         m = Module()
         row_bits = data.Layout.cast(self._row_layout).size
         m.submodules.fifo = fifo = SyncFIFO(width=row_bits + self._tag_width, depth=self._depth)
-        # Requests on their way through the buffer: valid and tag per cycle of its latency.
-        in_flight = [Signal(name=f"in_flight{i}") for i in range(self._latency)]
-        tags = [Signal(self._tag_width, name=f"tag{i}") for i in range(self._latency)]
+        # Requests on their way through the buffer (and the data register): valid and tag per
+        # cycle.
+        in_flight = [Signal(name=f"in_flight{i}") for i in range(self._stages)]
+        tags = [Signal(self._tag_width, name=f"tag{i}") for i in range(self._stages)]
+        row = Value.cast(self.read.data)
+        if self._register:
+            row_r = Signal(row_bits, name="row_r", reset_less=True)
+            m.d.sync += row_r.eq(row)
+            row = row_r
         fire = self.i_req.valid & self.i_req.ready
         # Free FIFO entries not yet promised to a request (depth - level - in_flight), in a
         # register so ready is one LUT from flip-flops.
@@ -81,7 +94,7 @@ class RowFetcher(wiring.Component):
             self.read.addr.eq(self.i_req.payload.addr),
             self.read.en.eq(1),
             fifo.w_en.eq(in_flight[-1]),
-            fifo.w_data.eq(Cat(Value.cast(self.read.data), tags[-1])),
+            fifo.w_data.eq(Cat(row, tags[-1])),
             self.o_row.valid.eq(fifo.r_rdy),
             self.o_row.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.o_row.ready),

@@ -81,7 +81,8 @@ class StoreUnit(wiring.Component):
         beats_max = -(-(config.cols * ab) // bus_bytes)
 
         m.submodules.fetch = fetch = RowFetcher(acc_addr_width(config), acc_row_layout(config),
-                                                tag_width=1, latency=ACC_READ_LATENCY)
+                                                tag_width=1, latency=ACC_READ_LATENCY,
+                                                register=True)
         m.submodules.postproc = postproc = PostProcessor(config)
         wiring.connect(m, fetch=fetch.read, unit=wiring.flipped(self.read))
 

@@ -206,8 +206,9 @@ class _FetchFromRam(Elaboratable):
     """A RowFetcher reading a RAM of ``depth`` 8-bit rows (row i holds i) whose read data comes
     ``latency`` cycles after the address."""
 
-    def __init__(self, latency, depth):
-        self.fetch = RowFetcher(4, ROW8, tag_width=1, latency=latency, depth=depth)
+    def __init__(self, latency, depth, register=False):
+        self.fetch = RowFetcher(4, ROW8, tag_width=1, latency=latency, register=register,
+                                depth=depth)
         self.latency = latency
 
     def elaborate(self, platform):
@@ -226,14 +227,16 @@ class _FetchFromRam(Elaboratable):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("latency", sorted({1, 2, SPAD_READ_LATENCY}))
-def test_row_fetcher(latency, seed):
+@pytest.mark.parametrize("latency,register", [(1, False), (2, False), (SPAD_READ_LATENCY, False),
+                                              (1, True)])
+def test_row_fetcher(latency, register, seed):
     """Rows come out in request order with their tags, none lost under random back-pressure;
-    with both sides always willing, a row per cycle from the cycle latency + 1 after the first
-    request."""
-    print(f"seed {seed} latency {latency}")
+    with both sides always willing, a row per cycle from the cycle latency + register + 1 after
+    the first request."""
+    print(f"seed {seed} latency {latency} register {register}")
     rng = np.random.default_rng(seed)
-    dut = _FetchFromRam(latency, depth=latency + 2)
+    stages = latency + register
+    dut = _FetchFromRam(latency, depth=stages + 2, register=register)
     fetch = dut.fetch
 
     async def run(ctx, cycles, p_valid, p_ready):
@@ -254,7 +257,7 @@ def test_row_fetcher(latency, seed):
             await ctx.tick()
         ctx.set(fetch.i_req.valid, 0)
         ctx.set(fetch.o_row.ready, 1)
-        for t in range(cycles, cycles + latency + 4):
+        for t in range(cycles, cycles + stages + 4):
             if ctx.get(fetch.o_row.valid):
                 got.append(ctx.get(fetch.o_row.payload.row.as_value()))
             await ctx.tick()
@@ -263,7 +266,7 @@ def test_row_fetcher(latency, seed):
 
     async def tb(ctx):
         out_cycles = await run(ctx, 40, 1.0, 1.0)
-        assert out_cycles == list(range(latency + 1, 40)), out_cycles
+        assert out_cycles == list(range(stages + 1, 40)), out_cycles
         await run(ctx, 400, 0.7, 0.6)
 
     run_sim(dut, tb)
@@ -273,8 +276,10 @@ def test_row_fetcher(latency, seed):
 def test_row_fetcher_bad_parameters():
     with pytest.raises(ValueError, match="latency must be a positive integer"):
         RowFetcher(4, ROW8, tag_width=1, latency=0)
-    with pytest.raises(ValueError, match="depth must be at least latency \\+ 2 = 4"):
+    with pytest.raises(ValueError, match="depth must be at least latency \\+ register \\+ 2 = 4"):
         RowFetcher(4, ROW8, tag_width=1, latency=2, depth=3)
+    with pytest.raises(ValueError, match="register \\+ 2 = 5 to sustain a row per cycle, not 4"):
+        RowFetcher(4, ROW8, tag_width=1, latency=2, register=True, depth=4)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
