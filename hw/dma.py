@@ -663,26 +663,28 @@ class DMA(wiring.Component):
                     r_skid.o.ready.eq(room),
                     out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
                 ]
+                # The row's registers move on every beat taken, a failing one too (the command
+                # then ends in DRAIN, and the next one sets them afresh): the response code stays
+                # out of their enables, only the output write and the state look at it.
                 with m.If(r_skid.o.valid & room):
+                    m.d.comb += out.w_en.eq(produces & (r_beat.resp == RESP_OKAY))
+                    m.d.sync += [
+                        prev.eq(r_beat.data),
+                        produces.eq(1),
+                        beat_addr.eq(beat_addr + b),
+                        mem_left.eq(mem_left - 1),
+                        last_beat.eq(mem_left == 2),
+                    ]
+                    with m.If(produces):
+                        m.d.sync += out_left.eq(out_left - b)
+                    with m.If(last_beat):
+                        with m.If(flush):
+                            m.next = "FLUSH"
+                        with m.Else():
+                            row_end()
                     with m.If(r_beat.resp != RESP_OKAY):
                         m.d.sync += [err.eq(_resp_error(r_beat.resp)), err_addr.eq(beat_addr)]
                         m.next = "DRAIN"
-                    with m.Else():
-                        m.d.comb += out.w_en.eq(produces)
-                        m.d.sync += [
-                            prev.eq(r_beat.data),
-                            produces.eq(1),
-                            beat_addr.eq(beat_addr + b),
-                            mem_left.eq(mem_left - 1),
-                            last_beat.eq(mem_left == 2),
-                        ]
-                        with m.If(produces):
-                            m.d.sync += out_left.eq(out_left - b)
-                        with m.If(last_beat):
-                            with m.If(flush):
-                                m.next = "FLUSH"
-                            with m.Else():
-                                row_end()
 
             with m.State("FLUSH"):
                 m.d.comb += [
