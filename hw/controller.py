@@ -57,7 +57,8 @@ class Controller(wiring.Component):
     load_busy, exec_busy, store_busy : In(1)
     q_spad_lo, q_spad_hi, q_acc_lo, q_acc_hi : Out
         Ranges asked of the execute unit (the head's fields read as a LOAD's and as a STORE's,
-        whatever its opcode); ``spad_conflict``, ``acc_conflict`` : In(1) answers.
+        whatever its opcode); ``spad_conflict``, ``acc_conflict`` : In(1) answers, from
+        registers a cycle after the question (step 1 below).
     flush : Out(1)
         Empty the command queue (during a soft reset).
     cleared : Out(1)
@@ -246,7 +247,10 @@ class Controller(wiring.Component):
         # Step 1, every cycle: the checks and the range comparisons with running work, into
         # registers. Entries of the load ring that are not valid may hold anything (the head).
         load_hits = Signal(ring)
-        store_hit, spad_hit, acc_hit = signals(1, "store_hit spad_hit acc_hit")
+        store_hit = Signal()
+        # The execute unit's answers come registered (its register is this step's, beside its
+        # comparators).
+        spad_hit, acc_hit = self.spad_conflict, self.acc_conflict
         refuse_r = Signal(ErrorCode)
         m.d.sync += [
             load_hits.eq(Cat(*(
@@ -257,8 +261,6 @@ class Controller(wiring.Component):
                 for i in range(ring)))),
             store_hit.eq(ranges_overlap(matmul.acc_addr[:acc_bits], acc_end[:acc_bits],
                                         store_lo, store_hi)),
-            spad_hit.eq(self.spad_conflict),
-            acc_hit.eq(self.acc_conflict),
             refuse_r.eq(refuse),
         ]
 

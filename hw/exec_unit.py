@@ -64,7 +64,9 @@ class ExecUnit(wiring.Component):
     q_spad_lo, q_spad_hi, q_acc_lo, q_acc_hi : In
         Ranges the dispatcher asks about (``hi`` exclusive).
     spad_conflict, acc_conflict : Out(1)
-        Combinational answers.
+        The answers, registered: about the ranges asked and the slots held a cycle before
+        (the register sits here, beside the comparators, and the route to the dispatcher
+        follows it).
     busy : Out(1)
         A MATMUL is in flight.
     mac_active : Out(1)
@@ -243,9 +245,9 @@ class ExecUnit(wiring.Component):
                                  self.q_spad_lo, self.q_spad_hi)))
             acc_hits.append(valid[s] & ranges_overlap(
                 slot.acc_addr, ends[s].acc, self.q_acc_lo, self.q_acc_hi))
-        m.d.comb += [
+        m.d.sync += [
             self.spad_conflict.eq(Cat(*spad_hits).any()),
             self.acc_conflict.eq(Cat(*acc_hits).any()),
-            self.busy.eq(valid.any()),
         ]
+        m.d.comb += self.busy.eq(valid.any())
         return m
