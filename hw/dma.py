@@ -136,9 +136,9 @@ _CHUNK = 16
 
 
 def check_latency(config):
-    """Cycles from a command's acceptance to its checked result: accept, multiply, one addition
-    per 16-bit chunk of the stride, compare."""
-    return 3 + -(-config.axi_addr_width // _CHUNK)
+    """Cycles from a command's acceptance to its checked result: accept, multiply, copy the
+    products out of the DSP blocks, one addition per 16-bit chunk of the stride, compare."""
+    return 4 + -(-config.axi_addr_width // _CHUNK)
 
 
 class _Checker(wiring.Component):
@@ -147,8 +147,9 @@ class _Checker(wiring.Component):
 
     Pipelined for the clock, one step a cycle (:func:`check_latency` cycles a command): accept
     (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
-    stride (registered products, one DSP each), add the shifted products one per cycle, then
-    compare into a register. It runs while the engine still works on the previous command. It
+    stride (registered products, one DSP each), copy the products into fabric registers (the
+    route out of a DSP block gets a cycle of its own), add the shifted products one per cycle,
+    then compare into a register. It runs while the engine still works on the previous command. It
     also works out what the command's rows share (``geometry``, :func:`_geometry_layout`), the
     burst generator's registers for the first row (``row0``, :func:`_burst_row`) and the second
     row's address (``second``), so the generator starts a command from registers, and counts
@@ -182,6 +183,8 @@ class _Checker(wiring.Component):
         # 2**aw or beyond is outside the window), so no sum is wider than aw + 1 bits.
         end = Signal(aw + 1)
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
+        copies = [Signal.like(product, name=f"{product.name}_copy") for product in products]
+        m.d.sync += [copy.eq(product) for copy, product in zip(copies, products)]
         error = Signal(DMAError)
         geometry = Signal(_geometry_layout(self._config))     # in_beats from the accepting cycle
         row0 = Signal(_burst_row_layout(self._config))
@@ -217,9 +220,9 @@ class _Checker(wiring.Component):
                                  self._config, cmd.addr, cmd.row_bytes).items())]
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
-            for i, product in enumerate(products):
-                with m.If(step == 1 + i):
-                    term = product << (i * _CHUNK)
+            for i, copy in enumerate(copies):
+                with m.If(step == 2 + i):
+                    term = copy << (i * _CHUNK)
                     total = end[:aw] + term[:aw]
                     m.d.sync += end.eq(Cat(total[:aw], end[aw] | total[aw] | term[aw:].any()))
             with m.If(step == steps - 1):
@@ -445,12 +448,13 @@ class DMA(wiring.Component):
     bytes_read, bytes_written : Out(32)
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
-    Latency: a command is checked in :func:`check_latency` cycles (5 with 32-bit addresses); the
+    Latency: a command is checked in :func:`check_latency` cycles (6 with 32-bit addresses); the
     first AR/AW follows one cycle later. Read data passes a skid buffer (``rready`` comes from a
     register) and a 4-entry buffer (``o_rd_data`` is registered and never combinationally
-    depends on the AXI R channel). Write data is not buffered: ``i_wr_data.valid`` reaches
-    ``wvalid`` and ``wready`` reaches ``i_wr_data.ready`` combinationally (each W beat takes at
-    most one input beat, shifted through one carry register).
+    depends on the AXI R channel). W beats leave through a skid buffer: ``wvalid``, ``wdata``,
+    ``wstrb`` and ``wlast`` come from registers and ``wready`` reaches only the buffer's
+    registers; ``i_wr_data.ready`` depends on the buffer's registered ready (each W beat takes
+    at most one input beat, shifted through one carry register).
     """
 
     def __init__(self, config):
@@ -831,11 +835,23 @@ class DMA(wiring.Component):
         with m.If(retire.r_en):
             m.d.sync += [b_tag.eq(b_tag + 1), b_err.eq(DMAError.OK)]
 
-        w_fire = axi.wvalid & axi.wready
+        # The W channel's skid buffer: the beats are made on its input (``w``), whose ready is a
+        # register, so ``wready`` reaches no logic of the row, the counters or i_wr_data.
+        m.submodules.w_skid = w_skid = SkidBuffer(data.StructLayout({
+            "data": dw, "strb": b, "last": 1}))
+        w = w_skid.i
+        m.d.comb += [
+            axi.wvalid.eq(w_skid.o.valid),
+            axi.wdata.eq(w_skid.o.payload.data),
+            axi.wstrb.eq(w_skid.o.payload.strb),
+            axi.wlast.eq(w_skid.o.payload.last),
+            w_skid.o.ready.eq(axi.wready),
+        ]
+        w_fire = w.valid & w.ready
         wlast = w_beat == bursts.r_data
         retire_in = Signal(retire_layout)
         m.d.comb += [
-            axi.wlast.eq(wlast),
+            w.payload.last.eq(wlast),
             bursts.r_en.eq(w_fire & wlast),
             retire_in.addr.eq(cmd.addr),
             retire_in.error.eq(refused),
@@ -844,11 +860,11 @@ class DMA(wiring.Component):
         ]
         with m.If(w_fire):
             m.d.sync += w_beat.eq(Mux(wlast, 0, w_beat + 1))
-        # The byte counter counts a beat two cycles after it goes: its strobes, then their count,
-        # each in a register (the strobes come from the row's masks, two LUTs deep already).
+        # The byte counter counts a beat two cycles after it goes on the bus: its strobes, then
+        # their count, each in a register.
         strb_sent = Signal(b)
         beat_bytes = Signal(range(config.axi_bytes + 1))
-        m.d.sync += [strb_sent.eq(Mux(w_fire, axi.wstrb, 0)),
+        m.d.sync += [strb_sent.eq(Mux(axi.wvalid & axi.wready, axi.wstrb, 0)),
                      beat_bytes.eq(sum(strb_sent)),
                      self.bytes_written.eq(self.bytes_written + beat_bytes)]
 
@@ -907,11 +923,11 @@ class DMA(wiring.Component):
                 m.d.comb += [
                     strb.eq(Mux(first, mask_first, all_lanes) & Mux(mem_last, mask_last,
                                                                     all_lanes)),
-                    axi.wvalid.eq(bursts.r_rdy & (~needs_in | self.i_wr_data.valid)),
-                    axi.wstrb.eq(strb),
-                    axi.wdata.eq(Cat(carry, self.i_wr_data.payload.data)
+                    w.valid.eq(bursts.r_rdy & (~needs_in | self.i_wr_data.valid)),
+                    w.payload.strb.eq(strb),
+                    w.payload.data.eq(Cat(carry, self.i_wr_data.payload.data)
                                  .bit_select((Const(b, s + 1) - off)[:s + 1] << 3, dw)),
-                    self.i_wr_data.ready.eq(bursts.r_rdy & needs_in & axi.wready),
+                    self.i_wr_data.ready.eq(bursts.r_rdy & needs_in & w.ready),
                 ]
                 with m.If(w_fire):
                     m.d.sync += [first.eq(0), mem_left.eq(mem_left - 1),
@@ -935,7 +951,7 @@ class DMA(wiring.Component):
 
             with m.State("ABORT_W"):
                 # Bursts already announced on AW get their beats, with no byte enabled.
-                m.d.comb += [axi.wvalid.eq(bursts.r_rdy), axi.wstrb.eq(0)]
+                m.d.comb += [w.valid.eq(bursts.r_rdy), w.payload.strb.eq(0)]
                 with m.If((bursts.level == 0) & ~gen.generating & ~gen.o_burst.valid):
                     m.next = "DROP"
 

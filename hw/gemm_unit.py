@@ -249,6 +249,10 @@ class GemmUnit(wiring.Component):
             ahead_off.eq(Mux(n_last, b_off, b_n + n_bytes)),
             ahead_n.eq(Mux(ni == nt2, n_tail, nc)),       # the next tile's columns
         ]
+        # ki == kt2 (the next K tile is the last), a cycle behind ki: only INIT and ADVANCE
+        # change ki, and ADVANCE, which reads this, comes at least two cycles after either.
+        ki_pen = Signal()
+        m.d.sync += ki_pen.eq(ki == kt2)
 
         # The command put in the output register this cycle.
         out = Signal(COMMAND_BITS)
@@ -513,8 +517,8 @@ class GemmUnit(wiring.Component):
                     m.d.sync += [pf_row.eq(pf_row + mc), pf_off.eq(pf_off + (kr << eb_shift)),
                                  pf_krem.eq(pf_krem - kr)]
                 with m.If(~ki_last):
-                    m.d.sync += [ki.eq(ki + 1), ki_zero.eq(0), ki_last.eq(ki == kt2),
-                                 cur_k.eq(Mux(ki == kt2, k_tail, kr)), a_row.eq(a_row + mc),
+                    m.d.sync += [ki.eq(ki + 1), ki_zero.eq(0), ki_last.eq(ki_pen),
+                                 cur_k.eq(Mux(ki_pen, k_tail, kr)), a_row.eq(a_row + mc),
                                  a_koff.eq(a_koff + (kr << eb_shift)), w_row.eq(w_row + kr)]
                     with m.If(first_tile):
                         m.next = "STEP_A"
