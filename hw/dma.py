@@ -137,7 +137,9 @@ _CHUNK = 16
 
 def check_latency(config):
     """Cycles from a command's acceptance to its checked result: accept, multiply, copy the
-    products out of the DSP blocks, one addition per 16-bit chunk of the stride, compare."""
+    products out of the DSP blocks, one addition per 16-bit chunk of the stride, compare (into
+    the output register). A stride below 2**16 skips the additions of its zero chunks (one
+    cycle each). The next command is taken as the result goes into the output register."""
     return 4 + -(-config.axi_addr_width // _CHUNK)
 
 
@@ -149,8 +151,8 @@ class _Checker(wiring.Component):
     (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
     stride (registered products, one DSP each), copy the products into fabric registers (the
     route out of a DSP block gets a cycle of its own), add the shifted products one per cycle,
-    then compare into a register. It runs while the engine still works on the previous command. It
-    also works out what the command's rows share (``geometry``, :func:`_geometry_layout`), the
+    then compare into the output register, which holds the result while the next command is
+    checked. It runs while the engine still works on the previous command. It also works out what the command's rows share (``geometry``, :func:`_geometry_layout`), the
     burst generator's registers for the first row (``row0``, :func:`_burst_row`) and the second
     row's address (``second``), so the generator starts a command from registers, and counts
     the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
@@ -175,9 +177,11 @@ class _Checker(wiring.Component):
         aw = self._config.axi_addr_width
         chunks = -(-aw // _CHUNK)
         steps = check_latency(self._config) - 1    # steps after the accepting cycle
+        # The command being checked (``full``) and, in an output register of its own, the
+        # command checked before it: the next command is taken while that one waits.
         cmd = Signal(cmd_layout(self._config))
         full = Signal()
-        step = Signal(range(steps + 1))
+        step = Signal(range(steps))
         rows_m1 = Signal(ROWS_WIDTH)          # wraps for rows == 0; BAD_CMD wins below
         # addr + row_bytes, then + each product, saturating: the top bit is sticky (any end at
         # 2**aw or beyond is outside the window), so no sum is wider than aw + 1 bits.
@@ -185,39 +189,34 @@ class _Checker(wiring.Component):
         products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
         copies = [Signal.like(product, name=f"{product.name}_copy") for product in products]
         m.d.sync += [copy.eq(product) for copy, product in zip(copies, products)]
-        error = Signal(DMAError)
         geometry = Signal(_geometry_layout(self._config))     # in_beats from the accepting cycle
-        row0 = Signal(_burst_row_layout(self._config))
-        second = Signal(aw)
-        beats = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH)
+        short = Signal()                      # the stride's chunks above the first are zero
+        out = Signal.like(self.o_cmd.payload)
+        out_valid = Signal()
         m.d.comb += [
             self.i_cmd.ready.eq(~full),
-            self.busy.eq(full),
-            self.o_cmd.valid.eq(full & (step == steps)),
-            self.o_cmd.payload.cmd.eq(cmd),
-            self.o_cmd.payload.error.eq(error),
-            self.o_cmd.payload.geometry.eq(geometry),
-            self.o_cmd.payload.row0.eq(row0),
-            self.o_cmd.payload.second.eq(second),
-            self.o_cmd.payload.beats.eq(beats),
+            self.busy.eq(full | out_valid),
+            self.o_cmd.valid.eq(out_valid),
+            self.o_cmd.payload.eq(out),
         ]
+        with m.If(self.o_cmd.valid & self.o_cmd.ready):
+            m.d.sync += out_valid.eq(0)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             payload = self.i_cmd.payload
             m.d.sync += [
                 cmd.eq(payload), full.eq(1), step.eq(0),
+                short.eq(payload.stride[_CHUNK:] == 0),
                 rows_m1.eq(payload.rows - 1),
                 geometry.in_beats.eq(_in_beats(self._config, payload.row_bytes)),
                 geometry.tail.eq(payload.row_bytes - 1),
                 end.eq(payload.addr + payload.row_bytes),
             ]
-        with m.Elif(full & (step != steps)):
-            m.d.sync += step.eq(step + 1)
+        with m.Elif(full):
+            with m.If((step == 2) & short):
+                m.d.sync += step.eq(steps - 1)      # the other products are zero
+            with m.Elif(step != steps - 1):
+                m.d.sync += step.eq(step + 1)
             with m.If(step == 0):
-                m.d.sync += [beats.eq(cmd.rows * geometry.in_beats),
-                             geometry.in_one.eq(geometry.in_beats == 1),
-                             second.eq(cmd.addr + cmd.stride),
-                             *(row0[name].eq(value) for name, value in _burst_row(
-                                 self._config, cmd.addr, cmd.row_bytes).items())]
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, copy in enumerate(copies):
@@ -225,13 +224,23 @@ class _Checker(wiring.Component):
                     term = copy << (i * _CHUNK)
                     total = end[:aw] + term[:aw]
                     m.d.sync += end.eq(Cat(total[:aw], end[aw] | total[aw] | term[aw:].any()))
-            with m.If(step == steps - 1):
+            # The last step: the compare, and everything the command hands on, straight into
+            # the output register once it is free (else the step waits).
+            with m.If((step == steps - 1) & (~out_valid | self.o_cmd.ready)):
                 bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
                 outside = (cmd.addr < self.window_base) | (end > self.window_limit)
-                m.d.sync += error.eq(Mux(bad, DMAError.BAD_CMD,
-                                         Mux(outside, DMAError.WINDOW, DMAError.OK)))
-        with m.Elif(self.o_cmd.valid & self.o_cmd.ready):
-            m.d.sync += full.eq(0)
+                m.d.sync += [
+                    full.eq(0), out_valid.eq(1),
+                    out.cmd.eq(cmd),
+                    out.error.eq(Mux(bad, DMAError.BAD_CMD,
+                                     Mux(outside, DMAError.WINDOW, DMAError.OK))),
+                    out.geometry.eq(geometry),
+                    out.geometry.in_one.eq(geometry.in_beats == 1),
+                    out.beats.eq(cmd.rows * geometry.in_beats),
+                    out.second.eq(cmd.addr + cmd.stride),
+                    *(out.row0[name].eq(value) for name, value in _burst_row(
+                        self._config, cmd.addr, cmd.row_bytes).items()),
+                ]
         return m
 
 

@@ -110,6 +110,9 @@ def test_dma_window_check_boundaries():
         (base, 4, 0, 16),                  # row_bytes == 0
         (0xFFFF_FF00, 2, 0x100, 0x100),    # would wrap the 32-bit address space
         (base, 0xFFFF, 1, 0xFFFF_FFFF),    # huge stride
+        (base, 1, 0x100, 0x1_0000),        # a stride past 16 bits, one row: inside
+        (base, 2, 1, 0x1_0000),            # the same stride, two rows: outside
+        (base, 2, 1, 0x1_7FFF),            # one row beyond 0x8000
     ]
     for _ in range(40):
         rows = int(rng.integers(0, 6))
