@@ -115,18 +115,29 @@ def _burst_row_layout(config):
     })
 
 
-def _burst_row(config, addr, row_bytes):
-    """The burst generator's registers for a row of ``row_bytes`` bytes from ``addr``: its first
-    beat's address; beats left - 1, beats left - max_burst_len - 1 (negative: the rest fits one
-    burst), and beats to the next 4 KiB boundary - 1. Each an adder from its operands:
-    ``ceil((off + row_bytes) / b) - 1 = (off + row_bytes - 1) >> s``."""
+def _row_tails(config, row_bytes):
+    """``row_bytes - 1`` and ``row_bytes - 1 - max_burst_len * bus_bytes``: what
+    :func:`_burst_row` adds to a row's lane offset, kept in registers per command."""
+    return {"tail": row_bytes - 1,
+            "tail_over": (row_bytes - 1 - config.max_burst_len * config.axi_bytes).as_signed()}
+
+
+def _tails_layout():
+    return data.StructLayout({"tail": ROW_BYTES_WIDTH, "tail_over": signed(ROW_BYTES_WIDTH + 2)})
+
+
+def _burst_row(config, addr, tails):
+    """The burst generator's registers for a row from ``addr`` (``tails``: its command's
+    :func:`_row_tails`): its first beat's address; beats left - 1, beats left - max_burst_len - 1
+    (negative: the rest fits one burst), and beats to the next 4 KiB boundary - 1. Each one
+    adder from registers: ``ceil((off + row_bytes) / b) - 1 = (off + row_bytes - 1) >> s``."""
     b = config.axi_bytes
     s = _log2(b)
     off = Cat(addr[:s], Const(0, 1))
     return {
         "beat_addr": Cat(Const(0, s), addr[s:]),
-        "left1": (off + row_bytes - 1) >> s,
-        "over1": (off + row_bytes - 1 - config.max_burst_len * b).as_signed() >> s,
+        "left1": (off + tails.tail) >> s,
+        "over1": (off + tails.tail_over) >> s,
         "bnd1": ~addr[s:_log2(BOUNDARY)],
     }
 
@@ -152,9 +163,11 @@ class _Checker(wiring.Component):
     stride (registered products, one DSP each), copy the products into fabric registers (the
     route out of a DSP block gets a cycle of its own), add the shifted products one per cycle,
     then compare into the output register, which holds the result while the next command is
-    checked. It runs while the engine still works on the previous command. It also works out what the command's rows share (``geometry``, :func:`_geometry_layout`), the
-    burst generator's registers for the first row (``row0``, :func:`_burst_row`) and the second
-    row's address (``second``), so the generator starts a command from registers, and counts
+    checked. It runs while the engine still works on the previous command. It also works out
+    what the command's rows share (``geometry``, :func:`_geometry_layout`; ``tails``,
+    :func:`_row_tails`), the burst generator's registers for the first row (``row0``,
+    :func:`_burst_row`) and the second row's address (``second``), so the generator starts a
+    command from registers and sets up every row with one adder per register, and counts
     the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
     multiplier with registered operands and result) for the write engine.
     """
@@ -168,6 +181,7 @@ class _Checker(wiring.Component):
             "o_cmd": Out(stream.Signature(data.StructLayout({
                 "cmd": cmd_layout(config), "error": DMAError, "geometry": _geometry_layout(config),
                 "row0": _burst_row_layout(config), "second": config.axi_addr_width,
+                "tails": _tails_layout(),
                 "beats": ROWS_WIDTH + ROW_BYTES_WIDTH}))),  # input beats of the whole command
             "busy": Out(1),
         })
@@ -190,6 +204,7 @@ class _Checker(wiring.Component):
         copies = [Signal.like(product, name=f"{product.name}_copy") for product in products]
         m.d.sync += [copy.eq(product) for copy, product in zip(copies, products)]
         geometry = Signal(_geometry_layout(self._config))     # in_beats from the accepting cycle
+        tails = Signal(_tails_layout())
         short = Signal()                      # the stride's chunks above the first are zero
         out = Signal.like(self.o_cmd.payload)
         out_valid = Signal()
@@ -210,6 +225,8 @@ class _Checker(wiring.Component):
                 geometry.in_beats.eq(_in_beats(self._config, payload.row_bytes)),
                 geometry.tail.eq(payload.row_bytes - 1),
                 end.eq(payload.addr + payload.row_bytes),
+                *(tails[name].eq(value)
+                  for name, value in _row_tails(self._config, payload.row_bytes).items()),
             ]
         with m.Elif(full):
             with m.If((step == 2) & short):
@@ -238,8 +255,9 @@ class _Checker(wiring.Component):
                     out.geometry.in_one.eq(geometry.in_beats == 1),
                     out.beats.eq(cmd.rows * geometry.in_beats),
                     out.second.eq(cmd.addr + cmd.stride),
+                    out.tails.eq(tails),
                     *(out.row0[name].eq(value) for name, value in _burst_row(
-                        self._config, cmd.addr, cmd.row_bytes).items()),
+                        self._config, cmd.addr, tails).items()),
                 ]
         return m
 
@@ -263,6 +281,7 @@ class _BurstGenerator(wiring.Component):
         super().__init__({
             "i_cmd": In(stream.Signature(data.StructLayout({
                 "cmd": cmd_layout(config), "tag": _TAG_BITS, "row0": _burst_row_layout(config),
+                "tails": _tails_layout(),
                 "second": config.axi_addr_width}))),
             "o_burst": Out(stream.Signature(data.StructLayout({
                 "addr": config.axi_addr_width, "len": 8, "tag": _TAG_BITS}))),
@@ -287,7 +306,7 @@ class _BurstGenerator(wiring.Component):
         final_row = Signal()               # rows_left == 1
         next_row = Signal(aw)
         stride = Signal(aw)
-        row_bytes = Signal(ROW_BYTES_WIDTH)
+        tails = Signal(_tails_layout())
         # The position in the current row, with what the next burst's length needs kept in
         # registers (for timing: one short compare decides a burst, no adder follows it).
         row = Signal(_burst_row_layout(config))
@@ -334,7 +353,7 @@ class _BurstGenerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [
                         *(row[name].eq(value) for name, value in _burst_row(
-                            config, next_row, row_bytes).items()),
+                            config, next_row, tails).items()),
                         next_row.eq(next_row + stride),
                         rows_left.eq(rows_left - 1),
                         final_row.eq(rows_left == 2),
@@ -365,7 +384,7 @@ class _BurstGenerator(wiring.Component):
                 final_row.eq(cmd.rows == 1),
                 next_row.eq(self.i_cmd.payload.second),
                 stride.eq(cmd.stride),
-                row_bytes.eq(cmd.row_bytes),
+                tails.eq(self.i_cmd.payload.tails),
             ]
         return m
 
@@ -567,6 +586,7 @@ class DMA(wiring.Component):
             gen.i_cmd.payload.cmd.eq(checked.payload.cmd),
             gen.i_cmd.payload.row0.eq(checked.payload.row0),
             gen.i_cmd.payload.second.eq(checked.payload.second),
+            gen.i_cmd.payload.tails.eq(checked.payload.tails),
             gen.i_cmd.payload.tag.eq(next_tag),
         ]
         with m.If(take):
@@ -904,6 +924,7 @@ class DMA(wiring.Component):
                         gen.i_cmd.payload.cmd.eq(c),
                         gen.i_cmd.payload.row0.eq(checked.payload.row0),
                         gen.i_cmd.payload.second.eq(checked.payload.second),
+                        gen.i_cmd.payload.tails.eq(checked.payload.tails),
                         gen.i_cmd.payload.tag.eq(next_tag),
                     ]
                     m.next = "START"

@@ -157,10 +157,10 @@ class GemmUnit(wiring.Component):
 
         # Schedule.
         kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
-        kt1, nt1, mt1 = signals(16, "kt1 nt1 mt1")    # kt - 1 and so on: no subtractor
-        kt2, nt2 = signals(16, "kt2 nt2")  # kt - 2: ki + 1 == kt1 is ki == kt2, no adder
+        nt1, mt1 = signals(16, "nt1 mt1")  # nt - 1, mt - 1: no subtractor
+        kt2, nt2 = signals(16, "kt2 nt2")  # kt - 2: ki + 1 == kt - 1 is ki == kt2, no adder
         kt_one, nt_one = signals(1, "kt_one nt_one")   # kt == 1, nt == 1
-        # The last K tile's rows and the last N tile's columns (K - kt1 * kr, N - nt1 * nc):
+        # The last K tile's rows and the last N tile's columns (K - (kt - 1) * kr, N - nt1 * nc):
         # every other tile is whole (kr, nc), so a tile's size is a choice, not a subtraction.
         k_tail, n_tail = signals(16, "k_tail n_tail")
         ahead = Signal()                   # strips load one tile ahead (whole and nt != 1)
@@ -182,7 +182,7 @@ class GemmUnit(wiring.Component):
 
         # Loop state.
         mi, ni, ki = signals(16, "mi ni ki")
-        # ki == 0 and ki == kt1, set with ki: no compare in front of the state register.
+        # ki == 0 and ki == kt - 1, set with ki: no compare in front of the state register.
         ki_zero, ki_last = signals(1, "ki_zero ki_last")
         n0 = Signal(17)
         # The prefetch's rows left in A from its M chunk and columns left from its K tile.
@@ -203,7 +203,7 @@ class GemmUnit(wiring.Component):
         next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = signals(16, "lmi lni lki")
-        lk_last, ln_last = signals(1, "lk_last ln_last")   # lki == kt1, lni == nt1, set with them
+        lk_last, ln_last = signals(1, "lk_last ln_last")   # lki == kt - 1, lni == nt1
         ln_base = Signal(32)               # b_off + the load cursor's n0 elements
         ln_next = Signal(32)               # ln_base + nc elements, set with it
         lb_off = Signal(32)                # that plus its K tile: the next tile's offset
@@ -352,7 +352,7 @@ class GemmUnit(wiring.Component):
                                  m_cap.eq(_min(M, c.acc_depth // 2)), m_rows.eq(_min(M, rows_c))]
                     m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
-                        lambda q, r: [kt.eq(q), kt1.eq(q - 1), kt2.eq(q - 2), kt_one.eq(q == 1),
+                        lambda q, r: [kt.eq(q), kt2.eq(q - 2), kt_one.eq(q == 1),
                                       krk.eq(K + kr - 1 - r), k_tail.eq(r + 1)])
             ceil_divide("NT", N, nc, "TRY",
                         lambda q, r: [nt.eq(q), nt1.eq(q - 1), nt2.eq(q - 2), nt_one.eq(q == 1),
