@@ -16,8 +16,8 @@ class RowFetcher(wiring.Component):
 
     A request is accepted only when the FIFO is sure to have room for its row, so the buffer's
     fixed read latency never needs back-pressure. A FIFO entry is promised at the request and
-    given back the cycle after its row is taken, ``latency + 2`` cycles later at the earliest,
-    so ``depth >= latency + 2`` sustains a row per cycle.
+    given back the cycle after its row is taken, ``latency + register + 2`` cycles later at the
+    earliest, so ``depth >= latency + register + 2`` sustains a row per cycle.
 
     Parameters
     ----------
