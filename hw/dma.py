@@ -196,6 +196,7 @@ class _Checker(wiring.Component):
         cmd = Signal(cmd_layout(self._config))
         full = Signal()
         step = Signal(range(steps))
+        add0 = 2                              # the step that adds the first product
         rows_m1 = Signal(ROWS_WIDTH)          # wraps for rows == 0; BAD_CMD wins below
         # addr + row_bytes, then + each product, saturating: the top bit is sticky (any end at
         # 2**aw or beyond is outside the window), so no sum is wider than aw + 1 bits.
@@ -218,18 +219,18 @@ class _Checker(wiring.Component):
             m.d.sync += out_valid.eq(0)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             payload = self.i_cmd.payload
+            row_tails = _row_tails(self._config, payload.row_bytes)
             m.d.sync += [
                 cmd.eq(payload), full.eq(1), step.eq(0),
                 short.eq(payload.stride[_CHUNK:] == 0),
                 rows_m1.eq(payload.rows - 1),
                 geometry.in_beats.eq(_in_beats(self._config, payload.row_bytes)),
-                geometry.tail.eq(payload.row_bytes - 1),
+                geometry.tail.eq(row_tails["tail"]),      # its low bits: the last lane
                 end.eq(payload.addr + payload.row_bytes),
-                *(tails[name].eq(value)
-                  for name, value in _row_tails(self._config, payload.row_bytes).items()),
+                *(tails[name].eq(value) for name, value in row_tails.items()),
             ]
         with m.Elif(full):
-            with m.If((step == 2) & short):
+            with m.If((step == add0) & short):
                 m.d.sync += step.eq(steps - 1)      # the other products are zero
             with m.Elif(step != steps - 1):
                 m.d.sync += step.eq(step + 1)
@@ -237,7 +238,7 @@ class _Checker(wiring.Component):
                 for i, product in enumerate(products):
                     m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
             for i, copy in enumerate(copies):
-                with m.If(step == 2 + i):
+                with m.If(step == add0 + i):
                     term = copy << (i * _CHUNK)
                     total = end[:aw] + term[:aw]
                     m.d.sync += end.eq(Cat(total[:aw], end[aw] | total[aw] | term[aw:].any()))
