@@ -122,15 +122,20 @@ class ExecUnit(wiring.Component):
         a_ptr = Signal(range(slots))
         out_ptr = Signal(range(slots))
 
-        # Accept a command into the next slot.
+        # Accept a command into the next slot. The free slot takes the payload every cycle,
+        # whether or not a command is offered (a slot that is not valid is read by nothing), so
+        # the dispatcher's valid reaches only the slot's flags and not its fields' enables.
         m.d.comb += self.i_cmd.ready.eq(~valid.bit_select(alloc, 1))
-        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+        with m.If(self.i_cmd.ready):
             m.d.sync += [
                 table[alloc].eq(self.i_cmd.payload),
                 m_last[alloc].eq(self.i_cmd.payload.m - 1),
                 ends[alloc].act.eq(self.i_cmd.payload.act_addr + self.i_cmd.payload.m),
                 ends[alloc].weight.eq(self.i_cmd.payload.weight_addr + self.i_cmd.payload.k),
                 ends[alloc].acc.eq(self.i_cmd.payload.acc_addr + self.i_cmd.payload.m),
+            ]
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [
                 valid.bit_select(alloc, 1).eq(1),
                 weights_done.bit_select(alloc, 1).eq(0),
                 acts_done.bit_select(alloc, 1).eq(0),
