@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .accumulator import ACC_WRITE_LATENCY, acc_addr_width
 from .array import signals, wrapping_increment
-from .exec_unit import matmul_cmd_layout, ranges_overlap
+from .exec_unit import exec_slots, matmul_cmd_layout, ranges_overlap
 from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT, load_cmd_layout, unit_done_layout
 from .scratchpad import spad_addr_width
@@ -65,8 +65,8 @@ class Controller(wiring.Component):
     load_busy, exec_busy, store_busy : In(1)
     q_spad_lo, q_spad_hi, q_acc_lo, q_acc_hi : Out
         Ranges asked of the execute unit (the head's fields read as a LOAD's and as a STORE's,
-        whatever its opcode); ``spad_conflict``, ``acc_conflict`` : In(1) answers, from
-        registers a cycle after the question (step 1 below).
+        whatever its opcode); ``spad_conflict``, ``acc_conflict`` : In(exec_slots) answers, a
+        bit per execute slot, from registers a cycle after the question (step 1 below).
     flush : Out(1)
         Empty the command queue (during a soft reset).
     cleared : Out(1)
@@ -100,8 +100,8 @@ class Controller(wiring.Component):
             "store_busy": In(1),
             "q_spad_lo": Out(spad_aw + 1), "q_spad_hi": Out(spad_aw + 1),
             "q_acc_lo": Out(acc_aw + 1), "q_acc_hi": Out(acc_aw + 1),
-            "spad_conflict": In(1),
-            "acc_conflict": In(1),
+            "spad_conflict": In(exec_slots(config)),
+            "acc_conflict": In(exec_slots(config)),
             "flush": Out(1),
             "cleared": Out(1),
             "running": Out(1),
@@ -257,8 +257,8 @@ class Controller(wiring.Component):
         load_hits = Signal(ring)
         store_hit = Signal()
         # The execute unit's answers come registered (its register is this step's, beside its
-        # comparators).
-        spad_hit, acc_hit = self.spad_conflict, self.acc_conflict
+        # comparators), a bit per slot.
+        spad_hit, acc_hit = self.spad_conflict.any(), self.acc_conflict.any()
         refuse_r = Signal(ErrorCode)
         m.d.sync += [
             load_hits.eq(Cat(*(

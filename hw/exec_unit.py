@@ -63,10 +63,11 @@ class ExecUnit(wiring.Component):
         Accumulator row writes.
     q_spad_lo, q_spad_hi, q_acc_lo, q_acc_hi : In
         Ranges the dispatcher asks about (``hi`` exclusive).
-    spad_conflict, acc_conflict : Out(1)
-        The answers, registered: about the ranges asked and the slots held a cycle before
-        (the register sits here, beside the comparators, and the route to the dispatcher
-        follows it).
+    spad_conflict, acc_conflict : Out(exec_slots(config))
+        The answers, one bit per slot (any bit set: a conflict), registered: about the ranges
+        asked and the slots held a cycle before (the register sits here, beside the
+        comparators, and the route to the dispatcher follows it; the dispatcher ORs the bits,
+        so no OR tree sits between the comparators and the register).
     busy : Out(1)
         A MATMUL is in flight.
     mac_active : Out(1)
@@ -85,8 +86,8 @@ class ExecUnit(wiring.Component):
             }), always_ready=True)),
             "q_spad_lo": In(aw + 1), "q_spad_hi": In(aw + 1),
             "q_acc_lo": In(cw + 1), "q_acc_hi": In(cw + 1),
-            "spad_conflict": Out(1),
-            "acc_conflict": Out(1),
+            "spad_conflict": Out(exec_slots(config)),
+            "acc_conflict": Out(exec_slots(config)),
             "busy": Out(1),
             "mac_active": Out(1),
         })
@@ -251,8 +252,8 @@ class ExecUnit(wiring.Component):
             acc_hits.append(valid[s] & ranges_overlap(
                 slot.acc_addr, ends[s].acc, self.q_acc_lo, self.q_acc_hi))
         m.d.sync += [
-            self.spad_conflict.eq(Cat(*spad_hits).any()),
-            self.acc_conflict.eq(Cat(*acc_hits).any()),
+            self.spad_conflict.eq(Cat(*spad_hits)),
+            self.acc_conflict.eq(Cat(*acc_hits)),
         ]
         m.d.comb += self.busy.eq(valid.any())
         return m
