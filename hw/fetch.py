@@ -1,10 +1,11 @@
 """Reading a synchronous-RAM buffer as a stream, without back-pressure on the RAM."""
 
-from amaranth import Cat, Module, Signal, Value
+from amaranth import Cat, Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .array import wrapping_increment
 from .scratchpad import ReadPortSignature
 
 
@@ -73,7 +74,18 @@ class RowFetcher(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         row_bits = data.Layout.cast(self._row_layout).size
-        m.submodules.fifo = fifo = SyncFIFO(width=row_bits + self._tag_width, depth=self._depth)
+        depth = self._depth
+        # The FIFO, in LUT RAM. A request is accepted only with an entry promised to it, so a
+        # row arriving from the buffer is always written: the write enable is the last
+        # in-flight flag itself (a flip-flop, fanning out over the RAM), and the fill level
+        # follows from the flag, not from the RAM's write enable.
+        m.submodules.storage = storage = Memory(shape=unsigned(row_bits + self._tag_width),
+                                                depth=depth, init=[])
+        w_port = storage.write_port()
+        r_port = storage.read_port(domain="comb")
+        w_ptr = Signal(range(depth))
+        r_ptr = Signal(range(depth))
+        level = Signal(range(depth + 1))
         # Requests on their way through the buffer (and the data register): valid and tag per
         # cycle.
         in_flight = [Signal(name=f"in_flight{i}") for i in range(self._stages)]
@@ -84,20 +96,29 @@ class RowFetcher(wiring.Component):
             m.d.sync += row_r.eq(row)
             row = row_r
         fire = self.i_req.valid & self.i_req.ready
+        write = in_flight[-1]
+        taken = self.o_row.valid & self.o_row.ready
         # Free FIFO entries not yet promised to a request (depth - level - in_flight), in a
         # register so ready is one LUT from flip-flops.
-        credits = Signal(range(self._depth + 1), init=self._depth)
-        taken = fifo.r_en & fifo.r_rdy
-        m.d.sync += credits.eq(credits - fire + taken)
+        credits = Signal(range(depth + 1), init=depth)
+        m.d.sync += [
+            credits.eq(credits - fire + taken),
+            level.eq(level + write - taken),
+        ]
+        with m.If(write):
+            m.d.sync += w_ptr.eq(wrapping_increment(w_ptr, depth))
+        with m.If(taken):
+            m.d.sync += r_ptr.eq(wrapping_increment(r_ptr, depth))
         m.d.comb += [
             self.i_req.ready.eq(credits != 0),
             self.read.addr.eq(self.i_req.payload.addr),
             self.read.en.eq(1),
-            fifo.w_en.eq(in_flight[-1]),
-            fifo.w_data.eq(Cat(row, tags[-1])),
-            self.o_row.valid.eq(fifo.r_rdy),
-            self.o_row.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.o_row.ready),
+            w_port.addr.eq(w_ptr),
+            w_port.data.eq(Cat(row, tags[-1])),
+            w_port.en.eq(write),
+            r_port.addr.eq(r_ptr),
+            self.o_row.valid.eq(level != 0),
+            self.o_row.payload.eq(r_port.data),
         ]
         m.d.sync += [
             in_flight[0].eq(fire),
