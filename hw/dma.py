@@ -558,7 +558,12 @@ class DMA(wiring.Component):
         # its first comes a cycle after the handshake at the earliest, then passes the R skid.
         m.submodules.rd_flight = flight = SyncFIFOBuffered(width=_TAG_BITS,
                                                            depth=config.max_outstanding_reads)
-        m.submodules.rd_out = out = SyncFIFOBuffered(width=rd_data_layout(config).size, depth=4)
+        # The realigned beats leave through a register and then this FIFO (the byte shift and
+        # the FIFO's LUT RAM are a cycle apart). A beat is let into the register only with a
+        # FIFO entry promised to it (``out_credits``), so the register always empties.
+        out_depth = 4
+        m.submodules.rd_out = out = SyncFIFOBuffered(width=rd_data_layout(config).size,
+                                                     depth=out_depth)
 
         wiring.connect(m, check=wiring.flipped(self.i_rd_cmd), dma=check.i_cmd)
         m.d.comb += [
@@ -640,8 +645,20 @@ class DMA(wiring.Component):
             return Cat(prev, hi).bit_select(off << 3, dw)
 
         out_data = Signal(rd_data_layout(config))
+        out_en = Signal()                   # out_data goes into the output register
+        out_reg = Signal(rd_data_layout(config))
+        out_reg_valid = Signal()
+        out_credits = Signal(range(out_depth + 1), init=out_depth)
+        out_room = out_credits != 0
+        out_idle = out_credits == out_depth  # every beat let in has left
+        m.d.sync += [
+            out_reg.eq(out_data),
+            out_reg_valid.eq(out_en),
+            out_credits.eq(out_credits - out_en + (out.r_rdy & out.r_en)),
+        ]
         m.d.comb += [
-            out.w_data.eq(out_data),
+            out.w_data.eq(out_reg),
+            out.w_en.eq(out_reg_valid),
             out_data.bytes.eq(Mux(out_left < b, out_left, b)),
             out_data.row_last.eq(out_left <= b),
             out_data.last.eq((out_left <= b) & (rows_left == 1)),
@@ -692,7 +709,7 @@ class DMA(wiring.Component):
 
             with m.State("RUN"):
                 # The beat taken here, spelt out (not r_fire, which DRAIN's readiness joins).
-                room = ~produces | out.w_rdy
+                room = ~produces | out_room
                 m.d.comb += [
                     r_skid.o.ready.eq(room),
                     out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
@@ -701,7 +718,7 @@ class DMA(wiring.Component):
                 # then ends in DRAIN, and the next one sets them afresh): the response code stays
                 # out of their enables, only the output write and the state look at it.
                 with m.If(r_skid.o.valid & room):
-                    m.d.comb += out.w_en.eq(produces & (r_beat.resp == RESP_OKAY))
+                    m.d.comb += out_en.eq(produces & (r_beat.resp == RESP_OKAY))
                     m.d.sync += [
                         prev.eq(r_beat.data),
                         produces.eq(1),
@@ -723,9 +740,9 @@ class DMA(wiring.Component):
             with m.State("FLUSH"):
                 m.d.comb += [
                     out_data.data.eq(shifted(Const(0, dw))),
-                    out.w_en.eq(1),
+                    out_en.eq(out_room),
                 ]
-                with m.If(out.w_rdy):
+                with m.If(out_room):
                     row_end()
 
             with m.State("DRAIN"):
@@ -742,7 +759,7 @@ class DMA(wiring.Component):
                     m.next = "WAIT_OUT"
 
             with m.State("WAIT_OUT"):
-                with m.If(out.r_level == 0):
+                with m.If(out_idle):
                     m.next = "DONE"
 
             with m.State("DONE"):
@@ -752,7 +769,7 @@ class DMA(wiring.Component):
 
         m.d.comb += self.rd_busy.eq(check.busy | checked.valid | gen.generating
                                     | gen.o_burst.valid | desc.r_rdy | (flight.level != 0)
-                                    | ~fsm.ongoing("IDLE") | out.r_rdy)
+                                    | ~fsm.ongoing("IDLE") | ~out_idle)
 
     # Write engine --------------------------------------------------------------------------
 
