@@ -175,6 +175,7 @@ class GemmUnit(wiring.Component):
         panel = Signal(_DIV_WIDTH)         # kt * mc
         a_step, c_step, bk_step = signals(32, "a_step c_step bk_step")
         tiles = Signal()                   # B by single tiles (no two strips fit)
+        rows_b = Signal(_DIV_WIDTH + places.bit_length())   # scratchpad rows B takes
         mul_i = Signal(range(17))
         mc_sh, kr_sh = signals(16, "mc_sh kr_sh")
         kt_sh = Signal(_DIV_WIDTH)
@@ -358,16 +359,20 @@ class GemmUnit(wiring.Component):
                         lambda q, r: [nt.eq(q), nt1.eq(q - 1), nt2.eq(q - 2), nt_one.eq(q == 1),
                                       n_tail.eq(r + 1), tiles.eq(0)])
             with m.State("TRY"):
-                # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES.
+                # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES. The rows they
+                # take are registered here and checked in TRY_FIT (a product, then a compare).
                 (strip_places, _), (tile_places, _) = STRIP_CHOICES
-                rows_b = Mux(tiles, kr * tile_places, krk * strip_places)
-                m.d.sync += [strips.eq(Mux(tiles, tile_places, strip_places)), whole.eq(~tiles),
+                m.d.sync += [rows_b.eq(Mux(tiles, kr * tile_places, krk * strip_places)),
+                             strips.eq(Mux(tiles, tile_places, strip_places)), whole.eq(~tiles),
                              strip_rows.eq(Mux(tiles, kr, krk))]
+                m.next = "TRY_FIT"
+            with m.State("TRY_FIT"):
                 with m.If(rows_b >= c.spad_depth):
                     with m.If(tiles):
                         m.next = "BAD_ADDR"
                     with m.Else():
                         m.d.sync += tiles.eq(1)
+                        m.next = "TRY"
                 with m.Else():
                     m.d.comb += [div.start.eq(1), div.num.eq(c.spad_depth - rows_b),
                                  div.den.eq(kt << 1)]
