@@ -267,9 +267,12 @@ class _BurstGenerator(wiring.Component):
     """Cuts a checked 2-D command into aligned INCR bursts: each row's beats, at most
     ``max_burst_len`` per burst, never across a 4 KiB boundary, one burst per cycle.
 
-    ``o_burst`` is the address channel's register: ``len`` is AxLEN (beats - 1). ``abort``
-    stops the current command (a burst already on ``o_burst`` is still handed over). ``busy_tag``
-    tells whether bursts of command ``tag`` may still come.
+    ``o_burst`` comes from a skid buffer (the address channel's register and one more): ``len``
+    is AxLEN (beats - 1). The generator works out a burst whenever the skid buffer has room, so
+    the address channel's ready (and the tracking FIFO's room behind it) reaches only the skid
+    buffer's registers, not the row registers' enables. ``abort`` stops the current command
+    (bursts already in the skid buffer, at most two, are still handed over). ``busy_tag`` tells
+    whether bursts of command ``tag`` may still come.
 
     A command comes with its first row worked out (``row0``, from the checker's registers) and
     its second row's address, so every row's arithmetic (:func:`_burst_row`) starts from
@@ -319,15 +322,18 @@ class _BurstGenerator(wiring.Component):
             width = len(value)
             return (value + ~Cat(bnd1, Const(0, width - len(bnd1))))[:width]
 
-        pending = Signal()
-        burst = self.o_burst.payload
+        m.submodules.skid = skid = SkidBuffer(self.o_burst.payload.shape())
+        wiring.connect(m, skid=skid.o, gen=wiring.flipped(self.o_burst))
+        burst = skid.i.payload
+        last_tag = Signal(_TAG_BITS)        # the tag of the burst taken last
         m.d.comb += [
-            self.o_burst.valid.eq(pending),
             self.i_cmd.ready.eq(~active),
             self.tag.eq(tag),
             self.generating.eq(active),
+            # Bursts queue in order: the skid register (level 2) holds the one taken last.
             self.busy_tag.eq((active & (tag == self.query_tag))
-                             | (pending & (burst.tag == self.query_tag))),
+                             | (skid.o.valid & (skid.o.payload.tag == self.query_tag))
+                             | ((skid.level == 2) & (last_tag == self.query_tag))),
         ]
 
         # The burst: min(beats left, max_len, beats to the boundary) beats.
@@ -336,18 +342,16 @@ class _BurstGenerator(wiring.Component):
         at_bnd = bnd1 < capped1              # the boundary comes first
         row_done = fits & ~at_bnd
 
-        free = ~pending | self.o_burst.ready
-        with m.If(self.o_burst.valid & self.o_burst.ready):
-            m.d.sync += pending.eq(0)
+        m.d.comb += [
+            skid.i.valid.eq(active & ~self.abort),
+            burst.addr.eq(beat_addr),
+            burst.len.eq(Mux(at_bnd, bnd1, capped1)),
+            burst.tag.eq(tag),
+        ]
         with m.If(active & self.abort):
             m.d.sync += active.eq(0)
-        with m.Elif(active & free):
-            m.d.sync += [
-                pending.eq(1),
-                burst.addr.eq(beat_addr),
-                burst.len.eq(Mux(at_bnd, bnd1, capped1)),
-                burst.tag.eq(tag),
-            ]
+        with m.Elif(active & skid.i.ready):
+            m.d.sync += last_tag.eq(tag)
             with m.If(row_done):
                 with m.If(final_row):
                     m.d.sync += active.eq(0)
