@@ -46,6 +46,10 @@ class SkidBuffer(wiring.Component):
             self.i.ready.eq(~skid_valid),
             self.level.eq(self.o.valid + skid_valid),
         ]
+        # The skid register follows the input while it is empty, so its enable is its own
+        # valid flag (a flip-flop) and not the consumer's ready.
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.i.payload)
         with m.If(taken | ~self.o.valid):
             # The output register is free: refill it from the skid, else from the input.
             with m.If(skid_valid):
@@ -53,5 +57,5 @@ class SkidBuffer(wiring.Component):
             with m.Else():
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(given)]
         with m.Elif(given):
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+            m.d.sync += skid_valid.eq(1)
         return m
