@@ -125,7 +125,7 @@ class ExecUnit(wiring.Component):
 
         # Accept a command into the next slot. The free slot takes the payload every cycle,
         # whether or not a command is offered (a slot that is not valid is read by nothing), so
-        # the dispatcher's valid reaches only the slot's flags and not its fields' enables.
+        # the dispatcher's valid reaches only the slot's valid flag and the allocation pointer.
         m.d.comb += self.i_cmd.ready.eq(~valid.bit_select(alloc, 1))
         with m.If(self.i_cmd.ready):
             m.d.sync += [
@@ -138,10 +138,13 @@ class ExecUnit(wiring.Component):
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [
                 valid.bit_select(alloc, 1).eq(1),
-                weights_done.bit_select(alloc, 1).eq(0),
-                acts_done.bit_select(alloc, 1).eq(0),
                 alloc.eq(wrapping_increment(alloc, slots)),
             ]
+        # A free slot's progress flags are cleared while it is free (the feeders set them only
+        # on slots that hold a MATMUL).
+        for i in range(slots):
+            with m.If(~valid[i]):
+                m.d.sync += [weights_done[i].eq(0), acts_done[i].eq(0)]
 
         def cursor(ptr, advance, fresh, fields, name):
             """Registers with ``fields`` (name: (shape, value of slot i)) of the slot at ``ptr``,
