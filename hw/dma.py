@@ -564,10 +564,11 @@ class DMA(wiring.Component):
                                                            depth=config.max_outstanding_reads)
         # The realigned beats leave through a register and then this FIFO (the byte shift and
         # the FIFO's LUT RAM are a cycle apart). A beat is let into the register only with a
-        # FIFO entry promised to it (``out_credits``), so the register always empties.
+        # FIFO entry promised to it (``out_credits``), so the register always empties. The FIFO
+        # has no output register (the register in front of it takes that cycle): a beat is on
+        # ``o_rd_data`` two cycles after it is taken from the R skid buffer.
         out_depth = 4
-        m.submodules.rd_out = out = SyncFIFOBuffered(width=rd_data_layout(config).size,
-                                                     depth=out_depth)
+        m.submodules.rd_out = out = SyncFIFO(width=rd_data_layout(config).size, depth=out_depth)
 
         wiring.connect(m, check=wiring.flipped(self.i_rd_cmd), dma=check.i_cmd)
         m.d.comb += [
