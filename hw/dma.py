@@ -394,10 +394,21 @@ class _BurstGenerator(wiring.Component):
         return m
 
 
-def _drive_address_channel(m, axi, prefix, burst, config, *, room):
-    """Drive the AR or AW channel from a burst generator; ``room`` gates valid (a tracking FIFO
-    has space). Valid cannot fall before the handshake: only the handshake fills the FIFO."""
+def _room_next(fifo, write):
+    """Whether ``fifo`` has room next cycle, from its level now and ``write`` (it is written
+    this cycle), not counting a read: for a registered room flag."""
+    return Mux(write, fifo.w_level < fifo.depth - 1, fifo.w_level < fifo.depth)
+
+
+def _drive_address_channel(m, axi, prefix, burst, config, *, fifos):
+    """Drive the AR or AW channel from a burst generator; the handshake writes each of the
+    tracking ``fifos``, and valid waits for room in all of them. The room is a register (a cycle
+    late about a read of a FIFO), so the handshake into the generator's skid buffer starts from
+    flip-flops and AxREADY only. Valid cannot fall before the handshake: only the handshake
+    fills the FIFOs."""
     fire = Signal(name=f"{prefix}_fire")
+    room = Signal(name=f"{prefix}_room", init=1)
+    m.d.sync += room.eq(Cat(*(_room_next(fifo, fire) for fifo in fifos)).all())
     m.d.comb += [
         getattr(axi, f"{prefix}valid").eq(burst.valid & room),
         getattr(axi, f"{prefix}addr").eq(burst.payload.addr),
@@ -412,12 +423,6 @@ def _drive_address_channel(m, axi, prefix, burst, config, *, room):
         fire.eq(burst.valid & burst.ready),
     ]
     return fire
-
-
-def _room_next(fifo, depth, write):
-    """Whether ``fifo`` (``depth`` entries) has room next cycle, from its level now and
-    ``write`` (it is written this cycle), not counting a read: for a registered room flag."""
-    return Mux(write, fifo.w_level < depth - 1, fifo.w_level < depth)
 
 
 def _resp_error(resp):
@@ -609,11 +614,7 @@ class DMA(wiring.Component):
         with m.If(take):
             m.d.sync += next_tag.eq(next_tag + 1)
 
-        # The tracking FIFO's room is a register (a cycle late about a read of it), so the AR
-        # handshake into the generator's skid buffer starts from flip-flops and ARREADY only.
-        ar_room = Signal(init=1)
-        ar_fire = _drive_address_channel(m, axi, "ar", gen.o_burst, config, room=ar_room)
-        m.d.sync += ar_room.eq(_room_next(flight, config.max_outstanding_reads, ar_fire))
+        ar_fire = _drive_address_channel(m, axi, "ar", gen.o_burst, config, fifos=[flight])
         m.d.comb += [flight.w_en.eq(ar_fire), flight.w_data.eq(gen.o_burst.payload.tag)]
 
         # Data side.
@@ -801,8 +802,7 @@ class DMA(wiring.Component):
         m.submodules.wr_gen = gen = _BurstGenerator(config)
         # Lengths of the bursts whose AW went out and whose W beats are still to send (read
         # from a register: the beat count is compared with it for WLAST).
-        bursts_depth = 4
-        m.submodules.wr_bursts = bursts = SyncFIFOBuffered(width=8, depth=bursts_depth)
+        m.submodules.wr_bursts = bursts = SyncFIFOBuffered(width=8, depth=4)
         # Bursts waiting for their write response: address and command tag, read from a
         # register (a burst's response follows its last W beat, long after its AW).
         flight_layout = data.StructLayout({"addr": aw, "tag": _TAG_BITS})
@@ -818,11 +818,8 @@ class DMA(wiring.Component):
             check.window_limit.eq(self.window_limit),
         ]
 
-        # The room in both FIFOs as a register, as on the read side.
-        room = Signal(init=1)
-        aw_fire = _drive_address_channel(m, axi, "aw", gen.o_burst, config, room=room)
-        m.d.sync += room.eq(_room_next(bursts, bursts_depth, aw_fire)
-                            & _room_next(flight, config.max_outstanding_reads, aw_fire))
+        aw_fire = _drive_address_channel(m, axi, "aw", gen.o_burst, config,
+                                         fifos=[bursts, flight])
         flight_in = Signal(flight_layout)
         m.d.comb += [
             bursts.w_en.eq(aw_fire), bursts.w_data.eq(gen.o_burst.payload.len),
