@@ -167,8 +167,14 @@ class CSRBlock(wiring.Component):
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += bus.bvalid.eq(0)
 
+        # A write happens when both halves are held and the last response has gone:
+        # ``aw_held & w_held & ~bvalid``, kept in a register from those three's next values, so
+        # the write enables (and the command push behind them) start from one flip-flop.
         do_write = Signal()
-        m.d.comb += do_write.eq(aw_held & w_held & ~bus.bvalid)
+        aw_held_next = (aw_held & ~do_write) | (bus.awvalid & bus.awready)
+        w_held_next = (w_held & ~do_write) | (bus.wvalid & bus.wready)
+        bvalid_next = (bus.bvalid & ~bus.bready) | do_write
+        m.d.sync += do_write.eq(aw_held_next & w_held_next & ~bvalid_next)
         byte_mask = Signal(32)
         m.d.comb += byte_mask.eq(Cat(*(w_strb[i].replicate(8) for i in range(4))))
         masked = Signal(32)

@@ -665,12 +665,19 @@ class DMA(wiring.Component):
         out_reg = Signal(rd_data_layout(config))
         out_reg_valid = Signal()
         out_credits = Signal(range(out_depth + 1), init=out_depth)
-        out_room = out_credits != 0
-        out_idle = out_credits == out_depth  # every beat let in has left
+        credits_next = Signal.like(out_credits)
+        # Whether the FIFO has an entry for one more beat, and whether every beat let in has
+        # left, as registers from the next credit count: the beat handshake and the enables
+        # behind it start from flip-flops.
+        out_room = Signal(init=1)
+        out_idle = Signal(init=1)
+        m.d.comb += credits_next.eq(out_credits - out_en + (out.r_rdy & out.r_en))
         m.d.sync += [
             out_reg.eq(out_data),
             out_reg_valid.eq(out_en),
-            out_credits.eq(out_credits - out_en + (out.r_rdy & out.r_en)),
+            out_credits.eq(credits_next),
+            out_room.eq(credits_next != 0),
+            out_idle.eq(credits_next == out_depth),
         ]
         m.d.comb += [
             out.w_data.eq(out_reg),
@@ -694,98 +701,100 @@ class DMA(wiring.Component):
             self.bytes_read.eq(self.bytes_read + out_bytes),
         ]
 
-        def row_end():
+        # The state, a flip-flop per state (one hot), so no enable behind it decodes a state
+        # register: IDLE (take a descriptor), RUN (receive beats), FLUSH (a row's last bytes
+        # without a beat), DRAIN (swallow a failed command's beats), WAIT_OUT (until every
+        # beat has left), DONE (hand the done entry).
+        in_idle, in_run, in_flush, in_drain, in_wait, in_done = (
+            Signal(name=f"rd_{name}", init=name == "idle")
+            for name in ("idle", "run", "flush", "drain", "wait_out", "done"))
+
+        def goto(here, there):
+            m.d.sync += [here.eq(0), there.eq(1)]
+
+        def row_end(here):
             with m.If(last_row):
-                m.next = "WAIT_OUT"
+                goto(here, in_wait)
             with m.Else():
                 m.d.sync += [rows_left.eq(rows_left - 1), last_row.eq(rows_left == 2),
                              next_row.eq(next_row + cur.cmd.stride),
                              *start_row(next_row, cur.cmd.row_bytes,
                                         row_registers(next_row, cur.geometry))]
-                m.next = "RUN"
+                goto(here, in_run)
 
+        m.d.comb += [desc.r_en.eq(in_idle), self.o_rd_done.valid.eq(in_done)]
         m.d.sync += gen.abort.eq(0)         # set in DRAIN
-        with m.FSM(name="rd_fsm") as fsm:
-            with m.State("IDLE"):
-                m.d.comb += desc.r_en.eq(1)
-                with m.If(desc.r_rdy):
-                    new = data.View(desc_layout, desc.r_data)
-                    m.d.sync += [
-                        cur.eq(new), err.eq(new.error), err_addr.eq(new.cmd.addr),
-                        rows_left.eq(new.cmd.rows),
-                        last_row.eq(new.cmd.rows == 1),
-                        next_row.eq(new.second),
-                        *start_row(new.cmd.addr, new.cmd.row_bytes, {
-                            name: new.row0[name] for name in row_layout.members}),
-                    ]
-                    with m.If(new.error == DMAError.OK):
-                        m.next = "RUN"
-                    with m.Else():
-                        m.next = "DONE"
+        with m.If(in_idle & desc.r_rdy):
+            new = data.View(desc_layout, desc.r_data)
+            m.d.sync += [
+                cur.eq(new), err.eq(new.error), err_addr.eq(new.cmd.addr),
+                rows_left.eq(new.cmd.rows),
+                last_row.eq(new.cmd.rows == 1),
+                next_row.eq(new.second),
+                *start_row(new.cmd.addr, new.cmd.row_bytes, {
+                    name: new.row0[name] for name in row_layout.members}),
+            ]
+            m.d.sync += [in_idle.eq(0), in_run.eq(new.error == DMAError.OK),
+                         in_done.eq(new.error != DMAError.OK)]
 
-            with m.State("RUN"):
-                # The beat taken here, spelt out (not r_fire, which DRAIN's readiness joins).
-                room = ~produces | out_room
-                m.d.comb += [
-                    r_skid.o.ready.eq(room),
-                    out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
+        with m.If(in_run):
+            # The beat taken here, spelt out (not r_fire, which DRAIN's readiness joins).
+            room = ~produces | out_room
+            m.d.comb += [
+                r_skid.o.ready.eq(room),
+                out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
+            ]
+            # The row's registers move on every beat taken, a failing one too (the command then
+            # ends in DRAIN, and the next one sets them afresh): the response code stays out of
+            # their enables, only the output write and the state look at it.
+            with m.If(r_skid.o.valid & room):
+                m.d.comb += out_en.eq(produces & (r_beat.resp == RESP_OKAY))
+                m.d.sync += [
+                    prev.eq(r_beat.data),
+                    produces.eq(1),
+                    beat_addr.eq(beat_addr + b),
+                    mem_left.eq(mem_left - 1),
+                    last_beat.eq(mem_left == 2),
                 ]
-                # The row's registers move on every beat taken, a failing one too (the command
-                # then ends in DRAIN, and the next one sets them afresh): the response code stays
-                # out of their enables, only the output write and the state look at it.
-                with m.If(r_skid.o.valid & room):
-                    m.d.comb += out_en.eq(produces & (r_beat.resp == RESP_OKAY))
-                    m.d.sync += [
-                        prev.eq(r_beat.data),
-                        produces.eq(1),
-                        beat_addr.eq(beat_addr + b),
-                        mem_left.eq(mem_left - 1),
-                        last_beat.eq(mem_left == 2),
-                    ]
-                    with m.If(produces):
-                        m.d.sync += out_left.eq(out_left - b)
-                    with m.If(last_beat):
-                        with m.If(flush):
-                            m.next = "FLUSH"
-                        with m.Else():
-                            row_end()
-                    with m.If(r_beat.resp != RESP_OKAY):
-                        m.d.sync += [err.eq(_resp_error(r_beat.resp)), err_addr.eq(beat_addr)]
-                        m.next = "DRAIN"
+                with m.If(produces):
+                    m.d.sync += out_left.eq(out_left - b)
+                with m.If(last_beat & ~flush):
+                    row_end(in_run)
+                with m.If(r_beat.resp != RESP_OKAY):
+                    m.d.sync += [err.eq(_resp_error(r_beat.resp)), err_addr.eq(beat_addr),
+                                 in_run.eq(0), in_wait.eq(0), in_drain.eq(1)]
+                with m.Elif(last_beat & flush):
+                    goto(in_run, in_flush)
 
-            with m.State("FLUSH"):
-                m.d.comb += [
-                    out_data.data.eq(shifted(Const(0, dw))),
-                    out_en.eq(out_room),
-                ]
-                with m.If(out_room):
-                    row_end()
+        with m.If(in_flush):
+            m.d.comb += [
+                out_data.data.eq(shifted(Const(0, dw))),
+                out_en.eq(out_room),
+            ]
+            with m.If(out_room):
+                row_end(in_flush)
 
-            with m.State("DRAIN"):
-                # Swallow the rest of this command's bursts; stop the generator if it is still
-                # on this command. The next command's beats stay on the bus.
-                mine = flight.r_rdy & (flight.r_data == cur.tag)
-                m.d.comb += r_skid.o.ready.eq(mine)
-                # The generator's abort comes from a register: a cycle late, which at most lets
-                # one more burst of this command out (swallowed here like the others). Not if
-                # the generator takes a new command meanwhile: this one's bursts are all out.
-                m.d.sync += gen.abort.eq((gen.tag == cur.tag)
-                                         & ~(gen.i_cmd.valid & gen.i_cmd.ready))
-                with m.If(~mine & ~gen.busy_tag):
-                    m.next = "WAIT_OUT"
+        with m.If(in_drain):
+            # Swallow the rest of this command's bursts; stop the generator if it is still on
+            # this command. The next command's beats stay on the bus.
+            mine = flight.r_rdy & (flight.r_data == cur.tag)
+            m.d.comb += r_skid.o.ready.eq(mine)
+            # The generator's abort comes from a register: a cycle late, which at most lets one
+            # more burst of this command out (swallowed here like the others). Not if the
+            # generator takes a new command meanwhile: this one's bursts are all out.
+            m.d.sync += gen.abort.eq((gen.tag == cur.tag) & ~(gen.i_cmd.valid & gen.i_cmd.ready))
+            with m.If(~mine & ~gen.busy_tag):
+                goto(in_drain, in_wait)
 
-            with m.State("WAIT_OUT"):
-                with m.If(out_idle):
-                    m.next = "DONE"
+        with m.If(in_wait & out_idle):
+            goto(in_wait, in_done)
 
-            with m.State("DONE"):
-                m.d.comb += self.o_rd_done.valid.eq(1)
-                with m.If(self.o_rd_done.ready):
-                    m.next = "IDLE"
+        with m.If(in_done & self.o_rd_done.ready):
+            goto(in_done, in_idle)
 
         m.d.comb += self.rd_busy.eq(check.busy | checked.valid | gen.generating
                                     | gen.o_burst.valid | desc.r_rdy | (flight.level != 0)
-                                    | ~fsm.ongoing("IDLE") | ~out_idle)
+                                    | ~in_idle | ~out_idle)
 
     # Write engine --------------------------------------------------------------------------
 

@@ -223,11 +223,11 @@ class DmaTB:
         for port in ("o_rd_data", "o_rd_done", "o_wr_done"):
             getattr(dut, f"{port}__ready").value = 0
         self.set_window(*window)
-        # Icarus does not run Yosys' ``always @*`` blocks at time zero, and an FSM that stays in
-        # its initial state never wakes them: outputs decoded from the state would read X. Move
-        # the state registers during reset so those blocks run once; reset puts them back.
-        for name in ("rd_fsm_state", "wr_fsm_state"):
-            getattr(dut, name).value = 1
+        # Icarus does not run Yosys' ``always @*`` blocks at time zero, and a state that stays
+        # at its initial value never wakes them: outputs decoded from it would read X. Move the
+        # state registers during reset so those blocks run once; reset puts them back.
+        for name, value in (("rd_idle", 0), ("rd_run", 1), ("wr_fsm_state", 1)):
+            getattr(dut, name).value = value
         for _ in range(4):
             await RisingEdge(dut.clk)
         dut.rst.value = 0
@@ -616,6 +616,50 @@ async def test_errors(dut):
                               decerr=p.get("decerr"))
     assert counts["SLVERR"] + counts["DECERR"] and counts["WINDOW"] and counts["BAD_CMD"] \
         and counts["OK"], counts
+
+
+@cocotb.test()
+async def test_read_error_edges(dut):
+    """Reads that fail on their very last beat (the row's and the command's end in the cycle
+    the failure is seen; rows aligned or not, with or without a flush), on their first row's
+    last or on their first, each followed by a good read: done entries, data, bursts and
+    recovery checked."""
+    config = bench_config()
+    b = config.axi_bytes
+    seed = bench_seed()
+    rng = np.random.default_rng(seed)
+    tb = DmaTB(dut, config, rng, latency=int(rng.integers(0, 6)), pause=0.0)
+    tb.log.info("seed %d config %s", seed, config.key())
+    mem_size = 1 << 17
+    init = bytes(rng.integers(0, 256, size=mem_size, dtype=np.uint8))
+    tb.ram.write(0, init)
+    await tb.reset(window=(0, mem_size))
+    rd, regions = [], []
+    base = 0x1000
+    for i in range(24):
+        # rows a bus beat or more apart, so no two rows share a beat
+        rows, row_bytes = int(rng.integers(1, 4)), int(rng.integers(1, 3 * b))
+        stride = row_bytes + int(rng.integers(b, 3 * b))
+        for failing in (True, False):
+            t = Transfer("rd", base + int(rng.integers(0, b)), rows, row_bytes, stride)
+            if failing:
+                beats = [addr + k * b for addr, n in split_bursts(
+                    t.addr, rows, row_bytes, stride, b, config.max_burst_len) for k in range(n)]
+                first_row = [beat for beat in beats if beat < t.addr + row_bytes]
+                fail = (beats[-1], first_row[-1], beats[-1], beats[0])[i % 4]
+                regions.append((fail, fail + 1))
+                expected_error(t, config, regions[-1])
+                assert t.error_addr == fail
+            rd.append(t)
+            base = (t.end + 2 * b) // b * b
+    assert base < mem_size
+    tb.ram.error_regions = regions
+    await run_transfers(tb, rd, [], config, init, None, 20000)
+    assert not tb.violations, tb.violations[:5]
+    check_reads(tb, rd, init, config)
+    check_bursts(tb.ar_bursts, rd, config, slack=config.max_outstanding_reads + 1)
+    await RisingEdge(dut.clk)
+    assert not _bit(dut.rd_busy), "read engine still busy when idle"
 
 
 @cocotb.test()

@@ -53,6 +53,13 @@ def test_dma_errors(sim, name):
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("name", ["small", "narrow"])
+def test_dma_read_error_edges(sim, name):
+    """A read failing on its last beat (or its first), then a good one, over and over."""
+    _run(_sim(sim), name, "test_read_error_edges", SEED)
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
 def test_dma_back_to_back(sim):
     _run(_sim(sim), "small", "test_back_to_back", SEED)
 
