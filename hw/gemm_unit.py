@@ -158,8 +158,9 @@ class GemmUnit(wiring.Component):
         # Schedule.
         kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
         nt1, mt1 = signals(16, "nt1 mt1")  # nt - 1, mt - 1: no subtractor
-        kt2, nt2 = signals(16, "kt2 nt2")  # kt - 2: ki + 1 == kt - 1 is ki == kt2, no adder
-        kt_one, nt_one = signals(1, "kt_one nt_one")   # kt == 1, nt == 1
+        # kt - 2: ki + 1 == kt - 1 is ki == kt2, no adder
+        kt2, nt2, mt2 = signals(16, "kt2 nt2 mt2")
+        kt_one, nt_one, mt_one = signals(1, "kt_one nt_one mt_one")   # kt == 1, ...
         # The last K tile's rows and the last N tile's columns (K - (kt - 1) * kr, N - nt1 * nc):
         # every other tile is whole (kr, nc), so a tile's size is a choice, not a subtraction.
         k_tail, n_tail = signals(16, "k_tail n_tail")
@@ -204,7 +205,8 @@ class GemmUnit(wiring.Component):
         next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = signals(16, "lmi lni lki")
-        lk_last, ln_last = signals(1, "lk_last ln_last")   # lki == kt - 1, lni == nt1
+        # lki == kt - 1, lni == nt1, lmi == mt1
+        lk_last, ln_last, lm_last = signals(1, "lk_last ln_last lm_last")
         ln_base = Signal(32)               # b_off + the load cursor's n0 elements
         ln_next = Signal(32)               # ln_base + nc elements, set with it
         lb_off = Signal(32)                # that plus its K tile: the next tile's offset
@@ -390,7 +392,8 @@ class GemmUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += tiles.eq(1)
                     m.next = "TRY"
-            ceil_divide("MT", M, cap, "MC", lambda q, r: [mt.eq(q), mt1.eq(q - 1)])
+            ceil_divide("MT", M, cap, "MC", lambda q, r: [mt.eq(q), mt1.eq(q - 1),
+                                                          mt2.eq(q - 2), mt_one.eq(q == 1)])
             ceil_divide("MC", M, mt, "MUL",
                         lambda q, r: [mc.eq(q), mul_i.eq(0), panel.eq(0), a_step.eq(0),
                                       c_step.eq(0), bk_step.eq(0), mc_sh.eq(q), kr_sh.eq(kr),
@@ -424,7 +427,7 @@ class GemmUnit(wiring.Component):
                     pf_cnt.eq(0), pf_last.eq(nt_one), pf_row.eq(panel), first.eq(1),
                     pending.eq(0),
                     lmi.eq(0), lni.eq(0), lki.eq(0), ln_base.eq(b_off), lb_off.eq(b_off),
-                    lk_last.eq(kt_one), ln_last.eq(nt_one),
+                    lk_last.eq(kt_one), ln_last.eq(nt_one), lm_last.eq(mt_one),
                     ln_next.eq(b_off + n_bytes),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
                 ]
@@ -480,8 +483,9 @@ class GemmUnit(wiring.Component):
                                 m.d.sync += [lni.eq(0), ln_last.eq(nt_one), ln_base.eq(b_off),
                                              lb_off.eq(b_off),
                                              ln_next.eq(b_off + n_bytes),
-                                             l_n.eq(nc), lmi.eq(lmi + 1)]
-                                with m.If(lmi == mt1):
+                                             l_n.eq(nc), lmi.eq(lmi + 1),
+                                             lm_last.eq(lmi == mt2)]
+                                with m.If(lm_last):
                                     m.d.sync += ldone.eq(1)
                 with m.Else():
                     m.next = "STEP_M"
