@@ -22,7 +22,7 @@ import re
 import sys
 
 
-__all__ = ["PLACED_UNIT_NS", "ROUTE_NS", "longest_paths"]
+__all__ = ["PLACED_UNIT_NS", "ROUTE_NS", "longest_paths", "register_of"]
 
 #: Routing delay assumed for every net between cells.
 ROUTE_NS = 0.8
@@ -37,6 +37,12 @@ _CHAIN_PORTS = ("CIN", "FCI")
 #: Clock-to-output of the cells that start a path.
 _CLOCK_TO_OUT_NS = {"TRELLIS_FF": 0.5, "DP16KD": 4.3, "MULT18X18D": 0.9}
 _SETUP_NS = 0.2
+
+
+def register_of(cell_name):
+    """The register a flip-flop or block cell belongs to: its name without the bit suffix Yosys
+    and nextpnr add (``dma.level_TRELLIS_FF_Q_3`` -> ``dma.level``)."""
+    return re.split(r"_(?:TRELLIS_FF|SB_DFF\w*)|\$", cell_name)[0] or cell_name
 
 
 def _top_module(netlist):
@@ -158,7 +164,7 @@ def longest_paths(netlist, *, top=30):
 
     out, seen = [], set()
     for ns, cell_name, port, bit in ends:
-        register = cell_name.split("_TRELLIS_FF")[0]
+        register = register_of(cell_name)
         if register in seen:
             continue
         seen.add(register)

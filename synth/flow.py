@@ -25,7 +25,7 @@ from amaranth.back import rtlil
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS, component_ports
-from .depth import longest_paths
+from .depth import longest_paths, register_of
 from .devices import classify_cells, device as find_device, family as find_family
 from .dsp_pack import pack_mult_registers
 from .wrapper import PinWrapper, port_bits
@@ -314,12 +314,6 @@ def parse_placement(log, target_mhz):
             "routed": False, "utilization": {}}
 
 
-def _register_of(cell_name):
-    """The register a flip-flop or block cell belongs to: its name without the bit suffix Yosys
-    and nextpnr add (``dma.level_TRELLIS_FF_Q_3`` -> ``dma.level``)."""
-    return re.split(r"_(?:TRELLIS_FF|SB_DFF\w*)|\$", cell_name)[0] or cell_name
-
-
 def slowest_endpoints(report, *, top, clock=None):
     """The routed arrival times at every timing endpoint, from a nextpnr ``--report`` written
     with ``--detailed-timing-report``: the ``top`` latest, at most one per register, and how many
@@ -343,7 +337,7 @@ def slowest_endpoints(report, *, top, clock=None):
         for end in net.get("endpoints", []):
             delay = end["delay"]
             delay = max(delay) if isinstance(delay, list) else delay
-            arrivals.append((delay, _register_of(end["cell"]), end["port"]))
+            arrivals.append((delay, register_of(end["cell"]), end["port"]))
     arrivals.sort(key=lambda a: -a[0])
     worst, seen = [], set()
     for delay, register, port in arrivals:
