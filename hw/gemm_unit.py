@@ -158,9 +158,9 @@ class GemmUnit(wiring.Component):
         # Schedule.
         kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
         nt1, mt1 = signals(16, "nt1 mt1")  # nt - 1, mt - 1: no subtractor
-        # kt - 2: ki + 1 == kt - 1 is ki == kt2, no adder
+        # kt - 2, nt - 2, mt - 2: ki + 1 == kt - 1 is ki == kt2, no adder
         kt2, nt2, mt2 = signals(16, "kt2 nt2 mt2")
-        kt_one, nt_one, mt_one = signals(1, "kt_one nt_one mt_one")   # kt == 1, ...
+        kt_one, nt_one, mt_one = signals(1, "kt_one nt_one mt_one")   # kt == 1, nt == 1, mt == 1
         # The last K tile's rows and the last N tile's columns (K - (kt - 1) * kr, N - nt1 * nc):
         # every other tile is whole (kr, nc), so a tile's size is a choice, not a subtraction.
         k_tail, n_tail = signals(16, "k_tail n_tail")
