@@ -1,0 +1,1 @@
+"""Board tops: the engine with memory, a host link and a clock on FPGA boards."""
