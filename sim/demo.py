@@ -352,6 +352,41 @@ def reference_forward(layers, x_q, config):
     return outs
 
 
+async def run_network(drv, layers, x_q, *, batch=32, done=None):
+    """The network on an engine through ``drv`` (an :class:`~mxe.sim.driver.MXEDriver` on any
+    transport), batch by batch, every layer one GEMM whose input is the engine's own output of
+    the layer before.
+
+    Returns ``(outputs, stats)``: every layer's outputs (int64, all samples) and per layer
+    ``name``, ``gemms``, ``macs``, ``shapes``, ``schedule``, ``commands`` and the summed
+    ``counters``. ``done(samples)`` is called after every batch.
+    """
+    outputs = [[] for _ in layers]
+    stats = [{"name": layer.name, "gemms": 0, "macs": 0, "shapes": [], "counters": {}}
+             for layer in layers]
+    for start in range(0, len(x_q), batch):
+        a = x_q[start:start + batch]
+        n = len(a)
+        for i, layer in enumerate(layers):
+            A = layer_input(layer, a)
+            C, counters = await drv.gemm(A, layer.w, bias=layer.bias, relu=layer.relu,
+                                         requant=layer.requant)
+            st = stats[i]
+            st["gemms"] += 1
+            st["macs"] += A.shape[0] * A.shape[1] * layer.w.shape[1]
+            st["shapes"].append([A.shape[0], A.shape[1], layer.w.shape[1]])
+            st["schedule"] = {k: v for k, v in drv.last_plan.schedule.items()
+                              if isinstance(v, (int, str))}
+            st["commands"] = st.get("commands", 0) + len(drv.last_plan.commands)
+            for name, value in counters.items():
+                st["counters"][name] = st["counters"].get(name, 0) + int(value)
+            outputs[i].append(np.asarray(C, dtype=np.int64))
+            a = layer_output(layer, C, n)
+        if done:
+            done(start + n)
+    return [np.concatenate(o) for o in outputs], stats
+
+
 def compare(engine, reference, names):
     """Layer outputs of the engine against the reference, bit for bit.
 

@@ -1,12 +1,13 @@
-"""The MXE driver: GEMM planning (pure Python) and :class:`MXEDriver` (cocotb side).
+"""The MXE driver: GEMM planning (pure Python) and :class:`MXEDriver`.
 
 :func:`plan_gemm` turns ``C = A @ B`` (any M, K, N) into a command stream for one engine
 configuration and a memory layout; it needs no simulator, so its output is checked against the
 command-level model (:mod:`mxe.sim.engine_model`) for many shapes in ``tests/test_driver.py``.
-:class:`MXEDriver` runs a plan on a simulated engine through cocotbext-axi: it discovers the
-configuration from the CSRs, writes the operands into the memory model, pushes the commands
-(never overflowing the queue), waits for the FENCE, checks ``STATUS.error``, reads the result
-back and reports the performance counters.
+:class:`MXEDriver` runs a plan on an engine through a transport (:mod:`mxe.sim.transport`):
+cocotbext-axi on a simulated engine, or a serial port to a board. It discovers the configuration
+from the CSRs, writes the operands into memory, pushes the commands (never overflowing the
+queue), waits for the FENCE, checks ``STATUS.error``, reads the result back and reports the
+performance counters.
 
 Tiling
 ------
@@ -469,31 +470,27 @@ def _bit(reg, name):
 
 
 class MXEDriver:
-    """Runs GEMMs on a simulated MXE engine.
+    """Runs GEMMs on an MXE engine, simulated or on a board.
 
     Parameters
     ----------
-    axil : cocotbext.axi.AxiLiteMaster
-        On the engine's ``s_axil_*`` port.
-    ram : cocotbext.axi.AxiRam (or anything with ``read(addr, n)`` / ``write(addr, data)``)
-        The memory on the engine's ``m_axi_*`` port.
-    dut : cocotb handle
-        For the clock (timeouts count its rising edges) and the ``irq`` output.
+    transport : mxe.sim.transport.Transport
+        The link to the engine: :class:`~mxe.sim.transport.CocotbTransport` in a cocotb test,
+        :class:`~mxe.sim.transport.UARTBoneTransport` to a board.
     window : (base, limit), optional
-        The DMA window the driver sets and allocates in; the whole memory by default.
+        The DMA window the driver sets and allocates in (memory byte addresses).
     use_irq : bool
-        Wait for ``irq`` (with ``CTRL.irq_enable``) rather than polling ``STATUS``.
+        Wait for ``irq`` (with ``CTRL.irq_enable``) rather than polling ``STATUS``, where the
+        transport can see ``irq``.
     timeout_cycles : int or None
-        Cycles to wait for a FENCE before :class:`MXETimeout`; ``None`` estimates from the plan.
+        Engine cycles to wait for a FENCE before :class:`MXETimeout`; ``None`` estimates from
+        the plan.
     """
 
-    def __init__(self, axil, ram, dut, *, window=None, use_irq=True, timeout_cycles=None,
-                 log=None):
-        self.axil = axil
-        self.ram = ram
-        self.dut = dut
+    def __init__(self, transport, *, window=None, use_irq=True, timeout_cycles=None, log=None):
+        self.transport = transport
         self.window = window
-        self.use_irq = use_irq
+        self.use_irq = use_irq and transport.has_irq
         self.timeout_cycles = timeout_cycles
         self.log = log or logging.getLogger("cocotb.mxe.driver")
         self.config = None
@@ -506,17 +503,10 @@ class MXEDriver:
     # Registers.
 
     async def read(self, reg):
-        from cocotbext.axi import AxiResp
-        result = await self.axil.read(OFFSETS[reg], 4)
-        if result.resp != AxiResp.OKAY:
-            raise RuntimeError(f"CSR read {reg} answered {result.resp}")
-        return int.from_bytes(result.data, "little")
+        return await self.transport.read_reg(OFFSETS[reg])
 
     async def write(self, reg, value):
-        from cocotbext.axi import AxiResp
-        result = await self.axil.write(OFFSETS[reg], int(value).to_bytes(4, "little"))
-        if result.resp != AxiResp.OKAY:
-            raise RuntimeError(f"CSR write {reg} answered {result.resp}")
+        await self.transport.write_reg(OFFSETS[reg], value)
 
     async def read64(self, name):
         lo = await self.read(f"{name}_LO")
@@ -585,14 +575,13 @@ class MXEDriver:
         driver waits for room: a stopped engine never drains its queue. Raises
         :class:`MXETimeout` when the queue does not drain for ``timeout_cycles``.
         """
-        from cocotb.triggers import RisingEdge
         depth = self.config.cmd_queue_depth
         room = 0
         pushed = 0
         for command in commands:
             if self.abort:
                 return pushed
-            start = self._cycle()
+            start = await self.transport.cycles()
             while room == 0:
                 room = max(0, depth - await self.read("CMD_LEVEL"))
                 if room:
@@ -600,11 +589,10 @@ class MXEDriver:
                 st = await self.status()
                 if st["error"]:
                     return pushed
-                if self._cycle() - start > timeout_cycles:
+                if await self.transport.cycles() - start > timeout_cycles:
                     raise MXETimeout(f"the command queue did not drain in {timeout_cycles} "
                                      f"cycles; STATUS {st}")
-                for _ in range(4):
-                    await RisingEdge(self.dut.clk)
+                await self.transport.idle(4)
             for i, word in enumerate(cmds.to_words(command)):
                 await self.write(f"CMD_W{i}", word)
             room -= 1
@@ -614,33 +602,20 @@ class MXEDriver:
         return pushed
 
     async def _wait(self, ready, timeout_cycles, what, *, irq):
-        from cocotb.triggers import First, RisingEdge, Timer
-        start = self._cycle()
+        start = await self.transport.cycles()
         while True:
             st = await self.status()
             if ready(st):
                 return st
-            elapsed = self._cycle() - start
+            elapsed = await self.transport.cycles() - start
             if elapsed > timeout_cycles:
                 raise MXETimeout(f"timeout after {elapsed} cycles waiting for {what}; "
                                  f"STATUS {st}, CMD_LEVEL {await self.read('CMD_LEVEL')}")
-            if irq and hasattr(self.dut, "irq"):
+            if irq:
                 # Sleep until irq rises, or a while (then poll again: a missed edge must not hang).
-                edge = RisingEdge(self.dut.irq)
-                wait = Timer(max(1, min(timeout_cycles - elapsed, 2000)) * self._period(),
-                             unit="ns")
-                if not self.dut.irq.value:
-                    await First(edge, wait)
+                await self.transport.wait_irq(max(1, min(timeout_cycles - elapsed, 2000)))
             else:
-                for _ in range(16):
-                    await RisingEdge(self.dut.clk)
-
-    def _period(self):
-        return getattr(self, "clock_ns", 10)
-
-    def _cycle(self):
-        from cocotb.utils import get_sim_time
-        return int(get_sim_time("ns") // self._period())
+                await self.transport.idle(16)
 
     async def wait_done(self, timeout_cycles):
         """Wait for STATUS.done, clear it, raise :class:`MXEError` if STATUS.error is set."""
@@ -743,13 +718,13 @@ class MXEDriver:
         self.last_plan = plan
         win = self._region(plan)
         for offset, data in pack_operands(plan, A, B, bias).items():
-            self.ram.write(win + offset, data)
+            await self.transport.write_mem(win + offset, data)
         before = await self.counters()
         self.log.info("GEMM %dx%dx%d: %s, %d commands", M, K, N, plan.schedule,
                       len(plan.commands))
         await self.run(plan.commands)
         after = await self.counters()
         C = plan.layout["c"]
-        result = unpack_result(plan, self.ram.read(win + C.offset, C.nbytes))
+        result = unpack_result(plan, await self.transport.read_mem(win + C.offset, C.nbytes))
         deltas = {k: (after[k] - before[k]) % (1 << 64) for k in after}
         return result, deltas

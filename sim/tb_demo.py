@@ -21,7 +21,7 @@ import time
 import cocotb
 import numpy as np
 
-from mxe.sim.demo import layer_input, layer_output, load_network
+from mxe.sim.demo import load_network, run_network
 from mxe.sim.tb_engine import setup
 
 
@@ -35,35 +35,18 @@ async def test_demo(dut):
     batch = int(params.get("batch", 32))
     progress = params.get("progress")
     c = tb.config
-    outputs = [[] for _ in layers]
-    stats = [{"name": layer.name, "gemms": 0, "macs": 0, "shapes": [], "counters": {}}
-             for layer in layers]
     t0 = time.monotonic()
-    for start in range(0, len(x_q), batch):
-        a = x_q[start:start + batch]
-        n = len(a)
-        for i, layer in enumerate(layers):
-            A = layer_input(layer, a)
-            C, counters = await tb.drv.gemm(A, layer.w, bias=layer.bias, relu=layer.relu,
-                                            requant=layer.requant)
-            st = stats[i]
-            st["gemms"] += 1
-            st["macs"] += A.shape[0] * A.shape[1] * layer.w.shape[1]
-            st["shapes"].append([A.shape[0], A.shape[1], layer.w.shape[1]])
-            st["schedule"] = {k: v for k, v in tb.drv.last_plan.schedule.items()
-                              if isinstance(v, (int, str))}
-            st["commands"] = st.get("commands", 0) + len(tb.drv.last_plan.commands)
-            for name, value in counters.items():
-                st["counters"][name] = st["counters"].get(name, 0) + int(value)
-            outputs[i].append(np.asarray(C, dtype=np.int64))
-            a = layer_output(layer, C, n)
+
+    def done(samples):
         if progress:
             tmp = f"{progress}.tmp"
             with open(tmp, "w") as f:
-                f.write(str(start + n))
+                f.write(str(samples))
             os.replace(tmp, progress)
-        tb.log.info("samples %d..%d done", start, start + n - 1)
-    np.savez("demo.npz", **{f"out{i}": np.concatenate(o) for i, o in enumerate(outputs)})
+        tb.log.info("%d samples done", samples)
+
+    outputs, stats = await run_network(tb.drv, layers, x_q, batch=batch, done=done)
+    np.savez("demo.npz", **{f"out{i}": o for i, o in enumerate(outputs)})
     with open("demo.json", "w") as f:
         json.dump({"layers": stats, "batch": batch, "samples": int(len(x_q)),
                    "config": c.to_dict(), "seed": tb.seed,

@@ -32,6 +32,7 @@ from mxe.hw.regmap import CONFIG_REGISTERS
 from mxe.sim import commands as cmds
 from mxe.sim.cycle_model import lower_bound, naive_cycles
 from mxe.sim.driver import MXEDriver, MXEError, pack_operands, plan_gemm
+from mxe.sim.transport import CocotbTransport
 from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
 from mxe.sim.model import matmul, postprocess, random_operands
 from mxe.sim.runner import bench_config, bench_params, bench_seed
@@ -96,7 +97,8 @@ class EngineTB:
         for name in ("cocotb.axi", "cocotbext.axi", f"cocotb.{dut._name}.m_axi",
                      f"cocotb.{dut._name}.s_axil"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.drv = MXEDriver(self.axil, self.ram, dut, window=WINDOW, log=self.log)
+        self.drv = MXEDriver(CocotbTransport(self.axil, self.ram, dut, clock_ns=CLOCK_NS),
+                             window=WINDOW, log=self.log)
         pause = self.params.get("pause", 0.2) if pause is None else pause
         self.set_backpressure(pause)
         cocotb.start_soon(self._heartbeat(self.params.get("heartbeat", 50_000)))

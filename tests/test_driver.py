@@ -418,8 +418,9 @@ def test_discover_reads_config():
     import asyncio
     from mxe.hw.regmap import ID_VALUE, CONFIG_REGISTERS
     from mxe.sim.driver import MXEDriver
+    from mxe.sim.transport import CocotbTransport
     cfg = EngineConfig.preset("small", rows=5, signed=False, cmd_queue_depth=32)
-    drv = MXEDriver(_FakeAxil(_csr_image(cfg, ID_VALUE)), None, None)
+    drv = MXEDriver(CocotbTransport(_FakeAxil(_csr_image(cfg, ID_VALUE)), None, None))
     got = asyncio.run(drv.discover())
     for _reg, attr in CONFIG_REGISTERS:
         assert getattr(got, attr) == getattr(cfg, attr), attr
@@ -430,7 +431,8 @@ def test_discover_reads_config():
 def test_discover_refuses_wrong_id(ident, match):
     import asyncio
     from mxe.sim.driver import MXEDriver
-    drv = MXEDriver(_FakeAxil(_csr_image(EngineConfig(), ident)), None, None)
+    from mxe.sim.transport import CocotbTransport
+    drv = MXEDriver(CocotbTransport(_FakeAxil(_csr_image(EngineConfig(), ident)), None, None))
     with pytest.raises(RuntimeError, match=match):
         asyncio.run(drv.discover())
 
