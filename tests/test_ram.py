@@ -1,0 +1,90 @@
+"""On-chip memory: the cocotb bench (sim/tb_ram.py) on Verilator and Icarus, parameter checks,
+and block-RAM inference on ECP5."""
+
+import json
+
+import pytest
+
+from mxe.hw.config import EngineConfig
+from mxe.hw.ram import AXIRam
+from mxe.sim.runner import run_bench
+from mxe.sim.tb_ram import ram_bench_top
+
+
+CONFIGS = {"64bit": EngineConfig.preset("small"), "32bit": EngineConfig.preset("tiny")}
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """A build directory of this test's own (see tests/test_csr.py: a reused build fails in a
+    process that did not make it)."""
+    monkeypatch.setenv("MXE_BUILD_DIR", str(tmp_path))
+
+
+@pytest.mark.parametrize("width", sorted(CONFIGS))
+def test_ram_bench(sim, width, seed, fresh_build):
+    if sim == "verilator" and width == "32bit":
+        pytest.skip("the 32-bit memory runs on Icarus only (a Verilator build costs ~20 s)")
+    test_dir = run_bench(sim=sim, name="mxe_ram_bench", make_component=ram_bench_top,
+                         config=CONFIGS[width], test_module="mxe.sim.tb_ram", seed=seed,
+                         params={"pause": 0.3, "ops": 30})
+    results = json.loads((test_dir / "ram_throughput.json").read_text())
+    for name, entry in results.items():
+        print(name, entry)
+    # One beat a cycle on long bursts, and no gap between the engine's 16-beat bursts.
+    assert results["read_256"]["r"]["cycles_per_beat"] == 1
+    assert results["write_256"]["w"]["cycles_per_beat"] == 1
+    assert results["read_write_16x16"]["r"]["cycles_per_beat"] == 1
+    assert results["read_write_16x16"]["w"]["cycles_per_beat"] == 1
+
+
+def test_parameters():
+    ok = dict(size=4096, data_width=64, addr_width=32, id_width=4, base=0x1000_0000)
+    ram = AXIRam(**ok)
+    assert (ram.size, ram.depth, ram.base) == (4096, 512, 0x1000_0000)
+    for key, value in [("size", 4096.0), ("id_width", True), ("base", "0")]:
+        with pytest.raises(TypeError, match=key):
+            AXIRam(**{**ok, key: value})
+    with pytest.raises(TypeError, match="init"):
+        AXIRam(**ok, init=[1, 2, 3])
+    for key, value in [("size", 3000), ("size", 4), ("data_width", 48), ("data_width", 16),
+                       ("addr_width", 8), ("id_width", 0), ("base", 0x800),
+                       ("base", -4096), ("base", 0xFFFF_F000 + 4096)]:
+        with pytest.raises(ValueError, match=key):
+            AXIRam(**{**ok, key: value})
+    with pytest.raises(ValueError, match="base \\+ size"):
+        AXIRam(**{**ok, "addr_width": 16})
+    with pytest.raises(ValueError, match="init"):
+        AXIRam(**ok, init=bytes(4097))
+    with pytest.raises(TypeError):
+        AXIRam(4096, 64, 32, 4)     # keyword-only
+
+
+@pytest.mark.parametrize("family, data_width, bram, count", [
+    ("ecp5", 64, "DP16KD", 4),            # 2048 x 9 each, 8 bits of 9 used
+    ("ice40", 32, "SB_RAM40_4K", 16),     # 512 x 8 each (the tiny preset's bus)
+])
+def test_ram_maps_to_block_ram(family, data_width, bram, count):
+    """8 KiB maps to block RAM exactly, and the flip-flops are the burst and output registers
+    only (about 430): no memory bits or collision bypass in flip-flops."""
+    from mxe.synth.check_bram import FAMILIES, synth_cells
+
+    cells = synth_cells(AXIRam(size=8192, data_width=data_width, addr_width=32, id_width=4,
+                               base=0x1000_0000), family, name="mxe_ram")
+    print(cells)
+    assert cells.get(bram) == count
+    assert sum(n for cell, n in cells.items() if cell.startswith(FAMILIES[family][2])) < 500
+
+
+@pytest.mark.slow
+def test_ram_64k_maps_to_block_ram():
+    """The board's 64 KiB of 64-bit words (``small`` on the ULX3S): 32 DP16KD on ECP5 (about a
+    minute of Yosys)."""
+    from mxe.synth.check_bram import synth_cells
+
+    cells = synth_cells(AXIRam(size=65536, data_width=64, addr_width=32, id_width=4,
+                               base=0x1000_0000), "ecp5", name="mxe_ram")
+    print(cells)
+    assert cells.get("DP16KD") == 32
+    assert cells.get("TRELLIS_FF", 0) < 500
+    assert cells.get("LUT4", 0) < 1000
