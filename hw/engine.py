@@ -43,6 +43,10 @@ class Engine(wiring.Component):
     s_axil_* : AXI4-Lite subordinate, 32-bit data, 12-bit (4 KiB) addresses.
     irq : Out(1)
         ``CTRL.irq_enable & STATUS.done``: level, cleared by writing 1 to ``STATUS.done``.
+    busy : Out(1)
+        ``STATUS.busy``, for a board's LED.
+    error : Out(1)
+        ``STATUS.error != 0``, for a board's LED.
 
     ``clk`` and ``rst`` (synchronous, active high) are the ``sync`` domain's.
     """
@@ -56,6 +60,8 @@ class Engine(wiring.Component):
         members.update(flat_members(axilite_signature(addr_width=ADDR_WIDTH, data_width=32),
                                     "s_axil", flipped=True))
         members["irq"] = Out(1)
+        members["busy"] = Out(1)
+        members["error"] = Out(1)
         super().__init__(members)
 
     @property
@@ -158,6 +164,8 @@ class Engine(wiring.Component):
             csr.status_queue_empty.eq(~queue.r_rdy),
             csr.status_queue_full.eq(~queue.w_rdy),
             csr.status_error.eq(ctrl.error),
+            self.busy.eq(busy),
+            self.error.eq(ctrl.error != ErrorCode.OK),
             csr.err_cmd_index.eq(ctrl.err_index),
             csr.err_addr.eq(ctrl.err_addr),
             csr.cmd_level.eq(queue.level),
