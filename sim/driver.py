@@ -593,8 +593,8 @@ class MXEDriver:
                     raise MXETimeout(f"the command queue did not drain in {timeout_cycles} "
                                      f"cycles; STATUS {st}")
                 await self.transport.idle(4)
-            for i, word in enumerate(cmds.to_words(command)):
-                await self.write(f"CMD_W{i}", word)
+            # CMD_W0..CMD_W3 are consecutive; the write of CMD_W3 pushes the command.
+            await self.transport.write_regs(OFFSETS["CMD_W0"], cmds.to_words(command))
             room -= 1
             pushed += 1
             self.commands_sent += 1

@@ -18,6 +18,7 @@ never sees commands or plans.
 
 import asyncio
 import logging
+import socket
 import time
 
 from mxe.hw.regmap import OFFSETS
@@ -49,6 +50,11 @@ class Transport:
 
     async def write_reg(self, offset, value):
         raise NotImplementedError
+
+    async def write_regs(self, offset, values):
+        """Write consecutive registers from byte ``offset``, in order."""
+        for i, value in enumerate(values):
+            await self.write_reg(offset + 4 * i, value)
 
     async def read_mem(self, address, length):
         """``length`` bytes of memory from byte ``address``."""
@@ -182,6 +188,11 @@ class UARTBoneTransport(Transport):
         if isinstance(port, str):
             port = serial.serial_for_url(port, baudrate=baud, timeout=timeout)
         self.port = port
+        # pyserial's socket:// port leaves Nagle's algorithm on: a frame written right after
+        # another would wait for the simulated board's delayed ACK (tens of milliseconds).
+        sock = getattr(port, "_socket", None)
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.csr_base = csr_base
         self.timeout = timeout
         self.retries = retries
@@ -250,6 +261,10 @@ class UARTBoneTransport(Transport):
 
     async def write_reg(self, offset, value):
         self.write_words(self.csr_base + offset, [int(value) & 0xFFFF_FFFF])
+
+    async def write_regs(self, offset, values):
+        # One frame: the bridge writes consecutive words in order.
+        self.write_words(self.csr_base + offset, [int(v) & 0xFFFF_FFFF for v in values])
 
     async def read_mem(self, address, length):
         first, end = address & ~3, (address + length + 3) & ~3

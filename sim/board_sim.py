@@ -1,0 +1,75 @@
+"""A simulated board on a TCP port, for the host driver to talk to through pyserial.
+
+:func:`simulated_board` builds the board SoC (engine, board memory, UARTBone bridge) for a
+simulator, runs :mod:`mxe.sim.tb_board` in the background and hands back the pyserial URL of its
+UART (``socket://127.0.0.1:PORT``). Everything a host program does with a board then works on the
+simulation: the same :class:`~mxe.sim.transport.UARTBoneTransport`, the same
+:class:`~mxe.sim.driver.MXEDriver`, the same ``mxe board gemm``.
+"""
+
+import contextlib
+import threading
+import time
+import uuid
+
+from mxe.sim.runner import build_root, run_bench
+
+
+__all__ = ["simulated_board", "SIM_DIVISOR", "SIM_CLOCK_NS"]
+
+#: Clocks per UART bit in simulation: 8 at a 10 ns clock is 12.5 Mbaud, so a byte costs 80
+#: simulated cycles instead of the 170 of 3 Mbaud at 50 MHz (the bridge logic is the same).
+SIM_DIVISOR = 8
+SIM_CLOCK_NS = 10
+
+
+@contextlib.contextmanager
+def simulated_board(config, *, sim="verilator", mem_size=1 << 16, divisor=SIM_DIVISOR,
+                    timeout_cycles=4096, accept_s=300, start_timeout_s=900):
+    """Run a simulated board while the ``with`` block runs; yields ``(url, info)``.
+
+    ``info`` gets ``test_dir`` (the bench's directory; ``board.json`` there after the block).
+    Leaving the block must close every connection to the URL: the bench ends when its client
+    disconnects. Raises AssertionError if the bench failed, RuntimeError if it did not start.
+    """
+    from mxe.hw.boards.soc import BoardSoC
+
+    run_dir = build_root() / "board-sim"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port_file = run_dir / f"port-{uuid.uuid4().hex[:8]}"
+    params = dict(port_file=str(port_file), divisor=divisor, clock_ns=SIM_CLOCK_NS,
+                  accept_s=accept_s)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["test_dir"] = run_bench(
+                sim=sim, name=f"mxe_board_{mem_size >> 10}k_d{divisor}_t{timeout_cycles}",
+                make_component=lambda c: BoardSoC(c, mem_size=mem_size, divisor=divisor,
+                                                  timeout_cycles=timeout_cycles),
+                config=config, test_module="mxe.sim.tb_board", testcase="serve",
+                params=params)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="board-sim", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s    # includes building the simulation
+    while not port_file.exists():
+        if not thread.is_alive():
+            raise outcome.get("error") or RuntimeError("the board simulation ended at once")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the board simulation did not start in {start_timeout_s} s")
+        time.sleep(0.2)
+    port = int(port_file.read_text())
+    port_file.unlink()
+    info = {}
+    try:
+        yield f"socket://127.0.0.1:{port}", info
+    finally:
+        thread.join(timeout=600)
+    if thread.is_alive():
+        raise RuntimeError("the board simulation did not end after its client closed")
+    if "error" in outcome:
+        raise outcome["error"]
+    info["test_dir"] = outcome["test_dir"]
