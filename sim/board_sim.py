@@ -28,17 +28,19 @@ def simulated_board(config, *, sim="verilator", mem_size=1 << 16, divisor=SIM_DI
                     timeout_cycles=4096, accept_s=300, start_timeout_s=900):
     """Run a simulated board while the ``with`` block runs; yields ``(url, info)``.
 
-    ``info`` gets ``test_dir`` (the bench's directory; ``board.json`` there after the block).
-    Leaving the block must close every connection to the URL: the bench ends when its client
-    disconnects. Raises AssertionError if the bench failed, RuntimeError if it did not start.
+    Clients connect to the URL one at a time (as to a serial port). Close every connection
+    before leaving the block: the bench stops once none is open. ``info`` gets ``test_dir``
+    (the bench's directory; ``board.json`` there after the block). Raises AssertionError if
+    the bench failed, RuntimeError if it did not start.
     """
     from mxe.hw.boards.soc import BoardSoC
 
     run_dir = build_root() / "board-sim"
     run_dir.mkdir(parents=True, exist_ok=True)
-    port_file = run_dir / f"port-{uuid.uuid4().hex[:8]}"
-    params = dict(port_file=str(port_file), divisor=divisor, clock_ns=SIM_CLOCK_NS,
-                  accept_s=accept_s)
+    tag = uuid.uuid4().hex[:8]
+    port_file, stop_file = run_dir / f"port-{tag}", run_dir / f"stop-{tag}"
+    params = dict(port_file=str(port_file), stop_file=str(stop_file), divisor=divisor,
+                  clock_ns=SIM_CLOCK_NS, accept_s=accept_s)
     outcome = {}
 
     def run():
@@ -67,9 +69,11 @@ def simulated_board(config, *, sim="verilator", mem_size=1 << 16, divisor=SIM_DI
     try:
         yield f"socket://127.0.0.1:{port}", info
     finally:
+        stop_file.touch()
         thread.join(timeout=600)
+        stop_file.unlink(missing_ok=True)
     if thread.is_alive():
-        raise RuntimeError("the board simulation did not end after its client closed")
+        raise RuntimeError("the board simulation did not stop")
     if "error" in outcome:
         raise outcome["error"]
     info["test_dir"] = outcome["test_dir"]

@@ -4,10 +4,12 @@ The board top's logic (:class:`mxe.hw.boards.soc.BoardSoC`: engine, board memory
 bridge) runs in the simulator; cocotbext-uart's ``UartSource`` drives its ``uart_rx`` pin and
 ``UartSink`` reads its ``uart_tx`` pin. Bytes from a TCP client go out on ``uart_rx``, bytes from
 ``uart_tx`` go back to the client, so a host program reaches the simulated board exactly as it
-reaches a real one through pyserial (``socket://127.0.0.1:PORT``). The bench ends when the
-client disconnects, or when no client came within ``accept_s`` seconds.
+reaches a real one through pyserial (``socket://127.0.0.1:PORT``). Clients may connect one
+after the other (one at a time, as to a serial port); the bench ends when ``stop_file`` exists
+and no client is connected, or when no client came within ``accept_s`` seconds.
 
 Parameters (``MXE_PARAMS``, JSON): ``port_file`` (the listening port is written there),
+``stop_file``,
 ``divisor`` (clocks per UART bit, as built), ``clock_ns`` (default 10), ``accept_s`` (default
 120), ``poll`` (cycles between socket polls, default 32). Written to ``board.json`` in the test
 directory: cycles simulated, bytes each way, wall time.
@@ -36,7 +38,7 @@ async def _reset(dut):
 
 @cocotb.test()
 async def serve(dut):
-    """Serve the board's UART on a TCP port until the client disconnects."""
+    """Serve the board's UART on a TCP port until told to stop."""
     from cocotbext.uart import UartSink, UartSource
 
     params = bench_params()
@@ -67,28 +69,34 @@ async def serve(dut):
     os.replace(tmp, params["port_file"])
     log.info("board UART on 127.0.0.1:%d, %.0f baud (%d clocks per bit)", port, baud, divisor)
 
-    t0 = time.monotonic()
+    t0 = t_free = time.monotonic()
     conn = None
-    stats = {"bytes_in": 0, "bytes_out": 0}
+    stats = {"bytes_in": 0, "bytes_out": 0, "clients": 0}
     cycles = 0
     while True:
         # One timer, not `poll` clock-edge callbacks: the loop costs little simulation speed.
         await Timer(poll * clock_ns, unit="ns")
         cycles += poll
         if conn is None:
+            if os.path.exists(params["stop_file"]):
+                break
             try:
                 conn, _ = server.accept()
                 conn.setblocking(False)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                stats["clients"] += 1
                 log.info("client connected after %.1f s", time.monotonic() - t0)
             except BlockingIOError:
-                if time.monotonic() - t0 > params.get("accept_s", 120):
-                    raise AssertionError("no client connected") from None
+                if time.monotonic() - t_free > params.get("accept_s", 120):
+                    raise AssertionError(f"no client for {params.get('accept_s', 120)} s") \
+                        from None
                 continue
         try:
             data = conn.recv(65536)
-            if not data:
-                break           # the client closed the port
+            if not data:        # the client closed the port
+                conn.close()
+                conn, t_free = None, time.monotonic()
+                continue
             source.write_nowait(data)
             stats["bytes_in"] += len(data)
         except BlockingIOError:
@@ -99,10 +107,9 @@ async def serve(dut):
             conn.sendall(out)
             conn.setblocking(False)
             stats["bytes_out"] += len(out)
-    conn.close()
     server.close()
     stats.update(cycles=cycles, wall_s=time.monotonic() - t0, baud=baud,
                  led_error=int(dut.led_error.value))
     with open("board.json", "w") as f:
         json.dump(stats, f)
-    log.info("client closed: %s", stats)
+    log.info("stopped: %s", stats)

@@ -51,20 +51,24 @@ MEM_SIZE = 1 << 16
 
 
 @pytest.fixture(scope="module")
-def board():
-    """One simulated board for the module's tests (its Verilator build is the expensive part)."""
-    from mxe.hw.boards.soc import MEM_BASE
+def board_url():
+    """One simulated board for the module's tests (its Verilator build is the expensive part);
+    each test connects to it on its own, as a user's program would."""
     from mxe.sim.board_sim import simulated_board
     from mxe.sim.runner import simulator_missing
     if simulator_missing("verilator"):
         pytest.skip(simulator_missing("verilator"))
     with simulated_board(CONFIG, mem_size=MEM_SIZE) as (url, info):
-        link = UARTBoneTransport(url, timeout=20.0, resync_s=1.0)
-        try:
-            yield link, (MEM_BASE, MEM_BASE + MEM_SIZE)
-        finally:
-            link.close()
+        yield url
     print(f"board bench: {info['test_dir']}")
+
+
+@pytest.fixture
+def board(board_url):
+    from mxe.hw.boards.soc import MEM_BASE
+    link = UARTBoneTransport(board_url, timeout=20.0, resync_s=1.0)
+    yield link, (MEM_BASE, MEM_BASE + MEM_SIZE)
+    link.close()
 
 
 def _driver(link, window):
@@ -133,3 +137,27 @@ def test_bad_frames_resynchronize(board, seed):
     time.sleep(link.resync_s)
     assert link.read_words(OFFSETS["ID"], 1) == [ID_VALUE]
     assert link.stats["retries"] == 0
+
+
+def test_litex_client(board_url, seed):
+    """LiteX's own UARTBone client (litex.tools.remote.comm_uart.CommUART, what litex_server
+    --uart uses) reads the engine's ID and writes and reads the board memory."""
+    from litex.tools.remote.comm_uart import CommUART
+    from mxe.hw.boards.soc import CSR_BASE, MEM_BASE
+    rng = np.random.default_rng(seed)
+    words = [int(w) for w in rng.integers(0, 1 << 32, size=20)]   # LiteX splits writes by 8
+    addr = MEM_BASE + 4 * int(rng.integers(MEM_SIZE // 4 - len(words)))
+    comm = CommUART(board_url)
+    comm.port.timeout = 20.0
+    try:
+        assert comm.read(CSR_BASE + OFFSETS["ID"]) == ID_VALUE
+        comm.write(addr, words)
+        assert comm.read(addr, len(words)) == words
+    finally:
+        comm.close()
+    # The same words seen through MXE's own transport.
+    link = UARTBoneTransport(board_url, timeout=20.0)
+    try:
+        assert link.read_words(addr, len(words)) == words
+    finally:
+        link.close()
