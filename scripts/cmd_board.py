@@ -1,7 +1,8 @@
 """``mxe board``: the FPGA boards: list them, build a bitstream, program a board.
 
-Actions are the entries of :data:`SUBCOMMANDS` (``mxe board list``, ``build``, ``program``);
-adding one (``gemm``, ``demo``) is one more entry with its help, its arguments and its run.
+Actions are the entries of :data:`SUBCOMMANDS` (``mxe board list``, ``build``, ``program``,
+and ``gemm`` and ``demo`` from :mod:`mxe.board_host`, which run work on a board over its link);
+adding one is one more entry with its help, its arguments and its run.
 
 ``build`` runs the amaranth-boards platform's own flow for the board's top, one step at a time
 so it can show progress and stop early: Yosys (with the project flow's attributes, see
@@ -22,6 +23,7 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+from mxe import board_host
 from mxe.config_args import CommandError
 from mxe.hw.boards.catalog import BOARDS, board as find_board
 from mxe.synth.devices import FAMILIES, classify_cells, device as find_device
@@ -96,6 +98,8 @@ def fit_cell(report):
     text = "yes" + (f" (LUTs {lut['utilization']:.0f}%)" if lut else "")
     if report.get("vivado"):
         text += ", Yosys estimate"
+    elif report.get("synth_only") or not report.get("pnr"):
+        text += ", not placed"
     pnr = report.get("pnr")
     if pnr and pnr.get("fmax_mhz"):
         text += f", {pnr['fmax_mhz']:.1f} MHz"
@@ -301,7 +305,7 @@ def build_lattice(board, top, args, env, out, report):
     of ``env`` (:func:`tool_env`)."""
     family = FAMILIES[board.family]
     name = board.top_name
-    platform, commands = prepare(board, top, out)
+    _platform, commands = prepare(board, top, out)
     if [c[0] for c in commands] != TOOLS[board.family]:
         raise CommandError(f"the {board.platform.__name__} build script runs "
                            f"{', '.join(c[0] for c in commands)}, not the "
@@ -336,8 +340,8 @@ def build_lattice(board, top, args, env, out, report):
         report["resources"] = resources
         report["fit"] = fit = check_fit(resources, capacity(board))
         progress.done("fit check", 0)
+        write_report(report, out)             # the fit is known, whatever happens next
         if not fit["fits"]:
-            write_report(report, out)
             raise CommandError(fit_message(board, fit, report=Path(out) / "report.md"))
         if args.synth_only:
             return
@@ -608,6 +612,11 @@ SUBCOMMANDS = {
                         add_build_arguments, run_build),
     "program": Subcommand("load a bitstream onto a board with openFPGALoader",
                           add_program_arguments, run_program),
+    "gemm": Subcommand("run random GEMMs on a board over its serial link, checked against "
+                       "the golden model", board_host.add_gemm_arguments, board_host.run_gemm),
+    "demo": Subcommand("run the digits demo on a board over its serial link, bit-exact "
+                       "against the int8 reference", board_host.add_demo_arguments,
+                       board_host.run_demo),
 }
 
 
