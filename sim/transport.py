@@ -169,7 +169,8 @@ class UARTBoneTransport(Transport):
     csr_base : int
         Host address of the engine's register window (:data:`mxe.hw.boards.soc.CSR_BASE`).
     timeout : float
-        Seconds to wait for a read's answer before the frame counts as lost.
+        Seconds to wait for a read's answer before the frame counts as lost, on top of the
+        time the bytes still on their way to the board take at ``baud``.
     retries : int
         Lost reads tried again (after the bridge's own resynchronization time).
     resync_s : float
@@ -194,6 +195,7 @@ class UARTBoneTransport(Transport):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.csr_base = csr_base
+        self.baud = baud
         self.timeout = timeout
         self.retries = retries
         self.resync_s = resync_s
@@ -203,6 +205,7 @@ class UARTBoneTransport(Transport):
 
     def reset_stats(self):
         self.stats = dict(bytes_out=0, bytes_in=0, frames=0, retries=0, link_seconds=0.0)
+        self._unanswered = 0    # bytes sent since the last read's answer came back
 
     def close(self):
         self.port.close()
@@ -213,17 +216,33 @@ class UARTBoneTransport(Transport):
         self.port.flush()
         self.stats["bytes_out"] += len(frame)
         self.stats["frames"] += 1
+        self._unanswered += len(frame)
         self.stats["link_seconds"] += time.monotonic() - t
 
     def _receive(self, length):
         t = time.monotonic()
         data = b""
-        deadline = t + self.timeout
+        # The answer comes after every byte sent before it: a read behind a large write waits
+        # for the write's bytes to cross the link (10 bits a byte).
+        deadline = t + self.timeout + (self._unanswered + length) * 10 / self.baud
         while len(data) < length and time.monotonic() < deadline:
             data += self.port.read(length - len(data))
         self.stats["bytes_in"] += len(data)
         self.stats["link_seconds"] += time.monotonic() - t
+        if len(data) == length:
+            self._unanswered = 0
         return data
+
+    def _drain(self):
+        """Throw away whatever arrives until the line has been quiet for ``resync_s``: a late
+        answer must not be taken for the next read's."""
+        timeout, self.port.timeout = self.port.timeout, self.resync_s
+        try:
+            while self.port.read(4096):
+                pass
+        finally:
+            self.port.timeout = timeout
+        self._unanswered = 0
 
     def write_words(self, address, words):
         """Write 32-bit ``words`` from byte ``address`` (frames of at most 255 words)."""
@@ -242,14 +261,13 @@ class UARTBoneTransport(Transport):
                 data = self._receive(4 * n)
                 if len(data) == 4 * n:
                     break
-                # A byte was lost on the way in or out: let the bridge drop whatever it holds,
-                # throw away what arrived, and ask again (reads have no side effects on memory
-                # or on the registers the driver reads).
+                # A byte was lost on the way in or out: wait until the bridge has dropped
+                # whatever it holds and nothing more arrives, and ask again (reads have no side
+                # effects on memory or on the registers the driver reads).
                 self.stats["retries"] += 1
                 self.log.warning("read of %d words at %#x: %d of %d bytes arrived; retrying",
                                  n, address + 4 * i, len(data), 4 * n)
-                time.sleep(self.resync_s)
-                self.port.reset_input_buffer()
+                self._drain()
             else:
                 raise LinkError(f"no answer to a read of {n} words at {address + 4 * i:#x} "
                                 f"after {self.retries + 1} tries")
