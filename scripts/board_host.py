@@ -170,10 +170,11 @@ def run_demo(args):
     n = len(x_te) if args.samples is None else args.samples
     if not 1 <= n <= len(x_te):
         raise CommandError(f"--samples must be in 1..{len(x_te)}, not {n}")
-    net = demo.train(x_tr, y_tr, args.seed, epochs=args.epochs)
-    layers, s_input = demo.quantize_network(net, x_tr)
-    x_q = demo.quantize_tensor(x_te, s_input)[:n]
     with _link(args, board) as (link, window):
+        net = demo.train(x_tr, y_tr, args.seed, epochs=args.epochs)
+        layers, s_input = demo.quantize_network(net, x_tr)
+        x_q = demo.quantize_tensor(x_te, s_input)[:n]
+
         async def go():
             drv, config = await _connect(link, window)
             ref = demo.reference_forward(layers, x_q, config)

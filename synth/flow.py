@@ -33,7 +33,7 @@ from .wrapper import PinWrapper, port_bits
 
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
            "parse_nextpnr_report", "parse_placement", "markdown_table", "markdown_report",
-           "REPORT_VERSION", "check_drivers", "default_top", "tool_path"]
+           "REPORT_VERSION", "check_drivers", "default_top", "tool_path", "tool_versions"]
 
 
 REPORT_VERSION = 1
@@ -191,7 +191,8 @@ def yosys_script(family, module, *, breakdown, classic=False):
     return "\n".join(lines) + "\n"
 
 
-def _tool_versions(names):
+def tool_versions(names):
+    """``{package: version or None}`` for amaranth and ``names``, for reports."""
     versions = {"amaranth": importlib.metadata.version("amaranth")}
     for name in names:
         try:
@@ -641,7 +642,7 @@ def synthesize(config, opts, workdir, *, top=None):
         "pnr": pnr,
         "longest_paths": paths,
         "target_mhz": opts.freq_mhz,
-        "tools": _tool_versions(tools),
+        "tools": tool_versions(tools),
         "runtime_s": runtime,
         "warnings": warnings,
         "workdir": str(workdir),

@@ -189,3 +189,34 @@ def test_demo_over_link(board, seed):
     assert [st["gemms"] for st in stats] == [1] * len(layers)
     print(f"demo, {len(x_q)} images: {sum(st['counters']['CYCLES'] for st in stats)} engine "
           f"cycles, {link.stats} in {time.monotonic() - t0:.1f} s")
+
+
+def test_link_throughput(board, seed):
+    """Payload bytes per second of the link, in simulated time (the engine's CYCLES counter),
+    both ways, checked for content; printed also scaled to the ULX3S's 3 Mbaud."""
+    from mxe.hw.boards.catalog import board as find_board
+    from mxe.sim.board_sim import SIM_CLOCK_NS, SIM_DIVISOR
+    link, (base, _limit) = board
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=2048, dtype=np.uint8).tobytes()
+
+    async def run():
+        c0 = await link.cycles()
+        await link.write_mem(base, data)
+        c1 = await link.cycles()
+        back = await link.read_mem(base, len(data))
+        c2 = await link.cycles()
+        return back, c1 - c0, c2 - c1
+
+    back, write_cycles, read_cycles = asyncio.run(run())
+    assert back == data
+    ulx3s = find_board("ulx3s-85f")
+    scale = (SIM_DIVISOR * SIM_CLOCK_NS * 1e-9) / (round(ulx3s.clock_hz / ulx3s.baud)
+                                                   / ulx3s.clock_hz)
+    for what, cycles in (("write", write_cycles), ("read", read_cycles)):
+        rate = len(data) / (cycles * SIM_CLOCK_NS * 1e-9)
+        # Ten bits a byte on the wire is the ceiling; frame headers and the reads of the
+        # CYCLES counter around the transfer cost a little more.
+        assert rate < 1e9 / (SIM_CLOCK_NS * SIM_DIVISOR * 10)
+        print(f"link {what}: {rate / 1e6:.2f} MB/s simulated at {SIM_DIVISOR} clocks a bit, "
+              f"{rate * scale / 1e3:.0f} KB/s at the ulx3s-85f's 3 Mbaud")

@@ -223,8 +223,8 @@ def test_vivado_files(name, prepared):
 # The command.
 
 def test_subcommands_are_a_table():
-    """``mxe board gemm`` and ``demo`` are to be added as entries of SUBCOMMANDS."""
-    assert list(SUBCOMMANDS)[:3] == ["list", "build", "program"]
+    """Every action of ``mxe board`` is one entry of SUBCOMMANDS."""
+    assert list(SUBCOMMANDS) == ["list", "build", "program", "gemm", "demo"]
     for sub in SUBCOMMANDS.values():
         assert sub.help and callable(sub.add_arguments) and callable(sub.run)
 
@@ -350,3 +350,21 @@ def test_build_bad_memory_size_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("mxe board: error: ulx3s-85f: mem_size must be a power of two")
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("action", ["gemm", "demo"])
+def test_link_actions_bad_input_is_one_line(tmp_path, capsys, action):
+    """``mxe board gemm`` / ``demo``: an unknown board or a port that does not open is one line
+    and exit code 2, before any training or simulation."""
+    assert main(["board", action, "no-such-board", "--port", "sim"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "board must be one of" in err and "ulx3s-85f" in err
+    missing = tmp_path / "ttyUSB9"
+    extra = ["--shape", "2", "2", "2"] if action == "gemm" else ["--samples", "1", "--epochs",
+                                                                 "1"]
+    assert main(["board", action, "ulx3s-85f", "--port", str(missing), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"cannot open {missing}" in err
+    if action == "gemm":
+        assert main(["board", "gemm", "ulx3s-85f", "--port", "sim", "--count", "0"]) == 2
+        assert "--count must be positive" in capsys.readouterr().err
