@@ -220,3 +220,20 @@ def test_link_throughput(board, seed):
         assert rate < 1e9 / (SIM_CLOCK_NS * SIM_DIVISOR * 10)
         print(f"link {what}: {rate / 1e6:.2f} MB/s simulated at {SIM_DIVISOR} clocks a bit, "
               f"{rate * scale / 1e3:.0f} KB/s at the ulx3s-85f's 3 Mbaud")
+
+
+@pytest.mark.parametrize("name", ["ulx3s-85f", pytest.param("ulx3s-25f", marks=pytest.mark.slow),
+                                  pytest.param("arty-a7-35", marks=pytest.mark.slow)])
+def test_board_gemm_command(name, capsys):
+    """``mxe board gemm BOARD --port sim``: the command a user runs, against the board's own
+    engine configuration simulated on Verilator (the ECP5-25F and Arty engines differ from the
+    85F's: another simulation build each, so those run with ``-m slow``)."""
+    from mxe.cli import main
+    from mxe.sim.runner import simulator_missing
+    if simulator_missing("verilator"):
+        pytest.skip(simulator_missing("verilator"))
+    status = main(["board", "gemm", name, "--port", "sim", "--shape", "6", "10", "5",
+                   "--count", "2", "--bias", "--relu", "--requant", "1518500250", "38"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.count("bit-exact;") == 2 and "MISMATCH" not in out
