@@ -165,7 +165,8 @@ class UARTBoneTransport(Transport):
         A pyserial port name or URL (``/dev/ttyUSB0``, ``socket://127.0.0.1:4321``), or an open
         port.
     baud : int
-        The link's baud rate (ignored for ``socket://``).
+        The link's baud rate (a ``socket://`` port ignores it; read timeouts still count the
+        bytes in flight at this rate).
     csr_base : int
         Host address of the engine's register window (:data:`mxe.hw.boards.soc.CSR_BASE`).
     timeout : float
@@ -201,11 +202,11 @@ class UARTBoneTransport(Transport):
         self.resync_s = resync_s
         self.log = log or logging.getLogger("mxe.link")
         self._cycles = self._last_low = 0
+        self._unanswered = 0    # bytes sent since the last read's answer came back
         self.reset_stats()
 
     def reset_stats(self):
         self.stats = dict(bytes_out=0, bytes_in=0, frames=0, retries=0, link_seconds=0.0)
-        self._unanswered = 0    # bytes sent since the last read's answer came back
 
     def close(self):
         self.port.close()
