@@ -77,7 +77,24 @@ def uart_divisor(clk_freq, baud):
     return divisor
 
 
-class UARTRx(wiring.Component):
+class _UARTComponent(wiring.Component):
+    """What the receiver and the transmitter share: a checked ``divisor`` (clocks per bit)."""
+
+    def __init__(self, divisor):
+        try:
+            _check_divisor(divisor)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True     # a refused component is not a forgotten one
+            raise
+        self._divisor = divisor
+        super().__init__()
+
+    @property
+    def divisor(self):
+        return self._divisor
+
+
+class UARTRx(_UARTComponent):
     """8N1 receiver: start bit, eight data bits least significant first, one stop bit.
 
     The pin goes through two flip-flops, then a falling edge starts a character. The start bit is
@@ -117,19 +134,6 @@ class UARTRx(wiring.Component):
     o: Out(stream.Signature(8))
     error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, divisor):
-        try:
-            _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True
-            raise
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -176,7 +180,7 @@ class UARTRx(wiring.Component):
         return m
 
 
-class UARTTx(wiring.Component):
+class UARTTx(_UARTComponent):
     """8N1 transmitter: start bit, eight data bits least significant first, one stop bit.
 
     A byte is taken in the last cycle of the previous character's stop bit (or at once when idle),
@@ -208,19 +212,6 @@ class UARTTx(wiring.Component):
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
     busy: Out(1)
-
-    def __init__(self, divisor):
-        try:
-            _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True
-            raise
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
