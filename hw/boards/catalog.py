@@ -11,6 +11,7 @@ leaves the clock to the family.
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io
@@ -21,7 +22,7 @@ from ..uart import uart_divisor
 from .soc import BoardSoC
 
 
-__all__ = ["Board", "BOARDS", "BoardTop", "ClockPlan", "board", "KIB"]
+__all__ = ["Board", "BOARDS", "BoardTop", "ClockPlan", "board", "clock_range_mhz", "KIB"]
 
 
 KIB = 1024
@@ -139,6 +140,20 @@ class Board:
         this one)."""
         module = importlib.import_module(f"{__package__}.{self.family}")
         return module.TOP
+
+
+def clock_range_mhz(input_hz, output_hz, primitive, input_range, output_range):
+    """``(input, output)`` in MHz as fractions, after checking both against a clock primitive's
+    ranges (MHz); ValueError naming the clock otherwise. Shared by the PLL planners."""
+    fin = Fraction(input_hz) / 1_000_000
+    fout = Fraction(output_hz) / 1_000_000
+    if not input_range[0] <= fin <= input_range[1]:
+        raise ValueError(f"input clock {float(fin):g} MHz is outside the {primitive}'s input "
+                         f"range {input_range[0]}..{input_range[1]} MHz")
+    if not output_range[0] <= fout <= output_range[1]:
+        raise ValueError(f"clock {float(fout):g} MHz is outside the {primitive}'s output range "
+                         f"{output_range[0]}..{output_range[1]} MHz")
+    return fin, fout
 
 
 class BoardTop(Elaboratable):

@@ -6,7 +6,7 @@ from math import ceil, floor
 from amaranth import Instance, Signal
 from amaranth.lib import io
 
-from .catalog import BoardTop, ClockPlan
+from .catalog import BoardTop, ClockPlan, clock_range_mhz
 
 
 __all__ = ["ECP5Top", "ecp5_pll", "TOP"]
@@ -51,14 +51,7 @@ def ecp5_pll(input_hz, output_hz, *, tolerance=0.005):
         If a clock is out of range or no setting comes within ``tolerance``; the message names
         the clock.
     """
-    fin = Fraction(input_hz) / 1_000_000
-    fout = Fraction(output_hz) / 1_000_000
-    if not CLKI_RANGE[0] <= fin <= CLKI_RANGE[1]:
-        raise ValueError(f"input clock {float(fin):g} MHz is outside the EHXPLLL's input range "
-                         f"{CLKI_RANGE[0]}..{CLKI_RANGE[1]} MHz")
-    if not CLKOP_RANGE[0] <= fout <= CLKOP_RANGE[1]:
-        raise ValueError(f"clock {float(fout):g} MHz is outside the EHXPLLL's output range "
-                         f"{CLKOP_RANGE[0]}..{CLKOP_RANGE[1]} MHz")
+    fin, fout = clock_range_mhz(input_hz, output_hz, "EHXPLLL", CLKI_RANGE, CLKOP_RANGE)
     best = None
     for clki_div in CLKI_DIVS:
         pfd = fin / clki_div

@@ -9,7 +9,7 @@ from fractions import Fraction
 from amaranth import Instance, Signal
 from amaranth.lib import io
 
-from .catalog import BoardTop, ClockPlan
+from .catalog import BoardTop, ClockPlan, clock_range_mhz
 
 
 __all__ = ["XilinxTop", "mmcm_config", "TOP"]
@@ -45,14 +45,7 @@ def mmcm_config(input_hz, output_hz, *, tolerance=0.005):
         If a clock is out of range or no setting comes within ``tolerance``; the message names
         the clock.
     """
-    fin = Fraction(input_hz) / 1_000_000
-    fout = Fraction(output_hz) / 1_000_000
-    if not CLKIN_RANGE[0] <= fin <= CLKIN_RANGE[1]:
-        raise ValueError(f"input clock {float(fin):g} MHz is outside the MMCME2's input range "
-                         f"{CLKIN_RANGE[0]}..{CLKIN_RANGE[1]} MHz")
-    if not CLKOUT_RANGE[0] <= fout <= CLKOUT_RANGE[1]:
-        raise ValueError(f"clock {float(fout):g} MHz is outside the MMCME2's output range "
-                         f"{CLKOUT_RANGE[0]}..{CLKOUT_RANGE[1]} MHz")
+    fin, fout = clock_range_mhz(input_hz, output_hz, "MMCME2", CLKIN_RANGE, CLKOUT_RANGE)
     best = None
     for divclk in DIVCLK_DIVIDES:
         pfd = fin / divclk
