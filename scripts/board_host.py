@@ -71,31 +71,27 @@ def _link(args, board):
     from mxe.sim.transport import UARTBoneTransport
     import serial
 
-    if args.port == "sim":
-        from mxe.sim.board_sim import simulated_board
-        from mxe.sim.runner import simulator_missing
-        missing = simulator_missing("verilator")
-        if missing:
-            raise CommandError(f"--port sim needs Verilator: {missing}")
-        print(f"starting a simulated {board.name} on Verilator (a first run builds the model, "
-              f"a few minutes)")
-        with simulated_board(board.config, mem_size=board.mem_size) as (url, info):
-            link = UARTBoneTransport(url, timeout=args.timeout or 600.0, resync_s=1.0,
-                                     csr_base=CSR_BASE)
-            try:
-                yield link, (MEM_BASE, MEM_BASE + board.mem_size)
-            finally:
-                link.close()
-        return
-    try:
-        link = UARTBoneTransport(args.port, baud=args.baud or board.baud,
-                                 timeout=args.timeout or 2.0, csr_base=CSR_BASE)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise CommandError(f"cannot open {args.port}: {exc}") from None
-    try:
+    with contextlib.ExitStack() as stack:
+        port, timeout, resync_s = args.port, args.timeout or 2.0, 0.25
+        if args.port == "sim":
+            from mxe.sim.board_sim import simulated_board
+            from mxe.sim.runner import simulator_missing
+            missing = simulator_missing("verilator")
+            if missing:
+                raise CommandError(f"--port sim needs Verilator: {missing}")
+            print(f"starting a simulated {board.name} on Verilator (a first run builds the "
+                  f"model, a few minutes)")
+            port, _info = stack.enter_context(simulated_board(board.config,
+                                                              mem_size=board.mem_size))
+            # The simulation is slow but loses no byte: the timeout only catches a hang.
+            timeout, resync_s = args.timeout or 600.0, 1.0
+        try:
+            link = UARTBoneTransport(port, baud=args.baud or board.baud, timeout=timeout,
+                                     resync_s=resync_s, csr_base=CSR_BASE)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise CommandError(f"cannot open {args.port}: {exc}") from None
+        stack.callback(link.close)      # before the simulated board stops
         yield link, (MEM_BASE, MEM_BASE + board.mem_size)
-    finally:
-        link.close()
 
 
 async def _connect(link, window):

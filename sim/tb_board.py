@@ -24,6 +24,7 @@ import time
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Timer
+from cocotb.utils import get_sim_time
 
 from mxe.sim.runner import bench_params
 
@@ -72,11 +73,9 @@ async def serve(dut):
     t0 = t_free = time.monotonic()
     conn = None
     stats = {"bytes_in": 0, "bytes_out": 0, "clients": 0}
-    cycles = 0
     while True:
         # One timer, not `poll` clock-edge callbacks: the loop costs little simulation speed.
         await Timer(poll * clock_ns, unit="ns")
-        cycles += poll
         if conn is None:
             if os.path.exists(params["stop_file"]):
                 break
@@ -108,7 +107,7 @@ async def serve(dut):
             conn.setblocking(False)
             stats["bytes_out"] += len(out)
     server.close()
-    stats.update(cycles=cycles, wall_s=time.monotonic() - t0, baud=baud,
+    stats.update(cycles=int(get_sim_time("ns") // clock_ns), wall_s=time.monotonic() - t0, baud=baud,
                  led_error=int(dut.led_error.value))
     with open("board.json", "w") as f:
         json.dump(stats, f)

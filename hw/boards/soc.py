@@ -247,8 +247,8 @@ class BoardSoC(wiring.Component):
                 raise TypeError(f"led_stretch must be an integer, not {led_stretch!r}")
             if led_stretch < 1:
                 raise ValueError(f"led_stretch must be at least 1 cycle, not {led_stretch}")
-            # Checked here, so a bad divisor fails where it is given; built again in elaborate.
-            UARTBone(divisor=divisor, timeout_cycles=timeout_cycles)._MustUse__silence = True
+            # Built here, so a bad divisor or timeout fails where it is given.
+            self._bridge = UARTBone(divisor=divisor, timeout_cycles=timeout_cycles)
         except (TypeError, ValueError):
             self._MustUse__silence = True
             raise
@@ -291,8 +291,7 @@ class BoardSoC(wiring.Component):
         m.submodules.ram = ram = AXIRam(size=self._mem_size, data_width=config.axi_data_width,
                                         addr_width=config.axi_addr_width,
                                         id_width=config.axi_id_width, base=MEM_BASE)
-        m.submodules.bridge = bridge = UARTBone(divisor=self._divisor,
-                                                timeout_cycles=self._timeout_cycles)
+        m.submodules.bridge = bridge = self._bridge
         m.submodules.decoder = decoder = HostDecoder(self._mem_size)
 
         m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
