@@ -22,7 +22,7 @@ from mxe.hw.generate import to_verilog
 
 
 __all__ = ["SIMULATORS", "available_simulators", "simulator_missing", "run_bench", "verilator_root",
-           "bench_config", "bench_seed", "build_root"]
+           "bench_config", "bench_seed", "build_root", "bus_channels"]
 
 
 SIMULATORS = ("verilator", "icarus")
@@ -254,3 +254,12 @@ def bench_seed():
 def bench_params():
     return json.loads(os.environ.get(ENV_PARAMS, "{}"))
 
+
+
+def bus_channels(*models):
+    """Every channel of cocotbext-axi bus models (``AxiRam``, ``AxiMaster``, ``AxiLiteMaster``,
+    ...), in order: each model's AW, W, B, AR, R. For installing pause generators."""
+    return [channel for model in models
+            for channel in (model.write_if.aw_channel, model.write_if.w_channel,
+                            model.write_if.b_channel, model.read_if.ar_channel,
+                            model.read_if.r_channel)]

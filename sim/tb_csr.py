@@ -21,7 +21,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 from mxe.hw.axi import axilite_signature, connect_flat, flat_members
 from mxe.hw.csr import CSRBlock
 from mxe.hw.regmap import COUNTERS, CONFIG_REGISTERS, ID_VALUE, OFFSETS, REGMAP, REGISTERS
-from mxe.sim.runner import bench_config, bench_params, bench_seed
+from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 
 
 class CSRBenchTop(wiring.Component):
@@ -99,10 +99,7 @@ class CSRTB:
             yield rng.random() < probability
 
     def set_backpressure(self, generator):
-        channels = [self.axil.write_if.aw_channel, self.axil.write_if.w_channel,
-                    self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
-                    self.axil.read_if.r_channel]
-        for channel in channels:
+        for channel in bus_channels(self.axil):
             channel.set_pause_generator(generator() if generator else None)
 
     async def reset(self):

@@ -40,7 +40,7 @@ from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam, AxiResp
 
 from mxe.hw.dma import DMAError, cmd_layout
-from mxe.sim.runner import bench_config, bench_params, bench_seed
+from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 
 BOUNDARY = 4096
 CLOCK_NS = 10
@@ -209,11 +209,8 @@ class DmaTB:
             while True:
                 yield bool(rng.random() < probability)
 
-        self.ram.write_if.aw_channel.set_pause_generator(gen() if probability else None)
-        self.ram.write_if.w_channel.set_pause_generator(gen() if probability else None)
-        self.ram.write_if.b_channel.set_pause_generator(gen() if probability else None)
-        self.ram.read_if.ar_channel.set_pause_generator(gen() if probability else None)
-        self.ram.read_if.r_channel.set_pause_generator(gen() if probability else None)
+        for channel in bus_channels(self.ram):
+            channel.set_pause_generator(gen() if probability else None)
 
     async def reset(self, *, window=(0, 0)):
         dut = self.dut

@@ -35,7 +35,7 @@ from mxe.sim.driver import MXEDriver, MXEError, pack_operands, plan_gemm
 from mxe.sim.transport import CocotbTransport
 from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
 from mxe.sim.model import matmul, postprocess, random_operands
-from mxe.sim.runner import bench_config, bench_params, bench_seed
+from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 from mxe.sim.tb_dma import LatencyRam
 
 CLOCK_NS = 10
@@ -124,12 +124,7 @@ class EngineTB:
             while True:
                 yield rng.random() < probability
 
-        channels = [self.ram.write_if.aw_channel, self.ram.write_if.w_channel,
-                    self.ram.write_if.b_channel, self.ram.read_if.ar_channel,
-                    self.ram.read_if.r_channel, self.axil.write_if.aw_channel,
-                    self.axil.write_if.w_channel, self.axil.write_if.b_channel,
-                    self.axil.read_if.ar_channel, self.axil.read_if.r_channel]
-        for channel in channels:
+        for channel in bus_channels(self.ram, self.axil):
             channel.set_pause_generator(gen() if probability else None)
 
     async def reset(self):

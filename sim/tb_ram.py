@@ -32,7 +32,7 @@ from cocotbext.axi import (AxiBurstType, AxiBus, AxiLiteBus, AxiLiteMaster, AxiM
 
 from mxe.hw.axi import axi4_signature, axilite_signature, connect_flat, flat_members
 from mxe.hw.ram import HOST_ADDR_WIDTH, AXIRam
-from mxe.sim.runner import bench_config, bench_params, bench_seed
+from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 
 
 __all__ = ["RamBenchTop", "ram_bench_top", "init_pattern", "BENCH_SIZE", "BENCH_BASE"]
@@ -111,13 +111,7 @@ class RamTB:
             yield rng.random() < probability
 
     def set_backpressure(self, generator):
-        channels = [self.axi.write_if.aw_channel, self.axi.write_if.w_channel,
-                    self.axi.write_if.b_channel, self.axi.read_if.ar_channel,
-                    self.axi.read_if.r_channel,
-                    self.axil.write_if.aw_channel, self.axil.write_if.w_channel,
-                    self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
-                    self.axil.read_if.r_channel]
-        for channel in channels:
+        for channel in bus_channels(self.axi, self.axil):
             channel.set_pause_generator(generator() if generator else None)
 
     async def reset(self):
