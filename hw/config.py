@@ -64,6 +64,17 @@ class EngineConfig:
         ``"dsp"``, ``"lut"`` or ``"auto"`` (DSPs up to ``dsp_budget``, then LUTs).
     dsp_budget : int
         DSP blocks the ``"auto"`` multiplier may use, >= 0.
+    gemm_unit : bool
+        Build the GEMM descriptor unit (``GEMM_A/B/C`` commands, :mod:`mxe.hw.gemm_unit`). Without
+        it those commands are refused with ``UNSUPPORTED`` and a driver issues a GEMM as plain
+        LOAD/MATMUL/STORE commands.
+    perf_counters : bool
+        Build the performance counters. Without them every counter register reads 0 except
+        ``CYCLES``, which stays: a driver times its waits with it over a link that has no clock
+        of its own (:class:`mxe.sim.transport.UARTBoneTransport`).
+
+    Features a user may leave out (``gemm_unit``, ``perf_counters``) are advertised in the
+    ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).
 
     Raises
     ------
@@ -91,6 +102,8 @@ class EngineConfig:
     cmd_queue_depth: int = 16
     multiplier: str = "dsp"
     dsp_budget: int = 0
+    gemm_unit: bool = True
+    perf_counters: bool = True
 
     def __post_init__(self):
         def integer(name, lo, hi):
@@ -117,11 +130,15 @@ class EngineConfig:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
                                  f"not {value!r}")
 
+        def boolean(name):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {value!r}")
+
         integer("rows", 1, 64)
         integer("cols", 1, 64)
         integer("input_width", 4, 16)
-        if not isinstance(self.signed, bool):
-            raise TypeError(f"signed must be a bool, not {self.signed!r}")
+        boolean("signed")
         integer("acc_width", 2 * self.input_width, 64)
         choice("dataflow", DATAFLOWS, RESERVED_DATAFLOWS)
         power_of_two("spad_depth", 16, 1 << 20)
@@ -140,6 +157,8 @@ class EngineConfig:
         power_of_two("cmd_queue_depth", 2, 1024)
         choice("multiplier", MULTIPLIERS)
         integer("dsp_budget", 0, 100_000)
+        boolean("gemm_unit")
+        boolean("perf_counters")
 
     # Derived numbers. Everything that depends only on the parameters lives here, once.
 

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .accumulator import ACC_WRITE_LATENCY, acc_addr_width
 from .array import signals, wrapping_increment
 from .exec_unit import exec_slots, matmul_cmd_layout, ranges_overlap
-from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout
+from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout, unsupported
 from .load_unit import LOADS_IN_FLIGHT, load_cmd_layout, unit_done_layout
 from .scratchpad import spad_addr_width
 from .store_unit import store_cmd_layout
@@ -28,7 +28,9 @@ class Controller(wiring.Component):
     """In-order dispatch of commands to the load, execute and store units.
 
     Commands are taken from the queue in order while the engine runs. Each is checked
-    (opcode, buffer ranges, dimensions; see :data:`mxe.hw.isa.LIMITS_DOC`) and dispatched to its
+    (opcode, buffer ranges, dimensions; see :data:`mxe.hw.isa.LIMITS_DOC`; a command that needs
+    a feature the configuration leaves out, :data:`mxe.hw.isa.REQUIRES`, is refused with
+    ``UNSUPPORTED``) and dispatched to its
     unit as soon as that unit can take it and no command still running conflicts with it:
 
     * a LOAD waits while a MATMUL that has not finished reading the scratchpad reads a row it
@@ -198,6 +200,10 @@ class Controller(wiring.Component):
                 for op, bad in bad_dim.items():
                     with m.Case(op):
                         m.d.comb += code.eq(Mux(bad, ErrorCode.BAD_DIM, ErrorCode.OK))
+                # With the GEMM unit, GEMM_A/B/C never get here (the unit takes them).
+                for name in unsupported(config):
+                    with m.Case(Opcode[name]):
+                        m.d.comb += code.eq(ErrorCode.UNSUPPORTED)
                 with m.Default():
                     m.d.comb += code.eq(ErrorCode.BAD_OPCODE)
             return code

@@ -36,6 +36,10 @@ class CSRBlock(wiring.Component):
       ``mac_active_cycles``, ``dma_rd_bytes``, ``dma_wr_bytes``, ``stall_load``,
       ``stall_store``, ``stall_dep``).
 
+    A register of a feature the configuration leaves out (``feature=`` in the table, e.g. the
+    counters but ``cycles`` without ``perf_counters``) has no port: it reads 0 and ignores
+    writes, with an OKAY response, so every engine answers at the same offsets.
+
     Bus behaviour: AW and W are taken in any order (each has a one-entry holding register, their
     ``ready`` is high while it is empty); the write happens when both are held and no write
     response is waiting, and its response is held until ``bready``. A read's address is decoded
@@ -89,7 +93,7 @@ class CSRBlock(wiring.Component):
             "o_cmd": Out(stream.Signature(CMD_WIDTH)),
             "irq": Out(1),
         }
-        for name, (direction, width, _access, _doc) in regmap_ports().items():
+        for name, (direction, width, _access, _doc) in regmap_ports(config=config).items():
             members[name] = (In if direction == "in" else Out)(width)
         super().__init__(members)
 
@@ -116,7 +120,9 @@ class CSRBlock(wiring.Component):
         snapshots = {}   # counter port -> Signal(32) holding the high word
         push = Signal()  # a CMD_W3 write this cycle
         push_word = Signal(32)
-        for reg in REGISTERS:
+        # The registers this engine has; the others decode (OKAY) and read 0.
+        present = [reg for reg in REGISTERS if reg.present(config)]
+        for reg in present:
             for f in reg.fields:
                 access, name = reg.access_of(f), reg.port_of(f)
                 key = (reg.name, f.name)
@@ -180,7 +186,7 @@ class CSRBlock(wiring.Component):
         masked = Signal(32)
         m.d.comb += masked.eq(w_data & byte_mask)
 
-        w1p_ports = [(reg, f) for reg in REGISTERS for f in reg.fields
+        w1p_ports = [(reg, f) for reg in present for f in reg.fields
                      if reg.access_of(f) == "W1P"]
         for reg, f in w1p_ports:
             m.d.sync += port(reg.port_of(f)).eq(0)  # a pulse lasts one cycle
@@ -190,7 +196,7 @@ class CSRBlock(wiring.Component):
         with m.If(do_write):
             m.d.sync += [aw_held.eq(0), w_held.eq(0), bus.bvalid.eq(1),
                          bus.bresp.eq(Mux(Cat(*aw_sel.values()).any(), RESP_OKAY, RESP_SLVERR))]
-            for reg in REGISTERS:
+            for reg in present:
                 with m.If(aw_sel[reg.name]):
                     for f in reg.fields:
                         access, name = reg.access_of(f), reg.port_of(f)
@@ -239,7 +245,7 @@ class CSRBlock(wiring.Component):
                          for reg in REGISTERS]
         with m.If(ar_held):
             word = Const(0, 32)
-            for reg in REGISTERS:
+            for reg in present:
                 reg_word = Const(0, 32)
                 for f in reg.fields:
                     reg_word = reg_word | (field_value(reg, f).as_unsigned() << f.lsb)

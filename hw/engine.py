@@ -15,7 +15,7 @@ from .exec_unit import ExecUnit
 from .gemm_unit import GemmUnit
 from .isa import COMMAND_BITS, ErrorCode
 from .load_unit import LoadUnit
-from .regmap import ADDR_WIDTH
+from .regmap import ADDR_WIDTH, ports as regmap_ports
 from .scratchpad import Scratchpad
 from .skid import SkidBuffer
 from .store_unit import StoreUnit
@@ -49,6 +49,10 @@ class Engine(wiring.Component):
         ``STATUS.error != 0``, for a board's LED.
 
     ``clk`` and ``rst`` (synchronous, active high) are the ``sync`` domain's.
+
+    Without ``config.gemm_unit`` the queue feeds the controller directly, which refuses
+    GEMM_A/B/C (``UNSUPPORTED``); without ``config.perf_counters`` only the ``CYCLES`` counter
+    is built (the other counter registers read 0). ``CAPABILITIES`` says which.
     """
 
     def __init__(self, config):
@@ -77,9 +81,6 @@ class Engine(wiring.Component):
         m.submodules.controller = ctrl = Controller(config)
         queue = SyncFIFOBuffered(width=COMMAND_BITS, depth=config.cmd_queue_depth)
         m.submodules.queue = queue = ResetInserter(ctrl.flush)(queue)
-        # Soft reset (flush) drops a GEMM being expanded, as it empties the queue.
-        m.submodules.gemm = gemm = ResetInserter(ctrl.flush)(GemmUnit(config))
-        m.submodules.gemm_out = gemm_out = ResetInserter(ctrl.flush)(SkidBuffer(COMMAND_BITS))
         m.submodules.load = load = LoadUnit(config)
         m.submodules.exec = exe = ExecUnit(config)
         m.submodules.store = store = StoreUnit(config)
@@ -91,29 +92,41 @@ class Engine(wiring.Component):
         connect_flat(m, self, "s_axil", csr.bus)
         m.d.comb += self.irq.eq(csr.irq)
 
-        # The GEMM unit expands descriptors while the engine runs with no error, told from a
-        # register (a cycle late, which only moves the first expansion by a cycle).
-        gemm_enable = Signal()
-        m.d.sync += gemm_enable.eq(ctrl.running & (ctrl.error == ErrorCode.OK))
-        m.d.comb += gemm.enable.eq(gemm_enable)
-
         # Registers -> command queue -> GEMM unit (passes commands through, expands GEMM
         # descriptors in place of the queue head) -> skid buffer (a timing cut between the GEMM
-        # unit's outputs and the controller's dispatch) -> controller.
+        # unit's outputs and the controller's dispatch) -> controller. Without the GEMM unit the
+        # queue's registered head goes to the controller directly.
         m.d.comb += [
             queue.w_data.eq(csr.o_cmd.payload),
             queue.w_en.eq(csr.o_cmd.valid),
             csr.o_cmd.ready.eq(queue.w_rdy & ~ctrl.flush),
-            gemm.i_cmd.payload.eq(queue.r_data),
-            gemm.i_cmd.valid.eq(queue.r_rdy),
-            queue.r_en.eq(gemm.i_cmd.ready),
             ctrl.win_base.eq(csr.win_base[:aw]),
             ctrl.start.eq(csr.ctrl_start),
             ctrl.soft_reset.eq(csr.ctrl_soft_reset),
         ]
-
-        wiring.connect(m, gemm=gemm.o_cmd, gemm_out=gemm_out.i)
-        wiring.connect(m, gemm_out=gemm_out.o, ctrl=ctrl.i_cmd)
+        if config.gemm_unit:
+            # Soft reset (flush) drops a GEMM being expanded, as it empties the queue.
+            m.submodules.gemm = gemm = ResetInserter(ctrl.flush)(GemmUnit(config))
+            m.submodules.gemm_out = gemm_out = ResetInserter(ctrl.flush)(
+                SkidBuffer(COMMAND_BITS))
+            # The GEMM unit expands descriptors while the engine runs with no error, told from
+            # a register (a cycle late, which only moves the first expansion by a cycle).
+            gemm_enable = Signal()
+            m.d.sync += gemm_enable.eq(ctrl.running & (ctrl.error == ErrorCode.OK))
+            m.d.comb += [
+                gemm.enable.eq(gemm_enable),
+                gemm.i_cmd.payload.eq(queue.r_data),
+                gemm.i_cmd.valid.eq(queue.r_rdy),
+                queue.r_en.eq(gemm.i_cmd.ready),
+            ]
+            wiring.connect(m, gemm=gemm.o_cmd, gemm_out=gemm_out.i)
+            wiring.connect(m, gemm_out=gemm_out.o, ctrl=ctrl.i_cmd)
+        else:
+            m.d.comb += [
+                ctrl.i_cmd.payload.eq(queue.r_data),
+                ctrl.i_cmd.valid.eq(queue.r_rdy),
+                queue.r_en.eq(ctrl.i_cmd.ready),
+            ]
 
         # Controller -> units, and what the units tell it.
         wiring.connect(m, ctrl=ctrl.o_load, load=load.i_cmd)
@@ -157,7 +170,10 @@ class Engine(wiring.Component):
 
         # Status. The GEMM unit's set-up (no command offered yet) counts as busy while running.
         busy = Signal()
-        m.d.comb += busy.eq(ctrl.busy | (gemm.busy & ctrl.running))
+        if config.gemm_unit:
+            m.d.comb += busy.eq(ctrl.busy | (gemm.busy & ctrl.running))
+        else:
+            m.d.comb += busy.eq(ctrl.busy)
         m.d.comb += [
             csr.status_busy.eq(busy),
             csr.status_done.eq(ctrl.done),
@@ -173,7 +189,9 @@ class Engine(wiring.Component):
 
         # Performance counters, cleared when a soft reset has finished (work still in flight
         # when it was requested is not counted). The DMA's byte counters run freely; the engine
-        # reports what they moved since then.
+        # reports what they moved since then. A counter is built where the register table gives
+        # the CSR block its port: without perf_counters only CYCLES (the others read 0).
+        have = regmap_ports(config=config)
         counters = {
             "cycles": 1,
             "busy_cycles": busy,
@@ -187,6 +205,8 @@ class Engine(wiring.Component):
         clear = Signal()
         m.d.sync += clear.eq(ctrl.cleared)
         for name, event in counters.items():
+            if name not in have:
+                continue
             counter = EventCounter(width=64, split=32)
             m.submodules[f"count_{name}"] = counter
             seen = Signal(name=f"seen_{name}")
@@ -194,6 +214,8 @@ class Engine(wiring.Component):
             m.d.comb += [counter.event.eq(seen), counter.clear.eq(clear),
                          getattr(csr, name).eq(counter.count)]
         for name, total in (("dma_rd_bytes", dma.bytes_read), ("dma_wr_bytes", dma.bytes_written)):
+            if name not in have:
+                continue
             base = Signal.like(total, name=f"{name}_base")
             moved = Signal.like(total, name=name)   # a cycle late: no subtractor before the CSRs
             with m.If(clear):

@@ -15,8 +15,8 @@ from amaranth import signed, unsigned
 from amaranth.lib import data, enum
 
 
-__all__ = ["Opcode", "ErrorCode", "FIELDS", "COMMAND_BITS", "command_layout",
-           "command_table_markdown", "LIMITS_DOC"]
+__all__ = ["Opcode", "ErrorCode", "FIELDS", "REQUIRES", "COMMAND_BITS", "command_layout",
+           "unsupported", "command_table_markdown", "LIMITS_DOC"]
 
 COMMAND_BITS = 128
 
@@ -54,6 +54,9 @@ class ErrorCode(enum.Enum, shape=4):
     DMA_DECERR = 5
     #: The transfer would leave the DMA window [WIN_BASE, WIN_LIMIT); nothing was accessed.
     DMA_WINDOW = 6
+    #: The command needs a feature the engine was built without (GEMM_A/B/C without the GEMM
+    #: unit); the CAPABILITIES register lists the features.
+    UNSUPPORTED = 7
 
 
 #: Field table: opcode name -> list of (field, lsb in the 128-bit command, width, signed, doc).
@@ -125,9 +128,31 @@ FIELDS = {
     ],
 }
 
-LIMITS_DOC = """\
+#: Commands that need a feature a user may leave out: opcode name -> the
+#: :class:`~mxe.hw.config.EngineConfig` parameter (a CAPABILITIES bit, :mod:`mxe.hw.regmap`).
+#: Without it the controller refuses the command with ``UNSUPPORTED`` (counted in ERR_CMD_INDEX
+#: like any refused command).
+REQUIRES = {"GEMM_A": "gemm_unit", "GEMM_B": "gemm_unit", "GEMM_C": "gemm_unit"}
+
+
+def unsupported(config):
+    """The opcode names an engine built with ``config`` refuses with ``UNSUPPORTED``."""
+    return [name for name, feature in REQUIRES.items() if not getattr(config, feature)]
+
+
+def _requires_doc():
+    by_feature = {}
+    for name, feature in REQUIRES.items():
+        by_feature.setdefault(feature, []).append(name)
+    return "\n".join(f"- {', '.join(names)} on an engine built without {feature}\n"
+                     f"  (CAPABILITIES.{feature} = 0) (UNSUPPORTED); each counts as a command;"
+                     for feature, names in by_feature.items())
+
+
+LIMITS_DOC = f"""\
 A command is refused (STATUS.error, nothing of it runs) when:
 - its opcode is not LOAD, MATMUL, STORE, FENCE, CONFIG or GEMM_A/B/C (BAD_OPCODE);
+{_requires_doc()}
 - LOAD: rows = 0, elems = 0, elems > max(rows, cols) (scratchpad) or > cols (bias), or a bias
   LOAD with rows != 1 (BAD_DIM); spad_addr + rows > spad_depth (BAD_ADDR);
 - MATMUL: m = 0, k = 0 or k > rows (BAD_DIM); act_addr + m or weight_addr + k > spad_depth,

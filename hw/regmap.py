@@ -26,6 +26,13 @@ A field's port is named ``<register>_<field>`` in lower case unless the table na
 (``port=``); a 64-bit value split into ``_LO`` / ``_HI`` registers shares one port, the ``_HI``
 half at ``port_lsb=32``. ``port=None`` means the field is internal to the CSR block (the command
 staging words, the overflow flag).
+
+Features a user may leave out of an engine (:data:`CAPABILITIES`, configuration parameters of
+the same names) are advertised in the ``CAPABILITIES`` register, one bit each. A register that
+belongs to such a feature (``feature=``) stays at its offset in every engine: without the
+feature it reads 0 and ignores writes (and has no port). That is simpler for drivers than a
+register map that depends on the configuration: one table of offsets serves every engine, and
+an absent counter reads like one that never counted.
 """
 
 from dataclasses import dataclass, field as dc_field
@@ -33,14 +40,16 @@ from typing import Callable, Optional
 
 
 __all__ = ["ACCESS_KINDS", "Field", "Register", "REGISTERS", "ID_MAGIC", "VERSION", "ID_VALUE",
-           "ADDR_WIDTH", "REGMAP", "OFFSETS", "COUNTERS", "by_name", "ports",
-           "register_map_markdown"]
+           "ADDR_WIDTH", "REGMAP", "OFFSETS", "COUNTERS", "CORE_COUNTERS", "CAPABILITIES",
+           "CONFIG_REGISTERS", "by_name", "ports", "register_map_markdown"]
 
 
 ACCESS_KINDS = ("CONST", "RO", "RW", "W1P", "W1C", "PUSH", "CNT")
 #: ``"MXE"`` in ASCII, the top 24 bits of the ID register.
 ID_MAGIC = 0x4D5845
-#: Register map version, the low 8 bits of the ID register. Bump on any incompatible change.
+#: Register map version, the low 8 bits of the ID register. Bump on any incompatible change;
+#: a register added at a free offset, or a field added in bits that read 0, is compatible
+#: (CAPABILITIES came that way: an engine with every feature behaves as before it).
 VERSION = 1
 ID_VALUE = ID_MAGIC << 8 | VERSION
 #: Byte address bits the CSR block decodes (a 4 KiB window).
@@ -97,13 +106,19 @@ class Field:
 
 @dataclass(frozen=True)
 class Register:
-    """A 32-bit register: name, byte offset, default access kind, fields, description."""
+    """A 32-bit register: name, byte offset, default access kind, fields, description.
+
+    ``feature`` names the :class:`~mxe.hw.config.EngineConfig` parameter (one of
+    :data:`CAPABILITIES`) the register belongs to: an engine built without it reads 0 there
+    and ignores writes. ``None``: every engine has the register.
+    """
 
     name: str
     offset: int
     access: str
     fields: tuple = dc_field(default_factory=tuple)
     doc: str = ""
+    feature: Optional[str] = None
 
     def __post_init__(self):
         if self.offset % 4 or not 0 <= self.offset < 1 << ADDR_WIDTH:
@@ -122,6 +137,10 @@ class Register:
     def access_of(self, f):
         return f.access or self.access
 
+    def present(self, config):
+        """Whether an engine built with ``config`` has this register (else it reads 0)."""
+        return self.feature is None or bool(getattr(config, self.feature))
+
     def port_of(self, f):
         """Port name of field ``f`` (``None`` for an internal or constant field)."""
         if self.access_of(f) == "CONST" or f.port is None:
@@ -133,14 +152,15 @@ def _const(name, offset, doc, value):
     return Register(name, offset, "CONST", [Field("value", 32, 0, doc, value=value)], doc)
 
 
-def _pair(name, offset, access, port, doc, *, port_width=64):
+def _pair(name, offset, access, port, doc, *, port_width=64, feature=None):
     """A 64-bit value as ``<name>_LO`` at ``offset`` and ``<name>_HI`` at ``offset + 4``."""
     return [
         Register(f"{name}_LO", offset, access,
-                 [Field("value", 32, 0, f"{doc}, bits 31:0", port=port)], f"{doc} (low word)"),
+                 [Field("value", 32, 0, f"{doc}, bits 31:0", port=port)], f"{doc} (low word)",
+                 feature=feature),
         Register(f"{name}_HI", offset + 4, access,
                  [Field("value", port_width - 32, 0, f"{doc}, bits {port_width - 1}:32",
-                        port=port, port_lsb=32)], f"{doc} (high word)"),
+                        port=port, port_lsb=32)], f"{doc} (high word)", feature=feature),
     ]
 
 
@@ -154,6 +174,20 @@ COUNTERS = [
     ("STALL_LOAD", "stall_load", "cycles stalled waiting for DMA reads"),
     ("STALL_STORE", "stall_store", "cycles stalled waiting for DMA writes"),
     ("STALL_DEP", "stall_dep", "cycles stalled waiting on dependencies"),
+]
+#: Counters every engine keeps. CYCLES is the clock a driver times its waits with when the link
+#: has none of its own (:class:`mxe.sim.transport.UARTBoneTransport`); the others belong to the
+#: ``perf_counters`` feature.
+CORE_COUNTERS = ("CYCLES",)
+
+#: Features a user may leave out: the EngineConfig parameter (a bool), which is also the name of
+#: its CAPABILITIES field, and what it brings. Bit i of CAPABILITIES is entry i; new features
+#: take the next bits (unaligned DMA, per-channel requantization, convolution, ...), so an engine
+#: that predates one reads 0 for it.
+CAPABILITIES = [
+    ("gemm_unit", "the GEMM descriptor unit: GEMM_A/B/C run (0: they are refused with "
+                  "UNSUPPORTED; issue LOAD/MATMUL/STORE instead)"),
+    ("perf_counters", "the performance counters (0: every counter register but CYCLES reads 0)"),
 ]
 
 #: Configuration read-back: register name, config attribute (in the order of their offsets).
@@ -209,12 +243,18 @@ def _build():
         ], "command queue fill level"),
         *_pair("WIN_BASE", 0x040, "RW", "win_base", "DMA window base address (inclusive)"),
         *_pair("WIN_LIMIT", 0x048, "RW", "win_limit", "DMA window limit address (exclusive)"),
+        Register("CAPABILITIES", 0x07C, "CONST", [
+            Field(name, 1, bit, doc, value=lambda c, name=name: int(getattr(c, name)))
+            for bit, (name, doc) in enumerate(CAPABILITIES)
+        ], f"features the engine was built with, one bit each (1: present); bits "
+           f"31:{len(CAPABILITIES)} are reserved for features to come and read 0"),
     ]
     for i, (name, attr) in enumerate(CONFIG_REGISTERS):
         regs.append(_const(name, 0x080 + 4 * i, f"config.{attr}",
                            lambda c, attr=attr: int(getattr(c, attr))))
     for i, (name, port, doc) in enumerate(COUNTERS):
-        regs += _pair(name, 0x100 + 8 * i, "CNT", port, doc)
+        feature = None if name in CORE_COUNTERS else "perf_counters"
+        regs += _pair(name, 0x100 + 8 * i, "CNT", port, doc, feature=feature)
     return regs
 
 
@@ -243,10 +283,13 @@ def by_name(name):
     raise KeyError(name)
 
 
-def ports(registers=REGISTERS):
-    """Ports of the CSR block: ``{name: (direction "in"/"out", width, access, doc)}``."""
+def ports(registers=REGISTERS, config=None):
+    """Ports of the CSR block: ``{name: (direction "in"/"out", width, access, doc)}``; with a
+    ``config``, only those of the registers that engine has (:meth:`Register.present`)."""
     result = {}
     for reg in registers:
+        if config is not None and not reg.present(config):
+            continue
         for f in reg.fields:
             port = reg.port_of(f)
             if port is None:
@@ -263,12 +306,13 @@ def ports(registers=REGISTERS):
     return result
 
 
-#: For the driver: ``{register: {"offset", "access", "fields": {field: {"lsb", "width",
-#: "access"}}}}``, plain data.
+#: For the driver: ``{register: {"offset", "access", "feature", "fields": {field: {"lsb",
+#: "width", "access"}}}}``, plain data.
 REGMAP = {
     reg.name: {
         "offset": reg.offset,
         "access": reg.access,
+        "feature": reg.feature,
         "fields": {f.name: {"lsb": f.lsb, "width": f.width, "access": reg.access_of(f)}
                    for f in reg.fields},
     }
@@ -281,7 +325,8 @@ OFFSETS = {reg.name: reg.offset for reg in REGISTERS}
 def register_map_markdown(config=None):
     """The register map as Markdown text (a register table, then one row per field).
 
-    With a ``config``, CONST registers show their value for that configuration.
+    With a ``config``, CONST registers show their value for that configuration, and the
+    registers that engine lacks no port.
     """
     lines = [
         "# MXE register map",
@@ -290,13 +335,16 @@ def register_map_markdown(config=None):
         "Unmapped addresses answer SLVERR (reads return 0); writes to read-only registers are "
         "ignored. Access kinds: CONST (from the configuration), RO, RW, W1P (write 1: one-cycle "
         "pulse), W1C (sticky, write 1 to clear), PUSH (write pushes a command), CNT (64-bit "
-        "counter half; reading _LO captures _HI).",
+        "counter half; reading _LO captures _HI). A register marked \"reads 0 without "
+        "`feature`\" reads 0 and ignores writes on an engine built without that feature; "
+        "CAPABILITIES says which features the engine has.",
         "",
         "| Offset | Register | Access | Description |",
         "|--------|----------|--------|-------------|",
     ]
     for reg in REGISTERS:
-        lines.append(f"| 0x{reg.offset:03X} | {reg.name} | {reg.access} | {reg.doc} |")
+        absent = f" (reads 0 without `{reg.feature}`)" if reg.feature else ""
+        lines.append(f"| 0x{reg.offset:03X} | {reg.name} | {reg.access} | {reg.doc}{absent} |")
     lines += [
         "",
         "## Fields",
@@ -312,7 +360,7 @@ def register_map_markdown(config=None):
                 value = f"{f.value(config):#x}" if config is not None else "config"
             else:
                 value = f"{f.reset:#x}"
-            port = reg.port_of(f)
+            port = reg.port_of(f) if config is None or reg.present(config) else None
             port = f"`{port}`" + (f"[{f.port_lsb + f.width - 1}:{f.port_lsb}]"
                                   if f.port_lsb else "") if port else "-"
             lines.append(f"| {reg.name} | {f.name} | {bits} | {access} | {value} | {port} | "

@@ -5,9 +5,12 @@ configuration and a memory layout; it needs no simulator, so its output is check
 command-level model (:mod:`mxe.sim.engine_model`) for many shapes in ``tests/test_driver.py``.
 :class:`MXEDriver` runs a plan on an engine through a transport (:mod:`mxe.sim.transport`):
 cocotbext-axi on a simulated engine, or a serial port to a board. It discovers the configuration
-from the CSRs, writes the operands into memory, pushes the commands (never overflowing the
-queue), waits for the FENCE, checks ``STATUS.error``, reads the result back and reports the
-performance counters.
+and the features the engine was built with (``CAPABILITIES``) from the CSRs, writes the operands
+into memory, pushes the commands (never overflowing the queue), waits for the FENCE, checks
+``STATUS.error``, reads the result back and reports the performance counters the engine has.
+A GEMM goes as the plan's LOAD/MATMUL/STORE stream, or, when asked and the engine has the GEMM
+unit, as one hardware GEMM descriptor (:func:`descriptor_commands`); without the unit the
+driver falls back to the stream.
 
 Tiling
 ------
@@ -52,14 +55,15 @@ import numpy as np
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.isa import ErrorCode
-from mxe.hw.regmap import CONFIG_REGISTERS, COUNTERS, ID_MAGIC, OFFSETS, REGMAP, VERSION
+from mxe.hw.regmap import (CAPABILITIES, CONFIG_REGISTERS, COUNTERS, ID_MAGIC, OFFSETS, REGMAP,
+                           VERSION)
 from mxe.sim import commands as cmds
 from mxe.sim.engine_model import decode_elems, encode_elems
 from mxe.sim.model import _check_requant, check_operands
 
 
 __all__ = ["plan_gemm", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
-           "pack_operands", "unpack_result", "counter_names"]
+           "pack_operands", "unpack_result", "counter_names", "descriptor_commands"]
 
 
 # Planning ----------------------------------------------------------------------------------
@@ -437,8 +441,27 @@ def unpack_result(plan, data):
     return values.reshape(plan.M, plan.N)
 
 
-def counter_names():
-    return [name for name, _port, _doc in COUNTERS]
+def counter_names(config=None):
+    """Names of the performance counters (``CYCLES``, ...); with a ``config``, only those an
+    engine built with it keeps (the others read 0 there)."""
+    return [name for name, _port, _doc in COUNTERS
+            if config is None or REGMAP[f"{name}_LO"]["feature"] is None
+            or getattr(config, REGMAP[f"{name}_LO"]["feature"])]
+
+
+def descriptor_commands(plan):
+    """``plan``'s GEMM as the hardware GEMM command (:mod:`mxe.hw.gemm_unit`): CONFIG (when
+    requantizing), the GEMM_A/B/C descriptor for the plan's layout and options, FENCE. Only for
+    an engine with the GEMM unit (``gemm_unit``)."""
+    from mxe.sim.gemm_model import descriptor
+    L = plan.layout
+    out = [cmds.config(*plan.requant)] if plan.requant is not None else []
+    out += descriptor(plan.M, plan.K, plan.N, a_offset=L["a"].offset, a_stride=L["a"].stride,
+                      b_offset=L["b"].offset, b_stride=L["b"].stride, c_offset=L["c"].offset,
+                      c_stride=L["c"].stride,
+                      bias_offset=L["bias"].offset if plan.bias else None, relu=plan.relu,
+                      requant=plan.requant is not None)
+    return out + [cmds.fence()]
 
 
 # The cocotb-side driver --------------------------------------------------------------------
@@ -518,8 +541,9 @@ class MXEDriver:
         await self.write(f"{name}_HI", value >> 32)
 
     async def counters(self):
-        """All performance counters: ``{name: value}``."""
-        return {name: await self.read64(name) for name in counter_names()}
+        """The performance counters the engine has (after :meth:`discover`: without the
+        ``perf_counters`` feature only ``CYCLES``): ``{name: value}``."""
+        return {name: await self.read64(name) for name in counter_names(self.config)}
 
     async def status(self):
         word = await self.read("STATUS")
@@ -528,8 +552,9 @@ class MXEDriver:
     # Setup.
 
     async def discover(self):
-        """Read ID and the configuration registers; returns an :class:`EngineConfig` with the
-        read-back parameters (others at their defaults)."""
+        """Read ID, the configuration registers and CAPABILITIES; returns an
+        :class:`EngineConfig` with the read-back parameters and features (others at their
+        defaults)."""
         ident = await self.read("ID")
         magic, version = _field("ID", "magic", ident), _field("ID", "version", ident)
         if magic != ID_MAGIC:
@@ -542,6 +567,9 @@ class MXEDriver:
         for reg, attr in CONFIG_REGISTERS:
             values[attr] = await self.read(reg)
         values["signed"] = bool(values["signed"])
+        capabilities = await self.read("CAPABILITIES")
+        for name, _doc in CAPABILITIES:
+            values[name] = bool(_field("CAPABILITIES", name, capabilities))
         self.version = version
         self.config = EngineConfig(**values)
         return self.config
@@ -676,8 +704,17 @@ class MXEDriver:
             raise ValueError(f"the GEMM needs {plan.size} bytes; the window has {limit - base}")
         return base
 
+    def gemm_commands(self, plan, *, descriptor=False):
+        """The commands :meth:`gemm` pushes for ``plan``: the hardware GEMM descriptor
+        (:func:`descriptor_commands`) if ``descriptor`` and the engine has the GEMM unit
+        (``CAPABILITIES.gemm_unit``, read by :meth:`discover`); otherwise the plan's
+        LOAD/MATMUL/STORE stream, as an engine without the unit refuses GEMM_A/B/C."""
+        if descriptor and self.config.gemm_unit:
+            return descriptor_commands(plan)
+        return plan.commands
+
     async def gemm(self, A, B, bias=None, relu=False, requant=None, *, base=0, align=64,
-                   **plan_options):
+                   descriptor=False, **plan_options):
         """``postprocess(A @ B)`` on the engine.
 
         Parameters
@@ -689,14 +726,18 @@ class MXEDriver:
         requant : None or (multiplier, shift)
         base, align : int
             Where in the window the driver places the operands (see :func:`plan_gemm`).
+        descriptor : bool
+            Issue the GEMM as one hardware GEMM descriptor where the engine has the GEMM unit
+            (its own tiling); without the unit, and by default, as the plan's command stream
+            (:meth:`gemm_commands`).
         plan_options
             More keyword arguments of :func:`plan_gemm` (``order``, ``bias_fence``, ``force``).
 
         Returns
         -------
         (C, counters) : (int64 array (M, N), dict)
-            The result (requantized 8-bit values, or raw accumulator values) and the counter
-            deltas over this GEMM.
+            The result (requantized 8-bit values, or raw accumulator values) and the deltas of
+            the engine's counters over this GEMM (only ``CYCLES`` without ``perf_counters``).
 
         Raises
         ------
@@ -719,10 +760,15 @@ class MXEDriver:
         win = self._region(plan)
         for offset, data in pack_operands(plan, A, B, bias).items():
             await self.transport.write_mem(win + offset, data)
+        commands = self.gemm_commands(plan, descriptor=descriptor)
         before = await self.counters()
-        self.log.info("GEMM %dx%dx%d: %s, %d commands", M, K, N, plan.schedule,
-                      len(plan.commands))
-        await self.run(plan.commands)
+        self.log.info("GEMM %dx%dx%d: %s, %d commands%s", M, K, N,
+                      plan.schedule if commands is plan.commands else "descriptor",
+                      len(commands), " (no GEMM unit: LOAD/MATMUL/STORE)"
+                      if descriptor and commands is plan.commands else "")
+        # A descriptor's timeout follows the work of the plan's stream, which it does too.
+        await self.run(commands, timeout_cycles=None if commands is plan.commands
+                       else self.timeout_cycles or self._timeout(plan.commands))
         after = await self.counters()
         C = plan.layout["c"]
         result = unpack_result(plan, await self.transport.read_mem(win + C.offset, C.nbytes))

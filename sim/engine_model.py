@@ -3,8 +3,10 @@
 :class:`EngineModel` executes encoded commands (:mod:`mxe.sim.commands`) in program order with the
 engine's semantics: LOAD into the scratchpad or the bias row, MATMUL into the accumulator
 (overwrite or accumulate, wrapping at ``acc_width``), STORE through the post-processor
-(:func:`mxe.sim.model.postprocess`), CONFIG, FENCE; the refusal rules of
-:data:`mxe.hw.isa.LIMITS_DOC`, the DMA window check, and DMA errors from memory regions that answer
+(:func:`mxe.sim.model.postprocess`), CONFIG, FENCE, and GEMM descriptors (expanded as the GEMM
+unit does, :mod:`mxe.sim.gemm_model`); the refusal rules of :data:`mxe.hw.isa.LIMITS_DOC`
+(including ``UNSUPPORTED`` for a command whose feature the configuration leaves out, as GEMM_A/B/C
+without ``gemm_unit``), the DMA window check, and DMA errors from memory regions that answer
 SLVERR. Because the hardware tracks dependencies between its units, executing the commands one
 after the other in program order is what the engine must produce.
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mxe.hw.config import EngineConfig
-from mxe.hw.isa import FIELDS, ErrorCode
+from mxe.hw.isa import FIELDS, ErrorCode, unsupported
 from mxe.sim import commands as cmds
 from mxe.sim.model import postprocess, wrap
 
@@ -202,7 +204,7 @@ class EngineModel:
         executed = 0
         for command in commands:
             name = cmds.decode(command)[0]
-            if name.startswith("GEMM_"):
+            if name.startswith("GEMM_") and self.config.gemm_unit:
                 # A GEMM descriptor (mxe.hw.gemm_unit): GEMM_A and GEMM_B are kept, GEMM_C runs
                 # the sub-commands the GEMM unit generates; only those count as commands.
                 from mxe.sim.gemm_model import expand_fields
@@ -228,6 +230,8 @@ class EngineModel:
         name, f = cmds.decode(command)
         if name == "INVALID":
             return ErrorCode.BAD_OPCODE
+        if name in unsupported(c):
+            return ErrorCode.UNSUPPORTED
         if name == "LOAD":
             limit = c.cols if f["to_bias"] else c.spad_row_elems
             if (f["rows"] == 0 or f["elems"] == 0 or f["elems"] > limit
@@ -356,6 +360,9 @@ def bad_commands(config):
         ("config shift 64", cmds.config(1, 64), ErrorCode.BAD_DIM),
         ("config shift 255", cmds.config(-1, 255), ErrorCode.BAD_DIM),
     ]
+    # Commands of a feature the engine lacks: refused whatever their fields.
+    for name in unsupported(c):
+        cases.append((f"{name.lower()} unsupported", cmds.encode(name), ErrorCode.UNSUPPORTED))
     return cases
 
 

@@ -4,6 +4,10 @@ the tiling the unit chooses and the exact sub-command stream it generates.
 The gateware must produce exactly :func:`expand`'s stream (``tests/test_gemm_unit.py`` checks it
 command by command), and :class:`mxe.sim.engine_model.EngineModel` executes a descriptor by
 running that stream, so end-to-end tests check memory images against it.
+
+An engine built without the unit (``gemm_unit=False``) has no expansion: its controller refuses
+each of GEMM_A/B/C with ``UNSUPPORTED`` (so does the engine model), and :func:`expand_fields`
+raises ``ValueError`` for such a configuration.
 """
 
 from dataclasses import dataclass
@@ -80,8 +84,13 @@ def expand_fields(config, f):
     """The sub-commands for decoded descriptor fields ``f`` (GEMM_A, GEMM_B and GEMM_C fields
     merged). A refused descriptor expands to one command the controller refuses with the
     descriptor's error: a MATMUL with ``m = 0`` (BAD_DIM) or one past the scratchpad (BAD_ADDR).
+
+    Raises ``ValueError`` for a configuration without the GEMM unit.
     """
     c = config
+    if not c.gemm_unit:
+        raise ValueError("the engine has no GEMM unit (gemm_unit=False): it refuses GEMM_A/B/C "
+                         "with UNSUPPORTED; issue LOAD/MATMUL/STORE (plan_gemm) instead")
     M, K, N = f["m"], f["k"], f["n"]
     s, error = schedule(c, M, K, N)
     if error == ErrorCode.BAD_DIM:

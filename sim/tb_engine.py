@@ -16,6 +16,9 @@ stray write anywhere fails. Run through :func:`mxe.sim.runner.run_bench`; parame
     Probability of a pause cycle on every AXI and AXI-Lite channel (default 0.2).
 ``latency``
     Memory latency in cycles (default 4).
+``descriptor``
+    Ask the driver for the hardware GEMM descriptor (``MXEDriver.gemm(descriptor=True)``; an
+    engine without the GEMM unit gets the command stream instead). Default false.
 """
 
 import logging
@@ -27,11 +30,12 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
 
-from mxe.hw.isa import ErrorCode
-from mxe.hw.regmap import CONFIG_REGISTERS
+from mxe.hw.isa import REQUIRES, ErrorCode
+from mxe.hw.regmap import CAPABILITIES, CONFIG_REGISTERS, COUNTERS, REGISTERS
 from mxe.sim import commands as cmds
 from mxe.sim.cycle_model import lower_bound, naive_cycles
-from mxe.sim.driver import MXEDriver, MXEError, pack_operands, plan_gemm
+from mxe.sim.driver import (MXEDriver, MXEError, counter_names, descriptor_commands,
+                            pack_operands, plan_gemm)
 from mxe.sim.transport import CocotbTransport
 from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
 from mxe.sim.model import matmul, postprocess, random_operands
@@ -153,17 +157,21 @@ class EngineTB:
         bias, relu, requant = options if options is not None else \
             random_options(self.rng, c, N)
         plan = plan_gemm(c, M, K, N, bias=bias is not None, relu=relu, requant=requant)
-        # The memory the engine must leave: the model runs the same stream on a copy.
+        descriptor = self.params.get("descriptor", False)
+        issued = self.drv.gemm_commands(plan, descriptor=descriptor)
+        # The memory the engine must leave: the model runs the same commands on a copy.
         model_mem = self.image()
         for offset, data in pack_operands(plan, A, B, bias).items():
             model_mem[WINDOW[0] + offset:WINDOW[0] + offset + len(data)] = data
         model = EngineModel(c, model_mem, *WINDOW)
-        outcome = model.run(plan.commands)
+        outcome = model.run(issued)
         assert outcome.ok, outcome
         self.log.info("GEMM %s %dx%dx%d bias=%s relu=%s requant=%s: %s", what, M, K, N,
-                      bias is not None, relu, requant, plan.schedule)
+                      bias is not None, relu, requant,
+                      plan.schedule if issued is plan.commands else "descriptor")
         start = cocotb.utils.get_sim_time("ns")
-        C, counters = await self.drv.gemm(A, B, bias=bias, relu=relu, requant=requant)
+        C, counters = await self.drv.gemm(A, B, bias=bias, relu=relu, requant=requant,
+                                          descriptor=descriptor)
         cycles = (cocotb.utils.get_sim_time("ns") - start) / CLOCK_NS
         assert self.drv.last_plan.commands == plan.commands, "driver planned differently"
         want = expected_result(c, A, B, bias, relu, requant)
@@ -172,6 +180,11 @@ class EngineTB:
                               f"got {C[tuple(bad[0])]}, want {want[tuple(bad[0])]} "
                               f"(schedule {plan.schedule})")
         check_image(self.image(), model_mem, plan, WINDOW[0])
+        assert list(counters) == counter_names(c), f"counters read: {list(counters)}"
+        if not c.perf_counters or issued is not plan.commands:
+            # Only CYCLES, or a descriptor's own schedule: nothing to hold the plan to.
+            self.log.info("  %d cycles (driver view %d)", counters["CYCLES"], cycles)
+            return C, counters, plan
         check_counters(counters, plan, c, M, K, N)
         util = M * K * N / (c.macs * max(1, counters["BUSY_CYCLES"]))
         self.log.info("  %d cycles (driver view %d), busy %d, MAC-active %d, lower bound %d, "
@@ -241,6 +254,17 @@ async def test_discover(dut):
     got = tb.drv.config
     for _reg, attr in CONFIG_REGISTERS:
         assert getattr(got, attr) == getattr(tb.config, attr), attr
+    # The features (CAPABILITIES) as built; the driver reads the counters the engine has, the
+    # others read 0.
+    for name, _doc in CAPABILITIES:
+        assert getattr(got, name) is getattr(tb.config, name), name
+    counters = await tb.drv.counters()
+    assert list(counters) == [name for name, _port, _doc in COUNTERS
+                              if tb.config.perf_counters or name == "CYCLES"]
+    assert counters["CYCLES"] > 0
+    for reg in REGISTERS:
+        if not reg.present(tb.config):
+            assert await tb.drv.read(reg.name) == 0, reg.name
     st = await tb.drv.status()
     assert st["busy"] == 0 and st["error"] == 0 and st["done"] == 0, st
 
@@ -327,6 +351,41 @@ async def test_bad_commands(dut):
                                   what=f"after {name}")
     await tb.drv.soft_reset()
     await tb.gemm_checked(c.rows + 1, c.rows + 1, c.cols + 1, what="after all bad commands")
+
+
+@cocotb.test()
+async def test_unsupported(dut):
+    """On an engine without the GEMM unit, each of GEMM_A/B/C (and a whole descriptor) is
+    refused with UNSUPPORTED at its own index, as the model says: nothing of it or after it
+    runs, memory as the model leaves it. After a soft reset the engine runs GEMMs (issued as
+    descriptors: the driver falls back to the command stream) bit-exactly."""
+    tb = await setup(dut)
+    c = tb.config
+    assert not tb.drv.config.gemm_unit, "this test is for an engine without the GEMM unit"
+    eb, ab = c.elem_bytes, c.acc_elem_bytes
+    plan = plan_gemm(c, c.rows + 1, c.rows + 2, c.cols + 1)
+    desc = descriptor_commands(plan)[:3]
+    for i, command in enumerate(desc):
+        name = cmds.decode(command)[0]
+        assert not getattr(c, REQUIRES[name])
+        for whole in (False, True):
+            await tb.drv.soft_reset()
+            prefix = [cmds.load(0, 0, 2, c.spad_row_elems, c.spad_row_elems * eb),
+                      cmds.matmul(0, 0, 2, 1, 0),
+                      cmds.store(0, 0x800, 2, c.cols, c.cols * ab)][:int(tb.rng.integers(0, 4))]
+            # The command alone, or it and the rest of the descriptor.
+            bad = desc[i:] if whole else [command]
+            stream = [*prefix, *bad, cmds.store(0, 0x900, 1, c.cols, 0), cmds.fence()]
+            model_mem = tb.image()
+            outcome = await expect_error(tb, stream, model_mem, what=f"{name} (whole {whole})")
+            assert outcome.error == ErrorCode.UNSUPPORTED and outcome.index == len(prefix)
+            check_image(tb.image(), model_mem, plan, tb.drv.window[0])
+            st = await tb.drv.status()
+            assert not st["busy"], f"{name}: busy after the error"
+    await tb.drv.soft_reset()
+    tb.params["descriptor"] = True
+    for M, K, N in ((c.rows + 3, 2 * c.rows + 1, c.cols + 2), (1, 1, 1)):
+        await tb.gemm_checked(M, K, N, what="after UNSUPPORTED")
 
 
 @cocotb.test()

@@ -34,10 +34,29 @@ def test_json_round_trip():
     ({"axi_data_width": 48}, ValueError, "axi_data_width must be one of 32, 64, 128, 256"),
     ({"max_burst_len": 257}, ValueError, "max_burst_len must be in 1..256"),
     ({"multiplier": "fpga"}, ValueError, "multiplier must be one of"),
+    ({"gemm_unit": 0}, TypeError, "gemm_unit must be a bool"),
+    ({"gemm_unit": "no"}, TypeError, "gemm_unit must be a bool"),
+    ({"perf_counters": 1}, TypeError, "perf_counters must be a bool"),
+    ({"perf_counters": None}, TypeError, "perf_counters must be a bool"),
 ])
 def test_validation_names_parameter(changes, error, words):
     with pytest.raises(error, match=words):
         EngineConfig(**changes)
+
+
+def test_features_default_in():
+    """Features a user may leave out are in unless asked; leaving them out keys the build and
+    survives JSON."""
+    config = EngineConfig()
+    assert config.gemm_unit is True and config.perf_counters is True
+    assert all(p.gemm_unit and p.perf_counters for p in PRESETS.values())
+    lean = EngineConfig.preset("tiny", gemm_unit=False, perf_counters=False)
+    assert lean.key() != PRESETS["tiny"].key() and "gemm_unitFalse" in lean.key()
+    assert EngineConfig.from_json(lean.to_json()) == lean
+    # A configuration written before the features existed reads with them in.
+    old = {k: v for k, v in PRESETS["tiny"].to_dict().items()
+           if k not in ("gemm_unit", "perf_counters")}
+    assert EngineConfig.from_dict(old) == PRESETS["tiny"]
 
 
 def test_unknown_json_key():
@@ -78,3 +97,15 @@ def test_generate_writes_verilog_and_config(tmp_path, top, module):
     config = EngineConfig.from_json((tmp_path / f"{module}.json").read_text())
     assert (config.rows, config.cols) == (4, 8)
     assert f"module {module}(" in (tmp_path / f"{module}.v").read_text()
+
+
+def test_generate_lean_engine(tmp_path):
+    """The feature flags reach the configuration and the Verilog (no GEMM unit, one counter)."""
+    result = _mxe("generate", "--preset", "tiny", "--gemm-unit", "false", "--perf-counters",
+                  "no", "-o", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = EngineConfig.from_json((tmp_path / "mxe_engine.json").read_text())
+    assert config == EngineConfig.preset("tiny", gemm_unit=False, perf_counters=False)
+    verilog = (tmp_path / "mxe_engine.v").read_text()
+    assert "gemm" not in verilog and "count_cycles" in verilog
+    assert "count_busy_cycles" not in verilog

@@ -8,13 +8,18 @@ import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.csr import CSRBlock
-from mxe.hw.regmap import (ADDR_WIDTH, CONFIG_REGISTERS, COUNTERS, ID_VALUE, OFFSETS, REGISTERS,
-                           REGMAP, Field, Register, ports, register_map_markdown)
+from mxe.hw.regmap import (ADDR_WIDTH, CAPABILITIES, CONFIG_REGISTERS, CORE_COUNTERS, COUNTERS,
+                           ID_VALUE, OFFSETS, REGISTERS, REGMAP, Field, Register, ports,
+                           register_map_markdown)
 from mxe.sim.runner import SIMULATORS, run_bench, simulator_missing
 from mxe.sim.tb_csr import csr_bench_top
 
 
-CONFIGS = [EngineConfig.preset("tiny"), EngineConfig.preset("small", cmd_queue_depth=4)]
+# Every feature of CAPABILITIES present and missing once, in configurations that tell the bits
+# apart.
+CONFIGS = [EngineConfig.preset("tiny"),
+           EngineConfig.preset("small", cmd_queue_depth=4, gemm_unit=False),
+           EngineConfig.preset("tiny", perf_counters=False)]
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def test_table_is_consistent():
     assert ID_VALUE >> 8 == int.from_bytes(b"MXE", "big")
     # Every required register is there.
     for name in ["ID", "CTRL", "STATUS", "ERR_CMD_INDEX", "ERR_ADDR_LO", "ERR_ADDR_HI",
-                 "CMD_W0", "CMD_W1", "CMD_W2", "CMD_W3", "CMD_LEVEL", "WIN_BASE_LO",
+                 "CAPABILITIES", "CMD_W0", "CMD_W1", "CMD_W2", "CMD_W3", "CMD_LEVEL", "WIN_BASE_LO",
                  "WIN_BASE_HI", "WIN_LIMIT_LO", "WIN_LIMIT_HI",
                  *(reg for reg, _ in CONFIG_REGISTERS),
                  *(f"{c}_{half}" for c, _, _ in COUNTERS for half in ("LO", "HI"))]:
@@ -64,6 +69,16 @@ def test_table_is_consistent():
     assert p["win_base"][:2] == ("out", 64)
     assert p["err_addr"][:2] == ("in", 64)
     assert all(p[port][:2] == ("in", 64) for _, port, _ in COUNTERS)
+    # CAPABILITIES: a bit per feature, named as the configuration parameter; the counters but
+    # CYCLES belong to perf_counters and lose their ports without it.
+    caps = REGMAP["CAPABILITIES"]["fields"]
+    assert [(name, caps[name]["lsb"], caps[name]["width"]) for name in caps] == \
+        [(name, bit, 1) for bit, (name, _doc) in enumerate(CAPABILITIES)]
+    assert all(isinstance(getattr(EngineConfig(), name), bool) for name in caps)
+    lean = EngineConfig.preset("tiny", perf_counters=False, gemm_unit=False)
+    assert set(p) - set(ports(config=lean)) == \
+        {port for name, port, _ in COUNTERS if name not in CORE_COUNTERS}
+    assert ports(config=EngineConfig.preset("tiny")) == p
 
 
 def test_table_rejects_bad_entries():
@@ -84,6 +99,9 @@ def test_component_ports_follow_table():
         assert members[name].flow.value.lower() == direction, name
         assert len(getattr(block, name)) == width, name
     block._MustUse__silence = True  # inspected, not built
+    lean = CSRBlock(EngineConfig.preset("tiny", perf_counters=False))
+    assert "cycles" in lean.signature.members and "busy_cycles" not in lean.signature.members
+    lean._MustUse__silence = True
     with pytest.raises(ValueError, match="addr_width"):
         CSRBlock(EngineConfig.preset("tiny"), addr_width=6)
     with pytest.raises(TypeError, match="config"):
@@ -116,6 +134,10 @@ def test_markdown_against_table():
         assert int(lo or hi) == f.lsb and int(hi) == f.lsb + f.width - 1, row
         if reg.access_of(f) == "CONST":
             assert int(row[4], 16) == f.value(config), row
+    # Registers of a feature say that they read 0 without it.
+    for reg in regs:
+        feature = REGMAP[reg[1]]["feature"]
+        assert (f"(reads 0 without `{feature}`)" in reg[3]) == (feature is not None), reg
     # The configuration values appear for CFG_ registers.
     cfg_rows = {r[0]: int(r[4], 16) for r in fields if r[0].startswith("CFG_")}
     for reg, attr in CONFIG_REGISTERS:

@@ -12,7 +12,9 @@ import pytest
 from mxe.hw.config import EngineConfig
 from mxe.hw.isa import ErrorCode
 from mxe.sim import commands as cmds
-from mxe.sim.driver import pack_operands, plan_gemm, unpack_result
+from mxe.sim.driver import (counter_names, descriptor_commands, pack_operands, plan_gemm,
+                            unpack_result)
+from mxe.sim.gemm_model import expand
 from mxe.sim.engine_model import (EngineModel, ModelStopped, bad_commands, decode_elems,
                                   encode_elems, read_bursts)
 from mxe.sim.model import matmul, postprocess, random_operands
@@ -118,10 +120,13 @@ def test_model_commands_against_loops(seed):
         assert model.counters["dma_wr_bytes"] == 6 + 2 * cfg.cols * ab
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_model_refusals(preset, seed):
+@pytest.mark.parametrize("preset, changes", [("tiny", {}), ("small", {}),
+                                             ("tiny", {"gemm_unit": False})])
+def test_model_refusals(preset, changes, seed):
     """Every LIMITS_DOC case: the error, the index, nothing after it runs, nothing written."""
-    cfg = EngineConfig.preset(preset)
+    cfg = EngineConfig.preset(preset, **changes)
+    assert any(code == ErrorCode.UNSUPPORTED for _n, _c, code in bad_commands(cfg)) \
+        == (not cfg.gemm_unit)
     rng = np.random.default_rng(seed)
     good_store = cmds.store(0, 100, 1, 1, 0)
     for name, bad, code in bad_commands(cfg):
@@ -140,6 +145,38 @@ def test_model_refusals(preset, seed):
         assert out.ok and out.executed == 1 and model.index == 1
         assert bytes(mem) != image or mem[100:100 + cfg.acc_elem_bytes] == \
             image[100:100 + cfg.acc_elem_bytes]
+
+
+def test_model_unsupported_descriptor(seed):
+    """Without the GEMM unit every one of GEMM_A/B/C is refused on its own, counted as one
+    command (as the controller sees them); with it, the descriptor runs the expansion."""
+    rng = np.random.default_rng(seed)
+    lean = EngineConfig.preset("tiny", gemm_unit=False)
+    plan = plan_gemm(lean, 5, 6, 7)
+    desc = descriptor_commands(plan)
+    assert [cmds.decode(x)[0] for x in desc] == ["GEMM_A", "GEMM_B", "GEMM_C", "FENCE"]
+    for i in range(3):
+        prefix = [cmds.load(0, 0, 1, 1, 0)] * int(rng.integers(0, 3))
+        model = EngineModel(lean, bytearray(plan.size), 0, plan.size)
+        out = model.run([*prefix, desc[i], *desc[i + 1:]])
+        assert (out.error, out.index, out.executed) == \
+            (ErrorCode.UNSUPPORTED, len(prefix), len(prefix))
+    with pytest.raises(ValueError, match="no GEMM unit"):
+        expand(lean, desc[:3])
+    # The same GEMM as a stream on the lean engine and as a descriptor on the full one.
+    full = lean.replace(gemm_unit=True)
+    A, B = random_operands(rng, (5, 6), full), random_operands(rng, (6, 7), full)
+    images = []
+    for cfg, commands in ((lean, plan.commands), (full, desc)):
+        mem = bytearray(plan.size)
+        for offset, data in pack_operands(plan, A, B).items():
+            mem[offset:offset + len(data)] = data
+        assert EngineModel(cfg, mem, 0, plan.size, fill=rng).run(commands).ok
+        C = plan.layout["c"]
+        assert (unpack_result(plan, mem[C.offset:C.end]) ==
+                expected(cfg, A, B, None, False, None)).all()
+        images.append(bytes(mem))
+    assert images[0] == images[1]
 
 
 def test_model_window_and_slverr():
@@ -406,24 +443,46 @@ class _FakeAxil:
         return SimpleNamespace(resp=AxiResp.OKAY)
 
 
-def _csr_image(cfg, ident):
-    from mxe.hw.regmap import CONFIG_REGISTERS, OFFSETS
-    regs = {OFFSETS["ID"]: ident}
-    for reg, attr in CONFIG_REGISTERS:
-        regs[OFFSETS[reg]] = int(getattr(cfg, attr))
+def _csr_image(cfg, ident=None):
+    """What the engine built with ``cfg`` reads: its CONST registers (ID replaced by
+    ``ident``), a counter value in every counter it has (the others read 0, as absent)."""
+    from mxe.hw.regmap import OFFSETS, REGISTERS
+    regs = {}
+    for reg in REGISTERS:
+        if reg.access == "CONST":
+            regs[reg.offset] = sum(f.value(cfg) << f.lsb for f in reg.fields)
+    for i, name in enumerate(counter_names(cfg)):
+        regs[OFFSETS[f"{name}_LO"]] = 1000 + i
+    if ident is not None:
+        regs[OFFSETS["ID"]] = ident
     return regs
 
 
-def test_discover_reads_config():
+@pytest.mark.parametrize("features", [{}, {"gemm_unit": False}, {"perf_counters": False},
+                                      {"gemm_unit": False, "perf_counters": False}])
+def test_discover_reads_config(features):
+    """Configuration and CAPABILITIES read back; the driver adapts: counters() reads only the
+    counters the engine has, a descriptor GEMM falls back to the plan's stream."""
     import asyncio
-    from mxe.hw.regmap import ID_VALUE, CONFIG_REGISTERS
+    from mxe.hw.regmap import CAPABILITIES, CONFIG_REGISTERS
     from mxe.sim.driver import MXEDriver
     from mxe.sim.transport import CocotbTransport
-    cfg = EngineConfig.preset("small", rows=5, signed=False, cmd_queue_depth=32)
-    drv = MXEDriver(CocotbTransport(_FakeAxil(_csr_image(cfg, ID_VALUE)), None, None))
+    cfg = EngineConfig.preset("small", rows=5, signed=False, cmd_queue_depth=32, **features)
+    axil = _FakeAxil(_csr_image(cfg))
+    drv = MXEDriver(CocotbTransport(axil, None, None))
     got = asyncio.run(drv.discover())
     for _reg, attr in CONFIG_REGISTERS:
         assert getattr(got, attr) == getattr(cfg, attr), attr
+    for name, _doc in CAPABILITIES:
+        assert getattr(got, name) is getattr(cfg, name), name
+    counters = asyncio.run(drv.counters())
+    assert list(counters) == counter_names(cfg)
+    assert (list(counters) == ["CYCLES"]) == (not cfg.perf_counters)
+    assert all(value == 1000 + i for i, value in enumerate(counters.values()))
+    plan = plan_gemm(cfg, 9, 9, 9)
+    commands = drv.gemm_commands(plan, descriptor=True)
+    assert commands == (descriptor_commands(plan) if cfg.gemm_unit else plan.commands)
+    assert drv.gemm_commands(plan) == plan.commands
 
 
 @pytest.mark.parametrize("ident,match", [(0xDEADBEEF, "no MXE engine"), (0, "no MXE engine"),

@@ -14,9 +14,23 @@ def _run(sim, name, testcase, seed, **params):
     run_engine(sim, name, "mxe.sim.tb_engine", testcase, seed, **params)
 
 
-@pytest.mark.parametrize("name", ["tiny"])
+@pytest.mark.parametrize("name", ["tiny", "lean"])
 def test_engine_discover(sim, name, seed):
+    """Configuration and CAPABILITIES read back, with every feature and with none."""
     _run(sim, name, "test_discover", seed)
+
+
+def test_engine_unsupported(sim, seed):
+    """GEMM_A/B/C refused with UNSUPPORTED on an engine without the GEMM unit; GEMMs right after
+    a soft reset."""
+    _run(sim, "lean", "test_unsupported", seed)
+
+
+def test_engine_lean_gemm(sim, seed):
+    """GEMMs through the driver on an engine without the GEMM unit and without counters (asked
+    for as descriptors: the driver falls back to the command stream), bit-exact."""
+    shapes = [[1, 1, 1], [5, 7, 6], [13, 3, 9]]
+    _run(sim, "lean", "test_gemm", seed, shapes=shapes, random=[1, 30], descriptor=True)
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
