@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .pe import acc_shape, add_with_carry
+from .pe import acc_shape
 from .skid import SkidBuffer
 
 
@@ -72,6 +72,20 @@ def _weighted_sum(pair, base):
     return total.as_signed() if high.shape().signed else total
 
 
+def _thermometer(value, width):
+    """``Cat(value > i for i in range(width))`` for an unsigned ``value``, without a compare per
+    bit (Yosys maps each compare to a carry chain): ``value > 8p + q`` is ``value // 8 > p``,
+    or ``value // 8 == p`` and ``value % 8 > q``, one LUT a bit on top of a few shared ones."""
+    high, low = value[3:], value[:3]
+    bits = []
+    for i in range(width):
+        p, q = divmod(i, 8)
+        above = (high > p) if p < 1 << len(high) else Const(0, 1)
+        same = (high == p) if p < 1 << len(high) else Const(0, 1)
+        bits.append(above | (same & (low > q)))
+    return Cat(*bits)
+
+
 def _tree_levels(terms):
     levels = 0
     while terms > 1:
@@ -83,24 +97,22 @@ def _tree_levels(terms):
 #: Cycles from a row written into the output FIFO to the row offered on ``o_data``: two through
 #: the FIFO, one through the skid buffer behind it.
 _FIFO_LATENCY = 3
-#: The rounding add is cut after this many low bits.
-_ROUND_SPLIT = 32
 
 
 def _stages(config):
     terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
         len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
-    return 8 + _tree_levels(terms)
+    return 6 + _tree_levels(terms)
 
 
 def postproc_latency(config):
     """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``.
 
     One cycle each for the bias add, the ReLU, the partial products, every level of the
-    partial-product adder tree, the two halves of the rounding add, the two steps of the shift
-    and the saturation, then three through the output FIFO and skid buffer. With a 32-bit
-    accumulator (4 partial products, 2 tree levels) the latency is 13; with 64 bits (8 products)
-    it is 14.
+    partial-product adder tree, the two steps that pick and round the shifted product's low
+    bits and the saturation, then three through the output FIFO and skid buffer. With a 32-bit
+    accumulator (4 partial products, 2 tree levels) the latency is 11; with 64 bits (8 products)
+    it is 12.
     """
     return _stages(config) + _FIFO_LATENCY
 
@@ -125,13 +137,17 @@ class PostProcessor(wiring.Component):
     int8 (uint8) value, sign-extended (zero-extended). :func:`mxe.sim.model.postprocess` is the
     bit-exact golden model.
 
-    Pipeline (latency :func:`postproc_latency`, 13 cycles for a 32-bit accumulator): bias add |
-    ReLU | partial products | adder tree, one register per level | rounding add, low half |
-    high half | arithmetic shift by whole bytes | by the bits left | saturation | output FIFO
-    (two cycles) | skid buffer. The 32x32 multiply is cut into 17-bit chunk products (four 18x18
-    multipliers per column for ``acc_width`` 32, eight for 64). Without ``requant`` the same
-    path runs with multiplier 1 and shift 0, so the latency is the same in every mode and no
-    bypass registers are needed.
+    Pipeline (latency :func:`postproc_latency`, 11 cycles for a 32-bit accumulator): bias add |
+    ReLU | partial products | adder tree, one register per level | the product's bytes from
+    ``shift`` on, with the rounding and saturation flags | the rounded low bits | saturation |
+    output FIFO (two cycles) | skid buffer. The 32x32 multiply is cut into 17-bit chunk
+    products (four 18x18 multipliers per column for ``acc_width`` 32, eight for 64). The
+    product is never rounded or shifted as a whole: the rounding needs only the bit below the
+    result and whether the bits under that are zero, the saturation whether the bits above the
+    result's ten low bits are all sign bits (both masked tests against masks made from the
+    shift), and the output only those ten bits, picked by two 8:1 choices. Without ``requant``
+    the same path runs with multiplier 1 and shift 0 and the raw value rides along to the end,
+    so the latency is the same in every mode.
 
     Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
     the DSP columns); rows leave it into an output FIFO with room for every row in flight, and
@@ -184,9 +200,8 @@ class PostProcessor(wiring.Component):
         cols, acc_width, is_signed = config.cols, config.acc_width, config.signed
         acc = acc_shape(config)
 
-        # The exact product, and room for the rounding constant (up to 2**62) on top of it.
+        # The exact product.
         prod_shape = signed(acc_width + MULTIPLIER_WIDTH + (0 if is_signed else 1))
-        wide_shape = signed(max(prod_shape.width, 64) + 1)
 
         # The output FIFO and its credits: FIFO places not yet promised to a row.
         stages = _stages(config)
@@ -219,22 +234,12 @@ class PostProcessor(wiring.Component):
 
         # Values derived from the settings, in registers: the settings are static while a
         # store's rows are in the pipeline, and a row needs the multiplier (two register steps)
-        # two cycles after it enters at the earliest, the rounding constants (two steps) later.
+        # two cycles after it enters at the earliest, the shift and its masks later.
         multiplier = Signal(signed(MULTIPLIER_WIDTH))
         shift = Signal(SHIFT_WIDTH)
-        half = Signal(64)          # 2**(shift - 1), or 0 for shift 0
-        half_neg = Signal(64)      # the rounding constant of a negative product
-        pow_half = Signal(64)      # 2**(shift - 1) from the settings: a decoder, then the rest
-        below_half = Signal(64)    # 2**(shift - 1) - 1 from the settings: a compare per bit
-        m.d.sync += [
-            pow_half.eq((Const(1, 1) << self.cfg.shift)[1:]),
-            below_half.eq(Cat(*(self.cfg.shift > bit + 1 for bit in range(64)))),
-        ]
         m.d.sync += [
             multiplier.eq(Mux(self.cfg.requant, self.cfg.multiplier, 1)),
             shift.eq(Mux(self.cfg.requant, self.cfg.shift, 0)),
-            half.eq(Mux(self.cfg.requant, pow_half, 0)),
-            half_neg.eq(Mux(self.cfg.requant, below_half, 0)),
         ]
 
         # Stage 1: bias add, wrapping at acc_width.
@@ -299,63 +304,61 @@ class PostProcessor(wiring.Component):
             regs, last, valid = stage(f"s{3 + level}_sum", values, last, valid)
             terms = [[(regs[c * per_col + k], new_terms[c][k][1]) for k in range(per_col)]
                      for c in range(cols)]
-        product = []
+        # Rounding, shift and saturation without a wide adder or a wide shifter. With the
+        # product doubled (p2 = 2p, so that shift 0 needs no case of its own), t = p2 >> shift
+        # is p / 2**(shift - 1) rounded down, and round_half_away(p / 2**shift) is
+        # (t + c) >> 1 with c = 1, except c = 0 for a negative p whose bits below
+        # 2**(shift - 1) are all zero (a negative tie, or exact). Only t's low ten bits are
+        # formed; if the bits of p2 from shift + 9 up are not all sign bits, |t| >= 512 and the
+        # result saturates whatever it is.
+        width = prod_shape.width + 1                 # p2, signed
+        below = _thermometer(shift, width - 1)       # below[i] = shift > i
+        low_mask = Signal(width - 1)                 # bits of p2 below shift (c)
+        high_mask = Signal(width - 1)                # bits of p2 from shift + 9 up (outside)
+        m.d.sync += [
+            low_mask.eq(below),
+            high_mask.eq(Cat(Const(0, 9), ~below)[:width - 1]),
+        ]
+        windows, flags, raws = [], [], []
         for c in range(cols):
             value, base = terms[c][0]
-            p = Signal(prod_shape, name=f"product_{c}")
-            m.d.comb += p.eq(value << base)
-            product.append(p)
+            p2 = Signal(signed(width), name=f"product2_{c}")
+            m.d.comb += p2.eq(value << (base + 1))
+            sign = p2[-1]
+            window = Signal(17, name=f"window_{c}")  # p2's bits 8 * (shift // 8) up
+            m.d.comb += window.eq(p2 >> Cat(Const(0, 3), shift[3:]))
+            not_sign = p2[:-1] ^ sign.replicate(width - 1)
+            carry_in = ~sign | (p2[:-1] & low_mask).any()
+            outside = (not_sign & high_mask).any()
+            windows.append(window)
+            flags.append(Cat(carry_in, outside, sign))
+            raws.append(p2[1:acc_width + 1])
+        regs, last, valid = stage("s_window", windows + flags + raws, last, valid)
+        windows, flags, raws = regs[:cols], regs[cols:2 * cols], regs[2 * cols:]
 
-        # Rounding add: p + 2**(s-1) for p >= 0, p + 2**(s-1) - 1 for p < 0; an arithmetic shift
-        # right then rounds half away from zero. Two stages: the low half with its carry, then
-        # the high half (no carry chain longer than about half the product).
-        split = _ROUND_SPLIT
-        low_sums, high_parts = [], []
-        for c in range(cols):
-            wide = Signal(wide_shape, name=f"product_wide_{c}")
-            m.d.comb += wide.eq(product[c])
-            k = Mux(product[c] < 0, half_neg, half)
-            low_sums.append(wide[:split] + k[:split])
-            high_parts += [wide[split:], k[split:]]
-        regs, last, valid = stage("s_round_lo", low_sums + high_parts, last, valid)
-        low_sums, high_parts = regs[:cols], regs[cols:]
+        # t's low ten bits, and the rounded value (t + c) >> 1 in ten bits.
         rounded = []
         for c in range(cols):
-            r = Signal(wide_shape, name=f"round_sum_{c}")
-            p_high, k_high = high_parts[2 * c], high_parts[2 * c + 1]
-            m.d.comb += r.eq(Cat(low_sums[c][:split],
-                                 add_with_carry(p_high, k_high, low_sums[c][split])))
-            rounded.append(r)
-        rounded, last, valid = stage("s_round", rounded, last, valid)
+            t = Signal(signed(10), name=f"t_{c}")
+            m.d.comb += t.eq(windows[c] >> shift[:3])
+            y = Signal(signed(10), name=f"rounded_{c}")
+            m.d.comb += y.eq((t + flags[c][0]) >> 1)
+            rounded.append(y)
+        regs, last, valid = stage("s_rounded", rounded + flags + raws, last, valid)
+        rounded, flags, raws = regs[:cols], regs[cols:2 * cols], regs[2 * cols:]
 
-        # Shift, in two steps of at most eight positions each (two LUT levels): whole bytes,
-        # then the bits left.
-        by_bytes = []
-        for c in range(cols):
-            q = Signal(wide_shape, name=f"shift_bytes_res_{c}")
-            m.d.comb += q.eq(rounded[c] >> Cat(Const(0, 3), shift[3:]))
-            by_bytes.append(q)
-        by_bytes, last, valid = stage("s_shift_bytes", by_bytes, last, valid)
-        shifted = []
-        for c in range(cols):
-            q = Signal(wide_shape, name=f"shift_res_{c}")
-            m.d.comb += q.eq(by_bytes[c] >> shift[:3])
-            shifted.append(q)
-        shifted, last, valid = stage("s_shift", shifted, last, valid)
-
-        # Saturation (requant) or truncation back to the accumulator width (raw output; exact,
-        # as the value is the biased accumulator itself).
+        # Saturation (requant) or the raw value (exact: the biased accumulator itself).
         lo, hi = (-128, 127) if is_signed else (0, 255)
         out_bits = 7 if is_signed else 8
         result = Signal(row_layout)
         for c in range(cols):
-            q = shifted[c]
-            sign = q[-1]
-            upper = q[out_bits:-1]
-            over = ~sign & upper.any()
-            under = (sign & ~upper.all()) if is_signed else sign
-            saturated = Mux(over, hi, Mux(under, lo, q[:8].as_signed() if is_signed else q[:8]))
-            m.d.sync += result.data[c].eq(Mux(self.cfg.requant, saturated, q[:acc_width]))
+            _, outside, sign = flags[c]
+            y = rounded[c]
+            upper = y[out_bits:-1]          # y > hi or y < lo: these bits are not all sign bits
+            over = Mux(outside, ~sign, ~y[-1] & upper.any())
+            under = Mux(outside, sign, y[-1] & (~upper.all() if is_signed else 1))
+            saturated = Mux(over, hi, Mux(under, lo, y[:8].as_signed() if is_signed else y[:8]))
+            m.d.sync += result.data[c].eq(Mux(self.cfg.requant, saturated, raws[c]))
         result_valid = Signal()
         m.d.sync += [result.last.eq(last), result_valid.eq(valid)]
         m.d.comb += [fifo.w_data.eq(result), fifo.w_en.eq(result_valid)]

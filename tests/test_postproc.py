@@ -178,6 +178,8 @@ def make_stores(rng, config, n_stores, rows_per_store):
         dict(bias="random", relu=True, requant=(2 ** 30, 31)),
         dict(bias=None, relu=False, requant=(1, 1)),        # ties at every odd value
         dict(bias=None, relu=False, requant=(-1, 1)),
+        dict(bias=None, relu=False, requant=(2 ** 20, 21)),  # the same ties, far below
+        dict(bias=None, relu=False, requant=(-2 ** 20, 21)),
         dict(bias=None, relu=False, requant=(3, 31)),
         dict(bias="extreme", relu=False, requant=None),     # wrap-around of the bias add
     ]
@@ -195,7 +197,7 @@ def make_stores(rng, config, n_stores, rows_per_store):
         elif settings["bias"] == "extreme":
             settings["bias"] = [rng.choice([lo, hi]) for _ in range(config.cols)]
         rows = [random_acc(rng, config, config.cols) for _ in range(rows_per_store)]
-        if settings["requant"] in ((1, 1), (-1, 1)):
+        if settings["requant"] in ((1, 1), (-1, 1), (2 ** 20, 21), (-2 ** 20, 21)):
             # Odd values at the small end: x / 2 is exactly .5 off an integer.
             rows = [[max(lo, min(hi, 2 * rng.randint(-150, 150) + 1)) for _ in row]
                     for row in rows]
@@ -292,7 +294,7 @@ def test_throughput_and_latency():
     """With no gaps and no backpressure, one row per cycle after the documented latency."""
     config = EngineConfig(rows=4, cols=2)
     dut = PostProcessor(config)
-    assert dut.latency == postproc_latency(config) == 13
+    assert dut.latency == postproc_latency(config) == 11
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     n = 20
