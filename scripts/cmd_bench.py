@@ -142,6 +142,9 @@ def run(args):
             config = PRESETS[preset].replace(**overrides)
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        if not config.perf_counters:
+            raise CommandError("mxe bench reports the engine's performance counters: it needs "
+                               "perf_counters (leave --perf-counters at its default)")
         start = time.perf_counter()
         try:
             run_dir = run_bench(sim=args.simulator, name="mxe_engine",

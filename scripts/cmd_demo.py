@@ -133,6 +133,9 @@ def run(args):
     if not config.signed or config.input_width != 8 or config.acc_width < 32:
         raise CommandError("the demo needs signed 8-bit operands and accumulators of at least "
                            f"32 bits, not {config.key()}")
+    if not config.perf_counters:
+        raise CommandError("the demo reports the engine's performance counters: it needs "
+                           "perf_counters (leave --perf-counters at its default)")
     missing = simulator_missing(args.simulator)
     if missing:
         raise CommandError(f"simulator {args.simulator} is not available: {missing}")

@@ -77,6 +77,11 @@ def run(args):
         cycles = result["cycles"]
         print(f"{'cycles':<30}{cycles:>10}")
         print(f"{'cycle model':<30}{result['predicted']:>10}")
+    elif "BUSY_CYCLES" not in result["counters"]:
+        cycles = result["counters"]["CYCLES"]
+        print(f"{'schedule':<30}{result['schedule']}")
+        print(f"{'cycles (first to last command)':<30}{cycles:>10}  "
+              "(built without perf_counters: no busy or stall counts)")
     else:
         counters = result["counters"]
         cycles = counters["BUSY_CYCLES"]

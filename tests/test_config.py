@@ -109,3 +109,28 @@ def test_generate_lean_engine(tmp_path):
     verilog = (tmp_path / "mxe_engine.v").read_text()
     assert "gemm" not in verilog and "count_cycles" in verilog
     assert "count_busy_cycles" not in verilog
+
+
+@pytest.mark.parametrize("command", ["bench", "demo"])
+def test_counter_reports_need_perf_counters(tmp_path, command):
+    """mxe bench and mxe demo report the counters: an engine without them is refused, in one
+    line naming the parameter, before anything is built."""
+    engine = (["--presets", "tiny", "--set", "perf_counters=false"] if command == "bench" else
+              ["--preset", "tiny", "--perf-counters", "false"])
+    result = _mxe(command, *engine, "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "perf_counters" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_board_timing_line_without_perf_counters():
+    from mxe.board_host import _timing
+
+    class Link:
+        stats = {"link_seconds": 0.5, "bytes_out": 10, "bytes_in": 20}
+
+    full = _timing(Link, 1.0, {"CYCLES": 900, "BUSY_CYCLES": 500}, 50e6)
+    assert "engine busy 500 cycles = 0.010 ms at 50 MHz" in full and "900 cycles" in full
+    lean = _timing(Link, 1.0, {"CYCLES": 900}, 50e6)
+    assert "not counted (built without perf_counters)" in lean and "900 cycles" in lean
