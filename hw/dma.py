@@ -142,34 +142,35 @@ def _burst_row(config, addr, tails):
     }
 
 
-#: Bits of ``stride`` each window-check multiplier takes (a 16 x 16 product fits one DSP).
-_CHUNK = 16
-
-
-def check_latency(config):
-    """Cycles from a command's acceptance to its checked result: accept, multiply, copy the
-    products out of the DSP blocks, one addition per 16-bit chunk of the stride, compare (into
-    the output register). A stride below 2**16 skips the additions of its zero chunks (one
-    cycle each). The next command is taken as the result goes into the output register."""
-    return 4 + -(-config.axi_addr_width // _CHUNK)
+def check_latency(rows):
+    """Cycles from a command's acceptance to its checked result in the output register, for a
+    command of ``rows`` rows: accept, one step per two bits of ``rows - 1`` up to its highest
+    one (none for one row or none), compare. 2 for one row, 3 up to 4 rows, 4 up to 16, 10 at
+    most. The next command is taken as the result goes into the output register."""
+    return 2 + (max(rows - 1, 0).bit_length() + 1) // 2
 
 
 class _Checker(wiring.Component):
     """Checks a command before anything is issued: rows and row_bytes non-zero, and the whole
     extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` inside ``[base, limit)``.
 
-    Pipelined for the clock, one step a cycle (:func:`check_latency` cycles a command): accept
-    (``addr + row_bytes`` and ``rows - 1``), multiply ``rows - 1`` by each 16-bit chunk of the
-    stride (registered products, one DSP each), copy the products into fabric registers (the
-    route out of a DSP block gets a cycle of its own), add the shifted products one per cycle,
-    then compare into the output register, which holds the result while the next command is
-    checked. It runs while the engine still works on the previous command. It also works out
-    what the command's rows share (``geometry``, :func:`_geometry_layout`; ``tails``,
-    :func:`_row_tails`), the burst generator's registers for the first row (``row0``,
-    :func:`_burst_row`) and the second row's address (``second``), so the generator starts a
-    command from registers and sets up every row with one adder per register, and counts
-    the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``: a
-    multiplier with registered operands and result) for the write engine.
+    A sequential shift-add over the bits of ``rows - 1``, two a cycle, with no multiplier
+    (:func:`check_latency` cycles a command, 2 to 10): accept (``addr + row_bytes``,
+    ``rows - 1``, ``in_beats``; ``window_limit`` is sampled here, ``window_base`` at the
+    compare); then, while bits of ``rows - 1`` remain, each step adds the stride shifted to the
+    place of the lowest remaining bit to one sum if that bit is set, and twice it to a second
+    sum if the next bit is (two adders side by side, each from registers), and ``in_beats`` the
+    same way to two beat counts; it stops as soon as the remaining bits are zero, a flag
+    register telling it so. Then the compare, into the output register, which holds the result
+    while the next command is checked: the two sums added (the second starts at
+    ``-limit - 1``, so their sum's sign says whether the end is beyond the limit) and the two
+    beat counts added. It runs while the engine still works on the previous command. It also
+    works out what the command's rows share (``geometry``, :func:`_geometry_layout`;
+    ``tails``, :func:`_row_tails`), the burst generator's registers for the first row
+    (``row0``, :func:`_burst_row`) and the second row's address (``second``), so the generator
+    starts a command from registers and sets up every row with one adder per register, and
+    counts the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``, 0 for
+    no rows) for the write engine.
     """
 
     def __init__(self, config):
@@ -189,26 +190,37 @@ class _Checker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = self._config.axi_addr_width
-        chunks = -(-aw // _CHUNK)
-        steps = check_latency(self._config) - 1    # steps after the accepting cycle
+        # beats < 2**16 * 2**(16 - s): in_beats is at most 2**(16 - s) with s = log2(bus_bytes)
+        beats_width = ROWS_WIDTH + ROW_BYTES_WIDTH - _log2(self._config.axi_bytes)
         # The command being checked (``full``) and, in an output register of its own, the
         # command checked before it: the next command is taken while that one waits.
         cmd = Signal(cmd_layout(self._config))
         full = Signal()
-        step = Signal(range(steps))
-        add0 = 2                              # the step that adds the first product
-        rows_m1 = Signal(ROWS_WIDTH)          # wraps for rows == 0; BAD_CMD wins below
-        # addr + row_bytes, then + each product, saturating: the top bit is sticky (any end at
-        # 2**aw or beyond is outside the window), so no sum is wider than aw + 1 bits.
-        end = Signal(aw + 1)
-        products = [Signal(ROWS_WIDTH + _CHUNK, name=f"product{i}") for i in range(chunks)]
-        copies = [Signal.like(product, name=f"{product.name}_copy") for product in products]
-        m.d.sync += [copy.eq(product) for copy, product in zip(copies, products)]
+        rows_m1 = Signal(ROWS_WIDTH)          # the bits of rows - 1 still to add, shifted down
+        last = Signal()                       # rows_m1 == 0: compare
+        # The stride and in_beats at the place of rows_m1's bit 0; the stride's top bit is
+        # sticky (set once it reaches 2**aw).
+        stride = Signal(aw + 1)
+        in_beats = Signal(beats_width)
+        # Two sums, one for the even and one for the odd bits of rows - 1: a step adds two bits
+        # with two adders side by side, and the compare adds the sums. ``even`` starts at
+        # addr + row_bytes, ``odd`` at -limit - 1, so the end is beyond the limit when
+        # even + odd >= 0. ``over`` is sticky: an end at 2**aw or beyond, or an odd sum past
+        # the limit on its own, is outside whatever follows (no sum is wider than aw + 2 bits).
+        even = Signal(aw)
+        odd = Signal(signed(aw + 1))
+        over = Signal()
+        beats_even = Signal(beats_width)
+        beats_odd = Signal(beats_width)
         geometry = Signal(_geometry_layout(self._config))     # in_beats from the accepting cycle
         tails = Signal(_tails_layout())
-        short = Signal()                      # the stride's chunks above the first are zero
         out = Signal.like(self.o_cmd.payload)
         out_valid = Signal()
+
+        def shifted(value, n):
+            """``value << n`` at its width, its top bit sticky."""
+            return Cat(Const(0, n), value[:aw - n], value[aw - n:].any())
+
         m.d.comb += [
             self.i_cmd.ready.eq(~full),
             self.busy.eq(full | out_valid),
@@ -220,46 +232,60 @@ class _Checker(wiring.Component):
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             payload = self.i_cmd.payload
             row_tails = _row_tails(self._config, payload.row_bytes)
+            packed = _in_beats(self._config, payload.row_bytes)
+            end = payload.addr + payload.row_bytes
             m.d.sync += [
-                cmd.eq(payload), full.eq(1), step.eq(0),
-                short.eq(payload.stride[_CHUNK:] == 0),
+                cmd.eq(payload), full.eq(1),
                 rows_m1.eq(payload.rows - 1),
-                geometry.in_beats.eq(_in_beats(self._config, payload.row_bytes)),
+                last.eq(payload.rows[1:] == 0),   # no steps for one row, nor for none
+                stride.eq(payload.stride),
+                in_beats.eq(packed),
+                even.eq(end[:aw]),
+                odd.eq(Cat(~self.window_limit, Const(1, 1))),
+                over.eq(end[aw]),
+                beats_even.eq(Mux(payload.rows == 0, 0, packed)),
+                beats_odd.eq(0),
+                geometry.in_beats.eq(packed),
                 geometry.tail.eq(row_tails["tail"]),      # its low bits: the last lane
-                end.eq(payload.addr + payload.row_bytes),
                 *(tails[name].eq(value) for name, value in row_tails.items()),
             ]
-        with m.Elif(full):
-            with m.If((step == add0) & short):
-                m.d.sync += step.eq(steps - 1)      # the other products are zero
-            with m.Elif(step != steps - 1):
-                m.d.sync += step.eq(step + 1)
-            with m.If(step == 0):
-                for i, product in enumerate(products):
-                    m.d.sync += product.eq(rows_m1 * cmd.stride[i * _CHUNK:(i + 1) * _CHUNK])
-            for i, copy in enumerate(copies):
-                with m.If(step == add0 + i):
-                    term = copy << (i * _CHUNK)
-                    total = end[:aw] + term[:aw]
-                    m.d.sync += end.eq(Cat(total[:aw], end[aw] | total[aw] | term[aw:].any()))
-            # The last step: the compare, and everything the command hands on, straight into
-            # the output register once it is free (else the step waits).
-            with m.If((step == steps - 1) & (~out_valid | self.o_cmd.ready)):
-                bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
-                outside = (cmd.addr < self.window_base) | (end > self.window_limit)
-                m.d.sync += [
-                    full.eq(0), out_valid.eq(1),
-                    out.cmd.eq(cmd),
-                    out.error.eq(Mux(bad, DMAError.BAD_CMD,
-                                     Mux(outside, DMAError.WINDOW, DMAError.OK))),
-                    out.geometry.eq(geometry),
-                    out.geometry.in_one.eq(geometry.in_beats == 1),
-                    out.beats.eq(cmd.rows * geometry.in_beats),
-                    out.second.eq(cmd.addr + cmd.stride),
-                    out.tails.eq(tails),
-                    *(out.row0[name].eq(value) for name, value in _burst_row(
-                        self._config, cmd.addr, tails).items()),
-                ]
+        with m.Elif(full & ~last):
+            m.d.sync += [
+                rows_m1.eq(rows_m1[2:]),
+                last.eq(rows_m1[2:] == 0),
+                stride.eq(shifted(stride, 2)),
+                in_beats.eq(in_beats << 2),
+            ]
+            with m.If(rows_m1[0]):
+                total = even + stride[:aw]
+                m.d.sync += [even.eq(total[:aw]), beats_even.eq(beats_even + in_beats)]
+                with m.If(total[aw] | stride[aw]):
+                    m.d.sync += over.eq(1)
+            with m.If(rows_m1[1]):
+                twice = shifted(stride, 1)
+                total = odd + twice[:aw]
+                m.d.sync += [odd.eq(total), beats_odd.eq(beats_odd + (in_beats << 1))]
+                with m.If(~total[-1] | twice[aw]):
+                    m.d.sync += over.eq(1)
+        # The compare, and everything the command hands on, straight into the output register
+        # once it is free (else the command waits).
+        with m.Elif(full & (~out_valid | self.o_cmd.ready)):
+            bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
+            beyond = ~(even + odd)[-1]            # end - limit - 1 >= 0
+            outside = (cmd.addr < self.window_base) | over | beyond
+            m.d.sync += [
+                full.eq(0), out_valid.eq(1),
+                out.cmd.eq(cmd),
+                out.error.eq(Mux(bad, DMAError.BAD_CMD,
+                                 Mux(outside, DMAError.WINDOW, DMAError.OK))),
+                out.geometry.eq(geometry),
+                out.geometry.in_one.eq(geometry.in_beats == 1),
+                out.beats.eq(beats_even + beats_odd),
+                out.second.eq(cmd.addr + cmd.stride),
+                out.tails.eq(tails),
+                *(out.row0[name].eq(value) for name, value in _burst_row(
+                    self._config, cmd.addr, tails).items()),
+            ]
         return m
 
 
@@ -492,13 +518,14 @@ class DMA(wiring.Component):
     bytes_read, bytes_written : Out(32)
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
-    Latency: a command is checked in :func:`check_latency` cycles (6 with 32-bit addresses); the
-    first AR/AW follows one cycle later. Read data passes a skid buffer (``rready`` comes from a
-    register) and a 4-entry buffer (``o_rd_data`` is registered and never combinationally
-    depends on the AXI R channel). W beats leave through a skid buffer: ``wvalid``, ``wdata``,
-    ``wstrb`` and ``wlast`` come from registers and ``wready`` reaches only the buffer's
-    registers; ``i_wr_data.ready`` depends on the buffer's registered ready (each W beat takes
-    at most one input beat, shifted through one carry register).
+    Latency: a command is checked in :func:`check_latency` cycles (2 for one row, one more per
+    two bits of ``rows - 1``, 10 at most), mostly while the engine still works on the command
+    before it; the first AR/AW follows one cycle later. Read data passes a skid buffer
+    (``rready`` comes from a register) and a 4-entry buffer (``o_rd_data`` is registered and
+    never combinationally depends on the AXI R channel). W beats leave through a skid buffer:
+    ``wvalid``, ``wdata``, ``wstrb`` and ``wlast`` come from registers and ``wready`` reaches
+    only the buffer's registers; ``i_wr_data.ready`` depends on the buffer's registered ready
+    (each W beat takes at most one input beat, shifted through one carry register).
     """
 
     def __init__(self, config):

@@ -152,3 +152,145 @@ def test_dma_window_check_boundaries():
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+
+
+def _checked(config, base, limit, addr, rows, row_bytes, stride):
+    """What the checker hands on for a command (Python model): the error and every field the
+    read and write engines take from it."""
+    aw, b = config.axi_addr_width, config.axi_bytes
+    s = b.bit_length() - 1
+    in_beats = -(-row_bytes // b)
+    tail = (row_bytes - 1) & 0xFFFF
+    tail_over = row_bytes - 1 - config.max_burst_len * b
+    off = addr % b
+    if rows == 0 or row_bytes == 0:
+        error = DMAError.BAD_CMD
+    else:
+        # exact: an end at 2**aw or beyond is outside, however it would wrap
+        end = addr + (rows - 1) * stride + row_bytes
+        error = DMAError.OK if base <= addr and end <= limit else DMAError.WINDOW
+    return {
+        "error": error,
+        "beats": rows * in_beats,             # the write engine drains a refused command's beats
+        "in_beats": in_beats, "in_one": in_beats == 1, "tail": tail % b,
+        "tails": (tail, tail_over),
+        "second": (addr + stride) % 2 ** aw,
+        "row0": (addr - off, (off + tail) >> s, (off + tail_over) >> s,
+                 ~(addr >> s) % 2 ** (12 - s)),
+    }
+
+
+def _got(payload):
+    g, t, r = payload.geometry, payload.tails, payload.row0
+    return {
+        "error": payload.error, "beats": payload.beats,
+        "in_beats": g.in_beats, "in_one": bool(g.in_one), "tail": g.tail,
+        "tails": (t.tail, t.tail_over), "second": payload.second,
+        "row0": (r.beat_addr, r.left1, r.over1, r.bnd1),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_dma_check_shift_add(name):
+    """The command check's shift-add (Amaranth simulation), against a Python model of every
+    field it hands on: one row and no rows (no steps), 65535 rows, strides that need every
+    bit, products and sums past 2**aw whose wrapped end would lie inside the window, refused
+    commands' beat counts; each command checked in check_latency(rows) cycles when sent
+    alone, then the same commands back to back with a random ready on the output."""
+    import numpy as np
+    from amaranth.sim import Simulator
+
+    from mxe.hw.dma import _Checker, check_latency
+
+    config = CONFIGS[name]
+    aw = config.axi_addr_width
+    top = 2 ** aw - 1
+    seed = SEED
+    print(f"seed {seed} (MXE_SEED={seed} reproduces)")
+    rng = np.random.default_rng(seed)
+    windows = [(0x1000, 0x9000), (0, top), (top - 0xFFFF_FFFF + 0x10, top)]  # the last: 4 GiB
+    cases = [
+        (0, 1, 1, top),                          # one row: the stride is never added
+        (0, 2, 1, top),                          # ... two rows: past 2**aw, wraps to 0
+        (0, 0, 16, 16),                          # no rows: no steps, no beats
+        (0, 2, 0, 16),                           # no bytes: no beats
+        (0, 0xFFFF, 0xFFFF, 0xFFFF),             # every bit of rows - 1 but the lowest
+        (0, 0xFFFF, 1, 0x1_0001),                # a stride past 16 bits, 65535 rows
+        (0, 0xFFFF, 16, top),                    # refused, its beats still exact
+        (0, 0x8001, 1, 2 ** (aw - 15)),          # one addition of 2**aw (the shifted stride)
+        (0, 0x8001, 1, 2 ** (aw - 16)),          # one addition of 2**(aw - 1): inside
+        (0, 3, 1, 2 ** (aw - 1)),                # the stride passes 2**aw before its addition
+        (0x1000, 11, 1, 2 ** aw // 8 - 1),       # past the limit, then past 2**aw, wrapping
+        (top + 1 - 0x100, 2, 0x1100, 0x100),     # the end wraps to 0x1000
+        (top - 0x100_0000, 0x101, 1, 0x1_0000),  # the end exactly at the limit
+        (top - 0x100_0000, 0x101, 2, 0x1_0000),  # one byte past it
+        (top - 0xFFFF, 1, 0xFFFF, 0),            # addr + row_bytes exactly at the limit
+        (top - 0xFFFE, 1, 0xFFFF, 0),            # ... one past: 2**aw
+    ]
+    for _ in range(120):
+        rows = int(rng.choice([0, 1, 2, 3, 0xFFFF, int(rng.integers(0, 2 ** 16)),
+                               int(2 ** rng.uniform(0, 16))]))
+        row_bytes = int(2 ** rng.uniform(0, 16)) if rng.random() < 0.9 else 0
+        stride = int(2 ** rng.uniform(0, aw)) if rng.random() < 0.9 else int(rng.integers(0, 64))
+        addr = int(rng.integers(0, 2 ** aw, dtype=np.uint64)) if rng.random() < 0.3 \
+            else int(rng.integers(0, 0xA000))
+        cases.append((addr, rows, row_bytes, stride))
+
+    def send(ctx, addr, rows, row_bytes, stride):
+        ctx.set(dut.i_cmd.valid, 1)
+        ctx.set(dut.i_cmd.payload, {"addr": addr, "rows": rows, "row_bytes": row_bytes,
+                                    "stride": stride})
+
+    for base, limit in windows:
+        dut = _Checker(config)
+
+        async def alone(ctx):
+            ctx.set(dut.window_base, base)
+            ctx.set(dut.window_limit, limit)
+            for case in cases:
+                send(ctx, *case)
+                await ctx.tick().until(dut.i_cmd.ready)
+                ctx.set(dut.i_cmd.valid, 0)
+                cycles = 1
+                while not ctx.get(dut.o_cmd.valid):
+                    await ctx.tick()
+                    cycles += 1
+                assert cycles == check_latency(case[1]), f"{case}: {cycles} cycles"
+                want = _checked(config, base, limit, *case)
+                assert _got(ctx.get(dut.o_cmd.payload)) == want, case
+                ctx.set(dut.o_cmd.ready, 1)
+                await ctx.tick()
+                ctx.set(dut.o_cmd.ready, 0)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(alone)
+        sim.run()
+
+        dut = _Checker(config)
+        got = []
+
+        async def producer(ctx):
+            ctx.set(dut.window_base, base)
+            ctx.set(dut.window_limit, limit)
+            for case in cases:
+                send(ctx, *case)
+                await ctx.tick().until(dut.i_cmd.ready)
+            ctx.set(dut.i_cmd.valid, 0)
+
+        async def consumer(ctx):
+            while len(got) < len(cases):
+                ready = bool(rng.random() < 0.5)
+                ctx.set(dut.o_cmd.ready, ready)
+                _, _, valid, payload = await ctx.tick().sample(dut.o_cmd.valid,
+                                                               dut.o_cmd.payload)
+                if valid and ready:
+                    got.append(_got(payload))
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(producer)
+        sim.add_testbench(consumer)
+        sim.run()
+        for case, payload in zip(cases, got):
+            assert payload == _checked(config, base, limit, *case), case
