@@ -19,6 +19,13 @@ RESERVED_DATAFLOWS = ("os",)
 #: How multipliers are built: all in DSP blocks, all in LUTs, or DSPs up to ``dsp_budget``.
 MULTIPLIERS = ("dsp", "lut", "auto")
 AXI_DATA_WIDTHS = (32, 64, 128, 256)
+#: Width of the post-processor's requantization multiplier (a signed TFLite-style fixed-point
+#: multiplier).
+REQUANT_MULTIPLIER_WIDTH = 32
+#: The post-processor cuts its products into pieces of this many bits (17-bit unsigned low
+#: pieces, a signed top piece of at most 18), so that each piece product fits one 18x18 signed
+#: DSP multiplier (ECP5 MULT18X18D, Xilinx DSP48).
+DSP_CHUNK_WIDTH = 17
 
 
 def _is_pow2(n):
@@ -202,6 +209,16 @@ class EngineConfig:
         return next(b for b in (1, 2, 4, 8) if self.acc_width <= 8 * b)
 
     @property
+    def postproc_multipliers(self):
+        """18x18 multipliers of the post-processor's requantization: one per pair of
+        :data:`DSP_CHUNK_WIDTH`-bit pieces of an accumulator and the multiplier, per column
+        (four per column for 32-bit accumulators). On ECP5 each is a MULT18X18D, beside the
+        array's ``dsp_budget``."""
+        pieces = -(-self.acc_width // DSP_CHUNK_WIDTH) * \
+            -(-REQUANT_MULTIPLIER_WIDTH // DSP_CHUNK_WIDTH)
+        return self.cols * pieces
+
+    @property
     def axi_bytes(self):
         """Bytes per AXI data beat."""
         return self.axi_data_width // 8
@@ -247,18 +264,31 @@ class EngineConfig:
         return "_".join([f"{self.rows}x{self.cols}", *diff]).replace("=", "")
 
 
+def _dsps_left_for_array(device_dsps, **params):
+    """``dsp_budget`` for an engine of ``params`` on a device with ``device_dsps`` 18x18
+    multipliers: what the post-processor leaves (the rest of the engine takes none)."""
+    return device_dsps - EngineConfig(**params).postproc_multipliers
+
+
+_TINY = dict(rows=4, cols=4, spad_depth=512, spad_banks=2, acc_depth=256, axi_data_width=32,
+             max_burst_len=16, cmd_queue_depth=8)
+_SMALL = dict(rows=8, cols=8, spad_depth=2048, spad_banks=2, acc_depth=512, axi_data_width=64,
+              max_burst_len=16)
+_DEFAULT = dict(rows=16, cols=16, spad_depth=4096, spad_banks=2, acc_depth=1024,
+                axi_data_width=128, max_burst_len=16)
+
+#: The named configurations. Each fits the device its comment names, with the board top and host
+#: link where a board is named (checked by the slow tests of ``tests/test_boards.py``).
 PRESETS = {
-    # Aims at an iCE40 UP5K (5280 LUT4, 8 DSP, 30 EBR).
-    "tiny": EngineConfig(rows=4, cols=4, spad_depth=512, spad_banks=2, acc_depth=256,
-                         axi_data_width=32, max_burst_len=16, cmd_queue_depth=8,
-                         multiplier="auto", dsp_budget=8),
-    # ULX3S with an ECP5-45F or -85F.
-    "small": EngineConfig(rows=8, cols=8, spad_depth=2048, spad_banks=2, acc_depth=512,
-                          axi_data_width=64, max_burst_len=16),
-    # ECP5-85F, part of the multipliers in LUTs (156 DSPs for 256 MACs).
-    "default": EngineConfig(rows=16, cols=16, spad_depth=4096, spad_banks=2, acc_depth=1024,
-                            axi_data_width=128, max_burst_len=16,
-                            multiplier="auto", dsp_budget=144),
+    # ECP5-25F (ULX3S-25F, Colorlight 5A-75B; 28 MULT18X18D): 8 DSP PEs, 8 in LUTs, and 16
+    # multipliers in the post-processor. Not yet the iCE40 UP5K (5280 LUT4, 8 DSP, 30 EBR).
+    "tiny": EngineConfig(**_TINY, multiplier="auto", dsp_budget=8),
+    # ECP5-45F (ULX3S-45F): its 72 MULT18X18D less the post-processor's 32 for the array.
+    "small": EngineConfig(**_SMALL, multiplier="auto",
+                          dsp_budget=_dsps_left_for_array(72, **_SMALL)),
+    # ECP5-85F: its 156 MULT18X18D less the post-processor's 64 for the array.
+    "default": EngineConfig(**_DEFAULT, multiplier="auto",
+                            dsp_budget=_dsps_left_for_array(156, **_DEFAULT)),
     "large": EngineConfig(rows=32, cols=32, spad_depth=8192, spad_banks=2, acc_depth=2048,
                           axi_data_width=256, max_burst_len=16, multiplier="lut"),
 }

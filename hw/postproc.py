@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from .config import DSP_CHUNK_WIDTH, REQUANT_MULTIPLIER_WIDTH
 from .pe import acc_shape
 from .skid import SkidBuffer
 
@@ -14,13 +15,14 @@ __all__ = ["PostProcessor", "postproc_cfg_layout", "postproc_row_layout", "postp
 
 
 #: Width of the multiplier operand (a signed TFLite-style fixed-point multiplier).
-MULTIPLIER_WIDTH = 32
+MULTIPLIER_WIDTH = REQUANT_MULTIPLIER_WIDTH
 #: Width of the shift amount (0..63).
 SHIFT_WIDTH = 6
 #: Partial products are formed from 17-bit unsigned low chunks and a signed top chunk of at most
 #: 18 bits, so every partial product fits one 18x18 signed DSP multiplier (ECP5 MULT18X18D,
-#: iCE40 SB_MAC16 in 16x16 mode does not, Xilinx DSP48 does).
-CHUNK_WIDTH = 17
+#: iCE40 SB_MAC16 in 16x16 mode does not, Xilinx DSP48 does):
+#: :attr:`EngineConfig.postproc_multipliers` of them.
+CHUNK_WIDTH = DSP_CHUNK_WIDTH
 
 
 def postproc_cfg_layout():

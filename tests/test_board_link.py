@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from mxe.hw.config import EngineConfig
+from mxe.hw.boards.catalog import BOARDS
 from mxe.hw.regmap import ID_VALUE, OFFSETS
 from mxe.sim.demo import gemm_ref
 from mxe.sim.model import random_operands
@@ -46,7 +46,7 @@ def test_command_words_are_consecutive():
 
 # On the simulated board ----------------------------------------------------------------------
 
-CONFIG = EngineConfig.preset("small")
+CONFIG = BOARDS["ulx3s-85f"].config      # one simulation build with the board command's test
 MEM_SIZE = 1 << 16
 
 

@@ -3,8 +3,9 @@
 Fast: every board's platform files are written (``Platform.prepare``, no tools run) with the
 real BoardSoC and read back for the top's name, the UART pins and the clock constraints; the PLL
 and MMCM divider searches; ``mxe board list``; the fit message; ``mxe board program`` without a
-tool or a board. Slow (``-m slow``): the iCEBreaker build stopping at its fit check (a Yosys
-synthesis of the engine, about 2 minutes) and a full ULX3S-85F bitstream (20 to 45 minutes).
+tool or a board. Slow (``-m slow``): each preset in the device it names (a Yosys synthesis of
+the board top or the engine, 2 to 10 minutes each), the iCEBreaker build stopping at its fit
+check (about 2 minutes) and a full ULX3S-85F bitstream (20 to 45 minutes).
 """
 
 import json
@@ -16,11 +17,12 @@ import pytest
 
 from mxe.cli import main
 from mxe.cmd_board import SUBCOMMANDS, capacity, fit_message
-from mxe.hw.boards.catalog import BOARDS, Board, BoardTop, board as find_board
+from mxe.hw.boards.catalog import BOARDS, PRESET_BOARDS, Board, BoardTop, board as find_board
 from mxe.hw.boards.ecp5 import ECP5Top, ecp5_pll
 from mxe.hw.boards.ice40 import ICE40Top
 from mxe.hw.boards.xilinx import XilinxTop, mmcm_config
-from mxe.synth.flow import check_fit
+from mxe.hw.config import PRESETS
+from mxe.synth.flow import SynthOptions, check_fit, synthesize
 
 
 @pytest.fixture(autouse=True)
@@ -303,6 +305,33 @@ def test_program_without_tool_or_board(tmp_path, monkeypatch, capsys):
     # A board that takes it.
     _fake_tool(tool, 'echo "Done"\n')
     assert main(["board", "program", "ulx3s-85f", "--bitstream", str(bitstream)]) == 0
+
+
+def test_preset_boards_build_the_preset_unchanged():
+    for preset, name in PRESET_BOARDS.items():
+        assert BOARDS[name].preset == preset and BOARDS[name].config == PRESETS[preset]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", sorted(PRESET_BOARDS))
+def test_preset_fits_its_board(tmp_path, preset, capsys):
+    """The preset, unchanged, with the board top, its memory and host link, in the device it
+    names: Yosys's fit line says it fits."""
+    name = PRESET_BOARDS[preset]
+    assert main(["board", "build", name, "--synth-only", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    print(report["fit"]["summary"], {i["resource"]: i["used"] for i in report["fit"]["items"]})
+    assert report["fit"]["fits"] and report["fit"]["summary"] == "fits"
+    assert report["device"] == BOARDS[name].device
+
+
+@pytest.mark.slow
+def test_default_preset_fits_the_ecp5_85f(tmp_path):
+    """``default`` (no board of its own) in the ECP5-85F: the engine's synthesis fits."""
+    report = synthesize(PRESETS["default"], SynthOptions("ecp5", device="LFE5U-85F",
+                                                         breakdown=False), tmp_path)
+    print(report["fit"]["summary"])
+    assert report["fit"]["fits"], report["fit"]["summary"]
 
 
 @pytest.mark.slow

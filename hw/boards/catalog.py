@@ -357,29 +357,29 @@ def _boards():
                  reset=("button_pwr", 0), leds={"busy": 0, "error": 1, "irq": 2, "alive": 7},
                  programmer=("-b", "ulx3s"))
     boards = [
+        # The 85F has DSPs for all of small's PEs (64 + 32 in the post-processor, of 156): fewer
+        # LUTs than the preset, which leaves 24 PEs in LUTs to fit the 45F.
         Board("ulx3s-85f", "Radiona ULX3S, LFE5U-85F", device="LFE5U-85F",
-              platform=ULX3S_85F_Platform, preset="small", **ulx3s),
-        # small's 64 DSP PEs and its post-processor take 101 MULT18X18D; the 45F has 72.
-        Board("ulx3s-45f", "Radiona ULX3S, LFE5U-45F", device="LFE5U-45F",
-              platform=ULX3S_45F_Platform, preset="small",
-              config_changes={"multiplier": "auto", "dsp_budget": 32}, **ulx3s),
-        # tiny takes 29 MULT18X18D with its 8 DSP PEs; a 25F has 28.
-        Board("ulx3s-25f", "Radiona ULX3S, LFE5U-25F", device="LFE5U-25F",
-              platform=ULX3S_25F_Platform, preset="tiny", config_changes={"dsp_budget": 4},
+              platform=ULX3S_85F_Platform, preset="small",
+              config_changes={"multiplier": "dsp", "dsp_budget": 0},
               **ulx3s),
+        Board("ulx3s-45f", "Radiona ULX3S, LFE5U-45F", device="LFE5U-45F",
+              platform=ULX3S_45F_Platform, preset="small", **ulx3s),
+        Board("ulx3s-25f", "Radiona ULX3S, LFE5U-25F", device="LFE5U-25F",
+              platform=ULX3S_25F_Platform, preset="tiny", **ulx3s),
         Board("ulx3s-12f", "Radiona ULX3S, LFE5U-12F", device="LFE5U-12F",
-              platform=ULX3S_12F_Platform, preset="tiny", config_changes={"dsp_budget": 4},
+              platform=ULX3S_12F_Platform, preset="tiny",
               # Not in mxe.synth.devices. The data sheet's 12k LUTs and 32 EBR: nextpnr places
               # the 12F as the 25F die it is (24288 LUTs, 56 DP16KD), which Lattice does not
               # promise, so the fit check holds it to the data sheet.
               capacity={"lut_equiv": 12000, "ff": 12000, "dsp": 28, "bram": 32, "io": 197},
-              note="tiny needs about 19k LUTs: more than the 12F's 12k (data sheet)",
+              note="tiny needs about 17k LUTs: more than the 12F's 12k (data sheet)",
               **ulx3s),
         # No USB-UART on board: its UART resource is J19's two pins (the LED and the button),
         # for an adapter wired there; 115200 baud suits any adapter (--baud for a faster one).
         Board("colorlight-5a-75b", "Colorlight 5A-75B v7.0, LFE5U-25F", family="ecp5",
               device="LFE5U-25F", platform=Colorlight_5A75B_R70Platform, preset="tiny",
-              config_changes={"dsp_budget": 4}, clock_mhz=50, baud=115_200,
+              clock_mhz=50, baud=115_200,
               mem_size=64 * KIB, programmer=("-c", "ft232"),
               note="UART on J19 (the LED and button pins): no LEDs, no reset button"),
         # The FT2232H's second channel is the UART; 12 MHz allows 1 Mbaud at 12 clocks a bit.
@@ -387,7 +387,7 @@ def _boards():
               platform=ICEBreakerPlatform, preset="tiny", clock_mhz=12, baud=1_000_000,
               mem_size=8 * KIB, reset=("button", 0), leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
-              note="tiny needs about 17.8k LUTs: more than the UP5K's 5280"),
+              note="tiny needs about 17k LUTs: more than the UP5K's 5280"),
         Board("arty-a7-35", "Digilent Arty A7-35T, XC7A35T", family="xilinx", device="xc7a35t",
               platform=ArtyA7_35Platform, preset="tiny", clock_mhz=50, baud=3_000_000,
               mem_size=64 * KIB, reset=("rst", 0),
@@ -404,6 +404,11 @@ def _boards():
 
 #: Every board by name.
 BOARDS = _boards()
+
+#: The board whose device each preset is built to fit, unchanged, with the board top and host
+#: link (``mxe board build BOARD --synth-only`` says ``fits``; a slow test checks each).
+#: ``default`` has no board of its own: ``mxe synth --preset default`` fits the ECP5-85F.
+PRESET_BOARDS = {"tiny": "ulx3s-25f", "small": "ulx3s-45f"}
 
 
 def board(name):
