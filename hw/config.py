@@ -280,8 +280,9 @@ _DEFAULT = dict(rows=16, cols=16, spad_depth=4096, spad_banks=2, acc_depth=1024,
 #: The named configurations. Each fits the device its comment names, with the board top and host
 #: link where a board is named (checked by the slow tests of ``tests/test_boards.py``).
 PRESETS = {
-    # ECP5-25F (ULX3S-25F, Colorlight 5A-75B; 28 MULT18X18D): 8 DSP PEs, 8 in LUTs, and 16
-    # multipliers in the post-processor. Not yet the iCE40 UP5K (5280 LUT4, 8 DSP, 30 EBR).
+    # ECP5-25F (ULX3S-25F, Colorlight 5A-75B; 28 MULT18X18D): 8 DSP PEs (the iCE40 UP5K's DSP
+    # count), 8 in LUTs, and 16 multipliers in the post-processor, 4 DSPs to spare. Not yet the
+    # UP5K itself (5280 LUT4, 8 DSP, 30 EBR).
     "tiny": EngineConfig(**_TINY, multiplier="auto", dsp_budget=8),
     # ECP5-45F (ULX3S-45F): its 72 MULT18X18D less the post-processor's 32 for the array.
     "small": EngineConfig(**_SMALL, multiplier="auto",

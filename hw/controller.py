@@ -30,8 +30,8 @@ class Controller(wiring.Component):
     Commands are taken from the queue in order while the engine runs. Each is checked
     (opcode, buffer ranges, dimensions; see :data:`mxe.hw.isa.LIMITS_DOC`; a command that needs
     a feature the configuration leaves out, :data:`mxe.hw.isa.REQUIRES`, is refused with
-    ``UNSUPPORTED``) and dispatched to its
-    unit as soon as that unit can take it and no command still running conflicts with it:
+    ``UNSUPPORTED``) and dispatched to its unit as soon as that unit can take it and no command
+    still running conflicts with it:
 
     * a LOAD waits while a MATMUL that has not finished reading the scratchpad reads a row it
       writes (or, for a bias LOAD, while a STORE runs);

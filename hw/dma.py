@@ -146,7 +146,8 @@ def check_latency(rows):
     """Cycles from a command's acceptance to its checked result in the output register, for a
     command of ``rows`` rows: accept, one step per two bits of ``rows - 1`` up to its highest
     one (none for one row or none), compare. 2 for one row, 3 up to 4 rows, 4 up to 16, 10 at
-    most. The next command is taken as the result goes into the output register."""
+    most. The next command is taken the cycle after, so back to back the checker takes a
+    command every ``check_latency(rows)`` cycles."""
     return 2 + (max(rows - 1, 0).bit_length() + 1) // 2
 
 

@@ -15,7 +15,7 @@ from .exec_unit import ExecUnit
 from .gemm_unit import GemmUnit
 from .isa import COMMAND_BITS, ErrorCode
 from .load_unit import LoadUnit
-from .regmap import ADDR_WIDTH, ports as regmap_ports
+from .regmap import ADDR_WIDTH, present_counters
 from .scratchpad import Scratchpad
 from .skid import SkidBuffer
 from .store_unit import StoreUnit
@@ -191,7 +191,7 @@ class Engine(wiring.Component):
         # when it was requested is not counted). The DMA's byte counters run freely; the engine
         # reports what they moved since then. A counter is built where the register table gives
         # the CSR block its port: without perf_counters only CYCLES (the others read 0).
-        have = regmap_ports(config=config)
+        have = {port for _name, port, _doc in present_counters(config)}
         counters = {
             "cycles": 1,
             "busy_cycles": busy,

@@ -145,7 +145,7 @@ def _requires_doc():
     for name, feature in REQUIRES.items():
         by_feature.setdefault(feature, []).append(name)
     return "\n".join(f"- {', '.join(names)} on an engine built without {feature}\n"
-                     f"  (CAPABILITIES.{feature} = 0) (UNSUPPORTED); each counts as a command;"
+                     f"  (CAPABILITIES.{feature} = 0): UNSUPPORTED; each counts as a command;"
                      for feature, names in by_feature.items())
 
 

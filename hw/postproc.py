@@ -102,9 +102,7 @@ _FIFO_LATENCY = 3
 
 
 def _stages(config):
-    terms = len(range(0, config.acc_width, CHUNK_WIDTH)) * \
-        len(range(0, MULTIPLIER_WIDTH, CHUNK_WIDTH))
-    return 6 + _tree_levels(terms)
+    return 6 + _tree_levels(config.postproc_multipliers // config.cols)
 
 
 def postproc_latency(config):

@@ -41,16 +41,16 @@ from typing import Callable, Optional
 
 __all__ = ["ACCESS_KINDS", "Field", "Register", "REGISTERS", "ID_MAGIC", "VERSION", "ID_VALUE",
            "ADDR_WIDTH", "REGMAP", "OFFSETS", "COUNTERS", "CORE_COUNTERS", "CAPABILITIES",
-           "CONFIG_REGISTERS", "by_name", "ports", "register_map_markdown"]
+           "CONFIG_REGISTERS", "present_counters", "by_name", "ports", "register_map_markdown"]
 
 
 ACCESS_KINDS = ("CONST", "RO", "RW", "W1P", "W1C", "PUSH", "CNT")
 #: ``"MXE"`` in ASCII, the top 24 bits of the ID register.
 ID_MAGIC = 0x4D5845
-#: Register map version, the low 8 bits of the ID register. Bump on any incompatible change;
-#: a register added at a free offset, or a field added in bits that read 0, is compatible
-#: (CAPABILITIES came that way: an engine with every feature behaves as before it).
-VERSION = 1
+#: Register map version, the low 8 bits of the ID register, bumped whenever a driver must tell
+#: the maps apart. 1: the first map; 2: adds CAPABILITIES (an engine of version 1 has every
+#: feature, and reading CAPABILITIES there would answer SLVERR).
+VERSION = 2
 ID_VALUE = ID_MAGIC << 8 | VERSION
 #: Byte address bits the CSR block decodes (a 4 KiB window).
 ADDR_WIDTH = 12
@@ -179,6 +179,13 @@ COUNTERS = [
 #: has none of its own (:class:`mxe.sim.transport.UARTBoneTransport`); the others belong to the
 #: ``perf_counters`` feature.
 CORE_COUNTERS = ("CYCLES",)
+
+
+def present_counters(config=None):
+    """The :data:`COUNTERS` entries an engine built with ``config`` keeps (all without one); the
+    others read 0 there."""
+    return [entry for entry in COUNTERS
+            if config is None or entry[0] in CORE_COUNTERS or config.perf_counters]
 
 #: Features a user may leave out: the EngineConfig parameter (a bool), which is also the name of
 #: its CAPABILITIES field, and what it brings. Bit i of CAPABILITIES is entry i; new features
@@ -326,7 +333,7 @@ def register_map_markdown(config=None):
     """The register map as Markdown text (a register table, then one row per field).
 
     With a ``config``, CONST registers show their value for that configuration, and the
-    registers that engine lacks no port.
+    registers that engine lacks show no port.
     """
     lines = [
         "# MXE register map",

@@ -10,14 +10,16 @@ read once and C written once, each matrix row starting on a beat (as the driver 
 on the read and write channels, which AXI4 runs independently: the larger of the two.
 """
 
+import argparse
 import csv
 import json
 import random
 import time
+from dataclasses import fields
 from pathlib import Path
 
-from mxe.config_args import CommandError
-from mxe.hw.config import PRESETS
+from mxe.config_args import CommandError, _bool
+from mxe.hw.config import PRESETS, EngineConfig
 from mxe.sim.cycle_model import lower_bound, naive_cycles
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
@@ -120,12 +122,15 @@ def run(args):
         if p not in PRESETS:
             raise CommandError(f"unknown preset {p!r}; one of {', '.join(PRESETS)}")
     overrides = {}
+    booleans = {f.name for f in fields(EngineConfig) if f.type in (bool, "bool")}
     for item in args.set:
         name, _, value = item.partition("=")
+        name = name.strip()
         try:
-            overrides[name.strip()] = int(value)
-        except ValueError:
-            raise CommandError(f"--set wants NAME=INTEGER, not {item!r}") from None
+            overrides[name] = _bool(value) if name in booleans else int(value)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise CommandError(f"--set wants NAME=INTEGER (NAME=true/false for a switch), not "
+                               f"{item!r}") from None
     shapes = [_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
     if not shapes:
         raise CommandError("--shapes names no shape")
@@ -144,7 +149,7 @@ def run(args):
             raise CommandError(str(exc)) from None
         if not config.perf_counters:
             raise CommandError("mxe bench reports the engine's performance counters: it needs "
-                               "perf_counters (leave --perf-counters at its default)")
+                               "perf_counters (drop --set perf_counters=false)")
         start = time.perf_counter()
         try:
             run_dir = run_bench(sim=args.simulator, name="mxe_engine",

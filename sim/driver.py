@@ -55,8 +55,8 @@ import numpy as np
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.isa import ErrorCode
-from mxe.hw.regmap import (CAPABILITIES, CONFIG_REGISTERS, COUNTERS, ID_MAGIC, OFFSETS, REGMAP,
-                           VERSION)
+from mxe.hw.regmap import (CAPABILITIES, CONFIG_REGISTERS, ID_MAGIC, OFFSETS, REGMAP, VERSION,
+                           present_counters)
 from mxe.sim import commands as cmds
 from mxe.sim.engine_model import decode_elems, encode_elems
 from mxe.sim.model import _check_requant, check_operands
@@ -444,9 +444,7 @@ def unpack_result(plan, data):
 def counter_names(config=None):
     """Names of the performance counters (``CYCLES``, ...); with a ``config``, only those an
     engine built with it keeps (the others read 0 there)."""
-    return [name for name, _port, _doc in COUNTERS
-            if config is None or REGMAP[f"{name}_LO"]["feature"] is None
-            or getattr(config, REGMAP[f"{name}_LO"]["feature"])]
+    return [name for name, _port, _doc in present_counters(config)]
 
 
 def descriptor_commands(plan):
@@ -560,14 +558,15 @@ class MXEDriver:
         if magic != ID_MAGIC:
             raise RuntimeError(f"no MXE engine: ID reads {ident:#010x}, expected magic "
                                f"{ID_MAGIC:#x} in bits 31:8")
-        if version != VERSION:
+        if not 1 <= version <= VERSION:
             raise RuntimeError(f"MXE register map version {version}, this driver speaks "
-                               f"{VERSION}")
+                               f"1 to {VERSION}")
         values = {}
         for reg, attr in CONFIG_REGISTERS:
             values[attr] = await self.read(reg)
         values["signed"] = bool(values["signed"])
-        capabilities = await self.read("CAPABILITIES")
+        # Version 1 had no CAPABILITIES register, and every feature.
+        capabilities = await self.read("CAPABILITIES") if version >= 2 else ~0
         for name, _doc in CAPABILITIES:
             values[name] = bool(_field("CAPABILITIES", name, capabilities))
         self.version = version
@@ -768,7 +767,7 @@ class MXEDriver:
                       if descriptor and commands is plan.commands else "")
         # A descriptor's timeout follows the work of the plan's stream, which it does too.
         await self.run(commands, timeout_cycles=None if commands is plan.commands
-                       else self.timeout_cycles or self._timeout(plan.commands))
+                       else self._timeout(plan.commands))
         after = await self.counters()
         C = plan.layout["c"]
         result = unpack_result(plan, await self.transport.read_mem(win + C.offset, C.nbytes))

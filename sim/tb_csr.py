@@ -21,7 +21,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 from mxe.hw.axi import axilite_signature, connect_flat, flat_members
 from mxe.hw.csr import CSRBlock
 from mxe.hw.regmap import (CAPABILITIES, COUNTERS, CONFIG_REGISTERS, ID_VALUE, OFFSETS, REGMAP,
-                           REGISTERS, ports)
+                           REGISTERS, ports, present_counters)
 from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 
 
@@ -61,12 +61,6 @@ def csr_bench_top(config):
 IN_PORTS = ["status_busy", "status_done", "status_queue_empty", "status_queue_full",
             "status_error", "err_cmd_index", "err_addr", "cmd_level",
             *(port for _, port, _ in COUNTERS)]
-
-
-def present_counters(config):
-    """The ``COUNTERS`` entries the CSR block built with ``config`` has ports for."""
-    have = ports(config=config)
-    return [entry for entry in COUNTERS if entry[1] in have]
 
 
 def port_value(handle):
@@ -166,7 +160,7 @@ async def setup(dut):
 async def test_id_and_config(dut):
     """ID and every configuration register against the EngineConfig."""
     tb = await setup(dut)
-    assert await tb.read(OFFSETS["ID"]) == ID_VALUE == 0x4D584501
+    assert await tb.read(OFFSETS["ID"]) == ID_VALUE == 0x4D584502
     for reg, attr in CONFIG_REGISTERS:
         got = await tb.read(OFFSETS[reg])
         assert got == int(getattr(tb.config, attr)), f"{reg}: {got}, config.{attr} = " \

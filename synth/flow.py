@@ -264,8 +264,8 @@ def array_share(stat, module, fam):
     Returns
     -------
     dict
-        ``lut_equiv``, ``ff``, ``dsp`` of the array and ``lut_share`` / ``ff_share``: percent
-        of the hierarchical run's total. ``None`` if the design has no array.
+        ``lut_equiv``, ``ff``, ``dsp`` of the array and ``lut_equiv_share`` / ``ff_share``:
+        percent of the hierarchical run's total. ``None`` if the design has no array.
     """
     cells, total = {}, {}
     found = False
@@ -766,15 +766,18 @@ def markdown_report(report):
               f"{_fmt(res['lutram'])} LUT RAM cells, {_fmt(res['widemux'])} wide-mux cells)."]
     if res.get("other"):
         lines.append("Other cells: " + ", ".join(f"{k} {v}" for k, v in res["other"].items()))
+    per_mac = []
     if r.get("luts_per_mac") is not None:
-        lines += ["", f"**Per MAC:** {_fmt(r['luts_per_mac'])} LUTs (all LUTs over the "
-                  f"{r['macs']} MACs)."]
+        per_mac.append(f"**Per MAC:** {_fmt(r['luts_per_mac'])} LUTs (all LUTs over the "
+                       f"{r['macs']} MACs).")
     if r.get("array"):
         a = r["array"]
-        lines[-1] += (f" The array itself is {_fmt(a['lut_equiv'])} LUTs, {_fmt(a['ff'])} FFs "
-                      f"and {_fmt(a['dsp'])} DSPs: {_fmt(a['lut_equiv_share'])}% of the LUTs and "
-                      f"{_fmt(a['ff_share'])}% of the FFs (hierarchical run); the rest is "
-                      "buffers, DMA, control and the post-processor.")
+        per_mac.append(f"The array itself is {_fmt(a['lut_equiv'])} LUTs, {_fmt(a['ff'])} FFs "
+                       f"and {_fmt(a['dsp'])} DSPs: {_fmt(a['lut_equiv_share'])}% of the LUTs and "
+                       f"{_fmt(a['ff_share'])}% of the FFs (hierarchical run); the rest is "
+                       "buffers, DMA, control and the post-processor.")
+    if per_mac:
+        lines += ["", " ".join(per_mac)]
     if r.get("breakdown"):
         lines += ["", "## Breakdown by block (hierarchical synthesis)", "",
                   "| block | instances | LUTs | FFs | carry | DSPs | BRAMs | LUT RAM |",

@@ -120,7 +120,8 @@ def test_counter_reports_need_perf_counters(tmp_path, command):
     result = _mxe(command, *engine, "-o", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "perf_counters" in lines[0], result.stderr
+    assert len(lines) == 1 and "reports the engine's performance counters" in lines[0] \
+        and "perf_counters" in lines[0], result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

@@ -485,6 +485,30 @@ def test_discover_reads_config(features):
     assert drv.gemm_commands(plan) == plan.commands
 
 
+def test_discover_version_1_engine_has_every_feature():
+    """An engine of register map version 1 (before CAPABILITIES) has every feature; the driver
+    does not read the register it lacks."""
+    import asyncio
+    from mxe.hw.regmap import ID_MAGIC, OFFSETS
+    from mxe.sim.driver import MXEDriver
+    from mxe.sim.transport import CocotbTransport
+    image = _csr_image(EngineConfig.preset("tiny"), ID_MAGIC << 8 | 1)
+    image[OFFSETS["CAPABILITIES"]] = 0          # what would mislead a driver that read it
+    axil = _FakeAxil(image)
+    read = axil.read
+    addresses = []
+
+    async def recording_read(address, length):
+        addresses.append(address)
+        return await read(address, length)
+
+    axil.read = recording_read
+    drv = MXEDriver(CocotbTransport(axil, None, None))
+    got = asyncio.run(drv.discover())
+    assert got.gemm_unit and got.perf_counters and drv.version == 1
+    assert OFFSETS["CAPABILITIES"] not in addresses
+
+
 @pytest.mark.parametrize("ident,match", [(0xDEADBEEF, "no MXE engine"), (0, "no MXE engine"),
                                          ((0x4D5845 << 8) | 0x7F, "version")])
 def test_discover_refuses_wrong_id(ident, match):

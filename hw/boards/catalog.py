@@ -76,7 +76,8 @@ class Board:
     preset : str
         Engine preset (:data:`mxe.hw.config.PRESETS`)...
     config_changes : dict
-        ...and the parameters changed from it for this board (``dsp_budget`` on a smaller FPGA).
+        ...and the parameters changed from it for this board (``multiplier="dsp"`` where the
+        FPGA has DSPs for every PE).
     clock_mhz : float
         Default engine clock.
     baud : int
@@ -126,7 +127,7 @@ class Board:
 
     @property
     def engine_label(self):
-        """The preset and its changes, as ``tiny`` or ``tiny, dsp_budget=4``."""
+        """The preset and its changes, as ``tiny`` or ``small, multiplier=dsp, dsp_budget=0``."""
         return ", ".join([self.preset, *(f"{k}={v}" for k, v in self.config_changes.items())])
 
     @property
@@ -394,7 +395,8 @@ def _boards():
               leds={"busy": 0, "error": 1, "irq": 2, "alive": 3},
               programmer=("-b", "arty_a7_35t"), note="Vivado builds it (not run here)"),
         Board("arty-a7-100", "Digilent Arty A7-100T, XC7A100T", family="xilinx",
-              device="xc7a100t", platform=ArtyA7_100Platform, preset="small", clock_mhz=50,
+              device="xc7a100t", platform=ArtyA7_100Platform, preset="small",
+              config_changes={"multiplier": "dsp", "dsp_budget": 0}, clock_mhz=50,
               baud=3_000_000, mem_size=64 * KIB, reset=("rst", 0),
               leds={"busy": 0, "error": 1, "irq": 2, "alive": 3},
               programmer=("-b", "arty_a7_100t"), note="Vivado builds it (not run here)"),
