@@ -242,44 +242,49 @@ def test_dma_check_shift_add(name):
                                     "stride": stride})
 
     for base, limit in windows:
-        dut = _Checker(config)
-
-        async def alone(ctx):
+        async def feed(ctx, after_each=None):
             ctx.set(dut.window_base, base)
             ctx.set(dut.window_limit, limit)
             for case in cases:
                 send(ctx, *case)
                 await ctx.tick().until(dut.i_cmd.ready)
-                ctx.set(dut.i_cmd.valid, 0)
-                cycles = 1
-                while not ctx.get(dut.o_cmd.valid):
-                    await ctx.tick()
-                    cycles += 1
-                assert cycles == check_latency(case[1]), f"{case}: {cycles} cycles"
-                want = _checked(config, base, limit, *case)
-                assert _got(ctx.get(dut.o_cmd.payload)) == want, case
-                ctx.set(dut.o_cmd.ready, 1)
-                await ctx.tick()
-                ctx.set(dut.o_cmd.ready, 0)
+                if after_each is not None:
+                    await after_each(ctx, case)
+            ctx.set(dut.i_cmd.valid, 0)
 
+        async def one_at_a_time(ctx, case):
+            ctx.set(dut.i_cmd.valid, 0)
+            cycles = 1
+            while not ctx.get(dut.o_cmd.valid):
+                assert cycles < check_latency(case[1]), f"{case}: no result after {cycles} cycles"
+                await ctx.tick()
+                cycles += 1
+            assert cycles == check_latency(case[1]), f"{case}: {cycles} cycles"
+            want = _checked(config, base, limit, *case)
+            assert _got(ctx.get(dut.o_cmd.payload)) == want, case
+            ctx.set(dut.o_cmd.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o_cmd.ready, 0)
+
+        dut = _Checker(config)
         sim = Simulator(dut)
         sim.add_clock(1e-8)
+
+        async def alone(ctx):
+            await feed(ctx, one_at_a_time)
+
         sim.add_testbench(alone)
         sim.run()
 
         dut = _Checker(config)
         got = []
 
-        async def producer(ctx):
-            ctx.set(dut.window_base, base)
-            ctx.set(dut.window_limit, limit)
-            for case in cases:
-                send(ctx, *case)
-                await ctx.tick().until(dut.i_cmd.ready)
-            ctx.set(dut.i_cmd.valid, 0)
-
         async def consumer(ctx):
+            # Every command within its latency and the random ready's waits: a bound, no hang.
+            budget = sum(3 * check_latency(case[1]) + 8 for case in cases)
             while len(got) < len(cases):
+                budget -= 1
+                assert budget > 0, f"{len(got)} of {len(cases)} results"
                 ready = bool(rng.random() < 0.5)
                 ctx.set(dut.o_cmd.ready, ready)
                 _, _, valid, payload = await ctx.tick().sample(dut.o_cmd.valid,
@@ -289,7 +294,7 @@ def test_dma_check_shift_add(name):
 
         sim = Simulator(dut)
         sim.add_clock(1e-8)
-        sim.add_testbench(producer)
+        sim.add_testbench(feed)
         sim.add_testbench(consumer)
         sim.run()
         for case, payload in zip(cases, got):
