@@ -180,13 +180,6 @@ COUNTERS = [
 #: ``perf_counters`` feature.
 CORE_COUNTERS = ("CYCLES",)
 
-
-def present_counters(config=None):
-    """The :data:`COUNTERS` entries an engine built with ``config`` keeps (all without one); the
-    others read 0 there."""
-    return [entry for entry in COUNTERS
-            if config is None or entry[0] in CORE_COUNTERS or config.perf_counters]
-
 #: Features a user may leave out: the EngineConfig parameter (a bool), which is also the name of
 #: its CAPABILITIES field, and what it brings. Bit i of CAPABILITIES is entry i; new features
 #: take the next bits (unaligned DMA, per-channel requantization, convolution, ...), so an engine
@@ -288,6 +281,13 @@ def by_name(name):
         if reg.name == name:
             return reg
     raise KeyError(name)
+
+
+def present_counters(config=None):
+    """The :data:`COUNTERS` entries an engine built with ``config`` keeps (all without one), as
+    the register table says (:meth:`Register.present`); the others read 0 there."""
+    return [entry for entry in COUNTERS
+            if config is None or by_name(f"{entry[0]}_LO").present(config)]
 
 
 def ports(registers=REGISTERS, config=None):

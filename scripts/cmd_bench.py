@@ -15,11 +15,10 @@ import csv
 import json
 import random
 import time
-from dataclasses import fields
 from pathlib import Path
 
-from mxe.config_args import CommandError, _bool
-from mxe.hw.config import PRESETS, EngineConfig
+from mxe.config_args import SWITCHES, CommandError, parse_bool
+from mxe.hw.config import PRESETS
 from mxe.sim.cycle_model import lower_bound, naive_cycles
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
@@ -122,12 +121,11 @@ def run(args):
         if p not in PRESETS:
             raise CommandError(f"unknown preset {p!r}; one of {', '.join(PRESETS)}")
     overrides = {}
-    booleans = {f.name for f in fields(EngineConfig) if f.type in (bool, "bool")}
     for item in args.set:
         name, _, value = item.partition("=")
         name = name.strip()
         try:
-            overrides[name] = _bool(value) if name in booleans else int(value)
+            overrides[name] = parse_bool(value) if name in SWITCHES else int(value)
         except (ValueError, argparse.ArgumentTypeError):
             raise CommandError(f"--set wants NAME=INTEGER (NAME=true/false for a switch), not "
                                f"{item!r}") from None

@@ -7,14 +7,20 @@ import dataclasses
 from mxe.hw.config import PRESETS, EngineConfig
 
 
-__all__ = ["CommandError", "add_config_arguments", "config_from_args"]
+__all__ = ["CommandError", "SWITCHES", "parse_bool", "add_config_arguments",
+           "config_from_args"]
 
 
 class CommandError(Exception):
     """A user error: ``mxe`` prints it as one line and exits with status 2, no traceback."""
 
 
-def _bool(text):
+#: The EngineConfig parameters that are switches (true/false on the command line).
+SWITCHES = frozenset(field.name for field in dataclasses.fields(EngineConfig)
+                     if field.type in (bool, "bool"))
+
+
+def parse_bool(text):
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -32,7 +38,7 @@ def add_config_arguments(parser, *, default_preset="default"):
                        help="start from a configuration JSON file (as written by mxe generate)")
     for field in dataclasses.fields(EngineConfig):
         flag = "--" + field.name.replace("_", "-")
-        kind = _bool if field.type in (bool, "bool") else (
+        kind = parse_bool if field.name in SWITCHES else (
             int if field.type in (int, "int") else str)
         group.add_argument(flag, dest=f"cfg_{field.name}", type=kind, metavar=field.name.upper(),
                            help=f"(preset value if omitted; default preset: {field.default})")

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from amaranth.back import rtlil
@@ -242,11 +243,10 @@ def breakdown(stat, module, fam):
             block, inst = _block_name(rest), rest.split(".")[0]
         else:
             continue
-        entry = blocks.setdefault(block, {"instances": set(), "cells": {}})
+        entry = blocks.setdefault(block, {"instances": set(), "cells": Counter()})
         if inst is not None:
             entry["instances"].add(inst)
-        for cell_type, count in data.get("num_cells_by_type", {}).items():
-            entry["cells"][cell_type] = entry["cells"].get(cell_type, 0) + count
+        entry["cells"].update(data.get("num_cells_by_type", {}))
     result = {}
     for block, entry in sorted(blocks.items()):
         totals = classify_cells(fam, entry["cells"])
@@ -267,19 +267,17 @@ def array_share(stat, module, fam):
         ``lut_equiv``, ``ff``, ``dsp`` of the array and ``lut_equiv_share`` / ``ff_share``:
         percent of the hierarchical run's total. ``None`` if the design has no array.
     """
-    cells, total = {}, {}
+    cells, total = Counter(), Counter()
     found = False
     for name, data in stat.get("modules", {}).items():
         name = name.lstrip("\\")
         if name != module and not name.startswith(module + "."):
             continue
         by_type = data.get("num_cells_by_type", {})
-        for cell_type, count in by_type.items():
-            total[cell_type] = total.get(cell_type, 0) + count
+        total.update(by_type)
         if module.endswith("array") or "array" in name.split(".")[1:]:
             found = True
-            for cell_type, count in by_type.items():
-                cells[cell_type] = cells.get(cell_type, 0) + count
+            cells.update(by_type)
     if not found:
         return None
     array, whole = classify_cells(fam, cells), classify_cells(fam, total)
