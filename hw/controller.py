@@ -10,6 +10,7 @@ from .exec_unit import exec_slots, matmul_cmd_layout, ranges_overlap
 from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout, unsupported
 from .load_unit import LOADS_IN_FLIGHT, load_cmd_layout, unit_done_layout
 from .scratchpad import spad_addr_width
+from .postproc import OUTPUT_TYPES, requant_layout
 from .store_unit import store_cmd_layout
 
 
@@ -152,8 +153,8 @@ class Controller(wiring.Component):
         index = Signal(32)           # index of the head command since the last soft reset
         flushing = Signal()
         stopping = Signal()          # an error was seen: finish running work, then stop
-        multiplier = Signal(32)
-        shift = Signal(6)
+        # CONFIG's requantization parameters, with the clamp range resolved.
+        quant = Signal(requant_layout())
         # What the load unit runs: a ring of LOADs in dispatch order; the oldest finishes first.
         # One entry more than the unit holds: the unit may take a LOAD in the cycle its oldest
         # one is reported done, before that entry is freed here.
@@ -193,7 +194,9 @@ class Controller(wiring.Component):
                               | (ld.to_bias & ((ld.elems > config.cols) | (ld.rows != 1)))),
                 Opcode.MATMUL: (mm.m == 0) | (mm.k == 0) | (mm.k > config.rows),
                 Opcode.STORE: (st.rows == 0) | (st.elems == 0) | (st.elems > config.cols),
-                Opcode.CONFIG: cf.shift > 63,
+                Opcode.CONFIG: (cf.shift > 63) | (cf.clamp & ~Cat(
+                    (lo <= cf.clamp_min) & (cf.clamp_min <= cf.clamp_max) & (cf.clamp_max <= hi)
+                    for lo, hi in OUTPUT_TYPES.values()).any()),
                 Opcode.FENCE: 0,
             }
             with m.Switch(cmd[:4]):
@@ -245,8 +248,7 @@ class Controller(wiring.Component):
             self.o_store.payload.bias.eq(store.bias),
             self.o_store.payload.relu.eq(store.relu),
             self.o_store.payload.requant.eq(store.requant),
-            self.o_store.payload.multiplier.eq(multiplier),
-            self.o_store.payload.shift.eq(shift),
+            self.o_store.payload.quant.eq(quant),
         ]
 
         # Dependency questions to the execute unit, for the head command read as a LOAD and as a
@@ -338,7 +340,15 @@ class Controller(wiring.Component):
             pop.eq(go_any & active),
         ]
         with m.If(decided & go_config):
-            m.d.sync += [multiplier.eq(conf.multiplier), shift.eq(conf.shift)]
+            type_lo, type_hi = OUTPUT_TYPES["int8" if config.signed else "uint8"]
+            m.d.sync += [
+                quant.round_even.eq(conf.round_even),
+                quant.multiplier.eq(conf.multiplier),
+                quant.shift.eq(conf.shift),
+                quant.zero_point.eq(conf.zero_point),
+                quant.clamp_min.eq(Mux(conf.clamp, conf.clamp_min, type_lo)),
+                quant.clamp_max.eq(Mux(conf.clamp, conf.clamp_max, type_hi)),
+            ]
         # What a dispatched LOAD or STORE runs is written ahead, from the head, into the free
         # ring entry and, while the store unit is idle, the store's registers: no enable from
         # the dispatch decision fans out over them.

@@ -46,7 +46,8 @@ class ErrorCode(enum.Enum, shape=4):
     BAD_OPCODE = 1
     #: A scratchpad or accumulator range of the command reaches past the buffer's end.
     BAD_ADDR = 2
-    #: A dimension is zero or larger than allowed (see :data:`LIMITS_DOC`), or shift > 63.
+    #: A dimension is zero or larger than allowed (see :data:`LIMITS_DOC`), or a CONFIG
+    #: parameter is out of its range.
     BAD_DIM = 3
     #: The memory answered a DMA burst with SLVERR; ``ERR_ADDR`` holds the failing address.
     DMA_SLVERR = 4
@@ -98,8 +99,18 @@ FIELDS = {
     ],
     "CONFIG": [
         ("opcode", 0, 4, False, "5: post-processing parameters for the STOREs after it"),
+        ("round_even", 4, 1, False, "rounding of the requantization: 0 half away from zero, "
+                                    "1 half to even"),
+        ("clamp", 5, 1, False, "1: clamp requantized outputs to [clamp_min, clamp_max], "
+                               "which also picks int8 or uint8 outputs; 0: the range of the "
+                               "engine's operand type"),
         ("multiplier", 32, 32, True, "requantization multiplier (signed)"),
         ("shift", 64, 8, False, "requantization right shift, 0..63"),
+        ("zero_point", 80, 9, True, "output zero point, added after the rounding and before "
+                                    "the clamp"),
+        ("clamp_min", 96, 9, True, "lowest output (with clamp): -128..127 with clamp_max for "
+                                   "int8, 0..255 for uint8"),
+        ("clamp_max", 112, 9, True, "highest output (with clamp), >= clamp_min"),
     ],
     "GEMM_A": [
         ("opcode", 0, 4, False, "8: first of the three commands of a GEMM descriptor "
@@ -158,7 +169,8 @@ A command is refused (STATUS.error, nothing of it runs) when:
 - MATMUL: m = 0, k = 0 or k > rows (BAD_DIM); act_addr + m or weight_addr + k > spad_depth,
   or acc_addr + m > acc_depth (BAD_ADDR);
 - STORE: rows = 0, elems = 0 or elems > cols (BAD_DIM); acc_addr + rows > acc_depth (BAD_ADDR);
-- CONFIG: shift > 63 (BAD_DIM).
+- CONFIG: shift > 63, or clamp = 1 with clamp_min > clamp_max or a range that is in neither
+  -128..127 nor 0..255 (BAD_DIM).
 - GEMM descriptor (at GEMM_C): m, k or n = 0 (BAD_DIM); the scratchpad cannot hold two A panels
   of one row per K tile and two B strips of k rows, or the accumulator two tiles (BAD_ADDR).
   The GEMM unit expands a descriptor into LOAD/MATMUL/STORE sub-commands, which the controller

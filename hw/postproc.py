@@ -1,4 +1,5 @@
-"""The post-processor on the store path: per-column bias, ReLU and requantization to int8."""
+"""The post-processor on the store path: per-column bias, ReLU, and requantization to int8 or
+uint8 with a zero point, a clamp and a choice of rounding."""
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -10,19 +11,37 @@ from .pe import acc_shape
 from .skid import SkidBuffer
 
 
-__all__ = ["PostProcessor", "postproc_cfg_layout", "postproc_row_layout", "postproc_latency",
-           "CHUNK_WIDTH", "MULTIPLIER_WIDTH", "SHIFT_WIDTH"]
+__all__ = ["PostProcessor", "postproc_cfg_layout", "requant_layout", "postproc_row_layout", "postproc_latency",
+           "CHUNK_WIDTH", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "OUTPUT_WIDTH", "OUTPUT_TYPES"]
 
 
 #: Width of the multiplier operand (a signed TFLite-style fixed-point multiplier).
 MULTIPLIER_WIDTH = REQUANT_MULTIPLIER_WIDTH
 #: Width of the shift amount (0..63).
 SHIFT_WIDTH = 6
+#: Width of the output zero point and the clamp bounds: signed, so that both int8 (-128..127)
+#: and uint8 (0..255) values fit.
+OUTPUT_WIDTH = 9
 #: Partial products are formed from 17-bit unsigned low chunks and a signed top chunk of at most
 #: 18 bits, so every partial product fits one 18x18 signed DSP multiplier (ECP5 MULT18X18D,
 #: iCE40 SB_MAC16 in 16x16 mode does not, Xilinx DSP48 does):
 #: :attr:`EngineConfig.postproc_multipliers` of them.
 CHUNK_WIDTH = DSP_CHUNK_WIDTH
+#: The types a requantized output may have, and their ranges: a clamp range lies in one of them.
+OUTPUT_TYPES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def requant_layout():
+    """The requantization parameters a CONFIG sets, with the clamp range resolved (the
+    controller puts the operand type's range in when CONFIG.clamp is 0)."""
+    return data.StructLayout({
+        "round_even": 1,
+        "multiplier": signed(MULTIPLIER_WIDTH),
+        "shift": unsigned(SHIFT_WIDTH),
+        "zero_point": signed(OUTPUT_WIDTH),
+        "clamp_min": signed(OUTPUT_WIDTH),
+        "clamp_max": signed(OUTPUT_WIDTH),
+    })
 
 
 def postproc_cfg_layout():
@@ -31,8 +50,7 @@ def postproc_cfg_layout():
         "bias_en": 1,
         "relu": 1,
         "requant": 1,
-        "multiplier": signed(MULTIPLIER_WIDTH),
-        "shift": unsigned(SHIFT_WIDTH),
+        "quant": requant_layout(),
     })
 
 
@@ -126,28 +144,28 @@ class PostProcessor(wiring.Component):
     1. ``x = wrap(x + bias[c])`` if ``cfg.bias_en`` (wrapping at ``acc_width``);
     2. ``x = max(x, 0)`` if ``cfg.relu`` (no effect on an unsigned configuration);
     3. if ``cfg.requant``:
-       ``y = sat(round_half_away(x * multiplier / 2**shift))``, where ``x * multiplier`` is the
-       exact product (``acc_width + 33`` bits), the division rounds half away from zero
-       (``shift == 0``: no rounding), and ``sat`` clamps to ``[-128, 127]`` for a signed
-       configuration or to ``[0, 255]`` for an unsigned one (a negative product saturates
-       to 0). Otherwise ``y = x``.
+       ``y = clamp(round(x * multiplier / 2**shift) + zero_point, clamp_min, clamp_max)``,
+       where ``x * multiplier`` is the exact product (``acc_width + 33`` bits) and the division
+       rounds half away from zero, or half to even with ``cfg.round_even`` (``shift == 0``: no
+       rounding). Otherwise ``y = x``.
 
     ``y`` leaves in an element of the accumulator's shape (``signed(acc_width)`` for a signed
     engine), so raw and requantized rows share one output layout; a requantized element is the
-    int8 (uint8) value, sign-extended (zero-extended). :func:`mxe.sim.model.postprocess` is the
-    bit-exact golden model.
+    value in ``[clamp_min, clamp_max]`` (an int8 or a uint8 range, checked by the controller),
+    whose low byte is stored. :func:`mxe.sim.model.postprocess` is the bit-exact golden model.
 
     Pipeline (latency :func:`postproc_latency`, 11 cycles for a 32-bit accumulator): bias add |
     ReLU | partial products | adder tree, one register per level | the product's bytes from
-    ``shift`` on, with the rounding and saturation flags | the rounded low bits | saturation |
-    output FIFO (two cycles) | skid buffer. The 32x32 multiply is cut into 17-bit chunk
-    products (four 18x18 multipliers per column for ``acc_width`` 32, eight for 64). The
-    product is never rounded or shifted as a whole: the rounding needs only the bit below the
-    result and whether the bits under that are zero, the saturation whether the bits above the
-    result's ten low bits are all sign bits (both masked tests against masks made from the
-    shift), and the output only those ten bits, picked by two 8:1 choices. Without ``requant``
-    the same path runs with multiplier 1 and shift 0 and the raw value rides along to the end,
-    so the latency is the same in every mode.
+    ``shift`` on, with the rounding and saturation flags | the rounded low bits plus the zero
+    point | the clamp | output FIFO (two cycles) | skid buffer. The 32x32 multiply is cut into
+    17-bit chunk products (four 18x18 multipliers per column for ``acc_width`` 32, eight for
+    64). The product is never rounded or shifted as a whole: the rounding needs only the bit
+    below the result, the result's lowest bit (half to even) and whether the bits under them
+    are zero; the result is needed only while it is within 512 of zero (beyond, it clamps
+    whatever the zero point), which a masked test of the bits above its eleven low bits tells;
+    and those eleven bits are picked by two 8:1 choices. The zero point is added in the
+    rounding's own adder. Without ``requant`` the same path runs with multiplier 1 and shift 0
+    and the raw value rides along to the end, so the latency is the same in every mode.
 
     Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
     the DSP columns); rows leave it into an output FIFO with room for every row in flight, and
@@ -163,8 +181,10 @@ class PostProcessor(wiring.Component):
     Members
     -------
     cfg : In(postproc_cfg_layout())
-        ``bias_en``, ``relu``, ``requant``, ``multiplier`` (signed 32-bit) and ``shift``
-        (0..63). Must be held stable while rows of a store are in the pipeline.
+        ``bias_en``, ``relu``, ``requant`` and ``quant`` (:func:`requant_layout`):
+        ``round_even``, ``multiplier`` (signed 32-bit), ``shift`` (0..63), ``zero_point``
+        (signed 9-bit) and the clamp bounds (``clamp_min <= clamp_max``, both in -128..127 or
+        both in 0..255). Must be held stable while rows of a store are in the pipeline.
     bias : In(ArrayLayout(acc_shape, cols))
         Per-column bias; held stable like ``cfg``.
     i_data : In(stream.Signature(postproc_row_layout(config)))
@@ -235,11 +255,12 @@ class PostProcessor(wiring.Component):
         # Values derived from the settings, in registers: the settings are static while a
         # store's rows are in the pipeline, and a row needs the multiplier (two register steps)
         # two cycles after it enters at the earliest, the shift and its masks later.
+        quant = self.cfg.quant
         multiplier = Signal(signed(MULTIPLIER_WIDTH))
         shift = Signal(SHIFT_WIDTH)
         m.d.sync += [
-            multiplier.eq(Mux(self.cfg.requant, self.cfg.multiplier, 1)),
-            shift.eq(Mux(self.cfg.requant, self.cfg.shift, 0)),
+            multiplier.eq(Mux(self.cfg.requant, quant.multiplier, 1)),
+            shift.eq(Mux(self.cfg.requant, quant.shift, 0)),
         ]
 
         # Stage 1: bias add, wrapping at acc_width.
@@ -306,18 +327,20 @@ class PostProcessor(wiring.Component):
                      for c in range(cols)]
         # Rounding, shift and saturation without a wide adder or a wide shifter. With the
         # product doubled (p2 = 2p, so that shift 0 needs no case of its own), t = p2 >> shift
-        # is p / 2**(shift - 1) rounded down, and round_half_away(p / 2**shift) is
-        # (t + c) >> 1 with c = 1, except c = 0 for a negative p whose bits below
-        # 2**(shift - 1) are all zero (a negative tie, or exact). Only t's low ten bits are
-        # formed; if the bits of p2 from shift + 9 up are not all sign bits, |t| >= 512 and the
-        # result saturates whatever it is.
+        # is p / 2**(shift - 1) rounded down: p / 2**shift rounded down is t >> 1, t's lowest
+        # bit is the half, and the bits of p2 below shift are the rest (sticky). Rounded is
+        # (t + c) >> 1 with, half away from zero, c = 1 except for a negative p whose sticky
+        # bits are zero (a negative tie, or exact), and, half to even, c = sticky | t[1].
+        # Only t's low eleven bits are formed; if the bits of p2 from shift + 10 up are not all
+        # sign bits, |t| >= 1024 and the result is beyond every clamp bound whatever the zero
+        # point.
         width = prod_shape.width + 1                 # p2, signed
         below = _thermometer(shift, width - 1)       # below[i] = shift > i
-        low_mask = Signal(width - 1)                 # bits of p2 below shift (c)
-        high_mask = Signal(width - 1)                # bits of p2 from shift + 9 up (outside)
+        low_mask = Signal(width - 1)                 # bits of p2 below shift (sticky)
+        high_mask = Signal(width - 1)                # bits of p2 from shift + 10 up (outside)
         m.d.sync += [
             low_mask.eq(below),
-            high_mask.eq(Cat(Const(0, 9), ~below)[:width - 1]),
+            high_mask.eq(Cat(Const(0, 10), ~below)[:width - 1]),
         ]
         windows, flags, raws = [], [], []
         for c in range(cols):
@@ -325,40 +348,45 @@ class PostProcessor(wiring.Component):
             p2 = Signal(signed(width), name=f"product2_{c}")
             m.d.comb += p2.eq(value << (base + 1))
             sign = p2[-1]
-            window = Signal(17, name=f"window_{c}")  # p2's bits 8 * (shift // 8) up
+            window = Signal(18, name=f"window_{c}")  # p2's bits 8 * (shift // 8) up
             m.d.comb += window.eq(p2 >> Cat(Const(0, 3), shift[3:]))
             not_sign = p2[:-1] ^ sign.replicate(width - 1)
-            carry_in = ~sign | (p2[:-1] & low_mask).any()
+            sticky = (p2[:-1] & low_mask).any()
             outside = (not_sign & high_mask).any()
             windows.append(window)
-            flags.append(Cat(carry_in, outside, sign))
+            flags.append(Cat(sticky, outside, sign))
             raws.append(p2[1:acc_width + 1])
         regs, last, valid = stage("s_window", windows + flags + raws, last, valid)
         windows, flags, raws = regs[:cols], regs[cols:2 * cols], regs[2 * cols:]
 
-        # t's low ten bits, and the rounded value (t + c) >> 1 in ten bits.
-        rounded = []
+        # t's low eleven bits, and the rounded value plus the zero point,
+        # (t + 2 * zero_point + c) >> 1, in one adder: c enters as the carry of a bit below.
+        zero_point2 = Signal(signed(OUTPUT_WIDTH + 1))
+        m.d.sync += zero_point2.eq(quant.zero_point << 1)
+        shifted = []
         for c in range(cols):
-            t = Signal(signed(10), name=f"t_{c}")
+            sticky, _outside, sign = flags[c]
+            t = Signal(signed(11), name=f"t_{c}")
             m.d.comb += t.eq(windows[c] >> shift[:3])
-            y = Signal(signed(10), name=f"rounded_{c}")
-            m.d.comb += y.eq((t + flags[c][0]) >> 1)
-            rounded.append(y)
-        regs, last, valid = stage("s_rounded", rounded + flags + raws, last, valid)
-        rounded, flags, raws = regs[:cols], regs[cols:2 * cols], regs[2 * cols:]
+            carry = Mux(quant.round_even, sticky | t[1], ~sign | sticky)
+            total = Signal(signed(13), name=f"total_{c}")
+            m.d.comb += total.eq(Cat(carry, t).as_signed() + Cat(carry, zero_point2).as_signed())
+            z = Signal(signed(11), name=f"shifted_{c}")
+            m.d.comb += z.eq(total >> 2)
+            shifted.append(z)
+        regs, last, valid = stage("s_rounded", shifted + flags + raws, last, valid)
+        shifted, flags, raws = regs[:cols], regs[cols:2 * cols], regs[2 * cols:]
 
-        # Saturation (requant) or the raw value (exact: the biased accumulator itself).
-        lo, hi = (-128, 127) if is_signed else (0, 255)
-        out_bits = 7 if is_signed else 8
+        # The clamp (requant) or the raw value (exact: the biased accumulator itself).
+        lo, hi = quant.clamp_min, quant.clamp_max
         result = Signal(row_layout)
         for c in range(cols):
             _, outside, sign = flags[c]
-            y = rounded[c]
-            upper = y[out_bits:-1]          # y > hi or y < lo: these bits are not all sign bits
-            over = Mux(outside, ~sign, ~y[-1] & upper.any())
-            under = Mux(outside, sign, y[-1] & (~upper.all() if is_signed else 1))
-            saturated = Mux(over, hi, Mux(under, lo, y[:8].as_signed() if is_signed else y[:8]))
-            m.d.sync += result.data[c].eq(Mux(self.cfg.requant, saturated, raws[c]))
+            z = shifted[c]
+            over = Mux(outside, ~sign, z > hi)
+            under = Mux(outside, sign, z < lo)
+            clamped = Mux(over, hi, Mux(under, lo, z[:OUTPUT_WIDTH].as_signed()))
+            m.d.sync += result.data[c].eq(Mux(self.cfg.requant, clamped, raws[c]))
         result_valid = Signal()
         m.d.sync += [result.last.eq(last), result_valid.eq(valid)]
         m.d.comb += [fifo.w_data.eq(result), fifo.w_en.eq(result_valid)]

@@ -10,7 +10,7 @@ from .fetch import RowFetcher
 from .isa import ErrorCode
 from .load_unit import dma_error_code, unit_done_layout
 from .pe import acc_shape
-from .postproc import PostProcessor
+from .postproc import PostProcessor, requant_layout
 from .scratchpad import ReadPortSignature
 
 
@@ -27,8 +27,7 @@ def store_cmd_layout(config):
         "bias": 1,
         "relu": 1,
         "requant": 1,
-        "multiplier": signed(32),
-        "shift": 6,
+        "quant": requant_layout(),
     })
 
 
@@ -133,8 +132,7 @@ class StoreUnit(wiring.Component):
             postproc.cfg.bias_en.eq(cmd.bias),
             postproc.cfg.relu.eq(cmd.relu),
             postproc.cfg.requant.eq(cmd.requant),
-            postproc.cfg.multiplier.eq(cmd.multiplier),
-            postproc.cfg.shift.eq(cmd.shift),
+            postproc.cfg.quant.eq(cmd.quant),
             postproc.bias.eq(self.bias),
             postproc.i_data.valid.eq(fetch.o_row.valid),
             postproc.i_data.payload.data.eq(fetch.o_row.payload.row),

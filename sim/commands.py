@@ -124,9 +124,13 @@ def fence():
     return encode("FENCE")
 
 
-def config(multiplier, shift):
-    """CONFIG: requantization multiplier (signed 32-bit) and shift for the later STOREs."""
-    return encode("CONFIG", multiplier=multiplier, shift=shift)
+def config(multiplier, shift, *, zero_point=0, clamp=None, round_even=False):
+    """CONFIG: requantization parameters for the later STOREs: multiplier (signed 32-bit),
+    shift, output zero point, clamp range ``(lo, hi)`` (``None``: the engine's operand type's)
+    and rounding (:class:`mxe.sim.model.Requant` says what each does)."""
+    lo, hi = (0, 0) if clamp is None else clamp
+    return encode("CONFIG", multiplier=multiplier, shift=shift, zero_point=zero_point,
+                  clamp=clamp is not None, clamp_min=lo, clamp_max=hi, round_even=round_even)
 
 
 def to_words(command):

@@ -59,10 +59,10 @@ from mxe.hw.regmap import (CAPABILITIES, CONFIG_REGISTERS, ID_MAGIC, OFFSETS, RE
                            present_counters)
 from mxe.sim import commands as cmds
 from mxe.sim.engine_model import decode_elems, encode_elems
-from mxe.sim.model import _check_requant, check_operands
+from mxe.sim.model import Requant, check_operands
 
 
-__all__ = ["plan_gemm", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
+__all__ = ["plan_gemm", "config_command", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
            "pack_operands", "unpack_result", "counter_names", "descriptor_commands"]
 
 
@@ -259,8 +259,9 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     bias : bool
         Add a per-column bias (N values of ``acc_elem_bytes`` bytes in memory).
     relu : bool
-    requant : None or (multiplier, shift)
-        Requantize the outputs to one byte each; raw ``acc_width`` values otherwise.
+    requant : None, Requant or (multiplier, shift)
+        Requantize the outputs to one byte each (int8, or uint8 where the clamp range is
+        0..255); raw ``acc_width`` values otherwise.
     base : int
         Window offset of the first byte the layout may use.
     align : int
@@ -290,9 +291,7 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         raise TypeError(f"config must be an EngineConfig, not {config!r}")
     M, K, N = _check_dim("M", M), _check_dim("K", K), _check_dim("N", N)
     if requant is not None:
-        if not isinstance(requant, (tuple, list)) or len(requant) != 2:
-            raise TypeError(f"requant must be None or (multiplier, shift), not {requant!r}")
-        requant = _check_requant(*requant)   # the ranges the post-processor accepts
+        requant = Requant.of(requant)        # the ranges the post-processor accepts
     if base < 0 or align < 1:
         raise ValueError(f"base must be >= 0 and align >= 1, not {base} and {align}")
     c = config
@@ -352,7 +351,7 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         stats["dma_rd_bytes"] += nrows * ncols * region.elem_bytes
 
     if requant is not None:
-        out.append(cmds.config(*requant))
+        out.append(config_command(requant))
     pairs = [(mi, ni) for mi in range(mt) for ni in range(nt)] if s["order"] == "mn" else \
         [(mi, ni) for ni in range(nt) for mi in range(mt)]
     pending_store = None
@@ -428,6 +427,12 @@ def pack_operands(plan, A, B, bias=None):
     return out
 
 
+def config_command(requant):
+    """The CONFIG command of a :class:`~mxe.sim.model.Requant`."""
+    return cmds.config(requant.multiplier, requant.shift, zero_point=requant.zero_point,
+                       clamp=requant.clamp, round_even=requant.round_even)
+
+
 def unpack_result(plan, data):
     """The result matrix from the bytes of region ``c``: int64 (requantized values, or raw
     ``acc_width`` values; uint64 for an unsigned 64-bit accumulator)."""
@@ -435,7 +440,7 @@ def unpack_result(plan, data):
     C = plan.layout["c"]
     data = C.unpack(data)
     if plan.requant is not None:
-        values = decode_elems(data, 1, 8, c.signed)
+        values = decode_elems(data, 1, 8, plan.requant.bounds(c)[0] < 0)
     else:
         values = decode_elems(data, C.elem_bytes, c.acc_width, c.signed)
     return values.reshape(plan.M, plan.N)
@@ -453,7 +458,7 @@ def descriptor_commands(plan):
     an engine with the GEMM unit (``gemm_unit``)."""
     from mxe.sim.gemm_model import descriptor
     L = plan.layout
-    out = [cmds.config(*plan.requant)] if plan.requant is not None else []
+    out = [config_command(plan.requant)] if plan.requant is not None else []
     out += descriptor(plan.M, plan.K, plan.N, a_offset=L["a"].offset, a_stride=L["a"].stride,
                       b_offset=L["b"].offset, b_stride=L["b"].stride, c_offset=L["c"].offset,
                       c_stride=L["c"].stride,
@@ -722,7 +727,7 @@ class MXEDriver:
             Operands in the configured range.
         bias : int array (N,), optional
         relu : bool
-        requant : None or (multiplier, shift)
+        requant : None, Requant or (multiplier, shift)
         base, align : int
             Where in the window the driver places the operands (see :func:`plan_gemm`).
         descriptor : bool

@@ -21,7 +21,7 @@ import numpy as np
 from mxe.hw.config import EngineConfig
 from mxe.hw.isa import FIELDS, ErrorCode, unsupported
 from mxe.sim import commands as cmds
-from mxe.sim.model import postprocess, wrap
+from mxe.sim.model import Requant, postprocess, wrap
 
 
 __all__ = ["EngineModel", "Outcome", "read_bursts", "write_bursts", "encode_elems",
@@ -134,7 +134,8 @@ class EngineModel:
     spad : int64 array (spad_depth, max(rows, cols))
     acc : int64 array (acc_depth, cols), values as ``acc_width``-bit two's complement
     bias : int64 array (cols,), same representation
-    multiplier, shift : int
+    requant : Requant
+        The last CONFIG's requantization parameters.
     counters : dict
         ``dma_rd_bytes``, ``dma_wr_bytes`` (payload bytes), ``mac_active`` (activation rows
         streamed), ``commands`` (popped since the soft reset), and per opcode counts.
@@ -162,8 +163,7 @@ class EngineModel:
                                                  dtype=np.int64))
             self.bias = self._canon(fill.integers(-(1 << 62), 1 << 62, size=c.cols,
                                                   dtype=np.int64))
-        self.multiplier = 0
-        self.shift = 0
+        self.requant = Requant(0, 0)
         #: Fields of the last GEMM_A / GEMM_B / GEMM_C (a descriptor's registers).
         self.gemm_fields = {f: 0 for name in ("GEMM_A", "GEMM_B", "GEMM_C")
                             for f, *_rest in FIELDS[name] if f != "opcode"}
@@ -251,9 +251,18 @@ class EngineModel:
             if f["acc_addr"] + f["rows"] > c.acc_depth:
                 return ErrorCode.BAD_ADDR
         elif name == "CONFIG":
-            if f["shift"] > 63:
+            try:
+                self._config_requant(f)
+            except ValueError:
                 return ErrorCode.BAD_DIM
         return ErrorCode.OK
+
+    @staticmethod
+    def _config_requant(f):
+        """The :class:`Requant` of CONFIG fields ``f``; ValueError when the engine refuses it."""
+        return Requant(f["multiplier"], f["shift"], zero_point=f["zero_point"],
+                       clamp=(f["clamp_min"], f["clamp_max"]) if f["clamp"] else None,
+                       round_even=bool(f["round_even"]))
 
     def _window(self, offset, rows, row_bytes, stride):
         addr = self.win_base + offset
@@ -316,14 +325,14 @@ class EngineModel:
             values = postprocess(
                 self.acc_values(f["acc_addr"], f["rows"]), c,
                 bias=self._external(self.bias) if f["bias"] else None, relu=bool(f["relu"]),
-                requant=(self.multiplier, self.shift) if f["requant"] else None)
+                requant=self.requant if f["requant"] else None)
             for r in range(f["rows"]):
                 start = addr + r * f["stride"]
                 self.memory[start:start + row_bytes] = encode_elems(values[r, :f["elems"]],
                                                                     nbytes)
             self.counters["dma_wr_bytes"] += f["rows"] * row_bytes
         elif name == "CONFIG":
-            self.multiplier, self.shift = f["multiplier"], f["shift"]
+            self.requant = self._config_requant(f)
         return ErrorCode.OK, None
 
 
@@ -359,6 +368,12 @@ def bad_commands(config):
         ("store past acc", st(D - 1, 0, 2, 1, 0), ErrorCode.BAD_ADDR),
         ("config shift 64", cmds.config(1, 64), ErrorCode.BAD_DIM),
         ("config shift 255", cmds.config(-1, 255), ErrorCode.BAD_DIM),
+        ("config clamp min > max", cmds.encode("CONFIG", multiplier=1, clamp=1, clamp_min=5,
+                                               clamp_max=4), ErrorCode.BAD_DIM),
+        ("config clamp across both types", cmds.config(1, 0, clamp=(-1, 128)),
+         ErrorCode.BAD_DIM),
+        ("config clamp below int8", cmds.encode("CONFIG", multiplier=1, clamp=1, clamp_min=-129,
+                                                clamp_max=0), ErrorCode.BAD_DIM),
     ]
     # Commands of a feature the engine lacks: refused whatever their fields.
     for name in unsupported(c):

@@ -5,7 +5,11 @@ computes exactly what the hardware computes: operands in the configured width an
 sums wrapping around at ``acc_width``.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from mxe.hw.postproc import MULTIPLIER_WIDTH, OUTPUT_TYPES, OUTPUT_WIDTH, SHIFT_WIDTH
 
 
 __all__ = ["wrap", "check_operands", "matmul", "random_operands"]
@@ -82,9 +86,85 @@ def random_operands(rng, shape, config, *, extremes=0.0):
 # Appended by the post-processor / CSR owner; see PostProcessor for the pipeline.
 # ------------------------------------------------------------------------------------------------
 
-#: Range of the requantization multiplier (signed 32-bit) and of the shift.
-MULTIPLIER_RANGE = (-(1 << 31), (1 << 31) - 1)
-SHIFT_RANGE = (0, 63)
+#: Range of the requantization multiplier (signed 32-bit), of the shift and of the output zero
+#: point (signed 9-bit: an int8 or a uint8 zero point).
+MULTIPLIER_RANGE = (-(1 << (MULTIPLIER_WIDTH - 1)), (1 << (MULTIPLIER_WIDTH - 1)) - 1)
+SHIFT_RANGE = (0, (1 << SHIFT_WIDTH) - 1)
+ZERO_POINT_RANGE = (-(1 << (OUTPUT_WIDTH - 1)), (1 << (OUTPUT_WIDTH - 1)) - 1)
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Requant:
+    """How the post-processor requantizes: ``clamp(round(x * multiplier / 2**shift) +
+    zero_point, *clamp)``.
+
+    Parameters
+    ----------
+    multiplier : int
+        Signed 32-bit.
+    shift : int
+        0..63.
+    zero_point : int
+        Output zero point, added after the rounding and before the clamp; -256..255.
+    clamp : (int, int) or None
+        ``(lo, hi)`` with ``lo <= hi``, both in -128..127 (int8 output) or both in 0..255
+        (uint8 output); it also gives ReLU (``lo`` = the zero point) and ReLU6. ``None``: the
+        range of the engine's own operand type (int8 on a signed engine, uint8 on an unsigned
+        one).
+    round_even : bool
+        Round half to even (ONNX); otherwise half away from zero (TFLite's rounding shift).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the parameter and what is allowed.
+    """
+    multiplier: int
+    shift: int
+    zero_point: int = 0
+    clamp: tuple | None = None
+    round_even: bool = False
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "multiplier", _check_int("multiplier", self.multiplier, *MULTIPLIER_RANGE))
+        set_(self, "shift", _check_int("shift", self.shift, *SHIFT_RANGE))
+        set_(self, "zero_point", _check_int("zero_point", self.zero_point, *ZERO_POINT_RANGE))
+        if not isinstance(self.round_even, (bool, np.bool_)):
+            raise TypeError(f"round_even must be a bool, not {self.round_even!r}")
+        if self.clamp is not None:
+            if not isinstance(self.clamp, (tuple, list)) or len(self.clamp) != 2:
+                raise TypeError(f"clamp must be None or a (lo, hi) pair, not {self.clamp!r}")
+            lo, hi = (_check_int(f"clamp {end}", v, *ZERO_POINT_RANGE)
+                      for end, v in zip(("lo", "hi"), self.clamp))
+            if not any(t_lo <= lo <= hi <= t_hi for t_lo, t_hi in OUTPUT_TYPES.values()):
+                raise ValueError(f"clamp must be a range lo <= hi inside int8's -128..127 or "
+                                 f"uint8's 0..255, not {lo}..{hi}")
+            set_(self, "clamp", (lo, hi))
+
+    def bounds(self, config):
+        """The clamp range on an engine built with ``config``."""
+        if self.clamp is not None:
+            return self.clamp
+        return OUTPUT_TYPES["int8" if config.signed else "uint8"]
+
+    @classmethod
+    def of(cls, requant):
+        """``requant`` as a :class:`Requant`: itself, or a ``(multiplier, shift)`` pair."""
+        if isinstance(requant, cls):
+            return requant
+        if not isinstance(requant, (tuple, list)) or len(requant) != 2:
+            raise TypeError(f"requant must be None, a Requant or a (multiplier, shift) pair, "
+                            f"not {requant!r}")
+        return cls(*requant)
 
 
 def _acc_range(config):
@@ -112,16 +192,6 @@ def _as_int_array(name, values, config):
     return ints
 
 
-def _check_requant(multiplier, shift):
-    for name, value, (lo, hi) in (("multiplier", multiplier, MULTIPLIER_RANGE),
-                                  ("shift", shift, SHIFT_RANGE)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer, not {value!r}")
-        if not lo <= int(value) <= hi:
-            raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
-    return int(multiplier), int(shift)
-
-
 def _to_output(ints, width, signed):
     """Object array of ints (already in range) as int64, or uint64 for unsigned 64-bit."""
     if width == 64 and not signed:
@@ -129,21 +199,19 @@ def _to_output(ints, width, signed):
     return np.array(ints, dtype=object).astype(np.int64)
 
 
-def requantize(values, multiplier, shift, config):
-    """``sat(round_half_away(values * multiplier / 2**shift))``, as the post-processor does.
+def requantize(values, requant, config):
+    """``clamp(round(values * multiplier / 2**shift) + zero_point, lo, hi)``, as the
+    post-processor does.
 
-    The product is exact (no intermediate wrap); division by ``2**shift`` rounds half away from
-    zero (``shift == 0``: no rounding); the result saturates to ``[-128, 127]`` for a signed
-    configuration or ``[0, 255]`` for an unsigned one.
+    The product is exact (no intermediate wrap); the division by ``2**shift`` rounds half away
+    from zero, or half to even with ``round_even`` (``shift == 0``: no rounding); the zero point
+    is added to the rounded value; the clamp is :meth:`Requant.bounds`.
 
     Parameters
     ----------
     values : array of int
         Accumulator values (after bias and ReLU), in the configured accumulator range.
-    multiplier : int
-        Signed 32-bit, ``-2**31 .. 2**31 - 1``.
-    shift : int
-        0..63.
+    requant : Requant or (multiplier, shift)
     config : EngineConfig
 
     Returns
@@ -153,19 +221,24 @@ def requantize(values, multiplier, shift, config):
     Raises
     ------
     TypeError, ValueError
-        Naming ``values``, ``multiplier`` or ``shift``.
+        Naming ``values`` or the parameter of ``requant``.
     """
-    multiplier, shift = _check_requant(multiplier, shift)
+    requant = Requant.of(requant)
     ints = _as_int_array("values", values, config)
-    lo, hi = (-128, 127) if config.signed else (0, 255)
+    lo, hi = requant.bounds(config)
+    multiplier, shift = requant.multiplier, requant.shift
 
     def one(x):
         p = x * multiplier
+        q = p >> shift                      # rounded down
+        rest = p - (q << shift)             # 0 <= rest < 2**shift
         if shift:
-            # Arithmetic shift floors; adding 2**(s-1) (minus one for a negative product) turns
-            # the floor into round-half-away-from-zero.
-            p = (p + (1 << (shift - 1)) - (1 if p < 0 else 0)) >> shift
-        return min(max(p, lo), hi)
+            half = 1 << (shift - 1)
+            if requant.round_even:
+                q += rest > half or (rest == half and q & 1)
+            else:
+                q += rest > half or (rest == half and p > 0)
+        return min(max(q + requant.zero_point, lo), hi)
 
     out = np.vectorize(one, otypes=[object])(ints) if ints.size else ints
     return np.array(out, dtype=object).astype(np.int64)
@@ -183,7 +256,7 @@ def postprocess(acc, config, *, bias=None, relu=False, requant=None):
         Per-column bias in the accumulator range; the sum wraps at ``acc_width``.
     relu : bool
         ``max(x, 0)`` after the bias (no effect on an unsigned configuration).
-    requant : None or (multiplier, shift)
+    requant : None, Requant or (multiplier, shift)
         Requantize with :func:`requantize`; ``None`` passes the ``acc_width`` values through.
 
     Returns
@@ -194,7 +267,7 @@ def postprocess(acc, config, *, bias=None, relu=False, requant=None):
     Raises
     ------
     TypeError, ValueError
-        Naming ``acc``, ``bias``, ``relu``, ``requant``, ``multiplier`` or ``shift``.
+        Naming ``acc``, ``bias``, ``relu``, ``requant`` or a parameter of it.
     """
     ints = _as_int_array("acc", acc, config)
     if ints.ndim < 1 or ints.shape[-1] != config.cols:
@@ -202,10 +275,7 @@ def postprocess(acc, config, *, bias=None, relu=False, requant=None):
     if not isinstance(relu, (bool, np.bool_)):
         raise TypeError(f"relu must be a bool, not {relu!r}")
     if requant is not None:
-        if not isinstance(requant, (tuple, list)) or len(requant) != 2:
-            raise TypeError(f"requant must be None or a (multiplier, shift) pair, not "
-                            f"{requant!r}")
-        _check_requant(*requant)
+        requant = Requant.of(requant)
     values = ints
     if bias is not None:
         b = _as_int_array("bias", bias, config)
@@ -217,8 +287,9 @@ def postprocess(acc, config, *, bias=None, relu=False, requant=None):
     if relu and config.signed:
         values = np.vectorize(lambda v: max(v, 0), otypes=[object])(values)
     if requant is not None:
-        return requantize(values, *requant, config)
+        return requantize(values, requant, config)
     return _to_output(values, config.acc_width, config.signed)
 
 
-__all__ += ["MULTIPLIER_RANGE", "SHIFT_RANGE", "requantize", "postprocess"]
+__all__ += ["MULTIPLIER_RANGE", "SHIFT_RANGE", "ZERO_POINT_RANGE", "OUTPUT_TYPES", "Requant",
+            "requantize", "postprocess"]

@@ -69,7 +69,12 @@ def test_helpers_match_encode(seed):
                           bias=f["bias"], relu=f["relu"], requant=f["requant"]) \
             == cmds.encode("STORE", **f)
         f = _random_fields(rng, "CONFIG")
-        assert cmds.config(f["multiplier"], f["shift"]) == cmds.encode("CONFIG", **f)
+        clamp = (f["clamp_min"], f["clamp_max"])
+        if not f["clamp"]:
+            f["clamp_min"] = f["clamp_max"] = 0   # what the helper writes without a clamp
+        assert cmds.config(f["multiplier"], f["shift"], zero_point=f["zero_point"],
+                           clamp=clamp if f["clamp"] else None,
+                           round_even=f["round_even"]) == cmds.encode("CONFIG", **f)
     assert cmds.decode(cmds.fence()) == ("FENCE", {"opcode": Opcode.FENCE.value})
 
 

@@ -77,7 +77,7 @@ def test_requantization_follows_the_real_scale(seed):
         m, s = demo.quantize_multiplier(float(real))
         acc = rng.integers(-(1 << 20), 1 << 20, size=200)
         acc = acc[np.abs(acc * real) < 127]            # not saturated
-        got = requantize(acc, m, s, config)
+        got = requantize(acc, (m, s), config)
         assert np.all(np.abs(got - acc * real) <= 0.5 + np.abs(acc) * real * 2.0 ** -30), real
 
 

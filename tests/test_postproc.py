@@ -35,10 +35,17 @@ def ref_round_half_away(fraction):
     return n if fraction >= 0 else -n
 
 
-def ref_requant(x, multiplier, shift, signed):
-    q = ref_round_half_away(Fraction(x * multiplier, 2 ** shift))
-    lo, hi = (-128, 127) if signed else (0, 255)
-    return min(max(q, lo), hi)
+def ref_requant(x, requant, signed):
+    """``requant``: a (multiplier, shift) pair or a model.Requant; Python's round() of a
+    Fraction rounds half to even."""
+    requant = model.Requant.of(requant)
+    exact = Fraction(x * requant.multiplier, 2 ** requant.shift)
+    q = round(exact) if requant.round_even else ref_round_half_away(exact)
+    if requant.clamp is not None:
+        lo, hi = requant.clamp
+    else:
+        lo, hi = (-128, 127) if signed else (0, 255)
+    return min(max(q + requant.zero_point, lo), hi)
 
 
 def ref_wrap(v, width, signed):
@@ -56,7 +63,7 @@ def ref_postprocess(row, config, bias, relu, requant):
         if relu and x < 0:
             x = 0
         if requant is not None:
-            x = ref_requant(x, *requant, config.signed)
+            x = ref_requant(x, requant, config.signed)
         out.append(x)
     return out
 
@@ -86,6 +93,29 @@ def random_acc(rng, config, n):
 
 MULT_EXTREMES = [-2 ** 31, 2 ** 31 - 1, 0, 1, -1, 2 ** 30, -2 ** 30]
 SHIFT_EXTREMES = [0, 1, 31, 63]
+ZERO_POINT_EXTREMES = [-256, 255, -128, 127, 0, 1, -1]
+
+
+def random_clamp(rng):
+    """None, a whole output type, a ReLU/ReLU6-like range or a random range inside a type."""
+    r = rng.random()
+    if r < 0.3:
+        return None
+    if r < 0.5:
+        return rng.choice([(-128, 127), (0, 255)])
+    lo, hi = rng.choice([(-128, 127), (0, 255)])
+    a, b = sorted(rng.randint(lo, hi) for _ in range(2))
+    return (a, b)
+
+
+def random_requant(rng):
+    """A model.Requant over the whole parameter space, extremes often."""
+    return model.Requant(
+        rng.choice(MULT_EXTREMES + [rng.randint(-2 ** 31, 2 ** 31 - 1)] * 3),
+        rng.choice(SHIFT_EXTREMES + [rng.randint(0, 63)] * 3),
+        zero_point=rng.choice(ZERO_POINT_EXTREMES + [rng.randint(-256, 255)] * 3)
+        if rng.random() < 0.6 else 0,
+        clamp=random_clamp(rng), round_even=rng.random() < 0.5)
 
 
 # --- the model against the reference -----------------------------------------------------------
@@ -100,17 +130,51 @@ def test_requantize_ties_both_signs():
              (-(2 ** 31 - 1), 2 ** 31 - 1, 62, -1), (7, 1, 0, 7),
              (201, 1, 1, 101), (-201, 1, 1, -101), (255, 1, 1, 127), (-257, 1, 1, -128)]
     for x, mult, shift, want in cases:
-        got = int(model.requantize([x], mult, shift, config)[0])
-        assert got == want == ref_requant(x, mult, shift, True), (x, mult, shift, got, want)
+        got = int(model.requantize([x], (mult, shift), config)[0])
+        assert got == want == ref_requant(x, (mult, shift), True), (x, mult, shift, got, want)
+
+
+def test_requantize_half_to_even_and_zero_point():
+    config = EngineConfig(rows=4, cols=4)
+    # x / 2: ties go to the even neighbour, on both sides of zero; the zero point comes after.
+    xs = [1, 3, 5, -1, -3, -5, 255, -257, 2]
+    even = model.Requant(1, 1, round_even=True)
+    assert list(model.requantize(xs, even, config)) == [0, 2, 2, 0, -2, -2, 127, -128, 1]
+    shifted = model.Requant(1, 1, zero_point=10, round_even=True)
+    assert list(model.requantize(xs, shifted, config)) == [10, 12, 12, 10, 8, 8, 127, -118, 11]
+    # The zero point is added before the clamp: 245 + 10 is 255 (uint8), not 245 clamped first.
+    uint8 = model.Requant(1, 0, zero_point=10, clamp=(0, 255))
+    assert list(model.requantize([245, 300, -10, -11], uint8, config)) == [255, 255, 0, 0]
+    relu6 = model.Requant(1, 0, zero_point=-128, clamp=(-128, -128 + 6))
+    assert list(model.requantize([-5, 0, 3, 6, 7], relu6, config)) == [-128, -128, -125, -122,
+                                                                      -122]
+    for x in xs + [2 ** 31 - 1, -2 ** 31]:
+        for r in (even, shifted, uint8, relu6):
+            assert int(model.requantize([x], r, config)[0]) == ref_requant(x, r, True)
+
+
+def test_requant_parameter_errors():
+    with pytest.raises(ValueError, match="zero_point must be in -256..255"):
+        model.Requant(1, 0, zero_point=256)
+    with pytest.raises(ValueError, match="clamp must be a range"):
+        model.Requant(1, 0, clamp=(5, 4))
+    with pytest.raises(ValueError, match="clamp must be a range"):
+        model.Requant(1, 0, clamp=(-1, 128))
+    with pytest.raises(ValueError, match="clamp lo must be in"):
+        model.Requant(1, 0, clamp=(-257, 0))
+    with pytest.raises(TypeError, match="clamp must be None or a"):
+        model.Requant(1, 0, clamp=5)
+    with pytest.raises(TypeError, match="round_even"):
+        model.Requant(1, 0, round_even=1)
 
 
 def test_requantize_saturation_and_unsigned():
     signed = EngineConfig(rows=4, cols=4)
     unsigned = EngineConfig(rows=4, cols=4, signed=False)
-    assert list(model.requantize([2 ** 31 - 1, -2 ** 31], 2 ** 31 - 1, 0, signed)) == [127, -128]
-    assert list(model.requantize([2 ** 32 - 1, 5], -1, 0, unsigned)) == [0, 0]
-    assert list(model.requantize([2 ** 32 - 1, 511, 509], 1, 1, unsigned)) == [255, 255, 255]
-    assert list(model.requantize([509, 3], 1, 2, unsigned)) == [127, 1]
+    assert list(model.requantize([2 ** 31 - 1, -2 ** 31], (2 ** 31 - 1, 0), signed)) == [127, -128]
+    assert list(model.requantize([2 ** 32 - 1, 5], (-1, 0), unsigned)) == [0, 0]
+    assert list(model.requantize([2 ** 32 - 1, 511, 509], (1, 1), unsigned)) == [255, 255, 255]
+    assert list(model.requantize([509, 3], (1, 2), unsigned)) == [127, 1]
 
 
 @pytest.mark.parametrize("config", [
@@ -128,10 +192,7 @@ def test_model_against_fraction_reference(config):
         acc = [random_acc(rng, config, config.cols) for _ in range(rows)]
         bias = random_acc(rng, config, config.cols) if rng.random() < 0.5 else None
         relu = rng.random() < 0.5
-        requant = None
-        if rng.random() < 0.7:
-            requant = (rng.choice(MULT_EXTREMES + [rng.randint(-2 ** 31, 2 ** 31 - 1)] * 3),
-                       rng.choice(SHIFT_EXTREMES + [rng.randint(0, 63)] * 3))
+        requant = random_requant(rng) if rng.random() < 0.7 else None
         got = model.postprocess(np.array(acc, dtype=object), config, bias=bias, relu=relu,
                                 requant=requant)
         want = [ref_postprocess(row, config, bias, relu, requant) for row in acc]
@@ -142,13 +203,13 @@ def test_model_against_fraction_reference(config):
 def test_model_argument_errors():
     config = EngineConfig(rows=4, cols=4)
     with pytest.raises(ValueError, match="multiplier"):
-        model.requantize([1], 2 ** 31, 0, config)
+        model.requantize([1], (2 ** 31, 0), config)
     with pytest.raises(ValueError, match="multiplier"):
         model.postprocess([[0] * 4], config, requant=(-2 ** 31 - 1, 0))
     with pytest.raises(ValueError, match="shift"):
-        model.requantize([1], 1, 64, config)
+        model.requantize([1], (1, 64), config)
     with pytest.raises(ValueError, match="shift"):
-        model.requantize([1], 1, -1, config)
+        model.requantize([1], (1, -1), config)
     with pytest.raises(ValueError, match="bias"):
         model.postprocess([[0] * 4], config, bias=[0] * 3)
     with pytest.raises(ValueError, match="bias"):
@@ -158,7 +219,7 @@ def test_model_argument_errors():
     with pytest.raises(ValueError, match="acc"):
         model.postprocess([[2 ** 31, 0, 0, 0]], config)
     with pytest.raises(TypeError, match="shift"):
-        model.requantize([1], 1, 1.5, config)
+        model.requantize([1], (1, 1.5), config)
     with pytest.raises(TypeError, match="requant"):
         model.postprocess([[0] * 4], config, requant=5)
 
@@ -182,6 +243,15 @@ def make_stores(rng, config, n_stores, rows_per_store):
         dict(bias=None, relu=False, requant=(-2 ** 20, 21)),
         dict(bias=None, relu=False, requant=(3, 31)),
         dict(bias="extreme", relu=False, requant=None),     # wrap-around of the bias add
+        dict(bias=None, relu=False, requant=model.Requant(1, 1, round_even=True)),
+        dict(bias=None, relu=False, requant=model.Requant(-2 ** 20, 21, round_even=True,
+                                                          zero_point=-7)),
+        dict(bias=None, relu=False, requant=model.Requant(1, 0, zero_point=255,
+                                                          clamp=(0, 255))),
+        dict(bias=None, relu=False, requant=model.Requant(1, 1, zero_point=-256,
+                                                          clamp=(-128, 127))),
+        dict(bias=None, relu=False, requant=model.Requant(3, 2, zero_point=-128,
+                                                          clamp=(-128, -122))),
     ]
     for k in range(n_stores):
         if k < len(fixed):
@@ -189,15 +259,14 @@ def make_stores(rng, config, n_stores, rows_per_store):
         else:
             settings = dict(
                 bias=rng.choice([None, "random", "extreme"]), relu=rng.random() < 0.5,
-                requant=(rng.choice(MULT_EXTREMES + [rng.randint(-2 ** 31, 2 ** 31 - 1)] * 4),
-                         rng.choice(SHIFT_EXTREMES + [rng.randint(0, 63)] * 4))
-                if rng.random() < 0.7 else None)
+                requant=random_requant(rng) if rng.random() < 0.7 else None)
         if settings["bias"] == "random":
             settings["bias"] = random_acc(rng, config, config.cols)
         elif settings["bias"] == "extreme":
             settings["bias"] = [rng.choice([lo, hi]) for _ in range(config.cols)]
         rows = [random_acc(rng, config, config.cols) for _ in range(rows_per_store)]
-        if settings["requant"] in ((1, 1), (-1, 1), (2 ** 20, 21), (-2 ** 20, 21)):
+        requant = settings["requant"] and model.Requant.of(settings["requant"])
+        if requant and (abs(requant.multiplier), requant.shift) in ((1, 1), (2 ** 20, 21)):
             # Odd values at the small end: x / 2 is exactly .5 off an integer.
             rows = [[max(lo, min(hi, 2 * rng.randint(-150, 150) + 1)) for _ in row]
                     for row in rows]
@@ -218,9 +287,12 @@ def run_gateware(config, stores, rng, *, gap, stall):
             ctx.set(dut.cfg.bias_en, store["bias"] is not None)
             ctx.set(dut.cfg.relu, store["relu"])
             ctx.set(dut.cfg.requant, store["requant"] is not None)
-            mult, shift = store["requant"] or (0, 0)
-            ctx.set(dut.cfg.multiplier, mult)
-            ctx.set(dut.cfg.shift, shift)
+            requant = model.Requant.of(store["requant"] or (0, 0))
+            lo, hi = requant.bounds(config)
+            ctx.set(dut.cfg.quant, {"multiplier": requant.multiplier, "shift": requant.shift,
+                                    "zero_point": requant.zero_point,
+                                    "round_even": requant.round_even,
+                                    "clamp_min": lo, "clamp_max": hi})
             for c, b in enumerate(store["bias"] or [0] * config.cols):
                 ctx.set(dut.bias[c], b)
             rows = store["rows"]
@@ -280,9 +352,10 @@ def test_gateware_against_model(config, gap, stall):
                                  requant=store["requant"])
         assert len(got) == len(store["rows"])
         for i, ((row, last), want_row) in enumerate(zip(got, want)):
-            if store["requant"] is None and config.signed:
-                want_row = [int(v) for v in want_row]
-            assert row == [int(v) for v in want_row], (
+            # A requantized value leaves in an accumulator-shaped element, of which the store
+            # keeps the low byte.
+            want_row = [ref_wrap(int(v), config.acc_width, config.signed) for v in want_row]
+            assert row == want_row, (
                 f"seed {seed} store {k} {({k2: v for k2, v in store.items() if k2 != 'rows'})} "
                 f"row {i}: in {store['rows'][i]}, got {row}, expected {list(want_row)}")
             assert last == (i == len(got) - 1), f"seed {seed} store {k} row {i}: last {last}"
@@ -303,8 +376,8 @@ def test_throughput_and_latency():
     async def tb(ctx):
         ctx.set(dut.o_data.ready, 1)
         ctx.set(dut.cfg.requant, 1)
-        ctx.set(dut.cfg.multiplier, 1)
-        ctx.set(dut.cfg.shift, 0)
+        ctx.set(dut.cfg.quant, {"multiplier": 1, "shift": 0, "clamp_min": -128,
+                                "clamp_max": 127})
         for cycle in range(n + 20):
             ctx.set(dut.i_data.valid, cycle < n)
             ctx.set(dut.i_data.payload, {"data": [cycle, -cycle], "last": 0})
