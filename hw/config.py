@@ -22,6 +22,9 @@ AXI_DATA_WIDTHS = (32, 64, 128, 256)
 #: Width of the post-processor's requantization multiplier (a signed TFLite-style fixed-point
 #: multiplier).
 REQUANT_MULTIPLIER_WIDTH = 32
+#: Bytes of one value of a per-column requantization table in memory (a multiplier, or a shift
+#: in the low bits), as a LOAD with to_requant reads it.
+REQUANT_ELEM_BYTES = REQUANT_MULTIPLIER_WIDTH // 8
 #: The post-processor cuts its products into pieces of this many bits (17-bit unsigned low
 #: pieces, a signed top piece of at most 18), so that each piece product fits one 18x18 signed
 #: DSP multiplier (ECP5 MULT18X18D, Xilinx DSP48).

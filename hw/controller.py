@@ -35,12 +35,13 @@ class Controller(wiring.Component):
     still running conflicts with it:
 
     * a LOAD waits while a MATMUL that has not finished reading the scratchpad reads a row it
-      writes (or, for a bias LOAD, while a STORE runs);
+      writes (or, for a LOAD into the post-processor's bias or per-column requantization,
+      while a STORE runs);
     * a MATMUL waits while a running LOAD (the load unit runs up to
       :data:`~mxe.hw.load_unit.LOADS_IN_FLIGHT`, tracked here with their ranges) writes a
       scratchpad row it reads, or the running STORE reads an accumulator row it writes;
-    * a STORE waits while a MATMUL in flight writes an accumulator row it reads (or, with bias,
-      while a bias LOAD runs);
+    * a STORE waits while a MATMUL in flight writes an accumulator row it reads (or, with bias
+      or per-column requantization, while a LOAD into the post-processor runs);
     * a FENCE waits until every unit is idle, then raises ``done``.
 
     Since dispatch is in order, every older command is either finished or running in a unit,
@@ -137,6 +138,7 @@ class Controller(wiring.Component):
         matmul = data.View(command_layout("MATMUL"), head)
         store = data.View(command_layout("STORE"), head)
         conf = data.View(command_layout("CONFIG"), head)
+        load_post = load.to_bias | load.to_requant   # a LOAD into the post-processor
         opcode = head[:4]  # raw bits: an invalid opcode is a value too
         # The ends of the head's buffer ranges, added while the head is loaded (25 bits: the
         # sum of two fields never wraps), so no adder sits in front of the checks. Once a
@@ -160,19 +162,19 @@ class Controller(wiring.Component):
         # one is reported done, before that entry is freed here.
         ring = LOADS_IN_FLIGHT + 1
         loads = Signal(data.ArrayLayout(data.StructLayout({
-            "lo": spad_bits, "hi": spad_bits, "bias": 1, "index": 32}), ring))
+            "lo": spad_bits, "hi": spad_bits, "post": 1, "index": 32}), ring))
         loads_valid = Signal(ring)
         load_put = Signal(range(ring))
         load_take = Signal(range(ring))
         load_index = loads[load_take].index      # the oldest running LOAD
-        bias_loading = Cat(*(loads_valid[i] & loads[i].bias for i in range(ring))).any()
+        # A LOAD into the post-processor (bias or per-column requantization) is running.
+        post_loading = Cat(*(loads_valid[i] & loads[i].post for i in range(ring))).any()
         with m.If(self.i_load_done.valid):
             m.d.sync += [loads_valid.bit_select(load_take, 1).eq(0),
                          load_take.eq(wrapping_increment(load_take, ring))]
         # What the store unit runs (valid while it is busy).
         store_index = Signal(32)
         store_lo, store_hi = signals(acc_bits, "store_lo store_hi")
-        store_bias = Signal()
 
         units_busy = self.load_busy | self.exec_busy | self.store_busy
         active = self.running & ~stopping & ~flushing
@@ -188,10 +190,13 @@ class Controller(wiring.Component):
             mm = data.View(command_layout("MATMUL"), cmd)
             st = data.View(command_layout("STORE"), cmd)
             cf = data.View(command_layout("CONFIG"), cmd)
+            to_spad = ~ld.to_bias & ~ld.to_requant
             bad_dim = {
                 Opcode.LOAD: ((ld.rows == 0) | (ld.elems == 0)
-                              | (~ld.to_bias & (ld.elems > elems_max))
-                              | (ld.to_bias & ((ld.elems > config.cols) | (ld.rows != 1)))),
+                              | (to_spad & (ld.elems > elems_max))
+                              | (~to_spad & (ld.elems > config.cols))
+                              | (ld.to_bias & ((ld.rows != 1) | ld.to_requant))
+                              | (ld.to_requant & (ld.rows != 2))),
                 Opcode.MATMUL: (mm.m == 0) | (mm.k == 0) | (mm.k > config.rows),
                 Opcode.STORE: (st.rows == 0) | (st.elems == 0) | (st.elems > config.cols),
                 Opcode.CONFIG: (cf.shift > 63) | (cf.clamp & ~Cat(
@@ -216,7 +221,7 @@ class Controller(wiring.Component):
         bad_addr = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
-                m.d.comb += bad_addr.eq(~load.to_bias & (load_end > config.spad_depth))
+                m.d.comb += bad_addr.eq(~load_post & (load_end > config.spad_depth))
             with m.Case(Opcode.MATMUL):
                 m.d.comb += bad_addr.eq((act_end > config.spad_depth)
                                         | (weight_end > config.spad_depth)
@@ -234,6 +239,7 @@ class Controller(wiring.Component):
             self.o_load.payload.elems.eq(load.elems),
             self.o_load.payload.spad_addr.eq(load.spad_addr),
             self.o_load.payload.to_bias.eq(load.to_bias),
+            self.o_load.payload.to_requant.eq(load.to_requant),
             self.o_exec.payload.act_addr.eq(matmul.act_addr),
             self.o_exec.payload.weight_addr.eq(matmul.weight_addr),
             self.o_exec.payload.acc_addr.eq(matmul.acc_addr),
@@ -284,14 +290,14 @@ class Controller(wiring.Component):
         blocked = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
-                m.d.comb += blocked.eq((spad_hit & ~load.to_bias)
-                                       | (load.to_bias & self.store_busy))
+                m.d.comb += blocked.eq((spad_hit & ~load_post) | (load_post & self.store_busy))
             with m.Case(Opcode.MATMUL):
                 load_hit = (load_hits & loads_valid
-                            & ~Cat(*(loads[i].bias for i in range(ring)))).any()
+                            & ~Cat(*(loads[i].post for i in range(ring)))).any()
                 m.d.comb += blocked.eq(load_hit | (self.store_busy & store_hit))
             with m.Case(Opcode.STORE):
-                m.d.comb += blocked.eq(acc_hit | (store.bias & bias_loading))
+                store_post = store.bias | (store.requant & quant.per_channel)
+                m.d.comb += blocked.eq(acc_hit | (store_post & post_loading))
             with m.Case(Opcode.FENCE):
                 m.d.comb += blocked.eq(units_busy)
 
@@ -343,6 +349,7 @@ class Controller(wiring.Component):
             type_lo, type_hi = OUTPUT_TYPES["int8" if config.signed else "uint8"]
             m.d.sync += [
                 quant.round_even.eq(conf.round_even),
+                quant.per_channel.eq(conf.per_channel),
                 quant.multiplier.eq(conf.multiplier),
                 quant.shift.eq(conf.shift),
                 quant.zero_point.eq(conf.zero_point),
@@ -357,7 +364,7 @@ class Controller(wiring.Component):
                 m.d.sync += [
                     loads[i].lo.eq(load.spad_addr),
                     loads[i].hi.eq(load_end),
-                    loads[i].bias.eq(load.to_bias),
+                    loads[i].post.eq(load_post),
                     loads[i].index.eq(index),
                 ]
         with m.If(self.o_load.valid & self.o_load.ready):
@@ -369,7 +376,6 @@ class Controller(wiring.Component):
             m.d.sync += [
                 store_lo.eq(store.acc_addr),
                 store_hi.eq(store_end),
-                store_bias.eq(store.bias),
                 store_index.eq(index),
             ]
 

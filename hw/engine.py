@@ -145,6 +145,7 @@ class Engine(wiring.Component):
             ctrl.spad_conflict.eq(exe.spad_conflict),
             ctrl.acc_conflict.eq(exe.acc_conflict),
             store.bias.eq(load.o_bias),
+            store.column_quant.eq(load.o_requant),
         ]
 
         # Data paths: DMA <-> units <-> buffers.

@@ -36,8 +36,10 @@ cycles; mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
   K tile overwrites, the others add. Its STORE is issued right after the next tile's first MATMUL
   (and that MATMUL's strip load), so it waits for the tile's last results while the array
   keeps computing, and drains while the next tile computes.
-* **Bias.** With a bias and ``nt > 1``, the bias row is reloaded before every output tile, after
-  the previous tile's STORE (the controller holds a bias LOAD while a STORE runs).
+* **Bias and per-column requantization.** With a bias and ``nt > 1``, the bias row is reloaded
+  before every output tile, after the previous tile's STORE (the controller holds a LOAD into
+  the post-processor while a STORE runs); with ``per_channel``, so are the tile's multipliers
+  and shifts (one LOAD of two rows, after the bias's).
 
 Memory traffic: reads ``M*K + mt*K*N`` operand elements (``M*K + K*N`` when ``nt = 1``; plus
 ``mt*N`` or ``N`` bias values), writes ``M*N`` outputs once. The minimum is ``mt = 1``, reached
@@ -66,6 +68,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .array import signals
+from .config import REQUANT_ELEM_BYTES
 from .isa import COMMAND_BITS, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT
 
@@ -142,6 +145,7 @@ class GemmUnit(wiring.Component):
         m.submodules.div = div = _Divider()
         eb_shift = c.elem_bytes.bit_length() - 1
         ab_shift = c.acc_elem_bytes.bit_length() - 1
+        rb_shift = REQUANT_ELEM_BYTES.bit_length() - 1
 
         head = self.i_cmd.payload
         opcode = head[:4]
@@ -150,9 +154,11 @@ class GemmUnit(wiring.Component):
         gc = data.View(command_layout("GEMM_C"), head)
 
         # Descriptor registers.
-        d_bias, d_relu, d_requant = signals(1, "d_bias d_relu d_requant")
+        d_bias, d_relu, d_requant, d_pc = signals(1, "d_bias d_relu d_requant d_pc")
         M, K, N = signals(16, "M K N")
         bias_off, a_off, a_stride, b_off = signals(32, "bias_off a_off a_stride b_off")
+        rq_base = Signal(32)     # the per-column multipliers: after the bias values, if any
+        rq_stride = N << rb_shift                  # from a multiplier to its shift
         b_stride, c_off, c_stride = signals(32, "b_stride c_off c_stride")
 
         # Schedule.
@@ -196,6 +202,8 @@ class GemmUnit(wiring.Component):
         # chunk), pf_off = a_next + the prefetch's k0 elements, bias_n = bias_off + n0 values,
         # b_n = b_off + n0 elements, w_row = cur_strip + k0 (this B tile's rows in its strip).
         a_koff, a_next, pf_off, bias_n, b_n = signals(32, "a_koff a_next pf_off bias_n b_n")
+        rq_n = Signal(32)         # rq_base + n0 multipliers
+        bias_sent = Signal()      # this tile's bias LOAD is out; its requant LOAD is next
         w_row = Signal(_DIV_WIDTH)
         panel_sel, acc_sel = signals(1, "panel_sel acc_sel")
         a_row = Signal(_DIV_WIDTH)
@@ -264,9 +272,10 @@ class GemmUnit(wiring.Component):
         mm = data.View(command_layout("MATMUL"), out)
         st = data.View(command_layout("STORE"), out)
 
-        def emit_load(spad, offset, rows, elems, stride, to_bias=0):
+        def emit_load(spad, offset, rows, elems, stride, to_bias=0, to_requant=0):
             m.d.comb += [
-                load.opcode.eq(Opcode.LOAD), load.to_bias.eq(to_bias), load.spad_addr.eq(spad),
+                load.opcode.eq(Opcode.LOAD), load.to_bias.eq(to_bias),
+                load.to_requant.eq(to_requant), load.spad_addr.eq(spad),
                 load.mem_offset.eq(offset), load.rows.eq(rows), load.elems.eq(elems),
                 load.stride.eq(stride), out_valid.eq(1),
             ]
@@ -337,8 +346,9 @@ class GemmUnit(wiring.Component):
                     with m.Switch(opcode):
                         with m.Case(Opcode.GEMM_A):
                             m.d.sync += [d_bias.eq(ga.bias), d_relu.eq(ga.relu),
-                                         d_requant.eq(ga.requant), M.eq(ga.m), K.eq(ga.k),
-                                         N.eq(ga.n), bias_off.eq(ga.bias_offset)]
+                                         d_requant.eq(ga.requant), d_pc.eq(ga.per_channel),
+                                         M.eq(ga.m), K.eq(ga.k), N.eq(ga.n),
+                                         bias_off.eq(ga.channel_offset)]
                         with m.Case(Opcode.GEMM_B):
                             m.d.sync += [a_off.eq(gb.a_offset), a_stride.eq(gb.a_stride),
                                          b_off.eq(gb.b_offset)]
@@ -352,7 +362,8 @@ class GemmUnit(wiring.Component):
                     m.next = "BAD_DIM"
                 with m.Else():
                     m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N)),
-                                 m_cap.eq(_min(M, c.acc_depth // 2)), m_rows.eq(_min(M, rows_c))]
+                                 m_cap.eq(_min(M, c.acc_depth // 2)), m_rows.eq(_min(M, rows_c)),
+                                 rq_base.eq(bias_off + Mux(d_bias, N << ab_shift, 0))]
                     m.next = "KT"
             ceil_divide("KT", K, kr, "NT",
                         lambda q, r: [kt.eq(q), kt2.eq(q - 2), kt_one.eq(q == 1),
@@ -422,6 +433,7 @@ class GemmUnit(wiring.Component):
                     pf_mrem.eq(M - mc), pf_krem.eq(K),
                     a_moff.eq(a_off), c_moff.eq(c_off), a_koff.eq(a_off),
                     a_next.eq(a_second), pf_off.eq(a_second), bias_n.eq(bias_off),
+                    rq_n.eq(rq_base), bias_sent.eq(0),
                     b_n.eq(b_off),
                     panel_sel.eq(0), acc_sel.eq(0), a_row.eq(0), b_slot.eq(0), b_next.eq(b_base),
                     pf_cnt.eq(0), pf_last.eq(nt_one), pf_row.eq(panel), first.eq(1),
@@ -433,15 +445,22 @@ class GemmUnit(wiring.Component):
                 ]
                 m.next = "PAIR"
             with m.State("PAIR"):
-                with m.If(d_bias & (~nt_one | first)):
+                with m.If((d_bias | d_pc) & (~nt_one | first)):
                     with m.If(pending):
                         emit_store()
                         with m.If(sent):
                             m.d.sync += pending.eq(0)
-                    with m.Else():
+                    with m.Elif(d_bias & ~bias_sent):
                         emit_load(0, bias_n, 1, cur_n, 0, to_bias=1)
                         with m.If(sent):
-                            m.d.sync += first.eq(0)
+                            m.d.sync += bias_sent.eq(d_pc)
+                            with m.If(~d_pc):
+                                m.d.sync += first.eq(0)
+                                m.next = "STEP_A"
+                    with m.Else():
+                        emit_load(0, rq_n, 2, cur_n, rq_stride, to_requant=1)
+                        with m.If(sent):
+                            m.d.sync += [first.eq(0), bias_sent.eq(0)]
                             m.next = "STEP_A"
                 with m.Else():
                     m.d.sync += first.eq(0)
@@ -549,10 +568,12 @@ class GemmUnit(wiring.Component):
                         m.d.sync += [ni.eq(ni + 1), n0.eq(n0 + nc), cur_n.eq(ahead_n),
                                      a_row.eq(panel_base),
                                      bias_n.eq(bias_n + (nc << ab_shift)),
+                                     rq_n.eq(rq_n + (nc << rb_shift)),
                                      b_n.eq(b_n + n_bytes)]
                         m.next = "PAIR"
                     with m.Else():
                         m.d.sync += [ni.eq(0), n0.eq(0), cur_n.eq(nc), bias_n.eq(bias_off),
+                                     rq_n.eq(rq_base),
                                      b_n.eq(b_off)]
                         with m.If(~m_last):
                             a_after = a_next + a_step

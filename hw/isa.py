@@ -64,8 +64,11 @@ class ErrorCode(enum.Enum, shape=4):
 FIELDS = {
     "LOAD": [
         ("opcode", 0, 4, False, "1"),
-        ("to_bias", 4, 1, False, "0: into the scratchpad; 1: into the bias row of the "
-                                 "post-processor (rows must be 1)"),
+        ("to_bias", 4, 1, False, "1: into the bias row of the post-processor (rows must be "
+                                 "1)"),
+        ("to_requant", 5, 1, False, "1: into the post-processor's per-column multipliers (row "
+                                    "0, int32) and shifts (row 1, int32, low 6 bits used); rows "
+                                    "must be 2. With neither: into the scratchpad"),
         ("spad_addr", 8, 24, False, "first scratchpad row written"),
         ("mem_offset", 32, 32, False, "byte offset of the first element from WIN_BASE"),
         ("rows", 64, 16, False, "memory rows, one scratchpad row each"),
@@ -85,8 +88,8 @@ FIELDS = {
         ("opcode", 0, 4, False, "3"),
         ("bias", 4, 1, False, "add the bias row (loaded with LOAD to_bias=1)"),
         ("relu", 5, 1, False, "max(x, 0)"),
-        ("requant", 6, 1, False, "requantize to 8 bits with CONFIG's multiplier and shift "
-                                 "(1-byte elements); otherwise raw accumulator values"),
+        ("requant", 6, 1, False, "requantize to 8 bits as CONFIG says (1-byte elements); "
+                                 "otherwise raw accumulator values"),
         ("acc_addr", 8, 24, False, "first accumulator row read"),
         ("mem_offset", 32, 32, False, "byte offset of the first element from WIN_BASE"),
         ("rows", 64, 16, False, "accumulator rows, one memory row each"),
@@ -104,6 +107,8 @@ FIELDS = {
         ("clamp", 5, 1, False, "1: clamp requantized outputs to [clamp_min, clamp_max], "
                                "which also picks int8 or uint8 outputs; 0: the range of the "
                                "engine's operand type"),
+        ("per_channel", 6, 1, False, "1: requantize with the per-column multipliers and shifts "
+                                     "(LOAD to_requant); 0: with multiplier and shift"),
         ("multiplier", 32, 32, True, "requantization multiplier (signed)"),
         ("shift", 64, 8, False, "requantization right shift, 0..63"),
         ("zero_point", 80, 9, True, "output zero point, added after the rounding and before "
@@ -115,14 +120,20 @@ FIELDS = {
     "GEMM_A": [
         ("opcode", 0, 4, False, "8: first of the three commands of a GEMM descriptor "
                                 "C = post(A @ B); sizes and post-processing"),
-        ("bias", 4, 1, False, "add N per-column bias values from bias_offset"),
+        ("bias", 4, 1, False, "add N per-column bias values from channel_offset"),
         ("relu", 5, 1, False, "max(x, 0)"),
-        ("requant", 6, 1, False, "1-byte outputs requantized with CONFIG's multiplier and "
-                                 "shift; otherwise raw accumulator values"),
+        ("requant", 6, 1, False, "1-byte outputs requantized as CONFIG says; otherwise raw "
+                                 "accumulator values"),
+        ("per_channel", 7, 1, False, "load the per-column multipliers and shifts of the "
+                                     "outputs (for a CONFIG with per_channel) from the table "
+                                     "after the bias values"),
         ("m", 32, 16, False, "rows of A and C (>= 1)"),
         ("k", 48, 16, False, "columns of A, rows of B (>= 1)"),
         ("n", 64, 16, False, "columns of B and C (>= 1)"),
-        ("bias_offset", 96, 32, False, "byte offset of the bias values from WIN_BASE"),
+        ("channel_offset", 96, 32, False, "byte offset from WIN_BASE of the per-column "
+                                          "values: with bias, N bias values (acc_elem_bytes "
+                                          "each); then, with per_channel, N int32 multipliers "
+                                          "and N int32 shifts"),
     ],
     "GEMM_B": [
         ("opcode", 0, 4, False, "9: second command of a GEMM descriptor; A and B"),
@@ -164,8 +175,9 @@ LIMITS_DOC = f"""\
 A command is refused (STATUS.error, nothing of it runs) when:
 - its opcode is not LOAD, MATMUL, STORE, FENCE, CONFIG or GEMM_A/B/C (BAD_OPCODE);
 {_requires_doc()}
-- LOAD: rows = 0, elems = 0, elems > max(rows, cols) (scratchpad) or > cols (bias), or a bias
-  LOAD with rows != 1 (BAD_DIM); spad_addr + rows > spad_depth (BAD_ADDR);
+- LOAD: rows = 0, elems = 0, elems > max(rows, cols) (scratchpad) or > cols (bias,
+  requant), a bias LOAD with rows != 1, a requant LOAD with rows != 2, or both to_bias and
+  to_requant (BAD_DIM); spad_addr + rows > spad_depth (BAD_ADDR; scratchpad only);
 - MATMUL: m = 0, k = 0 or k > rows (BAD_DIM); act_addr + m or weight_addr + k > spad_depth,
   or acc_addr + m > acc_depth (BAD_ADDR);
 - STORE: rows = 0, elems = 0 or elems > cols (BAD_DIM); acc_addr + rows > acc_depth (BAD_ADDR);

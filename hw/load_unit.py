@@ -1,4 +1,5 @@
-"""The load unit: LOAD commands, memory to scratchpad (or to the bias row) through the DMA."""
+"""The load unit: LOAD commands, memory to scratchpad (or to the post-processor's bias row or
+per-column requantization) through the DMA."""
 
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -7,7 +8,9 @@ from amaranth.lib.wiring import In, Out
 
 from .dma import DMAError, cmd_layout, done_layout, rd_data_layout
 from .isa import ErrorCode
+from .config import REQUANT_ELEM_BYTES
 from .pe import acc_shape
+from .postproc import column_requant_layout
 from .scratchpad import spad_addr_width, spad_row_layout
 
 
@@ -23,6 +26,7 @@ def load_cmd_layout(config):
         "elems": 16,
         "spad_addr": spad_addr_width(config),
         "to_bias": 1,
+        "to_requant": 1,
     })
 
 
@@ -57,12 +61,13 @@ class LoadUnit(wiring.Component):
     """Executes LOAD commands, up to :data:`LOADS_IN_FLIGHT` at once: hands each to the DMA read
     engine as soon as it is accepted, so the next LOAD's bursts follow the current one's without
     a memory round trip in between, and turns the byte stream of each memory row into one
-    scratchpad row (or the bias row).
+    scratchpad row (or the bias row, or the per-column multipliers or shifts).
 
     A memory row arrives lane-0 aligned in ``ceil(row_bytes / bus_bytes)`` beats; the unit
     collects it in a row buffer and writes the scratchpad row in the cycle after its last beat,
     with the write mask covering the first ``elems`` operands. Operands are ``elem_bytes`` wide in
-    memory (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``. The DMA
+    memory (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``; requant
+    values :data:`~mxe.hw.config.REQUANT_ELEM_BYTES` (a shift's low 6 bits are kept). The DMA
     delivers the commands' data and done entries in order; a done entry ends its command's data
     (also after an error, when the rest of its data never comes).
 
@@ -79,6 +84,8 @@ class LoadUnit(wiring.Component):
         Scratchpad row writes (no back-pressure).
     o_bias : Out(ArrayLayout(acc_shape, cols))
         The bias row, for the post-processor.
+    o_requant : Out(ArrayLayout(column_requant_layout, cols))
+        The per-column multipliers and shifts, for the post-processor.
     busy : Out(1)
         A command is in progress.
     stall : Out(1)
@@ -100,6 +107,7 @@ class LoadUnit(wiring.Component):
             "i_rd_done": In(stream.Signature(done_layout(config))),
             "o_spad_write": Out(stream.Signature(spad_write, always_ready=True)),
             "o_bias": Out(data.ArrayLayout(acc_shape(config), config.cols)),
+            "o_requant": Out(data.ArrayLayout(column_requant_layout(), config.cols)),
             "busy": Out(1),
             "stall": Out(1),
         })
@@ -109,7 +117,8 @@ class LoadUnit(wiring.Component):
         config = self._config
         bus_bytes = config.axi_bytes
         eb, ab = config.elem_bytes, config.acc_elem_bytes
-        buf_bytes = max(config.spad_row_elems * eb, config.cols * ab)
+        rb = REQUANT_ELEM_BYTES
+        buf_bytes = max(config.spad_row_elems * eb, config.cols * max(ab, rb))
         beats_max = -(-buf_bytes // bus_bytes)
 
         # What the data side needs of each command issued to the DMA, in order.
@@ -117,6 +126,7 @@ class LoadUnit(wiring.Component):
             "spad_addr": spad_addr_width(config),
             "elems": 16,
             "to_bias": 1,
+            "to_requant": 1,
         })
         m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size,
                                                     depth=LOADS_IN_FLIGHT)
@@ -130,7 +140,9 @@ class LoadUnit(wiring.Component):
         elems_in = self.i_cmd.payload.elems
         m.d.comb += row_bytes.eq(Mux(self.i_cmd.payload.to_bias,
                                      elems_in << (ab.bit_length() - 1),
-                                     elems_in << (eb.bit_length() - 1)))
+                                     Mux(self.i_cmd.payload.to_requant,
+                                         elems_in << (rb.bit_length() - 1),
+                                         elems_in << (eb.bit_length() - 1))))
         accept = self.i_cmd.valid & self.i_cmd.ready
         entry = Signal(meta_layout)
         m.d.comb += [
@@ -138,6 +150,7 @@ class LoadUnit(wiring.Component):
             entry.spad_addr.eq(self.i_cmd.payload.spad_addr),
             entry.elems.eq(self.i_cmd.payload.elems),
             entry.to_bias.eq(self.i_cmd.payload.to_bias),
+            entry.to_requant.eq(self.i_cmd.payload.to_requant),
             meta.w_en.eq(accept),
             meta.w_data.eq(entry),
         ]
@@ -174,8 +187,10 @@ class LoadUnit(wiring.Component):
         write_pending = Signal()
         write = Signal(meta_layout)
         m.d.sync += write_pending.eq(beat_in & self.i_rd_data.payload.row_last)
+        write_second = Signal()     # the row written is a command's second (requant: shifts)
         with m.If(beat_in & self.i_rd_data.payload.row_last):
-            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row)]
+            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row),
+                         write_second.eq(row == 1)]
         elems = []
         for i in range(config.spad_row_elems):
             elems.append(buffer.word_select(i, 8 * eb)[:config.input_width])
@@ -184,12 +199,21 @@ class LoadUnit(wiring.Component):
             self.o_spad_write.payload.data.eq(Cat(*elems)),
             self.o_spad_write.payload.mask.eq(
                 Cat(*(Const(i) < write.elems for i in range(config.spad_row_elems)))),
-            self.o_spad_write.valid.eq(write_pending & ~write.to_bias),
+            self.o_spad_write.valid.eq(write_pending & ~write.to_bias & ~write.to_requant),
         ]
         with m.If(write_pending & write.to_bias):
             for j in range(config.cols):
                 with m.If(j < write.elems):
                     m.d.sync += self.o_bias[j].eq(buffer.word_select(j, 8 * ab)[:config.acc_width])
+        # A requant LOAD's first row holds the multipliers, its second the shifts.
+        with m.If(write_pending & write.to_requant):
+            for j in range(config.cols):
+                value = buffer.word_select(j, 8 * rb)
+                with m.If(j < write.elems):
+                    with m.If(write_second):
+                        m.d.sync += self.o_requant[j].shift.eq(value)
+                    with m.Else():
+                        m.d.sync += self.o_requant[j].multiplier.eq(value)
 
         # A done entry ends the command; it is reported in the next cycle, when its last row
         # write (at most one cycle after its last beat) has happened.

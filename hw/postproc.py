@@ -11,7 +11,7 @@ from .pe import acc_shape
 from .skid import SkidBuffer
 
 
-__all__ = ["PostProcessor", "postproc_cfg_layout", "requant_layout", "postproc_row_layout", "postproc_latency",
+__all__ = ["PostProcessor", "postproc_cfg_layout", "requant_layout", "column_requant_layout", "postproc_row_layout", "postproc_latency",
            "CHUNK_WIDTH", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "OUTPUT_WIDTH", "OUTPUT_TYPES"]
 
 
@@ -36,11 +36,20 @@ def requant_layout():
     controller puts the operand type's range in when CONFIG.clamp is 0)."""
     return data.StructLayout({
         "round_even": 1,
+        "per_channel": 1,
         "multiplier": signed(MULTIPLIER_WIDTH),
         "shift": unsigned(SHIFT_WIDTH),
         "zero_point": signed(OUTPUT_WIDTH),
         "clamp_min": signed(OUTPUT_WIDTH),
         "clamp_max": signed(OUTPUT_WIDTH),
+    })
+
+
+def column_requant_layout():
+    """One column's requantization multiplier and shift (LOAD with to_requant)."""
+    return data.StructLayout({
+        "multiplier": signed(MULTIPLIER_WIDTH),
+        "shift": unsigned(SHIFT_WIDTH),
     })
 
 
@@ -147,7 +156,8 @@ class PostProcessor(wiring.Component):
        ``y = clamp(round(x * multiplier / 2**shift) + zero_point, clamp_min, clamp_max)``,
        where ``x * multiplier`` is the exact product (``acc_width + 33`` bits) and the division
        rounds half away from zero, or half to even with ``cfg.round_even`` (``shift == 0``: no
-       rounding). Otherwise ``y = x``.
+       rounding); ``multiplier`` and ``shift`` are CONFIG's, or the column's own with
+       ``cfg.quant.per_channel``. Otherwise ``y = x``.
 
     ``y`` leaves in an element of the accumulator's shape (``signed(acc_width)`` for a signed
     engine), so raw and requantized rows share one output layout; a requantized element is the
@@ -182,11 +192,15 @@ class PostProcessor(wiring.Component):
     -------
     cfg : In(postproc_cfg_layout())
         ``bias_en``, ``relu``, ``requant`` and ``quant`` (:func:`requant_layout`):
-        ``round_even``, ``multiplier`` (signed 32-bit), ``shift`` (0..63), ``zero_point``
+        ``round_even``, ``per_channel``, ``multiplier`` (signed 32-bit), ``shift`` (0..63),
+        ``zero_point``
         (signed 9-bit) and the clamp bounds (``clamp_min <= clamp_max``, both in -128..127 or
         both in 0..255). Must be held stable while rows of a store are in the pipeline.
     bias : In(ArrayLayout(acc_shape, cols))
         Per-column bias; held stable like ``cfg``.
+    column_quant : In(ArrayLayout(column_requant_layout(), cols))
+        Per-column multipliers and shifts, used instead of ``cfg.quant``'s with
+        ``cfg.quant.per_channel``; held stable like ``cfg``.
     i_data : In(stream.Signature(postproc_row_layout(config)))
         Accumulator rows with an end-of-tile ``last`` flag.
     o_data : Out(stream.Signature(postproc_row_layout(config)))
@@ -202,6 +216,7 @@ class PostProcessor(wiring.Component):
         super().__init__({
             "cfg": In(postproc_cfg_layout()),
             "bias": In(data.ArrayLayout(acc_shape(config), config.cols)),
+            "column_quant": In(data.ArrayLayout(column_requant_layout(), config.cols)),
             "i_data": In(stream.Signature(postproc_row_layout(config))),
             "o_data": Out(stream.Signature(postproc_row_layout(config))),
         })
@@ -252,16 +267,23 @@ class PostProcessor(wiring.Component):
             m.d.sync += [valid.eq(valid_prev), last.eq(last_prev)]
             return regs, last, valid
 
-        # Values derived from the settings, in registers: the settings are static while a
-        # store's rows are in the pipeline, and a row needs the multiplier (two register steps)
-        # two cycles after it enters at the earliest, the shift and its masks later.
+        # Values derived from the settings, in registers, per column (the multiplier and shift
+        # of CONFIG, or the column's own): the settings are static while a store's rows are in
+        # the pipeline, and a row needs the multiplier (two register steps) two cycles after it
+        # enters at the earliest, the shift and its masks later.
         quant = self.cfg.quant
-        multiplier = Signal(signed(MULTIPLIER_WIDTH))
-        shift = Signal(SHIFT_WIDTH)
-        m.d.sync += [
-            multiplier.eq(Mux(self.cfg.requant, quant.multiplier, 1)),
-            shift.eq(Mux(self.cfg.requant, quant.shift, 0)),
-        ]
+        multiplier = [Signal(signed(MULTIPLIER_WIDTH), name=f"multiplier_{c}")
+                      for c in range(cols)]
+        shift = [Signal(SHIFT_WIDTH, name=f"shift_{c}") for c in range(cols)]
+        for c in range(cols):
+            column = self.column_quant[c]
+            m.d.sync += [
+                multiplier[c].eq(Mux(self.cfg.requant,
+                                     Mux(quant.per_channel, column.multiplier,
+                                         quant.multiplier), 1)),
+                shift[c].eq(Mux(self.cfg.requant,
+                                Mux(quant.per_channel, column.shift, quant.shift), 0)),
+            ]
 
         # Stage 1: bias add, wrapping at acc_width.
         in_row = self.i_data.payload.data
@@ -283,13 +305,13 @@ class PostProcessor(wiring.Component):
 
         # Stage 3: partial products, one small multiplier each, fed straight from registers
         # (which move into the DSP blocks, like the product registers).
-        # A plain copy of the multiplier register: the register itself takes its constant (1)
-        # by synchronous set and reset, which a DSP's input register cannot absorb.
-        mult_copy = Signal.like(multiplier)
-        m.d.sync += mult_copy.eq(multiplier)
-        mult_chunks = _chunks(mult_copy, MULTIPLIER_WIDTH, True)
+        # Plain copies of the multiplier registers: those take their constant (1) by synchronous
+        # set and reset, which a DSP's input register cannot absorb.
         products, weights = [], []  # per column: list of products; shared: their bit offsets
         for c in range(cols):
+            mult_copy = Signal.like(multiplier[c], name=f"multiplier_copy_{c}")
+            m.d.sync += mult_copy.eq(multiplier[c])
+            mult_chunks = _chunks(mult_copy, MULTIPLIER_WIDTH, True)
             row_products = []
             for i, xc in enumerate(_chunks(relu[c], acc_width, is_signed)):
                 for j, mc in enumerate(mult_chunks):
@@ -335,21 +357,18 @@ class PostProcessor(wiring.Component):
         # sign bits, |t| >= 1024 and the result is beyond every clamp bound whatever the zero
         # point.
         width = prod_shape.width + 1                 # p2, signed
-        below = _thermometer(shift, width - 1)       # below[i] = shift > i
-        low_mask = Signal(width - 1)                 # bits of p2 below shift (sticky)
-        high_mask = Signal(width - 1)                # bits of p2 from shift + 10 up (outside)
-        m.d.sync += [
-            low_mask.eq(below),
-            high_mask.eq(Cat(Const(0, 10), ~below)[:width - 1]),
-        ]
         windows, flags, raws = [], [], []
         for c in range(cols):
+            # The bits of p2 below shift (sticky), and from shift + 10 up (outside).
+            low_mask = Signal(width - 1, name=f"low_mask_{c}")
+            m.d.sync += low_mask.eq(_thermometer(shift[c], width - 1))   # bit i: shift > i
+            high_mask = Cat(Const(0, 10), ~low_mask)[:width - 1]
             value, base = terms[c][0]
             p2 = Signal(signed(width), name=f"product2_{c}")
             m.d.comb += p2.eq(value << (base + 1))
             sign = p2[-1]
             window = Signal(18, name=f"window_{c}")  # p2's bits 8 * (shift // 8) up
-            m.d.comb += window.eq(p2 >> Cat(Const(0, 3), shift[3:]))
+            m.d.comb += window.eq(p2 >> Cat(Const(0, 3), shift[c][3:]))
             not_sign = p2[:-1] ^ sign.replicate(width - 1)
             sticky = (p2[:-1] & low_mask).any()
             outside = (not_sign & high_mask).any()
@@ -367,7 +386,7 @@ class PostProcessor(wiring.Component):
         for c in range(cols):
             sticky, _outside, sign = flags[c]
             t = Signal(signed(11), name=f"t_{c}")
-            m.d.comb += t.eq(windows[c] >> shift[:3])
+            m.d.comb += t.eq(windows[c] >> shift[c][:3])
             carry = Mux(quant.round_even, sticky | t[1], ~sign | sticky)
             total = Signal(signed(13), name=f"total_{c}")
             m.d.comb += total.eq(Cat(carry, t).as_signed() + Cat(carry, zero_point2).as_signed())

@@ -49,8 +49,9 @@ ACCESS_KINDS = ("CONST", "RO", "RW", "W1P", "W1C", "PUSH", "CNT")
 ID_MAGIC = 0x4D5845
 #: Register map version, the low 8 bits of the ID register, bumped whenever a driver must tell
 #: the maps apart. 1: the first map; 2: adds CAPABILITIES (an engine of version 1 has every
-#: feature, and reading CAPABILITIES there would answer SLVERR).
-VERSION = 2
+#: feature, and reading CAPABILITIES there would answer SLVERR); 3: CONFIG's output zero point,
+#: clamp and rounding fields (an engine of version 2 or less ignores them).
+VERSION = 3
 ID_VALUE = ID_MAGIC << 8 | VERSION
 #: Byte address bits the CSR block decodes (a 4 KiB window).
 ADDR_WIDTH = 12

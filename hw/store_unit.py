@@ -10,7 +10,7 @@ from .fetch import RowFetcher
 from .isa import ErrorCode
 from .load_unit import dma_error_code, unit_done_layout
 from .pe import acc_shape
-from .postproc import PostProcessor, requant_layout
+from .postproc import PostProcessor, column_requant_layout, requant_layout
 from .scratchpad import ReadPortSignature
 
 
@@ -51,6 +51,8 @@ class StoreUnit(wiring.Component):
         Accumulator read port.
     bias : In(ArrayLayout(acc_shape, cols))
         Bias row (held stable by the dispatcher while a STORE runs).
+    column_quant : In(ArrayLayout(column_requant_layout, cols))
+        Per-column multipliers and shifts (held stable like the bias row).
     o_wr_cmd, o_wr_data, i_wr_done
         To and from the DMA write engine.
     busy : Out(1)
@@ -65,6 +67,7 @@ class StoreUnit(wiring.Component):
             "o_done": Out(stream.Signature(unit_done_layout(config), always_ready=True)),
             "read": Out(ReadPortSignature(acc_addr_width(config), acc_row_layout(config))),
             "bias": In(data.ArrayLayout(acc_shape(config), config.cols)),
+            "column_quant": In(data.ArrayLayout(column_requant_layout(), config.cols)),
             "o_wr_cmd": Out(stream.Signature(cmd_layout(config))),
             "o_wr_data": Out(stream.Signature(wr_data_layout(config))),
             "i_wr_done": In(stream.Signature(done_layout(config))),
@@ -134,6 +137,7 @@ class StoreUnit(wiring.Component):
             postproc.cfg.requant.eq(cmd.requant),
             postproc.cfg.quant.eq(cmd.quant),
             postproc.bias.eq(self.bias),
+            postproc.column_quant.eq(self.column_quant),
             postproc.i_data.valid.eq(fetch.o_row.valid),
             postproc.i_data.payload.data.eq(fetch.o_row.payload.row),
             postproc.i_data.payload.last.eq(fetch.o_row.payload.tag),

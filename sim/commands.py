@@ -98,11 +98,13 @@ def decode(command):
     return name, fields
 
 
-def load(spad_addr, mem_offset, rows, elems, stride, *, to_bias=False):
+def load(spad_addr, mem_offset, rows, elems, stride, *, to_bias=False, to_requant=False):
     """LOAD: ``rows`` memory rows of ``elems`` elements (row ``r`` at ``mem_offset + r *
-    stride``) into scratchpad rows ``spad_addr..``, or into the bias row (``to_bias``)."""
-    return encode("LOAD", to_bias=bool(to_bias), spad_addr=spad_addr, mem_offset=mem_offset,
-                  rows=rows, elems=elems, stride=stride)
+    stride``) into scratchpad rows ``spad_addr..``, into the bias row (``to_bias``), or into the
+    per-column multipliers and shifts (``to_requant``, two rows)."""
+    return encode("LOAD", to_bias=bool(to_bias), to_requant=bool(to_requant),
+                  spad_addr=spad_addr, mem_offset=mem_offset, rows=rows, elems=elems,
+                  stride=stride)
 
 
 def matmul(act_addr, weight_addr, m, k, acc_addr, *, accumulate=False):
@@ -124,13 +126,16 @@ def fence():
     return encode("FENCE")
 
 
-def config(multiplier, shift, *, zero_point=0, clamp=None, round_even=False):
+def config(multiplier, shift, *, zero_point=0, clamp=None, round_even=False,
+           per_channel=False):
     """CONFIG: requantization parameters for the later STOREs: multiplier (signed 32-bit),
-    shift, output zero point, clamp range ``(lo, hi)`` (``None``: the engine's operand type's)
-    and rounding (:class:`mxe.sim.model.Requant` says what each does)."""
+    shift, output zero point, clamp range ``(lo, hi)`` (``None``: the engine's operand type's),
+    rounding, and whether the per-column multipliers and shifts replace ``multiplier`` and
+    ``shift`` (:class:`mxe.sim.model.Requant` says what each does)."""
     lo, hi = (0, 0) if clamp is None else clamp
     return encode("CONFIG", multiplier=multiplier, shift=shift, zero_point=zero_point,
-                  clamp=clamp is not None, clamp_min=lo, clamp_max=hi, round_even=round_even)
+                  clamp=clamp is not None, clamp_min=lo, clamp_max=hi, round_even=round_even,
+                  per_channel=per_channel)
 
 
 def to_words(command):

@@ -53,7 +53,7 @@ from math import ceil
 
 import numpy as np
 
-from mxe.hw.config import EngineConfig
+from mxe.hw.config import REQUANT_ELEM_BYTES, EngineConfig
 from mxe.hw.isa import ErrorCode
 from mxe.hw.regmap import (CAPABILITIES, CONFIG_REGISTERS, ID_MAGIC, OFFSETS, REGMAP, VERSION,
                            present_counters)
@@ -124,7 +124,9 @@ class GemmPlan:
         The command stream (128-bit ints), ending with a FENCE. Every FENCE is a point where the
         driver waits for done.
     layout : dict of Region
-        ``"a"``, ``"b"``, ``"c"`` and, with a bias, ``"bias"``; offsets from ``WIN_BASE``.
+        ``"a"``, ``"b"``, ``"c"``, with a bias ``"bias"``, and with per-column requantization
+        ``"requant"`` (multipliers, then shifts, right after the bias); offsets from
+        ``WIN_BASE``.
     size : int
         Window bytes the layout needs from offset 0 (``base`` included).
     schedule : dict
@@ -300,7 +302,12 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         raise ValueError(f"pitch must be a positive number of bytes, not {pitch!r}")
     s = _choose(c, M, K, N, bias and bias_fence, force)
 
-    # Memory layout.
+    # Memory layout. The per-column multipliers and shifts (two rows) follow the bias values
+    # directly, as a GEMM descriptor expects them.
+    per_column = requant is not None and requant.per_column
+    if per_column and len(requant.multiplier) != N:
+        raise ValueError(f"requant has {len(requant.multiplier)} per-column multipliers for "
+                         f"N = {N} columns")
     eb, ob = c.elem_bytes, (1 if requant is not None else c.acc_elem_bytes)
     shapes = {"a": (M, K, eb), "b": (K, N, eb), "bias": (1, N, c.acc_elem_bytes),
               "c": (M, N, ob)}
@@ -309,9 +316,16 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     layout = {}
     offset = _align(base, align)
     for name in order:
-        if name == "bias" and not bias:
+        if name == "bias":
+            if bias:
+                layout["bias"] = Region(offset, *shapes["bias"], pitch=1)
+                offset = layout["bias"].end
+            if per_column:
+                layout["requant"] = Region(offset, 2, N, REQUANT_ELEM_BYTES, pitch=1)
+                offset = layout["requant"].end
+            offset = _align(offset, align)
             continue
-        layout[name] = Region(offset, *shapes[name], pitch=1 if name == "bias" else pitch)
+        layout[name] = Region(offset, *shapes[name], pitch=pitch)
         offset = _align(layout[name].end, align)
     size = max(region.end for region in layout.values())
     if size > 1 << 32:
@@ -368,15 +382,18 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
         m0, n0 = mi * mc, ni * nc
         m, n = min(mc, M - m0), min(nc, N - n0)
         acc = (p % s["acc_places"]) * mc
-        if bias and bias_tile != ni:
+        if (bias or per_column) and bias_tile != ni:
             if bias_tile is not None:
                 flush_store()    # the previous tile's STORE uses the previous bias
                 if bias_fence:
                     out.append(cmds.fence())
-            bias_region = layout["bias"]
-            out.append(cmds.load(0, bias_region.offset + n0 * bias_region.elem_bytes, 1, n,
-                                 bias_region.stride, to_bias=True))
-            stats["dma_rd_bytes"] += n * bias_region.elem_bytes
+            for name, rows in (("bias", 1), ("requant", 2)):
+                if name in layout:
+                    region = layout[name]
+                    out.append(cmds.load(0, region.offset + n0 * region.elem_bytes, rows, n,
+                                         region.stride, to_bias=name == "bias",
+                                         to_requant=name == "requant"))
+                    stats["dma_rd_bytes"] += rows * n * region.elem_bytes
             bias_tile = ni
         for ki in range(kt):
             k0 = ki * kr
@@ -424,11 +441,18 @@ def pack_operands(plan, A, B, bias=None):
         if bias.shape != (plan.N,):
             raise ValueError(f"bias must have shape ({plan.N},), not {bias.shape}")
         out[plan.layout["bias"].offset] = encode_elems(bias, c.acc_elem_bytes)
+    if "requant" in L:
+        table = np.array([plan.requant.multiplier, plan.requant.shift], dtype=np.int64)
+        out[L["requant"].offset] = encode_elems(table, REQUANT_ELEM_BYTES)
     return out
 
 
 def config_command(requant):
-    """The CONFIG command of a :class:`~mxe.sim.model.Requant`."""
+    """The CONFIG command of a :class:`~mxe.sim.model.Requant` (per-column multipliers and
+    shifts are loaded with LOAD to_requant; CONFIG then says per_channel)."""
+    if requant.per_column:
+        return cmds.config(0, 0, zero_point=requant.zero_point, clamp=requant.clamp,
+                           round_even=requant.round_even, per_channel=True)
     return cmds.config(requant.multiplier, requant.shift, zero_point=requant.zero_point,
                        clamp=requant.clamp, round_even=requant.round_even)
 
@@ -459,10 +483,11 @@ def descriptor_commands(plan):
     from mxe.sim.gemm_model import descriptor
     L = plan.layout
     out = [config_command(plan.requant)] if plan.requant is not None else []
+    channel = L.get("bias", L.get("requant"))
     out += descriptor(plan.M, plan.K, plan.N, a_offset=L["a"].offset, a_stride=L["a"].stride,
                       b_offset=L["b"].offset, b_stride=L["b"].stride, c_offset=L["c"].offset,
-                      c_stride=L["c"].stride,
-                      bias_offset=L["bias"].offset if plan.bias else None, relu=plan.relu,
+                      c_stride=L["c"].stride, channel_offset=channel.offset if channel else 0,
+                      bias=plan.bias, per_channel="requant" in L, relu=plan.relu,
                       requant=plan.requant is not None)
     return out + [cmds.fence()]
 
@@ -758,6 +783,12 @@ class MXEDriver:
             raise ValueError(f"A and B must be (M, K) and (K, N), not {A.shape} and {B.shape}")
         M, K = A.shape
         N = B.shape[1]
+        if requant is not None and self.version < 3:
+            r = Requant.of(requant)
+            if r.zero_point or r.clamp is not None or r.round_even:
+                raise ValueError(f"requant {r} needs a zero point, clamp or rounding mode, "
+                                 f"which an engine of register map version {self.version} "
+                                 f"does not have (3 or later)")
         plan = plan_gemm(self.config, M, K, N, bias=bias is not None, relu=relu,
                          requant=requant, base=base, align=align, **plan_options)
         self.last_plan = plan

@@ -14,14 +14,14 @@ Memory is a ``bytearray`` addressed by absolute bus address (index 0 = address 0
 ``AxiRam`` of the benches; a command's ``mem_offset`` is relative to ``win_base``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mxe.hw.config import EngineConfig
+from mxe.hw.config import REQUANT_ELEM_BYTES, EngineConfig
 from mxe.hw.isa import FIELDS, ErrorCode, unsupported
 from mxe.sim import commands as cmds
-from mxe.sim.model import Requant, postprocess, wrap
+from mxe.sim.model import MULTIPLIER_RANGE, SHIFT_RANGE, Requant, postprocess, wrap
 
 
 __all__ = ["EngineModel", "Outcome", "read_bursts", "write_bursts", "encode_elems",
@@ -136,6 +136,10 @@ class EngineModel:
     bias : int64 array (cols,), same representation
     requant : Requant
         The last CONFIG's requantization parameters.
+    per_channel : bool
+        The last CONFIG's per_channel: STOREs use ``column_multiplier`` and ``column_shift``.
+    column_multiplier, column_shift : int64 arrays (cols,)
+        The per-column multipliers and shifts (LOAD with to_requant).
     counters : dict
         ``dma_rd_bytes``, ``dma_wr_bytes`` (payload bytes), ``mac_active`` (activation rows
         streamed), ``commands`` (popped since the soft reset), and per opcode counts.
@@ -164,6 +168,13 @@ class EngineModel:
             self.bias = self._canon(fill.integers(-(1 << 62), 1 << 62, size=c.cols,
                                                   dtype=np.int64))
         self.requant = Requant(0, 0)
+        self.per_channel = False
+        self.column_multiplier = np.zeros(c.cols, dtype=np.int64)
+        self.column_shift = np.zeros(c.cols, dtype=np.int64)
+        if fill is not None:
+            self.column_multiplier[:] = fill.integers(*MULTIPLIER_RANGE, size=c.cols,
+                                                      endpoint=True)
+            self.column_shift[:] = fill.integers(*SHIFT_RANGE, size=c.cols, endpoint=True)
         #: Fields of the last GEMM_A / GEMM_B / GEMM_C (a descriptor's registers).
         self.gemm_fields = {f: 0 for name in ("GEMM_A", "GEMM_B", "GEMM_C")
                             for f, *_rest in FIELDS[name] if f != "opcode"}
@@ -233,11 +244,13 @@ class EngineModel:
         if name in unsupported(c):
             return ErrorCode.UNSUPPORTED
         if name == "LOAD":
-            limit = c.cols if f["to_bias"] else c.spad_row_elems
+            post = f["to_bias"] or f["to_requant"]
+            limit = c.cols if post else c.spad_row_elems
             if (f["rows"] == 0 or f["elems"] == 0 or f["elems"] > limit
-                    or (f["to_bias"] and f["rows"] != 1)):
+                    or (f["to_bias"] and (f["rows"] != 1 or f["to_requant"]))
+                    or (f["to_requant"] and f["rows"] != 2)):
                 return ErrorCode.BAD_DIM
-            if not f["to_bias"] and f["spad_addr"] + f["rows"] > c.spad_depth:
+            if not post and f["spad_addr"] + f["rows"] > c.spad_depth:
                 return ErrorCode.BAD_ADDR
         elif name == "MATMUL":
             if f["m"] == 0 or f["k"] == 0 or f["k"] > c.rows:
@@ -256,6 +269,14 @@ class EngineModel:
             except ValueError:
                 return ErrorCode.BAD_DIM
         return ErrorCode.OK
+
+    def _store_requant(self):
+        """The requantization a STORE applies: CONFIG's, with the per-column multipliers and
+        shifts if it says per_channel."""
+        if not self.per_channel:
+            return self.requant
+        return replace(self.requant, multiplier=tuple(int(v) for v in self.column_multiplier),
+                       shift=tuple(int(v) for v in self.column_shift))
 
     @staticmethod
     def _config_requant(f):
@@ -283,7 +304,8 @@ class EngineModel:
         name, f = cmds.decode(command)
         self.counters[name] += 1
         if name == "LOAD":
-            nbytes = c.acc_elem_bytes if f["to_bias"] else c.elem_bytes
+            nbytes = c.acc_elem_bytes if f["to_bias"] else \
+                REQUANT_ELEM_BYTES if f["to_requant"] else c.elem_bytes
             row_bytes = f["elems"] * nbytes
             addr = self._window(f["mem_offset"], f["rows"], row_bytes, f["stride"])
             if addr is None:
@@ -297,6 +319,13 @@ class EngineModel:
                 if f["to_bias"]:
                     values = decode_elems(data, nbytes, c.acc_width, c.signed)
                     self.bias[:f["elems"]] = self._canon(values.view(np.int64))
+                elif f["to_requant"]:
+                    # Row 0: the multipliers; row 1: the shifts (their low 6 bits).
+                    values = decode_elems(data, nbytes, 8 * nbytes, True)
+                    if r == 0:
+                        self.column_multiplier[:f["elems"]] = values
+                    else:
+                        self.column_shift[:f["elems"]] = values % (SHIFT_RANGE[1] + 1)
                 else:
                     values = decode_elems(data, nbytes, c.input_width, c.signed)
                     self.spad[f["spad_addr"] + r, :f["elems"]] = values
@@ -325,7 +354,7 @@ class EngineModel:
             values = postprocess(
                 self.acc_values(f["acc_addr"], f["rows"]), c,
                 bias=self._external(self.bias) if f["bias"] else None, relu=bool(f["relu"]),
-                requant=self.requant if f["requant"] else None)
+                requant=self._store_requant() if f["requant"] else None)
             for r in range(f["rows"]):
                 start = addr + r * f["stride"]
                 self.memory[start:start + row_bytes] = encode_elems(values[r, :f["elems"]],
@@ -333,6 +362,7 @@ class EngineModel:
             self.counters["dma_wr_bytes"] += f["rows"] * row_bytes
         elif name == "CONFIG":
             self.requant = self._config_requant(f)
+            self.per_channel = bool(f["per_channel"])
         return ErrorCode.OK, None
 
 
@@ -371,6 +401,12 @@ def bad_commands(config):
         ("config clamp min > max", cmds.encode("CONFIG", multiplier=1, clamp=1, clamp_min=5,
                                                clamp_max=4), ErrorCode.BAD_DIM),
         ("config clamp across both types", cmds.config(1, 0, clamp=(-1, 128)),
+         ErrorCode.BAD_DIM),
+        ("load to_bias and to_requant", cmds.load(0, 0, 1, 1, 0, to_bias=True, to_requant=True),
+         ErrorCode.BAD_DIM),
+        ("load requant rows 1", cmds.load(0, 0, 1, 1, 0, to_requant=True), ErrorCode.BAD_DIM),
+        ("load requant rows 3", cmds.load(0, 0, 3, 1, 0, to_requant=True), ErrorCode.BAD_DIM),
+        ("load requant elems > cols", cmds.load(0, 0, 2, c.cols + 1, 0, to_requant=True),
          ErrorCode.BAD_DIM),
         ("config clamp below int8", cmds.encode("CONFIG", multiplier=1, clamp=1, clamp_min=-129,
                                                 clamp_max=0), ErrorCode.BAD_DIM),

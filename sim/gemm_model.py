@@ -12,6 +12,7 @@ raises ``ValueError`` for such a configuration.
 
 from dataclasses import dataclass
 
+from mxe.hw.config import REQUANT_ELEM_BYTES
 from mxe.hw.gemm_unit import STRIP_CHOICES, TILES_AHEAD
 from mxe.hw.isa import ErrorCode
 from mxe.sim import commands as cmds
@@ -22,14 +23,16 @@ __all__ = ["descriptor", "GemmSchedule", "schedule", "expand", "expand_fields",
 
 
 def descriptor(M, K, N, *, a_offset, a_stride, b_offset, b_stride, c_offset, c_stride,
-               bias_offset=None, relu=False, requant=False):
+               channel_offset=0, bias=False, per_channel=False, relu=False, requant=False):
     """The three commands (GEMM_A, GEMM_B, GEMM_C) of a GEMM descriptor; GEMM_C starts it.
 
-    ``requant`` selects 8-bit requantized output with the multiplier and shift of the last
-    CONFIG; ``bias_offset`` (window offset of ``N`` accumulator-sized values) adds a bias."""
+    ``requant`` selects 8-bit requantized output as the last CONFIG says; at ``channel_offset``
+    (a window offset) are, with ``bias``, ``N`` accumulator-sized bias values, then, with
+    ``per_channel``, ``N`` int32 multipliers and ``N`` int32 shifts."""
     return [
-        cmds.encode("GEMM_A", m=M, k=K, n=N, bias=bias_offset is not None, relu=bool(relu),
-                    requant=bool(requant), bias_offset=bias_offset or 0),
+        cmds.encode("GEMM_A", m=M, k=K, n=N, bias=bool(bias), relu=bool(relu),
+                    requant=bool(requant), per_channel=bool(per_channel),
+                    channel_offset=channel_offset),
         cmds.encode("GEMM_B", a_offset=a_offset, a_stride=a_stride, b_offset=b_offset),
         cmds.encode("GEMM_C", b_stride=b_stride, c_offset=c_offset, c_stride=c_stride),
     ]
@@ -100,6 +103,8 @@ def expand_fields(config, f):
     eb = c.elem_bytes
     ob = 1 if f["requant"] else c.acc_elem_bytes
     mask = (1 << 32) - 1        # memory offsets wrap at 32 bits, as in the gateware
+    # The per-column multipliers follow the bias values, if any.
+    rq_base = (f["channel_offset"] + (N * c.acc_elem_bytes if f["bias"] else 0)) & mask
     out = []
     pending = None
     p = 0                       # output tile index
@@ -130,12 +135,16 @@ def expand_fields(config, f):
             n0 = ni * s.nc
             n = min(s.nc, N - n0)
             acc = (p % 2) * s.mc
-            if f["bias"] and (s.nt > 1 or p == 0):
+            if (f["bias"] or f["per_channel"]) and (s.nt > 1 or p == 0):
                 if pending is not None:
                     out.append(pending)
                     pending = None
-                out.append(cmds.load(0, (f["bias_offset"] + n0 * c.acc_elem_bytes) & mask, 1, n,
-                                     0, to_bias=True))
+                if f["bias"]:
+                    out.append(cmds.load(0, (f["channel_offset"] + n0 * c.acc_elem_bytes) & mask,
+                                         1, n, 0, to_bias=True))
+                if f["per_channel"]:
+                    out.append(cmds.load(0, (rq_base + n0 * REQUANT_ELEM_BYTES) & mask, 2, n,
+                                         N * REQUANT_ELEM_BYTES, to_requant=True))
             for ki in range(s.kt):
                 k0 = ki * s.kr
                 k = min(s.kr, K - k0)

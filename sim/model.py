@@ -5,7 +5,7 @@ computes exactly what the hardware computes: operands in the configured width an
 sums wrapping around at ``acc_width``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -108,10 +108,11 @@ class Requant:
 
     Parameters
     ----------
-    multiplier : int
-        Signed 32-bit.
-    shift : int
-        0..63.
+    multiplier : int or sequence of int
+        Signed 32-bit; a sequence gives one per output column (per-channel requantization).
+    shift : int or sequence of int
+        0..63; per column like ``multiplier`` (if either is a sequence, both are, of one
+        length).
     zero_point : int
         Output zero point, added after the rounding and before the clamp; -256..255.
     clamp : (int, int) or None
@@ -135,8 +136,21 @@ class Requant:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "multiplier", _check_int("multiplier", self.multiplier, *MULTIPLIER_RANGE))
-        set_(self, "shift", _check_int("shift", self.shift, *SHIFT_RANGE))
+        per_column = [not isinstance(v, (int, np.integer, bool, np.bool_))
+                      and np.ndim(v) == 1 for v in (self.multiplier, self.shift)]
+        if any(per_column):
+            if not all(per_column) or len(self.multiplier) != len(self.shift) \
+                    or not len(self.multiplier):
+                raise ValueError("multiplier and shift must both be integers, or both "
+                                 "sequences of one non-zero length (one per column)")
+            for name, values, limits in (("multiplier", self.multiplier, MULTIPLIER_RANGE),
+                                         ("shift", self.shift, SHIFT_RANGE)):
+                set_(self, name, tuple(_check_int(f"{name}[{i}]", v, *limits)
+                                       for i, v in enumerate(values)))
+        else:
+            set_(self, "multiplier", _check_int("multiplier", self.multiplier,
+                                                *MULTIPLIER_RANGE))
+            set_(self, "shift", _check_int("shift", self.shift, *SHIFT_RANGE))
         set_(self, "zero_point", _check_int("zero_point", self.zero_point, *ZERO_POINT_RANGE))
         if not isinstance(self.round_even, (bool, np.bool_)):
             raise TypeError(f"round_even must be a bool, not {self.round_even!r}")
@@ -149,6 +163,19 @@ class Requant:
                 raise ValueError(f"clamp must be a range lo <= hi inside int8's -128..127 or "
                                  f"uint8's 0..255, not {lo}..{hi}")
             set_(self, "clamp", (lo, hi))
+
+    @property
+    def per_column(self):
+        """Whether the multiplier and shift are per column."""
+        return isinstance(self.multiplier, tuple)
+
+    def columns(self, start, count):
+        """This requantization for output columns ``start .. start + count - 1`` (the same
+        object when not per column)."""
+        if not self.per_column:
+            return self
+        cut = slice(start, start + count)
+        return replace(self, multiplier=self.multiplier[cut], shift=self.shift[cut])
 
     def bounds(self, config):
         """The clamp range on an engine built with ``config``."""
@@ -210,7 +237,8 @@ def requantize(values, requant, config):
     Parameters
     ----------
     values : array of int
-        Accumulator values (after bias and ReLU), in the configured accumulator range.
+        Accumulator values (after bias and ReLU), in the configured accumulator range; with a
+        per-column ``requant``, its last axis is the columns.
     requant : Requant or (multiplier, shift)
     config : EngineConfig
 
@@ -226,9 +254,15 @@ def requantize(values, requant, config):
     requant = Requant.of(requant)
     ints = _as_int_array("values", values, config)
     lo, hi = requant.bounds(config)
-    multiplier, shift = requant.multiplier, requant.shift
+    columns = ints.shape[-1] if ints.ndim else 1
+    if requant.per_column and len(requant.multiplier) != columns:
+        raise ValueError(f"requant has {len(requant.multiplier)} per-column multipliers for "
+                         f"{columns} columns")
 
-    def one(x):
+    def one(x, column):
+        multiplier, shift = requant.multiplier, requant.shift
+        if requant.per_column:
+            multiplier, shift = multiplier[column], shift[column]
         p = x * multiplier
         q = p >> shift                      # rounded down
         rest = p - (q << shift)             # 0 <= rest < 2**shift
@@ -240,7 +274,8 @@ def requantize(values, requant, config):
                 q += rest > half or (rest == half and p > 0)
         return min(max(q + requant.zero_point, lo), hi)
 
-    out = np.vectorize(one, otypes=[object])(ints) if ints.size else ints
+    column = np.broadcast_to(np.arange(columns), ints.shape) if ints.ndim else 0
+    out = np.vectorize(one, otypes=[object])(ints, column) if ints.size else ints
     return np.array(out, dtype=object).astype(np.int64)
 
 

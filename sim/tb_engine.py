@@ -23,6 +23,7 @@ stray write anywhere fails. Run through :func:`mxe.sim.runner.run_bench`; parame
 
 import logging
 import random
+from dataclasses import replace
 
 import cocotb
 import numpy as np
@@ -38,7 +39,7 @@ from mxe.sim.driver import (MXEDriver, MXEError, counter_names, descriptor_comma
                             pack_operands, plan_gemm)
 from mxe.sim.transport import CocotbTransport
 from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
-from mxe.sim.model import matmul, postprocess, random_operands
+from mxe.sim.model import Requant, matmul, postprocess, random_operands
 from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 from mxe.sim.tb_dma import LatencyRam
 
@@ -56,11 +57,16 @@ def expected_result(config, A, B, bias, relu, requant):
     acc = np.concatenate([acc, np.zeros((acc.shape[0], pad), dtype=acc.dtype)], axis=1)
     b = None if bias is None else np.concatenate([np.asarray(bias),
                                                   np.zeros(pad, dtype=np.asarray(bias).dtype)])
+    if requant is not None:
+        requant = Requant.of(requant)
+        if requant.per_column:    # padded like the accumulator: the padding is cut off below
+            requant = replace(requant, multiplier=requant.multiplier + (0,) * pad,
+                              shift=requant.shift + (0,) * pad)
     parts = []
     for t in range(acc.shape[1] // cols):
         cut = slice(t * cols, (t + 1) * cols)
         parts.append(postprocess(acc[:, cut], config, bias=None if b is None else b[cut],
-                                 relu=relu, requant=requant))
+                                 relu=relu, requant=requant and requant.columns(t * cols, cols)))
     return np.concatenate(parts, axis=1)[:, :N]
 
 
@@ -73,7 +79,13 @@ def random_options(rng, config, N):
     relu = bool(rng.random() < 0.5)
     requant = None
     if rng.random() < 0.5:
-        requant = (int(rng.integers(1, 1 << 16)), int(rng.integers(4, 20)))
+        clamp = [None, (-128, 127), (0, 255), (-20, 90), (3, 200)][rng.integers(5)]
+        per_column = rng.random() < 0.5   # a different multiplier and shift in every column
+        size = N if per_column else None
+        requant = Requant(rng.integers(1, 1 << 16, size=size).tolist(),
+                          rng.integers(4, 20, size=size).tolist(),
+                          zero_point=int(rng.integers(-256, 256)) if rng.random() < 0.5 else 0,
+                          clamp=clamp, round_even=bool(rng.random() < 0.5))
     return bias, relu, requant
 
 
@@ -284,14 +296,21 @@ async def test_gemm(dut):
 
 @cocotb.test()
 async def test_output_kinds(dut):
-    """int8 (requant) and raw accumulator outputs, with and without bias and ReLU, on one
-    shape that spans several tiles in every direction."""
+    """int8 and uint8 (requant, the second with a zero point and half-to-even rounding, a third
+    with per-column multipliers and shifts) and raw accumulator outputs, with and without bias
+    and ReLU, on one shape that spans several tiles in every direction."""
     tb = await setup(dut)
     c = tb.config
     M, K, N = c.rows * 2 + 1, c.rows + 3, c.cols * 2 + 1
     for bias_on in (False, True):
         for relu in (False, True):
-            for requant in (None, (int(tb.rng.integers(1, 1 << 20)), 18)):
+            mult = int(tb.rng.integers(1, 1 << 20))
+            per_column = Requant(tb.rng.integers(1, 1 << 20, size=N).tolist(),
+                                 tb.rng.integers(10, 24, size=N).tolist(), zero_point=-5,
+                                 clamp=(-128, 100))
+            for requant in (None, (mult, 18),
+                            Requant(mult, 18, zero_point=100, clamp=(0, 255), round_even=True),
+                            per_column):
                 bias = tb.rng.integers(-1000 if c.signed else 0, 1000, size=N) if bias_on \
                     else None
                 await tb.gemm_checked(M, K, N, options=(bias, relu, requant),

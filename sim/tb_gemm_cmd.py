@@ -19,6 +19,7 @@ from mxe.sim import commands as cmds
 from mxe.sim.driver import MXEError, pack_operands, plan_gemm, unpack_result
 from mxe.sim.engine_model import EngineModel
 from mxe.sim.gemm_model import descriptor, expand_fields, schedule, traffic
+from mxe.sim.model import Requant
 from mxe.sim.tb_engine import WINDOW, check_image, expected_result, random_options, setup
 
 
@@ -54,7 +55,7 @@ def predicted_cycles(config, M, K, N, *, latency=16):
     s, error = schedule(c, M, K, N)
     assert error is None
     L = plan_gemm(c, M, K, N).layout      # the layout the benches use
-    fields = dict(m=M, k=K, n=N, bias=0, relu=0, requant=0, bias_offset=0,
+    fields = dict(m=M, k=K, n=N, bias=0, relu=0, requant=0, per_channel=0, channel_offset=0,
                   a_offset=L["a"].offset, a_stride=L["a"].stride, b_offset=L["b"].offset,
                   b_stride=L["b"].stride, c_offset=L["c"].offset, c_stride=L["c"].stride)
     rt = latency + 6
@@ -139,9 +140,17 @@ async def test_gemm_cmd(dut):
     shapes = [tuple(s) for s in tb.params.get("shapes", [[5, 7, 6]])]
     count, top = tb.params.get("random", [2, 40])
     shapes += [tuple(int(x) for x in tb.rng.integers(1, top + 1, size=3)) for _ in range(count)]
+    # One more with a bias and per-column requantization over several N tiles: the table of
+    # multipliers and shifts follows the bias values, and is reloaded with every N tile.
+    shapes.append((c.rows + 2, 2 * c.rows + 1, 2 * c.cols + 3))
     for i, (M, K, N) in enumerate(shapes):
         A, B = tb.operands(M, K, N)
         bias, relu, requant = random_options(tb.rng, c, N)
+        if i == len(shapes) - 1:
+            bias = tb.rng.integers(-1000 if c.signed else 0, 1000, size=N)
+            requant = Requant(tb.rng.integers(1, 1 << 20, size=N).tolist(),
+                              tb.rng.integers(10, 24, size=N).tolist(), zero_point=7,
+                              round_even=True)
         tb.drv.use_irq = i % 2 == 0
         C, counters = await gemm_descriptor(tb, A, B, bias, relu, requant)
         want = expected_result(c, A, B, bias, relu, requant)

@@ -60,7 +60,8 @@ def test_helpers_match_encode(seed):
     for _ in range(50):
         f = _random_fields(rng, "LOAD")
         assert cmds.load(f["spad_addr"], f["mem_offset"], f["rows"], f["elems"], f["stride"],
-                         to_bias=f["to_bias"]) == cmds.encode("LOAD", **f)
+                         to_bias=f["to_bias"], to_requant=f["to_requant"]) \
+            == cmds.encode("LOAD", **f)
         f = _random_fields(rng, "MATMUL")
         assert cmds.matmul(f["act_addr"], f["weight_addr"], f["m"], f["k"], f["acc_addr"],
                            accumulate=f["accumulate"]) == cmds.encode("MATMUL", **f)
@@ -74,7 +75,8 @@ def test_helpers_match_encode(seed):
             f["clamp_min"] = f["clamp_max"] = 0   # what the helper writes without a clamp
         assert cmds.config(f["multiplier"], f["shift"], zero_point=f["zero_point"],
                            clamp=clamp if f["clamp"] else None,
-                           round_even=f["round_even"]) == cmds.encode("CONFIG", **f)
+                           round_even=f["round_even"], per_channel=f["per_channel"]) \
+            == cmds.encode("CONFIG", **f)
     assert cmds.decode(cmds.fence()) == ("FENCE", {"opcode": Opcode.FENCE.value})
 
 

@@ -540,3 +540,21 @@ def test_plan_layout_order(seed):
     C = plan.layout["c"]
     assert (unpack_result(plan, mem[C.offset:C.end]) ==
             expected(cfg, A, B, np.arange(5), False, None)).all()
+
+
+def test_version_2_engine_refuses_new_requant_fields():
+    """An engine of register map version 2 ignores CONFIG's zero point, clamp and rounding:
+    the driver refuses a GEMM that needs them, before it writes anything to memory."""
+    import asyncio
+    from mxe.hw.regmap import ID_MAGIC
+    from mxe.sim.driver import MXEDriver
+    from mxe.sim.model import Requant
+    from mxe.sim.transport import CocotbTransport
+    axil = _FakeAxil(_csr_image(EngineConfig.preset("tiny"), ID_MAGIC << 8 | 2))
+    drv = MXEDriver(CocotbTransport(axil, None, None), window=(0, 1 << 16))
+    A = np.ones((2, 2), dtype=np.int64)
+    for requant in (Requant(1, 0, zero_point=3), Requant(1, 0, clamp=(0, 255)),
+                    Requant(1, 1, round_even=True)):
+        with pytest.raises(ValueError, match="register map version 2"):
+            asyncio.run(drv.gemm(A, A, requant=requant))
+    assert axil.writes == []

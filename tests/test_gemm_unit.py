@@ -64,7 +64,8 @@ def run_unit(config, stream, seed, *, ready_prob=0.7, max_cycles=200_000):
     return got
 
 
-def check(config, M, K, N, seed, *, bias=False, relu=False, requant=False, strides=None):
+def check(config, M, K, N, seed, *, bias=False, relu=False, requant=False, per_channel=False,
+          strides=None):
     rng = random.Random(seed)
     eb = config.elem_bytes
     a_stride, b_stride, c_stride = strides or (K * eb + rng.randrange(0, 64),
@@ -73,8 +74,8 @@ def check(config, M, K, N, seed, *, bias=False, relu=False, requant=False, strid
     desc = descriptor(M, K, N, a_offset=rng.randrange(1 << 20), a_stride=a_stride,
                       b_offset=rng.randrange(1 << 20), b_stride=b_stride,
                       c_offset=rng.randrange(1 << 31), c_stride=c_stride,
-                      bias_offset=rng.randrange(1 << 20) if bias else None, relu=relu,
-                      requant=requant)
+                      channel_offset=rng.randrange(1 << 20), bias=bias,
+                      per_channel=per_channel, relu=relu, requant=requant)
     before, after = cmds.config(rng.randrange(1 << 20), 7), cmds.fence()
     want = [before, *expand(config, desc), after]
     got = run_unit(config, [before, *desc, after], seed)
@@ -92,8 +93,9 @@ def test_random_shapes(name, seed):
     shapes = [(1, 1, 1), (config.rows + 1, config.rows * 2 + 1, config.cols + 1)]
     shapes += [tuple(rng.randint(1, 40) for _ in range(3)) for _ in range(4)]
     for i, (M, K, N) in enumerate(shapes):
+        requant = rng.random() < 0.5
         check(config, M, K, N, seed + i, bias=rng.random() < 0.5, relu=rng.random() < 0.5,
-              requant=rng.random() < 0.5)
+              requant=requant, per_channel=requant and rng.random() < 0.5)
 
 
 def test_schedules(seed):
@@ -126,3 +128,5 @@ def test_refusals(seed):
 def test_large(seed):
     """A bigger product on the small preset (many chunks and tiles)."""
     check(CONFIGS["small"], 70, 40, 30, seed, bias=True, requant=True)
+    check(CONFIGS["small"], 70, 40, 30, seed, bias=True, requant=True, per_channel=True)
+    check(CONFIGS["small"], 20, 9, 30, seed, requant=True, per_channel=True)

@@ -35,11 +35,14 @@ def ref_round_half_away(fraction):
     return n if fraction >= 0 else -n
 
 
-def ref_requant(x, requant, signed):
-    """``requant``: a (multiplier, shift) pair or a model.Requant; Python's round() of a
-    Fraction rounds half to even."""
+def ref_requant(x, requant, signed, column=0):
+    """``requant``: a (multiplier, shift) pair or a model.Requant (of ``column`` if per
+    column); Python's round() of a Fraction rounds half to even."""
     requant = model.Requant.of(requant)
-    exact = Fraction(x * requant.multiplier, 2 ** requant.shift)
+    multiplier, shift = requant.multiplier, requant.shift
+    if requant.per_column:
+        multiplier, shift = multiplier[column], shift[column]
+    exact = Fraction(x * multiplier, 2 ** shift)
     q = round(exact) if requant.round_even else ref_round_half_away(exact)
     if requant.clamp is not None:
         lo, hi = requant.clamp
@@ -63,7 +66,7 @@ def ref_postprocess(row, config, bias, relu, requant):
         if relu and x < 0:
             x = 0
         if requant is not None:
-            x = ref_requant(x, requant, config.signed)
+            x = ref_requant(x, requant, config.signed, c)
         out.append(x)
     return out
 
@@ -108,11 +111,19 @@ def random_clamp(rng):
     return (a, b)
 
 
-def random_requant(rng):
-    """A model.Requant over the whole parameter space, extremes often."""
+def random_requant(rng, cols):
+    """A model.Requant over the whole parameter space, extremes often; per column (a different
+    multiplier and shift in every column) half the time."""
+    def multiplier():
+        return rng.choice(MULT_EXTREMES + [rng.randint(-2 ** 31, 2 ** 31 - 1)] * 3)
+
+    def shift():
+        return rng.choice(SHIFT_EXTREMES + [rng.randint(0, 63)] * 3)
+
+    per_column = rng.random() < 0.5
     return model.Requant(
-        rng.choice(MULT_EXTREMES + [rng.randint(-2 ** 31, 2 ** 31 - 1)] * 3),
-        rng.choice(SHIFT_EXTREMES + [rng.randint(0, 63)] * 3),
+        [multiplier() for _ in range(cols)] if per_column else multiplier(),
+        [shift() for _ in range(cols)] if per_column else shift(),
         zero_point=rng.choice(ZERO_POINT_EXTREMES + [rng.randint(-256, 255)] * 3)
         if rng.random() < 0.6 else 0,
         clamp=random_clamp(rng), round_even=rng.random() < 0.5)
@@ -192,7 +203,7 @@ def test_model_against_fraction_reference(config):
         acc = [random_acc(rng, config, config.cols) for _ in range(rows)]
         bias = random_acc(rng, config, config.cols) if rng.random() < 0.5 else None
         relu = rng.random() < 0.5
-        requant = random_requant(rng) if rng.random() < 0.7 else None
+        requant = random_requant(rng, config.cols) if rng.random() < 0.7 else None
         got = model.postprocess(np.array(acc, dtype=object), config, bias=bias, relu=relu,
                                 requant=requant)
         want = [ref_postprocess(row, config, bias, relu, requant) for row in acc]
@@ -259,14 +270,15 @@ def make_stores(rng, config, n_stores, rows_per_store):
         else:
             settings = dict(
                 bias=rng.choice([None, "random", "extreme"]), relu=rng.random() < 0.5,
-                requant=random_requant(rng) if rng.random() < 0.7 else None)
+                requant=random_requant(rng, config.cols) if rng.random() < 0.7 else None)
         if settings["bias"] == "random":
             settings["bias"] = random_acc(rng, config, config.cols)
         elif settings["bias"] == "extreme":
             settings["bias"] = [rng.choice([lo, hi]) for _ in range(config.cols)]
         rows = [random_acc(rng, config, config.cols) for _ in range(rows_per_store)]
         requant = settings["requant"] and model.Requant.of(settings["requant"])
-        if requant and (abs(requant.multiplier), requant.shift) in ((1, 1), (2 ** 20, 21)):
+        if requant and not requant.per_column \
+                and (abs(requant.multiplier), requant.shift) in ((1, 1), (2 ** 20, 21)):
             # Odd values at the small end: x / 2 is exactly .5 off an integer.
             rows = [[max(lo, min(hi, 2 * rng.randint(-150, 150) + 1)) for _ in row]
                     for row in rows]
@@ -289,7 +301,15 @@ def run_gateware(config, stores, rng, *, gap, stall):
             ctx.set(dut.cfg.requant, store["requant"] is not None)
             requant = model.Requant.of(store["requant"] or (0, 0))
             lo, hi = requant.bounds(config)
-            ctx.set(dut.cfg.quant, {"multiplier": requant.multiplier, "shift": requant.shift,
+            per_column = requant.per_column
+            # The per-column inputs hold stale values when CONFIG's multiplier and shift apply.
+            columns = zip(requant.multiplier, requant.shift) if per_column else \
+                [(rng.randint(-2 ** 31, 2 ** 31 - 1), rng.randint(0, 63))] * config.cols
+            for c, (mult, shift) in enumerate(columns):
+                ctx.set(dut.column_quant[c], {"multiplier": mult, "shift": shift})
+            ctx.set(dut.cfg.quant, {"multiplier": 0 if per_column else requant.multiplier,
+                                    "shift": 0 if per_column else requant.shift,
+                                    "per_channel": per_column,
                                     "zero_point": requant.zero_point,
                                     "round_even": requant.round_even,
                                     "clamp_min": lo, "clamp_max": hi})
@@ -343,7 +363,7 @@ CONFIGS = [
 def test_gateware_against_model(config, gap, stall):
     seed = _seed(20240 + CONFIGS.index(config))
     rng = random.Random(seed)
-    stores = make_stores(rng, config, n_stores=16, rows_per_store=24)
+    stores = make_stores(rng, config, n_stores=32, rows_per_store=24)
     results = run_gateware(config, stores, rng, gap=gap, stall=stall)
     checked = 0
     for k, (store, got) in enumerate(zip(stores, results)):
