@@ -155,8 +155,10 @@ class PostProcessor(wiring.Component):
     3. if ``cfg.requant``:
        ``y = clamp(round(x * multiplier / 2**shift) + zero_point, clamp_min, clamp_max)``,
        where ``x * multiplier`` is the exact product (``acc_width + 33`` bits) and the division
-       rounds half away from zero, or half to even with ``cfg.round_even`` (``shift == 0``: no
-       rounding); ``multiplier`` and ``shift`` are CONFIG's, or the column's own with
+       rounds half away from zero, or half to even with ``cfg.round_even``, where a tie goes to
+       the even *output* (the zero point added: ``rint(x * multiplier / 2**shift +
+       zero_point)``, as ONNX computes it) (``shift == 0``: no rounding); ``multiplier`` and
+       ``shift`` are CONFIG's, or the column's own with
        ``cfg.quant.per_channel``. Otherwise ``y = x``.
 
     ``y`` leaves in an element of the accumulator's shape (``signed(acc_width)`` for a signed
@@ -352,7 +354,8 @@ class PostProcessor(wiring.Component):
         # is p / 2**(shift - 1) rounded down: p / 2**shift rounded down is t >> 1, t's lowest
         # bit is the half, and the bits of p2 below shift are the rest (sticky). Rounded is
         # (t + c) >> 1 with, half away from zero, c = 1 except for a negative p whose sticky
-        # bits are zero (a negative tie, or exact), and, half to even, c = sticky | t[1].
+        # bits are zero (a negative tie, or exact), and, half to even, c = sticky | t[1], or
+        # sticky | ~t[1] for an odd zero point (the tie goes to the even output).
         # Only t's low eleven bits are formed; if the bits of p2 from shift + 10 up are not all
         # sign bits, |t| >= 1024 and the result is beyond every clamp bound whatever the zero
         # point.
@@ -387,7 +390,7 @@ class PostProcessor(wiring.Component):
             sticky, _outside, sign = flags[c]
             t = Signal(signed(11), name=f"t_{c}")
             m.d.comb += t.eq(windows[c] >> shift[c][:3])
-            carry = Mux(quant.round_even, sticky | t[1], ~sign | sticky)
+            carry = Mux(quant.round_even, sticky | (t[1] ^ quant.zero_point[0]), ~sign | sticky)
             total = Signal(signed(13), name=f"total_{c}")
             m.d.comb += total.eq(Cat(carry, t).as_signed() + Cat(carry, zero_point2).as_signed())
             z = Signal(signed(11), name=f"shifted_{c}")

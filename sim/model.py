@@ -121,7 +121,9 @@ class Requant:
         range of the engine's own operand type (int8 on a signed engine, uint8 on an unsigned
         one).
     round_even : bool
-        Round half to even (ONNX); otherwise half away from zero (TFLite's rounding shift).
+        Round half to even, ties going to the even output (``rint(x * multiplier / 2**shift +
+        zero_point)``, as ONNX computes it); otherwise half away from zero, then the zero point
+        added (as TFLite's rounding shift).
 
     Raises
     ------
@@ -231,8 +233,9 @@ def requantize(values, requant, config):
     post-processor does.
 
     The product is exact (no intermediate wrap); the division by ``2**shift`` rounds half away
-    from zero, or half to even with ``round_even`` (``shift == 0``: no rounding); the zero point
-    is added to the rounded value; the clamp is :meth:`Requant.bounds`.
+    from zero, or half to even with ``round_even``, where a tie goes to the even output value
+    (zero point included) (``shift == 0``: no rounding); the zero point is added to the
+    rounded value; the clamp is :meth:`Requant.bounds`.
 
     Parameters
     ----------
@@ -268,8 +271,8 @@ def requantize(values, requant, config):
         rest = p - (q << shift)             # 0 <= rest < 2**shift
         if shift:
             half = 1 << (shift - 1)
-            if requant.round_even:
-                q += rest > half or (rest == half and q & 1)
+            if requant.round_even:      # a tie goes to the even output
+                q += rest > half or (rest == half and (q + requant.zero_point) & 1)
             else:
                 q += rest > half or (rest == half and p > 0)
         return min(max(q + requant.zero_point, lo), hi)

@@ -43,12 +43,15 @@ def ref_requant(x, requant, signed, column=0):
     if requant.per_column:
         multiplier, shift = multiplier[column], shift[column]
     exact = Fraction(x * multiplier, 2 ** shift)
-    q = round(exact) if requant.round_even else ref_round_half_away(exact)
+    if requant.round_even:     # ONNX: rint(value + zero point)
+        q = round(exact + requant.zero_point)
+    else:                      # TFLite: the zero point added to the rounded value
+        q = ref_round_half_away(exact) + requant.zero_point
     if requant.clamp is not None:
         lo, hi = requant.clamp
     else:
         lo, hi = (-128, 127) if signed else (0, 255)
-    return min(max(q + requant.zero_point, lo), hi)
+    return min(max(q, lo), hi)
 
 
 def ref_wrap(v, width, signed):
@@ -153,6 +156,11 @@ def test_requantize_half_to_even_and_zero_point():
     assert list(model.requantize(xs, even, config)) == [0, 2, 2, 0, -2, -2, 127, -128, 1]
     shifted = model.Requant(1, 1, zero_point=10, round_even=True)
     assert list(model.requantize(xs, shifted, config)) == [10, 12, 12, 10, 8, 8, 127, -118, 11]
+    # An odd zero point: the tie goes to the even output, not to the even rounded value.
+    odd = model.Requant(1, 1, zero_point=3, round_even=True)
+    assert list(model.requantize(xs, odd, config)) == [4, 4, 6, 2, 2, 0, 127, -126, 4]
+    away = model.Requant(1, 1, zero_point=3)
+    assert list(model.requantize(xs, away, config)) == [4, 5, 6, 2, 1, 0, 127, -126, 4]
     # The zero point is added before the clamp: 245 + 10 is 255 (uint8), not 245 clamped first.
     uint8 = model.Requant(1, 0, zero_point=10, clamp=(0, 255))
     assert list(model.requantize([245, 300, -10, -11], uint8, config)) == [255, 255, 0, 0]
@@ -160,7 +168,7 @@ def test_requantize_half_to_even_and_zero_point():
     assert list(model.requantize([-5, 0, 3, 6, 7], relu6, config)) == [-128, -128, -125, -122,
                                                                       -122]
     for x in xs + [2 ** 31 - 1, -2 ** 31]:
-        for r in (even, shifted, uint8, relu6):
+        for r in (even, shifted, odd, away, uint8, relu6):
             assert int(model.requantize([x], r, config)[0]) == ref_requant(x, r, True)
 
 
