@@ -60,6 +60,7 @@ from mxe.hw.regmap import (CAPABILITIES, CONFIG_REGISTERS, ID_MAGIC, OFFSETS, RE
 from mxe.sim import commands as cmds
 from mxe.sim.engine_model import decode_elems, encode_elems
 from mxe.sim.model import Requant, check_operands
+from mxe.sim.quant import lower
 
 
 __all__ = ["plan_gemm", "config_command", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
@@ -742,17 +743,21 @@ class MXEDriver:
             return descriptor_commands(plan)
         return plan.commands
 
-    async def gemm(self, A, B, bias=None, relu=False, requant=None, *, base=0, align=64,
-                   descriptor=False, **plan_options):
+    async def gemm(self, A, B, bias=None, relu=False, requant=None, *, quant=None, base=0,
+                   align=64, descriptor=False, **plan_options):
         """``postprocess(A @ B)`` on the engine.
 
         Parameters
         ----------
         A : int array (M, K), B : int array (K, N)
-            Operands in the configured range.
+            Operands in the configured range (with ``quant``: of its operand types).
         bias : int array (N,), optional
         relu : bool
         requant : None, Requant or (multiplier, shift)
+        quant : Quantization, optional
+            A quantized GEMM as ONNX and TFLite state it (float scales, zero points, int8 or
+            uint8 operands and outputs), instead of ``requant``: lowered exactly onto the engine
+            by :func:`mxe.sim.quant.lower`; the result comes back in the output type.
         base, align : int
             Where in the window the driver places the operands (see :func:`plan_gemm`).
         descriptor : bool
@@ -765,7 +770,8 @@ class MXEDriver:
         Returns
         -------
         (C, counters) : (int64 array (M, N), dict)
-            The result (requantized 8-bit values, or raw accumulator values) and the deltas of
+            The result (requantized 8-bit values, or raw accumulator values; with ``quant``,
+            in its output type: int8, uint8, or int32 without a scale) and the deltas of
             the engine's counters over this GEMM (only ``CYCLES`` without ``perf_counters``).
 
         Raises
@@ -778,6 +784,17 @@ class MXEDriver:
             await self.discover()
         if self.window is None:
             raise ValueError("set_window() first")
+        out_dtype = None
+        if quant is not None:
+            if requant is not None:
+                raise ValueError("give requant or quant, not both")
+            low = lower(A, B, quant, self.config, bias=bias)
+            A, B, requant, out_dtype = low.A, low.B, low.requant, low.out_dtype
+            bias = low.bias if low.bias.any() else None
+            if low.parts > 1:
+                self.log.info("quantized GEMM: zero points split B - zb (or A - za) into %d "
+                              "int8 parts, K %d -> %d", low.parts, A.shape[1] // low.parts,
+                              A.shape[1])
         A, B = np.asarray(A), np.asarray(B)
         if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
             raise ValueError(f"A and B must be (M, K) and (K, N), not {A.shape} and {B.shape}")
@@ -808,4 +825,6 @@ class MXEDriver:
         C = plan.layout["c"]
         result = unpack_result(plan, await self.transport.read_mem(win + C.offset, C.nbytes))
         deltas = {k: (after[k] - before[k]) % (1 << 64) for k in after}
+        if out_dtype is not None:
+            result = result.astype(out_dtype)
         return result, deltas

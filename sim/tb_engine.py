@@ -317,6 +317,38 @@ async def test_output_kinds(dut):
                                       what=f"bias={bias_on} relu={relu} requant={requant}")
 
 
+@cocotb.test()
+async def test_onnx(dut):
+    """Quantized GEMMs as ONNX states them, against ONNX's reference implementation: random
+    QLinearMatMul cases (int8 and uint8 operands and outputs, zero points on every input and
+    the output, per-tensor and per-column scales and weight zero points) and MatMulInteger
+    cases, through ``MXEDriver.gemm(quant=...)``; every other one as a GEMM descriptor."""
+    from mxe.sim.onnx_cases import matmul_integer_case, qlinear_matmul_case
+    tb = await setup(dut)
+    c = tb.config
+    top = tb.params.get("top", 3 * max(c.rows, c.cols))
+    cases = []
+    for i in range(tb.params.get("count", 8)):
+        shape = tuple(int(v) for v in tb.rng.integers(1, top + 1, size=3))
+        kinds = ("uint8", "int8")
+        if i % 4 == 3:
+            cases.append(matmul_integer_case(tb.rng, shape=shape, per_column=i % 8 == 7))
+        else:
+            cases.append(qlinear_matmul_case(tb.rng, kinds[i % 2], kinds[(i // 2) % 2],
+                                             shape=shape, per_column=i % 3 != 0,
+                                             extreme_zero_points=i % 5 == 4))
+    for i, case in enumerate(cases):
+        got, _counters = await tb.drv.gemm(case.A, case.B, quant=case.quant,
+                                           descriptor=i % 2 == 1)
+        what = (f"case {i}: {case.model.graph.node[0].op_type} {case.A.shape}x{case.B.shape} "
+                f"{case.quant}")
+        assert got.dtype == case.want.dtype, f"{what}: {got.dtype}"
+        bad = np.argwhere(got != case.want)
+        assert not bad.size, f"{what}: {len(bad)} differ from the ONNX reference, first " \
+            f"{tuple(bad[0])}: {got[tuple(bad[0])]} != {case.want[tuple(bad[0])]}"
+        tb.log.info("%s: equal to the ONNX reference", what)
+
+
 async def expect_error(tb, commands, model_mem, *, what):
     """Run ``commands`` (after a soft reset) and check the error, its index, and the memory
     against the model; then a correct GEMM."""

@@ -53,6 +53,18 @@ def test_engine_output_kinds(sim, name, seed):
     _run(sim, name, "test_output_kinds", seed)
 
 
+def test_engine_onnx(seed):
+    """Quantized GEMMs (QLinearMatMul, MatMulInteger) equal to ONNX's reference implementation
+    on the engine RTL, per-tensor and per-column, zero points everywhere (Verilator; Icarus
+    below, slow)."""
+    _run("verilator", "tiny", "test_onnx", seed)
+
+
+@pytest.mark.slow
+def test_engine_onnx_icarus(seed):
+    _run("icarus", "tiny", "test_onnx", seed, count=4)
+
+
 @pytest.mark.parametrize("name", ["tiny"])
 def test_engine_bad_commands(sim, name, seed):
     _run(sim, name, "test_bad_commands", seed)

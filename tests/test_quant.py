@@ -3,10 +3,8 @@ against ONNX's own reference implementation (onnx.reference.ReferenceEvaluator) 
 QLinearMatMul and MatMulInteger; exact scale conversion; refusals. The same cases run on the
 engine RTL in tests/test_engine.py (test_engine_onnx).
 
-Seeds: ``MXE_SEED`` in the environment overrides the default; every random test prints it.
+Seeds: the ``seed`` fixture (tests/conftest.py), printed by every random test.
 """
-
-import os
 
 import numpy as np
 import pytest
@@ -18,13 +16,6 @@ from mxe.sim.quant import Quantization, lower, multiplier_shift
 
 
 CONFIG = EngineConfig.preset("tiny")
-
-
-@pytest.fixture
-def seed():
-    value = int(os.environ.get("MXE_SEED", 2112))
-    print(f"seed {value} (set MXE_SEED={value} to reproduce)")
-    return value
 
 
 def engine_golden(A, B, quant, bias=None, config=CONFIG):
