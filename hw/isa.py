@@ -103,7 +103,8 @@ FIELDS = {
     "CONFIG": [
         ("opcode", 0, 4, False, "5: post-processing parameters for the STOREs after it"),
         ("round_even", 4, 1, False, "rounding of the requantization: 0 half away from zero, "
-                                    "1 half to even"),
+                                    "1 half to even (a tie goes to the even output, zero "
+                                    "point included, as ONNX computes it)"),
         ("clamp", 5, 1, False, "1: clamp requantized outputs to [clamp_min, clamp_max], "
                                "which also picks int8 or uint8 outputs; 0: the range of the "
                                "engine's operand type"),
@@ -111,7 +112,7 @@ FIELDS = {
                                      "(LOAD to_requant); 0: with multiplier and shift"),
         ("multiplier", 32, 32, True, "requantization multiplier (signed)"),
         ("shift", 64, 8, False, "requantization right shift, 0..63"),
-        ("zero_point", 80, 9, True, "output zero point, added after the rounding and before "
+        ("zero_point", 80, 9, True, "output zero point, added to the rounded value before "
                                     "the clamp"),
         ("clamp_min", 96, 9, True, "lowest output (with clamp): -128..127 with clamp_max for "
                                    "int8, 0..255 for uint8"),
