@@ -172,7 +172,7 @@ def run_demo(args):
     with _link(args, board) as (link, window):
         net = demo.train(x_tr, y_tr, args.seed, epochs=args.epochs)
         layers, s_input = demo.quantize_network(net, x_tr)
-        x_q = demo.quantize_tensor(x_te, s_input)[:n]
+        x_q = demo.quantize_input(x_te, s_input)[:n]
 
         async def go():
             drv, config = await _connect(link, window)

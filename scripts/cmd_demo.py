@@ -167,20 +167,22 @@ def run(args):
           f"{time.monotonic() - t0:.1f} s")
 
     layers, s_input = demo.quantize_network(net, x_tr)
-    x_q = demo.quantize_tensor(x_te, s_input)
-    print("quantization: int8 symmetric per-tensor weights and activations, int32 biases; "
-          "requant factor S = s_in*s_w/s_out ~= multiplier / 2**shift")
-    print(f"  {'layer':<7}{'GEMM K x N':>12}{'S':>14}{'multiplier':>13}{'shift':>7}"
-          f"{'rel. error':>12}")
+    x_q = demo.quantize_input(x_te, s_input)
+    print("quantization: int8 weights symmetric per output channel, int8 activations "
+          f"asymmetric (zero point {demo.ACTIVATION_ZERO_POINT}), int32 biases; requant factors "
+          "S[c] = s_in*s_w[c]/s_out ~= multiplier[c] / 2**shift[c]")
+    print(f"  {'layer':<7}{'GEMM K x N':>12}{'S (min .. max over channels)':>32}"
+          f"{'max rel. error':>16}")
     for layer in layers:
         K, N = layer.w.shape
         if layer.requant:
-            m, s = layer.requant
-            real = layer.scales["real"]
-            print(f"  {layer.name:<7}{f'{K} x {N}':>12}{real:>14.6e}{m:>13}{s:>7}"
-                  f"{abs(m / 2 ** s - real) / real:>12.1e}")
+            real = np.array(layer.scales["real"])
+            got = np.array(layer.requant.multiplier) / 2.0 ** np.array(layer.requant.shift)
+            span = f"{real.min():.3e} .. {real.max():.3e}"
+            print(f"  {layer.name:<7}{f'{K} x {N}':>12}{span:>32}"
+                  f"{np.max(np.abs(got - real) / real):>16.1e}")
         else:
-            print(f"  {layer.name:<7}{f'{K} x {N}':>12}{'raw int32 logits (argmax on host)':>46}")
+            print(f"  {layer.name:<7}{f'{K} x {N}':>12}{'raw int32 logits (argmax on host)':>48}")
 
     float_logits = net.forward(x_te)
     ref = demo.reference_forward(layers, x_q, config)
@@ -325,7 +327,10 @@ def run(args):
         "batch": args.batch, "epochs": args.epochs, "accuracy": acc, "bit_exact": exact,
         "checks": checks, "layers": rows,
         "quantization": [{"layer": l.name, "K": int(l.w.shape[0]), "N": int(l.w.shape[1]),
-                          "relu": l.relu, "requant": list(l.requant) if l.requant else None,
+                          "relu": l.relu,
+                          "requant": {"multiplier": list(l.requant.multiplier),
+                                      "shift": list(l.requant.shift),
+                                      "zero_point": l.requant.zero_point} if l.requant else None,
                           **l.scales} for l in layers],
         "input_scale": s_input,
         "totals": {**tot, "utilization": util_all, "utilization_busy": util_busy,

@@ -18,22 +18,30 @@ adds the bias, applies ReLU and requantizes; the host only reshapes between laye
 
 Quantization
 ------------
-Symmetric, per-tensor, zero point 0 (the engine has no zero-point arithmetic):
+As TFLite quantizes to int8: weights symmetric per output channel, activations asymmetric per
+tensor (the engine's post-processor adds the output zero point, the driver folds the input's
+into the bias):
 
-- weights: ``s_w = max|W| / 127``, ``q_w = clip(round(W / s_w), -127, 127)``;
-- activations: ``s_a = max(a) / 127`` over the training set (the float network's values after
-  each ReLU; the input pixels are 0..1), ``q_a = clip(round(a / s_a), -128, 127)``; ReLU outputs
-  use 0..127, one bit of the int8 range is spent on the sign the engine is built with;
-- biases: int32, ``q_b = round(b / (s_in * s_w))``, the scale of the accumulator;
-- requantization of a layer's accumulator to the next layer's int8: the real factor
-  ``S = s_in * s_w / s_out`` becomes the engine's signed 32-bit ``multiplier`` and ``shift``
-  (``S ~= multiplier / 2**shift``) with :func:`quantize_multiplier`: write ``S = f * 2**e``
-  with ``0.5 <= f < 1`` (``frexp``); ``multiplier = round(f * 2**31)`` in ``[2**30, 2**31)``
-  (a carry to ``2**31`` halves it and increments ``e``), ``shift = 31 - e``. The relative
-  error is at most ``2**-31``. A factor below ``2**-32`` would need ``shift > 63``: the shift is
-  clamped to 63 and the multiplier rounded at that shift (fewer significant bits). The engine
-  then computes ``sat8(round_half_away(acc * multiplier / 2**shift))``: one rounding of the exact
-  64-bit product (TFLite's scheme rounds twice).
+- weights: ``s_w[c] = max|W[:, c]| / 127`` for every output channel ``c``,
+  ``q_w = clip(round(W / s_w), -127, 127)``;
+- activations: all of them are non-negative (the input pixels are 0..1, every hidden layer ends
+  in a ReLU), so their range ``0 .. max(a)`` (over the training set) maps onto the whole int8
+  range: ``s_a = max(a) / 255``, zero point ``z_a = -128``,
+  ``q_a = clip(round(a / s_a) + z_a, -128, 127)``;
+- biases: int32 at the accumulator's scale, ``round(b[c] / (s_in * s_w[c]))``, minus
+  ``z_in * sum(q_w[:, c])``: ``(q_a - z_in) @ q_w = q_a @ q_w - z_in * colsum(q_w)``, so the
+  engine's GEMM of the raw ``q_a`` with this bias is the GEMM of the zero-point-free values;
+- requantization of a layer's accumulator to the next layer's int8: per channel, the real
+  factor ``S[c] = s_in * s_w[c] / s_out`` becomes a signed 32-bit ``multiplier`` and a
+  ``shift`` (``S ~= multiplier / 2**shift``) with :func:`quantize_multiplier`: write
+  ``S = f * 2**e`` with ``0.5 <= f < 1`` (``frexp``); ``multiplier = round(f * 2**31)`` in
+  ``[2**30, 2**31)`` (a carry to ``2**31`` halves it and increments ``e``), ``shift = 31 - e``.
+  The relative error is at most ``2**-31``. A factor below ``2**-32`` would need
+  ``shift > 63``: the shift is clamped to 63 and the multiplier rounded at that shift (fewer
+  significant bits). The engine then computes
+  ``clamp(round_half_away(acc * multiplier / 2**shift) - 128, -128, 127)``: one rounding of
+  the exact 64-bit product (TFLite's scheme rounds twice), the output zero point added after
+  it.
 """
 
 import math
@@ -42,17 +50,20 @@ from fractions import Fraction
 
 import numpy as np
 
-from mxe.sim.model import matmul, postprocess
+from mxe.sim.model import Requant, matmul, postprocess_columns
 
 
 __all__ = ["quantize_multiplier", "im2col", "conv2d_direct", "load_data", "FloatNet",
            "train", "QLayer", "quantize_tensor", "quantize_network", "layer_input",
            "layer_output", "gemm_ref", "reference_forward", "compare", "accuracy",
-           "save_network", "load_network", "IMAGE_SHAPE"]
+           "save_network", "load_network", "quantize_input", "IMAGE_SHAPE",
+           "ACTIVATION_ZERO_POINT"]
 
 #: The digits images: 8x8, one channel.
 IMAGE_SHAPE = (8, 8, 1)
 INT8_MAX = 127
+#: Every activation's zero point: its range 0 .. max maps onto the whole of int8.
+ACTIVATION_ZERO_POINT = -128
 
 
 # Fixed point ---------------------------------------------------------------------------------
@@ -255,10 +266,13 @@ class QLayer:
     -------
     name, kind : str
     w : int64 (K, N)       int8 weights
-    bias : int64 (N,)      int32 bias at the accumulator's scale
+    bias : int64 (N,)      int32 bias at the accumulator's scale, the input's zero point folded
+                           in
     relu : bool
-    requant : (multiplier, shift) or None (raw int32 output)
-    scales : dict          ``s_in``, ``s_w``, ``s_out`` (None for raw output), ``real`` factor
+    requant : Requant or None (raw int32 output): per-channel multipliers and shifts, the
+                           output zero point
+    scales : dict          ``s_in``, ``s_w`` (per channel), ``s_out`` (None for raw output),
+                           ``real`` factors (per channel), ``z_in``, ``z_out``
     kernel, out_hw : tuple or None (convolution only)
     """
     name: str
@@ -275,34 +289,51 @@ class QLayer:
         return getattr(self, key)
 
 
-def quantize_tensor(x, scale, lo=-128, hi=INT8_MAX):
-    return np.clip(np.round(np.asarray(x) / scale), lo, hi).astype(np.int64)
+def quantize_tensor(x, scale, lo=-128, hi=INT8_MAX, zero_point=0):
+    """``clip(round(x / scale) + zero_point, lo, hi)``; ``scale`` may be per last axis."""
+    return np.clip(np.round(np.asarray(x) / scale) + zero_point, lo, hi).astype(np.int64)
+
+
+def quantize_input(x, s_input):
+    """The network's int8 input for images ``x`` (pixels 0..1)."""
+    return quantize_tensor(x, s_input, zero_point=ACTIVATION_ZERO_POINT)
+
+
+def _activation_scale(values):
+    """The scale of non-negative activations whose range maps onto all of int8."""
+    return max(float(np.max(values)), 1e-12) / (INT8_MAX - ACTIVATION_ZERO_POINT)
 
 
 def quantize_network(net, x_calib):
     """Quantize ``net`` (see the module docstring); ``x_calib`` (training images) sets the
-    activation scales. Returns ``(layers, s_input)``."""
+    activation scales. Returns ``(layers, s_input)``; :func:`quantize_input` makes the int8
+    input."""
     _, trace = net.forward(x_calib, keep=True)
-    s_in = float(np.abs(x_calib).max()) / INT8_MAX
-    s_input = s_in
+    s_in = s_input = _activation_scale(x_calib)
     layers = []
     for i, (layer, (_inp, z)) in enumerate(zip(net.layers, trace)):
-        s_w = float(np.abs(layer["w"]).max()) / INT8_MAX
-        q_w = quantize_tensor(layer["w"], s_w, -INT8_MAX, INT8_MAX)
-        q_b = np.round(layer["b"] / (s_in * s_w)).astype(np.int64)
+        w = np.asarray(layer["w"])
+        s_w = np.maximum(np.abs(w).max(axis=0), 1e-12) / INT8_MAX      # per output channel
+        q_w = quantize_tensor(w, s_w, -INT8_MAX, INT8_MAX)
+        q_b = np.round(layer["b"] / (s_in * s_w)).astype(np.int64) \
+            - ACTIVATION_ZERO_POINT * q_w.sum(axis=0)
         if np.abs(q_b).max(initial=0) >= 1 << 31:
             raise ValueError(f"layer {i}: bias does not fit 32 bits")
         last = i == len(net.layers) - 1
         if last:
             requant, s_out, real = None, None, None
         else:
-            s_out = float(np.maximum(z, 0).max()) / INT8_MAX
+            s_out = _activation_scale(np.maximum(z, 0))
             real = s_in * s_w / s_out
-            requant = quantize_multiplier(real)
+            multipliers, shifts = zip(*(quantize_multiplier(r) for r in real))
+            requant = Requant(multipliers, shifts, zero_point=ACTIVATION_ZERO_POINT)
         name = f"conv{i}" if layer["kind"] == "conv" else f"fc{i}"
         layers.append(QLayer(name=name, kind=layer["kind"], w=q_w, bias=q_b,
                              relu=layer["relu"], requant=requant,
-                             scales={"s_in": s_in, "s_w": s_w, "s_out": s_out, "real": real},
+                             scales={"s_in": s_in, "s_w": s_w.tolist(), "s_out": s_out,
+                                     "real": None if real is None else real.tolist(),
+                                     "z_in": ACTIVATION_ZERO_POINT,
+                                     "z_out": None if last else ACTIVATION_ZERO_POINT},
                              kernel=layer.get("kernel"), out_hw=layer.get("out_hw")))
         s_in = s_out
     return layers, s_input
@@ -327,17 +358,10 @@ def layer_output(layer, c, batch):
 
 def gemm_ref(a, w, config, *, bias=None, relu=False, requant=None):
     """The int8 golden model of one engine GEMM (any N): :func:`mxe.sim.model.matmul`, then
-    :func:`mxe.sim.model.postprocess` on column tiles of ``cols`` (its unit), the same model the
-    engine is verified against. Computed without the engine."""
-    acc = matmul(a, w, config)
-    n, cols = acc.shape[1], config.cols
-    pad = -n % cols
-    acc = np.pad(acc, ((0, 0), (0, pad)))
-    b = None if bias is None else np.pad(np.asarray(bias, dtype=np.int64), (0, pad))
-    parts = [postprocess(acc[:, t:t + cols], config, relu=relu, requant=requant,
-                         bias=None if b is None else b[t:t + cols])
-             for t in range(0, acc.shape[1], cols)]
-    return np.concatenate(parts, axis=1)[:, :n]
+    :func:`mxe.sim.model.postprocess_columns`, the same model the engine is verified against.
+    Computed without the engine."""
+    return postprocess_columns(matmul(a, w, config), config, bias=bias, relu=relu,
+                               requant=requant)
 
 
 def reference_forward(layers, x_q, config):
@@ -423,9 +447,12 @@ def save_network(path, layers, x_q):
     for i, layer in enumerate(layers):
         arrays[f"w{i}"] = layer.w
         arrays[f"b{i}"] = layer.bias
-        meta = [layer.kind == "conv", layer.relu, layer.requant is not None,
-                *(layer.requant or (0, 0)), *(layer.kernel or (0, 0)), *(layer.out_hw or (0, 0))]
+        rq = layer.requant
+        meta = [layer.kind == "conv", layer.relu, rq is not None, rq.zero_point if rq else 0,
+                *(layer.kernel or (0, 0)), *(layer.out_hw or (0, 0))]
         arrays[f"m{i}"] = np.array(meta, dtype=np.int64)
+        if rq is not None:
+            arrays[f"q{i}"] = np.array([rq.multiplier, rq.shift], dtype=np.int64)
         arrays[f"n{i}"] = np.array(layer.name)
     np.savez(path, **arrays)
 
@@ -435,10 +462,14 @@ def load_network(path):
     with np.load(path) as f:
         layers = []
         for i in range(int(f["count"])):
-            conv, relu, has_rq, mult, shift, kh, kw, ho, wo = (int(v) for v in f[f"m{i}"])
+            conv, relu, has_rq, zero_point, kh, kw, ho, wo = (int(v) for v in f[f"m{i}"])
+            requant = None
+            if has_rq:
+                multipliers, shifts = f[f"q{i}"].tolist()
+                requant = Requant(multipliers, shifts, zero_point=zero_point)
             layers.append(QLayer(name=str(f[f"n{i}"]), kind="conv" if conv else "dense",
                                  w=f[f"w{i}"], bias=f[f"b{i}"], relu=bool(relu),
-                                 requant=(mult, shift) if has_rq else None, scales={},
+                                 requant=requant, scales={},
                                  kernel=(kh, kw) if conv else None,
                                  out_hw=(ho, wo) if conv else None))
         return layers, f["x"]

@@ -329,5 +329,33 @@ def postprocess(acc, config, *, bias=None, relu=False, requant=None):
     return _to_output(values, config.acc_width, config.signed)
 
 
+def postprocess_columns(acc, config, *, bias=None, relu=False, requant=None):
+    """:func:`postprocess` of a matrix of any number of columns ``N``, as the engine's N tiles
+    take it through the post-processor: ``bias`` has ``N`` values, a per-column ``requant``
+    ``N`` columns."""
+    acc = np.asarray(acc)
+    if acc.ndim != 2:
+        raise ValueError(f"acc must be a matrix, not shape {acc.shape}")
+    n, cols = acc.shape[1], config.cols
+    pad = -n % cols
+    acc = np.concatenate([acc, np.zeros((acc.shape[0], pad), dtype=acc.dtype)], axis=1)
+    if bias is not None:
+        bias = np.asarray(bias)
+        bias = np.concatenate([bias, np.zeros(pad, dtype=bias.dtype)])
+    if requant is not None:
+        requant = Requant.of(requant)
+        if requant.per_column:
+            if len(requant.multiplier) != n:
+                raise ValueError(f"requant has {len(requant.multiplier)} per-column "
+                                 f"multipliers for {n} columns")
+            requant = replace(requant, multiplier=requant.multiplier + (0,) * pad,
+                              shift=requant.shift + (0,) * pad)
+    parts = [postprocess(acc[:, t:t + cols], config, relu=relu,
+                         bias=None if bias is None else bias[t:t + cols],
+                         requant=None if requant is None else requant.columns(t, cols))
+             for t in range(0, n + pad, cols)]
+    return np.concatenate(parts, axis=1)[:, :n]
+
+
 __all__ += ["MULTIPLIER_RANGE", "SHIFT_RANGE", "ZERO_POINT_RANGE", "OUTPUT_TYPES", "Requant",
-            "requantize", "postprocess"]
+            "requantize", "postprocess", "postprocess_columns"]

@@ -23,7 +23,6 @@ stray write anywhere fails. Run through :func:`mxe.sim.runner.run_bench`; parame
 
 import logging
 import random
-from dataclasses import replace
 
 import cocotb
 import numpy as np
@@ -39,7 +38,7 @@ from mxe.sim.driver import (MXEDriver, MXEError, counter_names, descriptor_comma
                             pack_operands, plan_gemm)
 from mxe.sim.transport import CocotbTransport
 from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
-from mxe.sim.model import Requant, matmul, postprocess, random_operands
+from mxe.sim.model import Requant, matmul, postprocess_columns, random_operands
 from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 from mxe.sim.tb_dma import LatencyRam
 
@@ -50,24 +49,9 @@ WINDOW = (0x1000, MEM_SIZE - 0x1000)
 
 
 def expected_result(config, A, B, bias, relu, requant):
-    """``postprocess(matmul(A, B))`` for any N (postprocess takes rows of ``cols`` values)."""
-    acc = matmul(A, B, config)
-    N, cols = B.shape[1], config.cols
-    pad = -N % cols
-    acc = np.concatenate([acc, np.zeros((acc.shape[0], pad), dtype=acc.dtype)], axis=1)
-    b = None if bias is None else np.concatenate([np.asarray(bias),
-                                                  np.zeros(pad, dtype=np.asarray(bias).dtype)])
-    if requant is not None:
-        requant = Requant.of(requant)
-        if requant.per_column:    # padded like the accumulator: the padding is cut off below
-            requant = replace(requant, multiplier=requant.multiplier + (0,) * pad,
-                              shift=requant.shift + (0,) * pad)
-    parts = []
-    for t in range(acc.shape[1] // cols):
-        cut = slice(t * cols, (t + 1) * cols)
-        parts.append(postprocess(acc[:, cut], config, bias=None if b is None else b[cut],
-                                 relu=relu, requant=requant and requant.columns(t * cols, cols)))
-    return np.concatenate(parts, axis=1)[:, :N]
+    """``postprocess(matmul(A, B))`` for any N."""
+    return postprocess_columns(matmul(A, B, config), config, bias=bias, relu=relu,
+                               requant=requant)
 
 
 def random_options(rng, config, N):

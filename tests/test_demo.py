@@ -125,7 +125,7 @@ def test_reference_pipeline_by_hand(small_net):
     """reference_forward equals plain integer arithmetic, layer by layer."""
     _net, layers, s_in, _x_tr, x_te, _y = small_net
     config = EngineConfig.preset("small")
-    x_q = demo.quantize_tensor(x_te[:6], s_in)
+    x_q = demo.quantize_input(x_te[:6], s_in)
     outs = demo.reference_forward(layers, x_q, config)
     a = x_q
     for layer, out in zip(layers, outs):
@@ -139,8 +139,9 @@ def test_reference_pipeline_by_hand(small_net):
                 if layer.relu:
                     v = max(v, 0)
                 if layer.requant:
-                    m, s = layer.requant
-                    v = min(max(_round_half_away(v * m, s), -128), 127)
+                    rq = layer.requant
+                    m, s = rq.multiplier[n], rq.shift[n]
+                    v = min(max(_round_half_away(v * m, s) + rq.zero_point, -128), 127)
                 vals.append(v)
             want.append(vals)
         np.testing.assert_array_equal(out, np.array(want), err_msg=layer.name)
@@ -153,24 +154,26 @@ def test_quantized_network_tracks_float(small_net):
     are in range."""
     net, layers, s_in, _x_tr, x_te, _y = small_net
     config = EngineConfig.preset("tiny")
-    x_q = demo.quantize_tensor(x_te[:50], s_in)
+    x_q = demo.quantize_input(x_te[:50], s_in)
     outs = demo.reference_forward(layers, x_q, config)
     _, trace = net.forward(x_te[:50], keep=True)
     for layer, out, (_inp, z) in zip(layers, outs, trace):
         assert np.abs(layer.w).max() <= 127 and np.abs(layer.bias).max() < 1 << 31
         real = np.maximum(z, 0) if layer.relu else z
         if layer.requant:
-            deq = out * layer.scales["s_out"]
-            assert np.all((out >= 0) & (out <= 127)), layer.name
+            deq = (out - layer.scales["z_out"]) * layer.scales["s_out"]
+            assert np.all((out >= -128) & (out <= 127)), layer.name
+            assert layer.requant.per_column and layer.requant.zero_point == -128
+            assert len(set(layer.requant.multiplier)) > 1, "per-channel scales all equal"
         else:
-            deq = out * layer.scales["s_in"] * layer.scales["s_w"]
+            deq = out * layer.scales["s_in"] * np.array(layer.scales["s_w"])
         err = np.abs(deq - real).max() / np.abs(real).max()
         assert err < 0.1, (layer.name, err)
 
 
 def test_network_file_round_trip(small_net, tmp_path):
     _net, layers, s_in, _x_tr, x_te, _y = small_net
-    x_q = demo.quantize_tensor(x_te[:5], s_in)
+    x_q = demo.quantize_input(x_te[:5], s_in)
     demo.save_network(tmp_path / "n.npz", layers, x_q)
     back, x_back = demo.load_network(tmp_path / "n.npz")
     np.testing.assert_array_equal(x_back, x_q)
