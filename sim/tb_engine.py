@@ -305,9 +305,11 @@ async def test_output_kinds(dut):
 async def test_onnx(dut):
     """Quantized GEMMs as ONNX states them, against ONNX's reference implementation: random
     QLinearMatMul cases (int8 and uint8 operands and outputs, zero points on every input and
-    the output, per-tensor and per-column scales and weight zero points) and MatMulInteger
-    cases, through ``MXEDriver.gemm(quant=...)``; every other one as a GEMM descriptor."""
-    from mxe.sim.onnx_cases import matmul_integer_case, qlinear_matmul_case
+    the output, per-tensor and per-column scales and weight zero points), MatMulInteger cases
+    and QLinearConv cases (im2col on the host), through ``MXEDriver.gemm(quant=...)``; every
+    other one as a GEMM descriptor."""
+    from mxe.sim.onnx_cases import (matmul_integer_case, qlinear_conv_case,
+                                    qlinear_matmul_case)
     tb = await setup(dut)
     c = tb.config
     top = tb.params.get("top", 3 * max(c.rows, c.cols))
@@ -321,6 +323,19 @@ async def test_onnx(dut):
             cases.append(qlinear_matmul_case(tb.rng, kinds[i % 2], kinds[(i // 2) % 2],
                                              shape=shape, per_column=i % 3 != 0,
                                              extreme_zero_points=i % 5 == 4))
+    convs = [qlinear_conv_case(tb.rng, "uint8", shape=(1, 3, 6, 5, 6), kernel=(3, 3),
+                               pads=(1, 1, 1, 1)),
+             qlinear_conv_case(tb.rng, "int8", shape=(2, 2, 6, 6, 3), kernel=(2, 3),
+                               strides=(2, 1), dilations=(1, 2))]
+    for i, case in enumerate(convs):
+        A, B = case.lowered()
+        got, _counters = await tb.drv.gemm(A, B, bias=case.bias, quant=case.quant,
+                                           descriptor=i % 2 == 0)
+        got = case.result(got)
+        bad = np.argwhere(got != case.want)
+        assert not bad.size, f"QLinearConv {case.geometry}: {len(bad)} differ from the ONNX " \
+            f"reference"
+        tb.log.info("QLinearConv %s %s: equal to the ONNX reference", case.x.shape, case.geometry)
     for i, case in enumerate(cases):
         got, _counters = await tb.drv.gemm(case.A, case.B, quant=case.quant,
                                            descriptor=i % 2 == 1)

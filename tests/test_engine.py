@@ -54,9 +54,9 @@ def test_engine_output_kinds(sim, name, seed):
 
 
 def test_engine_onnx(seed):
-    """Quantized GEMMs (QLinearMatMul, MatMulInteger) equal to ONNX's reference implementation
-    on the engine RTL, per-tensor and per-column, zero points everywhere (Verilator; Icarus
-    below, slow)."""
+    """Quantized GEMMs (QLinearMatMul, MatMulInteger, QLinearConv) equal to ONNX's reference
+    implementation on the engine RTL, per-tensor and per-column, zero points everywhere
+    (Verilator; Icarus below, slow)."""
     _run("verilator", "tiny", "test_onnx", seed)
 
 

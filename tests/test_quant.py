@@ -11,7 +11,7 @@ import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.sim import model
-from mxe.sim.onnx_cases import matmul_integer_case, qlinear_matmul_case
+from mxe.sim.onnx_cases import matmul_integer_case, qlinear_conv_case, qlinear_matmul_case
 from mxe.sim.quant import Quantization, lower, multiplier_shift
 
 
@@ -117,3 +117,20 @@ def test_quantization_refusals():
         lower(a, a, Quantization(scale=np.ones(3, dtype=np.float32)), CONFIG)
     with pytest.raises(ValueError, match="signed engine with 8-bit operands"):
         lower(a, a, Quantization(), EngineConfig(rows=4, cols=4, signed=False))
+
+
+@pytest.mark.parametrize("x_type", ["uint8", "int8"])
+def test_qlinear_conv_via_im2col_matches_onnx_reference(x_type, seed):
+    """QLinearConv lowered to a GEMM on the host (im2col with the padding filled with the input's
+    zero point), per-channel weight scales and zero points, a bias, strides, padding and
+    dilation: equal to ONNX's reference."""
+    rng = np.random.default_rng(seed)
+    geometries = [dict(kernel=(3, 3)), dict(kernel=(3, 3), pads=(1, 1, 1, 1)),
+                  dict(kernel=(2, 3), strides=(2, 1), pads=(0, 1, 1, 0)),
+                  dict(kernel=(3, 3), dilations=(2, 2), pads=(2, 2, 2, 2)),
+                  dict(kernel=(1, 1), per_channel=False)]
+    for g in geometries:
+        case = qlinear_conv_case(rng, x_type, shape=(2, 3, 7, 6, 5), **g)
+        A, B = case.lowered()
+        got, _low = engine_golden(A, B, case.quant, bias=case.bias)
+        assert np.array_equal(case.result(got), case.want), g
