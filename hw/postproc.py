@@ -106,12 +106,14 @@ def _thermometer(value, width):
     bit (Yosys maps each compare to a carry chain): ``value > 8p + q`` is ``value // 8 > p``,
     or ``value // 8 == p`` and ``value % 8 > q``, one LUT a bit on top of a few shared ones."""
     high, low = value[3:], value[:3]
+    top = (1 << len(high)) - 1            # high's largest value
     bits = []
     for i in range(width):
         p, q = divmod(i, 8)
-        above = (high > p) if p < 1 << len(high) else Const(0, 1)
-        same = (high == p) if p < 1 << len(high) else Const(0, 1)
-        bits.append(above | (same & (low > q)))
+        # Compares that are constant (high > top, low > 7) are left out, not written.
+        above = (high > p) if p < top else Const(0, 1)
+        same = (high == p) if p <= top else Const(0, 1)
+        bits.append(above | ((same & (low > q)) if q < 7 else Const(0, 1)))
     return Cat(*bits)
 
 
