@@ -30,13 +30,27 @@ def component_ports(component):
 _CONSTANT_ALWAYS = re.compile(r"always @\*\n(\s+)([^\n;]+?) = (\d+'[hbd][0-9a-fA-F_]+);")
 
 
+# Yosys puts a dummy register, initialized to 0, in the sensitivity list of every ``always @*``
+# block so that it runs once at time zero. Icarus may initialize the register before the block
+# starts waiting on it; a block whose real inputs then never change (an FSM output while in
+# reset) stays X. Changing the dummy once more after time zero's active events (``#0``) runs
+# every block; only Icarus sees the line (Verilator and synthesis do not need it).
+_YOSYS_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\S*dump_module\$\d+) += 0;")
+
+
+def _icarus_trigger(match):
+    return f"{match.group(0)}\n`ifdef __ICARUS__\n  initial #0 {match.group(1)} = 1;\n`endif"
+
+
 def to_verilog(component, *, name):
-    """Verilog text of ``component`` as a module called ``name``."""
+    """Verilog text of ``component`` as a module called ``name``, for synthesis and for every
+    simulator the project uses (Verilator, Icarus) as it is written."""
     if not isinstance(component, wiring.Component):
         raise TypeError(f"component must be a wiring.Component, not {component!r}")
     text = verilog.convert(component, name=name, ports=component_ports(component),
                            emit_src=False)
-    return _CONSTANT_ALWAYS.sub(r"initial \2 = \3;", text)
+    text = _CONSTANT_ALWAYS.sub(r"initial \2 = \3;", text)
+    return _YOSYS_TRIGGER.sub(_icarus_trigger, text)
 
 
 def _array(config):

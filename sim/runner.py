@@ -11,7 +11,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import uuid
@@ -104,21 +103,6 @@ def _locked(directory):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-_YOSYS_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\S*dump_module\$\d+) += 0;")
-
-
-def icarus_fixup(verilog):
-    """Make every ``always @*`` block run at time zero in Icarus.
-
-    Yosys puts a dummy register, initialized to 0, in the sensitivity of every ``always @*``
-    block so that it runs once at time zero. Icarus may initialize the register before the block
-    starts waiting on it; a block whose real inputs then never change (an FSM output while in
-    reset) stays X. Changing the dummy once more after time zero's active events (``#0``)
-    triggers every block.
-    """
-    return _YOSYS_TRIGGER.sub(lambda m: f"{m.group(0)}\n  initial #0 {m.group(1)} = 1;", verilog)
-
-
 def _build(sim, name, make_component, config, build_dir, waves):
     """Build once per generated Verilog: the gateware sources' hash skips regeneration, the
     Verilog's hash skips recompilation when a source change does not change this design."""
@@ -132,8 +116,6 @@ def _build(sim, name, make_component, config, build_dir, waves):
         if built.get("hw") == hw_hash:
             return runner
         verilog = to_verilog(make_component(config), name=name)
-        if sim == "icarus":
-            verilog = icarus_fixup(verilog)
         verilog_hash = hashlib.sha256(verilog.encode()).hexdigest()
         if built.get("verilog") != verilog_hash:
             stamp.unlink(missing_ok=True)

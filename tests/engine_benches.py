@@ -19,7 +19,8 @@ CONFIGS = {
 
 def run_engine(sim, name, module, testcase, seed, **params):
     """Run ``testcase`` of the cocotb module ``module`` on the engine built with config
-    ``CONFIGS[name]``; the parameters reach the bench as MXE_PARAMS."""
-    run_bench(sim=sim, name="mxe_engine", make_component=TOPS["engine"][0],
-              config=CONFIGS[name], test_module=module, testcase=testcase, seed=seed,
-              params=params)
+    ``CONFIGS[name]``; the parameters reach the bench as MXE_PARAMS. Returns the run's
+    directory (its build directory, with the Verilog simulated, is two levels up)."""
+    return run_bench(sim=sim, name="mxe_engine", make_component=TOPS["engine"][0],
+                     config=CONFIGS[name], test_module=module, testcase=testcase, seed=seed,
+                     params=params)
