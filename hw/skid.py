@@ -38,7 +38,8 @@ class SkidBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        skid = Signal.like(self.o.payload)
+        # Named apart from the module (Verilator's VARHIDDEN, the instances being "skid").
+        spare = Signal.like(self.o.payload, name="spare")
         skid_valid = Signal()
         taken = self.o.valid & self.o.ready
         given = self.i.valid & self.i.ready
@@ -49,11 +50,11 @@ class SkidBuffer(wiring.Component):
         # The skid register follows the input while it is empty, so its enable is its own
         # valid flag (a flip-flop) and not the consumer's ready.
         with m.If(~skid_valid):
-            m.d.sync += skid.eq(self.i.payload)
+            m.d.sync += spare.eq(self.i.payload)
         with m.If(taken | ~self.o.valid):
             # The output register is free: refill it from the skid, else from the input.
             with m.If(skid_valid):
-                m.d.sync += [self.o.payload.eq(skid), skid_valid.eq(0)]
+                m.d.sync += [self.o.payload.eq(spare), skid_valid.eq(0)]
             with m.Else():
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(given)]
         with m.Elif(given):
