@@ -225,7 +225,10 @@ def _build():
             Field("error", 4, 8, "error code of the first failing command, 0 = none"),
         ], "status"),
         Register("ERR_CMD_INDEX", 0x00C, "RO", [
-            Field("value", 32, 0, "index of the failing command since start",
+            Field("value", 32, 0, "index of the failing command among all commands pushed "
+                                  "since the last reset or soft reset (0 = the first; streams "
+                                  "run without a soft reset between them count on; a GEMM "
+                                  "descriptor counts as its sub-commands, GEMM_A/B/C as none)",
                   port="err_cmd_index"),
         ], "index of the command that raised STATUS.error"),
         *_pair("ERR_ADDR", 0x010, "RO", "err_addr", "failing memory address"),

@@ -404,6 +404,31 @@ async def test_bad_commands(dut):
 
 
 @cocotb.test()
+async def test_error_index_across_streams(dut):
+    """ERR_CMD_INDEX counts every command pushed since the last soft reset, across streams
+    (as its description says): after a stream of n commands that ended well, the k-th command
+    of the next stream fails with index n + k; after a soft reset, with index k."""
+    tb = await setup(dut)
+    c = tb.config
+    drv = tb.drv
+    await drv.soft_reset()
+    good = plan_gemm(c, c.rows + 1, c.rows, c.cols + 1).commands
+    await drv.run(good)
+    k = int(tb.rng.integers(0, 3))
+    bad = [cmds.matmul(0, 0, 1, 1, 0)] * k + [cmds.matmul(0, 0, 0, 1, 0), cmds.fence()]
+    for first, want in ((len(good), len(good) + k), (0, k)):
+        try:
+            await drv.run(bad)
+        except MXEError as exc:     # its index is ERR_CMD_INDEX as read
+            assert exc.code == ErrorCode.BAD_DIM and exc.index == want, \
+                f"{exc}: ERR_CMD_INDEX {exc.index}, expected {want} ({first} commands before)"
+        else:
+            raise AssertionError("the zero-row MATMUL was not refused")
+        await drv.soft_reset()
+    await tb.gemm_checked(c.rows, c.rows, c.cols, what="after the errors")
+
+
+@cocotb.test()
 async def test_unsupported(dut):
     """On an engine without the GEMM unit, each of GEMM_A/B/C (and a whole descriptor) is
     refused with UNSUPPORTED at its own index, as the model says: nothing of it or after it

@@ -79,6 +79,11 @@ def test_engine_onnx_icarus(seed):
     _run("icarus", "tiny", "test_onnx", seed, count=4)
 
 
+def test_engine_error_index(sim, seed):
+    """ERR_CMD_INDEX counts from the last soft reset, across streams, as documented."""
+    _run(sim, "tiny", "test_error_index_across_streams", seed)
+
+
 @pytest.mark.parametrize("name", ["tiny"])
 def test_engine_bad_commands(sim, name, seed):
     _run(sim, name, "test_bad_commands", seed)
