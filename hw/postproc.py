@@ -11,8 +11,9 @@ from .pe import acc_shape
 from .skid import SkidBuffer
 
 
-__all__ = ["PostProcessor", "postproc_cfg_layout", "requant_layout", "column_requant_layout", "postproc_row_layout", "postproc_latency",
-           "CHUNK_WIDTH", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "OUTPUT_WIDTH", "OUTPUT_TYPES"]
+__all__ = ["PostProcessor", "postproc_cfg_layout", "requant_layout", "column_requant_layout",
+           "postproc_row_layout", "postproc_latency", "CHUNK_WIDTH", "MULTIPLIER_WIDTH",
+           "SHIFT_WIDTH", "OUTPUT_WIDTH", "OUTPUT_TYPES"]
 
 
 #: Width of the multiplier operand (a signed TFLite-style fixed-point multiplier).
@@ -157,11 +158,10 @@ class PostProcessor(wiring.Component):
     3. if ``cfg.requant``:
        ``y = clamp(round(x * multiplier / 2**shift) + zero_point, clamp_min, clamp_max)``,
        where ``x * multiplier`` is the exact product (``acc_width + 33`` bits) and the division
-       rounds half away from zero, or half to even with ``cfg.round_even``, where a tie goes to
-       the even *output* (the zero point added: ``rint(x * multiplier / 2**shift +
-       zero_point)``, as ONNX computes it) (``shift == 0``: no rounding); ``multiplier`` and
-       ``shift`` are CONFIG's, or the column's own with
-       ``cfg.quant.per_channel``. Otherwise ``y = x``.
+       rounds half away from zero (``shift == 0``: no rounding), or half to even with
+       ``cfg.quant.round_even``, a tie going to the even *output* (``rint(x * multiplier /
+       2**shift + zero_point)``, as ONNX computes it); ``multiplier`` and ``shift`` are
+       CONFIG's, or the column's own with ``cfg.quant.per_channel``. Otherwise ``y = x``.
 
     ``y`` leaves in an element of the accumulator's shape (``signed(acc_width)`` for a signed
     engine), so raw and requantized rows share one output layout; a requantized element is the
@@ -197,9 +197,9 @@ class PostProcessor(wiring.Component):
     cfg : In(postproc_cfg_layout())
         ``bias_en``, ``relu``, ``requant`` and ``quant`` (:func:`requant_layout`):
         ``round_even``, ``per_channel``, ``multiplier`` (signed 32-bit), ``shift`` (0..63),
-        ``zero_point``
-        (signed 9-bit) and the clamp bounds (``clamp_min <= clamp_max``, both in -128..127 or
-        both in 0..255). Must be held stable while rows of a store are in the pipeline.
+        ``zero_point`` (signed 9-bit) and the clamp bounds (``clamp_min <= clamp_max``, both in
+        -128..127 or both in 0..255). Must be held stable while rows of a store are in the
+        pipeline.
     bias : In(ArrayLayout(acc_shape, cols))
         Per-column bias; held stable like ``cfg``.
     column_quant : In(ArrayLayout(column_requant_layout(), cols))
