@@ -27,8 +27,9 @@ from mxe.config_args import CommandError
 from mxe.hw.boards.catalog import BOARDS, board as find_board
 from mxe.synth.devices import FAMILIES, classify_cells, device as find_device
 from mxe.synth.dsp_pack import pack_mult_registers
-from mxe.synth.flow import (ROUTERS, SynthError, check_drivers, check_fit, parse_nextpnr_report,
-                             parse_stat, tool_path, tool_versions, yosys_script)
+from mxe.synth.flow import (ROUTERS, SynthError, check_drivers, check_fit, dsp_packing_line,
+                             parse_nextpnr_report, parse_stat, tool_path, tool_versions,
+                             yosys_script)
 
 NAME = "board"
 HELP = "FPGA boards: list them, build a bitstream (report: resources, Fmax), program a board"
@@ -156,10 +157,10 @@ def add_build_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
     parser.add_argument("--router", default="router1", choices=ROUTERS,
                         help="nextpnr router (default: %(default)s)")
-    parser.add_argument("--dsp-pack", action="store_true",
-                        help="ECP5: move multiplier registers into the MULT18X18D before place "
-                             "and route, as mxe synth does (off: the bitstream is Yosys's "
-                             "netlist as mapped)")
+    parser.add_argument("--no-dsp-pack", action="store_true",
+                        help="ECP5: leave the multiplier registers in the fabric, as Yosys maps "
+                             "them (by default they move into the MULT18X18D before place and "
+                             "route, as mxe synth does and Lattice's tools do)")
     parser.add_argument("--synth-only", action="store_true",
                         help="stop after Yosys and the fit check (minutes, not the half hour "
                              "of place and route); Xilinx: add a Yosys resource estimate to "
@@ -345,7 +346,7 @@ def build_lattice(board, top, args, env, out, report):
         if args.synth_only:
             return
 
-        if board.family == "ecp5" and args.dsp_pack:
+        if board.family == "ecp5" and not args.no_dsp_pack:
             netlist_path = Path(out) / f"{name}.json"
             netlist = json.loads(netlist_path.read_text())
             report["dsp_register_packing"] = pack_mult_registers(netlist, name)
@@ -508,6 +509,8 @@ def markdown_report(r):
                   f"**Engine clock Fmax {pnr['fmax_mhz']} MHz** for {pnr['target_mhz']:g} MHz "
                   f"({met}); {pnr['router']}, seed {pnr['seed']}.", "",
                   f"Critical path: {pnr['limited_by']}.", ""]
+        if r.get("dsp_register_packing"):
+            lines += [dsp_packing_line(r["dsp_register_packing"]), ""]
         if pnr.get("utilization"):
             lines += ["| placed cell | used | available |", "|---|---:|---:|"]
             lines += [f"| {k} | {v['used']} | {v['available']} |"

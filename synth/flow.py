@@ -33,7 +33,7 @@ from .wrapper import PinWrapper, port_bits
 
 
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
-           "parse_nextpnr_report", "parse_placement", "markdown_table", "markdown_report",
+           "dsp_packing_line", "parse_nextpnr_report", "parse_placement", "markdown_table", "markdown_report",
            "REPORT_VERSION", "check_drivers", "default_top", "tool_path", "tool_versions"]
 
 
@@ -732,6 +732,13 @@ def markdown_table(reports):
     return "\n".join([head, rule, *rows]) + "\n"
 
 
+def dsp_packing_line(packed):
+    """One sentence of a report on :func:`mxe.synth.dsp_pack.pack_mult_registers`'s result."""
+    n = packed["dsps"]
+    return (f"DSP register packing: {packed['input_a']}/{n} A inputs, {packed['input_b']}/{n} "
+            f"B inputs, {packed['output']}/{n} outputs registered inside the MULT18X18D.")
+
+
 def markdown_report(report):
     """A readable Markdown page for one report."""
     r = report
@@ -810,10 +817,7 @@ def markdown_report(report):
                       "register:", "", "| arrival | endpoint |", "|---:|---|"]
             lines += [f"| {e['arrival_ns']:.2f} ns | `{e['endpoint']}` |" for e in late["worst"]]
         if pnr.get("dsp_register_packing"):
-            p = pnr["dsp_register_packing"]
-            lines.append(f"DSP register packing: {p['input_a']}/{p['dsps']} A inputs, "
-                         f"{p['input_b']}/{p['dsps']} B inputs, {p['output']}/{p['dsps']} "
-                         f"outputs registered inside the MULT18X18D.")
+            lines.append(dsp_packing_line(pnr["dsp_register_packing"]))
     if r.get("longest_paths"):
         source = ("the placement (each net timed by the distance it spans)"
                   if pnr and pnr.get("routed") is False else "the netlist")
