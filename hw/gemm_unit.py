@@ -47,7 +47,9 @@ when A fits in the panels.
 
 A descriptor is refused at ``GEMM_C`` by expanding to one command the controller refuses:
 a MATMUL with ``m = 0`` for a zero dimension (BAD_DIM); a MATMUL past the scratchpad's end when
-no chunk of one row fits (BAD_ADDR).
+neither way of keeping B leaves room (BAD_ADDR): two strips need their ``2 * kt * kr`` rows
+below ``spad_depth`` and a chunk ``cap`` (above) of at least ``min(M, rows)``, single tiles
+``8 * kr`` rows and a chunk of at least one row (:data:`mxe.hw.isa.LIMITS_DOC`).
 
 Members
 -------

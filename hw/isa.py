@@ -184,8 +184,11 @@ A command is refused (STATUS.error, nothing of it runs) when:
 - STORE: rows = 0, elems = 0 or elems > cols (BAD_DIM); acc_addr + rows > acc_depth (BAD_ADDR);
 - CONFIG: shift > 63, or clamp = 1 with clamp_min > clamp_max or a range that is in neither
   -128..127 nor 0..255 (BAD_DIM).
-- GEMM descriptor (at GEMM_C): m, k or n = 0 (BAD_DIM); the scratchpad cannot hold two A panels
-  of one row per K tile and two B strips of k rows, or the accumulator two tiles (BAD_ADDR).
+- GEMM descriptor (at GEMM_C): m, k or n = 0 (BAD_DIM); neither way of keeping B fits
+  (BAD_ADDR). With kr = min(rows, k) and kt = ceil(k / kr), B takes b = 2 * kt * kr scratchpad
+  rows as two strips, else b = 8 * kr as eight tiles; a way fits when b < spad_depth and
+  min(m, acc_depth // 2, (spad_depth - b) // (2 * kt)) is at least min(m, rows) (strips) or
+  at least 1 (tiles). n plays no part.
   The GEMM unit expands a descriptor into LOAD/MATMUL/STORE sub-commands, which the controller
   checks, dispatches and counts (ERR_CMD_INDEX) like pushed commands; GEMM_A/B/C themselves are
   not counted.

@@ -167,7 +167,7 @@ def _pair(name, offset, access, port, doc, *, port_width=64, feature=None):
 
 #: Performance counters: register name prefix, port name, description.
 COUNTERS = [
-    ("CYCLES", "cycles", "clock cycles since reset"),
+    ("CYCLES", "cycles", "clock cycles since the last reset or soft reset"),
     ("BUSY_CYCLES", "busy_cycles", "cycles with the engine busy"),
     ("MAC_ACTIVE_CYCLES", "mac_active_cycles", "cycles with the array multiplying"),
     ("DMA_RD_BYTES", "dma_rd_bytes", "bytes read by the DMA"),
@@ -209,8 +209,12 @@ def _build():
         ], "identification: reads 0x4D5845xx, xx the version"),
         Register("CTRL", 0x004, "W1P", [
             Field("start", 1, 0, "start executing the queued commands"),
-            Field("soft_reset", 1, 1, "reset the engine (controller, queue, units); the CSR "
-                                      "registers keep their values"),
+            Field("soft_reset", 1, 1, "stop the engine: empty the queue, clear the error, "
+                                      "ERR_CMD_INDEX, ERR_ADDR and the counters; commands "
+                                      "already running finish (STATUS.busy falls after "
+                                      "them); STATUS.done, CONFIG, the bias and per-column "
+                                      "values, the buffers and the other registers keep "
+                                      "theirs"),
             Field("irq_enable", 1, 2, "drive the irq output while STATUS.done is set",
                   access="RW"),
         ], "control"),
