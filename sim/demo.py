@@ -22,7 +22,8 @@ As TFLite quantizes to int8: weights symmetric per output channel, activations a
 tensor (the engine's post-processor adds the output zero point, the driver folds the input's
 into the bias):
 
-- weights: ``s_w[c] = max|W[:, c]| / 127`` for every output channel ``c``,
+- weights: ``s_w[c] = max|W[:, c]| / 127`` for every output channel ``c`` (raised for a
+  channel of (near) zero weights until its bias fits 31 bits),
   ``q_w = clip(round(W / s_w), -127, 127)``;
 - activations: all of them are non-negative (the input pixels are 0..1, every hidden layer ends
   in a ReLU), so their range ``0 .. max(a)`` (over the training set) maps onto the whole int8
@@ -313,7 +314,11 @@ def quantize_network(net, x_calib):
     layers = []
     for i, (layer, (_inp, z)) in enumerate(zip(net.layers, trace)):
         w = np.asarray(layer["w"])
-        s_w = np.maximum(np.abs(w).max(axis=0), 1e-12) / INT8_MAX      # per output channel
+        # Per output channel; a channel with (near) zero weights keeps a scale its bias fits
+        # at (|q_b| <= 2**30) and one at most 2**20 below the tensor's.
+        s_w = np.maximum.reduce([np.abs(w).max(axis=0) / INT8_MAX,
+                                 np.abs(layer["b"]) / (s_in * 2.0 ** 30),
+                                 np.full(w.shape[1], np.abs(w).max() * 2.0 ** -20 / INT8_MAX)])
         q_w = quantize_tensor(w, s_w, -INT8_MAX, INT8_MAX)
         q_b = np.round(layer["b"] / (s_in * s_w)).astype(np.int64) \
             - ACTIVATION_ZERO_POINT * q_w.sum(axis=0)
