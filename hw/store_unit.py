@@ -1,6 +1,6 @@
 """The store unit: STORE commands, accumulator through the post-processor to memory."""
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -451,11 +451,10 @@ def pack_operands(plan, A, B, bias=None):
 def config_command(requant):
     """The CONFIG command of a :class:`~mxe.sim.model.Requant` (per-column multipliers and
     shifts are loaded with LOAD to_requant; CONFIG then says per_channel)."""
-    if requant.per_column:
-        return cmds.config(0, 0, zero_point=requant.zero_point, clamp=requant.clamp,
-                           round_even=requant.round_even, per_channel=True)
-    return cmds.config(requant.multiplier, requant.shift, zero_point=requant.zero_point,
-                       clamp=requant.clamp, round_even=requant.round_even)
+    per = requant.per_column
+    return cmds.config(0 if per else requant.multiplier, 0 if per else requant.shift,
+                       zero_point=requant.zero_point, clamp=requant.clamp,
+                       round_even=requant.round_even, per_channel=per)
 
 
 def unpack_result(plan, data):

@@ -217,7 +217,7 @@ def lower(A, B, quant, config, *, bias=None):
     B = _to_int8("B", B, quant.b_type)
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
         raise ValueError(f"A and B must be (M, K) and (K, N), not {A.shape} and {B.shape}")
-    (M, K), N = A.shape, B.shape[1]
+    M, N = A.shape[0], B.shape[1]
     za = _to_int8("a_zero_point", quant.a_zero_point, quant.a_type)
     zb = _to_int8("b_zero_point", quant.b_zero_point, quant.b_type)
     if za.shape not in ((), (M,)):
