@@ -78,6 +78,11 @@ class EngineConfig:
         Build the GEMM descriptor unit (``GEMM_A/B/C`` commands, :mod:`mxe.hw.gemm_unit`). Without
         it those commands are refused with ``UNSUPPORTED`` and a driver issues a GEMM as plain
         LOAD/MATMUL/STORE commands.
+    postproc_lanes : int
+        Columns the post-processor requantizes per cycle: ``0`` (every column, a row per cycle)
+        or a divisor of ``cols``. With fewer lanes a row takes ``cols / postproc_lanes`` cycles
+        and its multipliers are shared: :attr:`postproc_multipliers` shrinks by the same factor
+        (a lean engine's STORE then runs at that rate; its results are the same).
     perf_counters : bool
         Build the performance counters. Without them every counter register reads 0 except
         ``CYCLES``, which stays: a driver times its waits with it over a link that has no clock
@@ -114,6 +119,7 @@ class EngineConfig:
     dsp_budget: int = 0
     gemm_unit: bool = True
     perf_counters: bool = True
+    postproc_lanes: int = 0
 
     def __post_init__(self):
         def integer(name, lo, hi):
@@ -169,6 +175,12 @@ class EngineConfig:
         integer("dsp_budget", 0, 100_000)
         boolean("gemm_unit")
         boolean("perf_counters")
+        integer("postproc_lanes", 0, 64)
+        if self.postproc_lanes and self.cols % self.postproc_lanes:
+            divisors = [d for d in range(1, self.cols + 1) if self.cols % d == 0]
+            raise ValueError(f"postproc_lanes must be 0 (every column) or a divisor of cols "
+                             f"{self.cols} ({', '.join(map(str, divisors))}), "
+                             f"not {self.postproc_lanes}")
 
     # Derived numbers. Everything that depends only on the parameters lives here, once.
 
@@ -212,14 +224,25 @@ class EngineConfig:
         return next(b for b in (1, 2, 4, 8) if self.acc_width <= 8 * b)
 
     @property
+    def lanes(self):
+        """Columns the post-processor requantizes per cycle (``postproc_lanes``, 0 is every
+        column)."""
+        return self.postproc_lanes or self.cols
+
+    @property
+    def postproc_passes(self):
+        """Cycles the post-processor takes per accumulator row: ``cols / lanes``."""
+        return self.cols // self.lanes
+
+    @property
     def postproc_multipliers(self):
         """18x18 multipliers of the post-processor's requantization: one per pair of
-        :data:`DSP_CHUNK_WIDTH`-bit pieces of an accumulator and the multiplier, per column
-        (four per column for 32-bit accumulators). On ECP5 each is a MULT18X18D, beside the
+        :data:`DSP_CHUNK_WIDTH`-bit pieces of an accumulator and the multiplier, per lane
+        (four per lane for 32-bit accumulators). On ECP5 each is a MULT18X18D, beside the
         array's ``dsp_budget``."""
         pieces = -(-self.acc_width // DSP_CHUNK_WIDTH) * \
             -(-REQUANT_MULTIPLIER_WIDTH // DSP_CHUNK_WIDTH)
-        return self.cols * pieces
+        return self.lanes * pieces
 
     @property
     def axi_bytes(self):

@@ -1,7 +1,7 @@
 """The post-processor on the store path: per-column bias, ReLU, and requantization to int8 or
 uint8 with a zero point, a clamp and a choice of rounding."""
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -132,7 +132,7 @@ _FIFO_LATENCY = 3
 
 
 def _stages(config):
-    return 6 + _tree_levels(config.postproc_multipliers // config.cols)
+    return 6 + _tree_levels(config.postproc_multipliers // config.lanes)
 
 
 def postproc_latency(config):
@@ -142,13 +142,16 @@ def postproc_latency(config):
     partial-product adder tree, the two steps that pick and round the shifted product's low
     bits and the saturation, then three through the output FIFO and skid buffer. With a 32-bit
     accumulator (4 partial products, 2 tree levels) the latency is 11; with 64 bits (8 products)
-    it is 12.
+    it is 12. With fewer lanes than columns a row is accepted with its last pass (its earlier
+    passes went in the cycles before), so the latency is the same.
     """
     return _stages(config) + _FIFO_LATENCY
 
 
 class PostProcessor(wiring.Component):
-    """Bias, ReLU and requantization of accumulator rows, one row per cycle, pipelined.
+    """Bias, ReLU and requantization of accumulator rows, pipelined: a row per cycle, or with
+    ``config.postproc_lanes`` below ``cols``, a row per ``cols / postproc_lanes`` cycles through
+    that many lanes of multipliers.
 
     For every element ``x`` of a row (``cols`` values of ``acc_width`` bits, signed iff
     ``config.signed``):
@@ -180,6 +183,11 @@ class PostProcessor(wiring.Component):
     and those eleven bits are picked by two 8:1 choices. The zero point is added in the
     rounding's own adder. Without ``requant`` the same path runs with multiplier 1 and shift 0
     and the raw value rides along to the end, so the latency is the same in every mode.
+
+    Lanes: a row goes through the pipeline in ``postproc_passes`` slices of ``lanes`` columns,
+    one a cycle, each with its pass number; the per-column bias, multiplier and shift are
+    chosen by that number where each is used, and the slices of a row meet again in registers
+    in front of the FIFO. ``i_data.ready`` rises with the row's last pass.
 
     Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
     the DSP columns); rows leave it into an output FIFO with room for every row in flight, and
@@ -237,6 +245,7 @@ class PostProcessor(wiring.Component):
         m = Module()
         config = self._config
         cols, acc_width, is_signed = config.cols, config.acc_width, config.signed
+        lanes, passes = config.lanes, config.postproc_passes
         acc = acc_shape(config)
 
         # The exact product.
@@ -248,85 +257,112 @@ class PostProcessor(wiring.Component):
         row_layout = postproc_row_layout(config)
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=row_layout.size, depth=depth)
         credits = Signal(range(depth + 1), init=depth)
-        taken = self.i_data.valid & self.i_data.ready
-        m.d.sync += credits.eq(credits - taken + (fifo.r_en & fifo.r_rdy))
         m.submodules.skid = skid = SkidBuffer(row_layout)
         m.d.comb += [
-            self.i_data.ready.eq(credits != 0),
             skid.i.valid.eq(fifo.r_rdy),
             skid.i.payload.eq(fifo.r_data),
             fifo.r_en.eq(skid.i.ready),
         ]
         wiring.connect(m, skid=skid.o, postproc=wiring.flipped(self.o_data))
 
-        def stage(name, values, last_prev, valid_prev):
-            """Register ``values`` (a list, one per column) with the row's valid and last."""
+        # A row goes through the pipeline as `passes` slices of `lanes` columns, one a cycle;
+        # the pass number travels with its slice. The input row stays offered (stream rules)
+        # until its last slice is taken, and takes its FIFO credit then.
+        pass_in = Signal(range(passes), name="pass_in")
+        last_pass = pass_in == passes - 1
+        fed = self.i_data.valid & (credits != 0)
+        taken = fed & last_pass
+        m.d.comb += self.i_data.ready.eq((credits != 0) & last_pass)
+        m.d.sync += credits.eq(credits - taken + (fifo.r_en & fifo.r_rdy))
+        if passes > 1:
+            with m.If(fed):
+                m.d.sync += pass_in.eq(Mux(last_pass, 0, pass_in + 1))
+
+        def column(values, p, lane):
+            """Of per-column ``values``, lane ``lane``'s in pass ``p`` (a signal)."""
+            if passes == 1:
+                return values[lane]
+            return Array(values[q * lanes + lane] for q in range(passes))[p]
+
+        stage_passes = []   # the pass number entering each stage
+
+        def stage(name, values, last_prev, valid_prev, pass_prev):
+            """Register ``values`` (a list, one per lane) with the slice's valid, last and pass
+            number."""
+            stage_passes.append(pass_prev)
             regs = []
             for c, value in enumerate(values):
                 reg = Signal(value.shape(), name=f"{name}_{c}")
                 regs.append(reg)
             valid = Signal(name=f"{name}_valid")
             last = Signal(name=f"{name}_last")
+            pass_ = Signal.like(pass_in, name=f"{name}_pass")
             m.d.sync += [reg.eq(value) for reg, value in zip(regs, values)]
-            m.d.sync += [valid.eq(valid_prev), last.eq(last_prev)]
-            return regs, last, valid
+            m.d.sync += [valid.eq(valid_prev), last.eq(last_prev), pass_.eq(pass_prev)]
+            return regs, last, valid, pass_
 
-        # Values derived from the settings, in registers, per column (the multiplier and shift
-        # of CONFIG, or the column's own): the settings are static while a store's rows are in
-        # the pipeline, and a row needs the multiplier (two register steps) two cycles after it
-        # enters at the earliest, the shift and its masks later.
+        # Values derived from the settings, in registers (the multiplier and shift of CONFIG, or
+        # the column's own): the settings are static while a store's rows are in the pipeline.
+        # A slice needs its multipliers (two register steps, one per lane, chosen by the pass
+        # number it enters with) two cycles after it enters; its shifts (one register per
+        # column) later, chosen by the pass number it carries then.
         quant = self.cfg.quant
-        multiplier = [Signal(signed(MULTIPLIER_WIDTH), name=f"multiplier_{c}")
-                      for c in range(cols)]
-        shift = [Signal(SHIFT_WIDTH, name=f"shift_{c}") for c in range(cols)]
-        for c in range(cols):
-            column = self.column_quant[c]
-            m.d.sync += [
-                multiplier[c].eq(Mux(self.cfg.requant,
-                                     Mux(quant.per_channel, column.multiplier,
-                                         quant.multiplier), 1)),
-                shift[c].eq(Mux(self.cfg.requant,
-                                Mux(quant.per_channel, column.shift, quant.shift), 0)),
-            ]
+
+        def setting(c, name, identity):
+            own = getattr(self.column_quant[c], name)
+            return Mux(self.cfg.requant,
+                       Mux(quant.per_channel, own, getattr(quant, name)), identity)
+
+        multiplier = [Signal(signed(MULTIPLIER_WIDTH), name=f"multiplier_{lane}")
+                      for lane in range(lanes)]
+        for lane in range(lanes):
+            m.d.sync += multiplier[lane].eq(
+                column([setting(c, "multiplier", 1) for c in range(cols)], pass_in, lane))
+        shift_of_column = [Signal(SHIFT_WIDTH, name=f"shift_{c}") for c in range(cols)]
+        m.d.sync += [shift_of_column[c].eq(setting(c, "shift", 0)) for c in range(cols)]
 
         # Stage 1: bias add, wrapping at acc_width.
         in_row = self.i_data.payload.data
-        biased = [Signal(acc, name=f"bias_sum_{c}") for c in range(cols)]
-        for c in range(cols):
-            m.d.comb += biased[c].eq(Mux(self.cfg.bias_en, in_row[c] + self.bias[c], in_row[c]))
-        x, last, valid = stage("s1_biased", biased, self.i_data.payload.last, taken)
+        biased = [Signal(acc, name=f"bias_sum_{lane}") for lane in range(lanes)]
+        for lane in range(lanes):
+            x_in = column(list(in_row), pass_in, lane)
+            bias = column(list(self.bias), pass_in, lane)
+            m.d.comb += biased[lane].eq(Mux(self.cfg.bias_en, x_in + bias, x_in))
+        x, last, valid, pass_ = stage("s1_biased", biased, self.i_data.payload.last, fed,
+                                      pass_in)
 
         # Stage 2: ReLU.
         relu = []
-        for c in range(cols):
-            relu_x = Signal(acc, name=f"relu_{c}")
+        for lane in range(lanes):
+            relu_x = Signal(acc, name=f"relu_{lane}")
             if is_signed:
-                m.d.comb += relu_x.eq(Mux(self.cfg.relu & (x[c] < 0), 0, x[c]))
+                m.d.comb += relu_x.eq(Mux(self.cfg.relu & (x[lane] < 0), 0, x[lane]))
             else:
-                m.d.comb += relu_x.eq(x[c])
+                m.d.comb += relu_x.eq(x[lane])
             relu.append(relu_x)
-        relu, last, valid = stage("s2_relu", relu, last, valid)
+        relu, last, valid, pass_ = stage("s2_relu", relu, last, valid, pass_)
 
         # Stage 3: partial products, one small multiplier each, fed straight from registers
         # (which move into the DSP blocks, like the product registers).
         # Plain copies of the multiplier registers: those take their constant (1) by synchronous
         # set and reset, which a DSP's input register cannot absorb.
-        products, weights = [], []  # per column: list of products; shared: their bit offsets
-        for c in range(cols):
-            mult_copy = Signal.like(multiplier[c], name=f"multiplier_copy_{c}")
-            m.d.sync += mult_copy.eq(multiplier[c])
+        products, weights = [], []  # per lane: list of products; shared: their bit offsets
+        for lane in range(lanes):
+            mult_copy = Signal.like(multiplier[lane], name=f"multiplier_copy_{lane}")
+            m.d.sync += mult_copy.eq(multiplier[lane])
             mult_chunks = _chunks(mult_copy, MULTIPLIER_WIDTH, True)
             row_products = []
-            for i, xc in enumerate(_chunks(relu[c], acc_width, is_signed)):
+            for i, xc in enumerate(_chunks(relu[lane], acc_width, is_signed)):
                 for j, mc in enumerate(mult_chunks):
                     row_products.append(xc * mc)
-                    if c == 0:
+                    if lane == 0:
                         weights.append(CHUNK_WIDTH * (i + j))
             products.append(row_products)
         n_terms = len(weights)
-        flat, last, valid = stage("s3_pp", [p for row in products for p in row], last, valid)
-        terms = [[(flat[c * n_terms + t], weights[t]) for t in range(n_terms)]
-                 for c in range(cols)]
+        flat, last, valid, pass_ = stage("s3_pp", [p for row in products for p in row], last,
+                                         valid, pass_)
+        terms = [[(flat[lane * n_terms + t], weights[t]) for t in range(n_terms)]
+                 for lane in range(lanes)]
 
         # Adder tree, one register per level. Sums are kept modulo 2**prod_shape.width, which
         # loses nothing: the final product fits that width.
@@ -334,23 +370,23 @@ class PostProcessor(wiring.Component):
         while len(terms[0]) > 1:
             level += 1
             new_terms = []
-            for c in range(cols):
-                row_terms = terms[c]
+            for lane in range(lanes):
+                row_terms = terms[lane]
                 row_new = []
                 for k in range(0, len(row_terms), 2):
                     pair = row_terms[k:k + 2]
                     base = min(w for _, w in pair)
                     row_new.append((_weighted_sum(pair, base), base))
                 new_terms.append(row_new)
-            per_col = len(new_terms[0])
+            per_lane = len(new_terms[0])
             values = []
-            for c in range(cols):
-                for total, base in new_terms[c]:
+            for lane in range(lanes):
+                for total, base in new_terms[lane]:
                     width = max(prod_shape.width - base, 1)
                     values.append(total.as_signed()[:width].as_signed())
-            regs, last, valid = stage(f"s{3 + level}_sum", values, last, valid)
-            terms = [[(regs[c * per_col + k], new_terms[c][k][1]) for k in range(per_col)]
-                     for c in range(cols)]
+            regs, last, valid, pass_ = stage(f"s{3 + level}_sum", values, last, valid, pass_)
+            terms = [[(regs[lane * per_lane + k], new_terms[lane][k][1]) for k in range(per_lane)]
+                     for lane in range(lanes)]
         # Rounding, shift and saturation without a wide adder or a wide shifter. With the
         # product doubled (p2 = 2p, so that shift 0 needs no case of its own), t = p2 >> shift
         # is p / 2**(shift - 1) rounded down: p / 2**shift rounded down is t >> 1, t's lowest
@@ -362,56 +398,79 @@ class PostProcessor(wiring.Component):
         # sign bits, |t| >= 1024 and the result is beyond every clamp bound whatever the zero
         # point.
         width = prod_shape.width + 1                 # p2, signed
+        # The shift masks are registered a stage ahead of their use: chosen by the pass number
+        # of the slice entering the last sum's stage.
+        mask_pass = stage_passes[-1]
         windows, flags, raws = [], [], []
-        for c in range(cols):
+        for lane in range(lanes):
             # The bits of p2 below shift (sticky), and from shift + 10 up (outside).
-            low_mask = Signal(width - 1, name=f"low_mask_{c}")
-            m.d.sync += low_mask.eq(_thermometer(shift[c], width - 1))   # bit i: shift > i
+            low_mask = Signal(width - 1, name=f"low_mask_{lane}")
+            m.d.sync += low_mask.eq(_thermometer(column(shift_of_column, mask_pass, lane),
+                                                 width - 1))   # bit i: shift > i
             high_mask = Cat(Const(0, 10), ~low_mask)[:width - 1]
-            value, base = terms[c][0]
-            p2 = Signal(signed(width), name=f"product2_{c}")
+            shift = column(shift_of_column, pass_, lane)
+            value, base = terms[lane][0]
+            p2 = Signal(signed(width), name=f"product2_{lane}")
             m.d.comb += p2.eq(value << (base + 1))
             sign = p2[-1]
-            window = Signal(18, name=f"window_{c}")  # p2's bits 8 * (shift // 8) up
-            m.d.comb += window.eq(p2 >> Cat(Const(0, 3), shift[c][3:]))
+            window = Signal(18, name=f"window_{lane}")  # p2's bits 8 * (shift // 8) up
+            m.d.comb += window.eq(p2 >> Cat(Const(0, 3), shift[3:]))
             not_sign = p2[:-1] ^ sign.replicate(width - 1)
             sticky = (p2[:-1] & low_mask).any()
             outside = (not_sign & high_mask).any()
             windows.append(window)
             flags.append(Cat(sticky, outside, sign))
             raws.append(p2[1:acc_width + 1])
-        regs, last, valid = stage("s_window", windows + flags + raws, last, valid)
-        windows, flags, raws = regs[:cols], regs[cols:2 * cols], regs[2 * cols:]
+        regs, last, valid, pass_ = stage("s_window", windows + flags + raws, last, valid, pass_)
+        windows, flags, raws = regs[:lanes], regs[lanes:2 * lanes], regs[2 * lanes:]
 
         # t's low eleven bits, and the rounded value plus the zero point,
         # (t + 2 * zero_point + c) >> 1, in one adder: c enters as the carry of a bit below.
         zero_point2 = Signal(signed(OUTPUT_WIDTH + 1))
         m.d.sync += zero_point2.eq(quant.zero_point << 1)
         shifted = []
-        for c in range(cols):
-            sticky, _outside, sign = flags[c]
-            t = Signal(signed(11), name=f"t_{c}")
-            m.d.comb += t.eq(windows[c] >> shift[c][:3])
+        for lane in range(lanes):
+            sticky, _outside, sign = flags[lane]
+            t = Signal(signed(11), name=f"t_{lane}")
+            m.d.comb += t.eq(windows[lane] >> column(shift_of_column, pass_, lane)[:3])
             carry = Mux(quant.round_even, sticky | (t[1] ^ quant.zero_point[0]), ~sign | sticky)
-            total = Signal(signed(13), name=f"total_{c}")
+            total = Signal(signed(13), name=f"total_{lane}")
             m.d.comb += total.eq(Cat(carry, t).as_signed() + Cat(carry, zero_point2).as_signed())
-            z = Signal(signed(11), name=f"shifted_{c}")
+            z = Signal(signed(11), name=f"shifted_{lane}")
             m.d.comb += z.eq(total >> 2)
             shifted.append(z)
-        regs, last, valid = stage("s_rounded", shifted + flags + raws, last, valid)
-        shifted, flags, raws = regs[:cols], regs[cols:2 * cols], regs[2 * cols:]
+        regs, last, valid, pass_ = stage("s_rounded", shifted + flags + raws, last, valid, pass_)
+        shifted, flags, raws = regs[:lanes], regs[lanes:2 * lanes], regs[2 * lanes:]
 
         # The clamp (requant) or the raw value (exact: the biased accumulator itself).
         lo, hi = quant.clamp_min, quant.clamp_max
-        result = Signal(row_layout)
-        for c in range(cols):
-            _, outside, sign = flags[c]
-            z = shifted[c]
+        result = [Signal(acc, name=f"result_{lane}") for lane in range(lanes)]
+        for lane in range(lanes):
+            _, outside, sign = flags[lane]
+            z = shifted[lane]
             over = Mux(outside, ~sign, z > hi)
             under = Mux(outside, sign, z < lo)
             clamped = Mux(over, hi, Mux(under, lo, z[:OUTPUT_WIDTH].as_signed()))
-            m.d.sync += result.data[c].eq(Mux(self.cfg.requant, clamped, raws[c]))
-        result_valid = Signal()
-        m.d.sync += [result.last.eq(last), result_valid.eq(valid)]
-        m.d.comb += [fifo.w_data.eq(result), fifo.w_en.eq(result_valid)]
+            m.d.sync += result[lane].eq(Mux(self.cfg.requant, clamped, raws[lane]))
+        result_valid, result_last = Signal(), Signal()
+        result_pass = Signal.like(pass_in, name="result_pass")
+        m.d.sync += [result_valid.eq(valid), result_last.eq(last), result_pass.eq(pass_)]
+
+        # The row: the slices of the passes before the last wait in registers; the last pass's
+        # slice joins them on its way into the FIFO.
+        row = Signal(row_layout)
+        for q in range(passes):
+            for lane in range(lanes):
+                if q == passes - 1:
+                    m.d.comb += row.data[q * lanes + lane].eq(result[lane])
+                else:
+                    held = Signal(acc, name=f"held_{q}_{lane}")
+                    with m.If(result_valid & (result_pass == q)):
+                        m.d.sync += held.eq(result[lane])
+                    m.d.comb += row.data[q * lanes + lane].eq(held)
+        m.d.comb += [
+            row.last.eq(result_last),
+            fifo.w_data.eq(row),
+            fifo.w_en.eq(result_valid & (result_pass == passes - 1)),
+        ]
         return m

@@ -741,7 +741,8 @@ async def test_latency(dut):
         t0 = await queued_then_start([cmds.store(0, 0x100, rows, c.cols, 16), cmds.fence()])
         check(f"start to AW, {rows} rows", watch.after("awvalid", t0) - t0,
               START_TO_AR + check_latency(rows))
-        check("start to W", watch.after("wvalid", t0) - t0, START_TO_W + postproc_latency(c))
+        check("start to W", watch.after("wvalid", t0) - t0,
+              START_TO_W + postproc_latency(c) + c.postproc_passes - 1)
     if unit:
         # GEMM_C's set-up: a refusal, or the first read of an accepted descriptor. The K at
         # which the rule refuses (M = N = 1); a K whose two strips fit but leave less than

@@ -118,6 +118,9 @@ FAMILIES = {
     "ice40": Family(
         name="ice40", title="Lattice iCE40",
         synth="synth_ice40 -dsp", flat_flags="", hier_flags="-noflatten",
+        classic_luts=("techmap -map +/ice40/latches_map.v", "abc -dress -lut 4",
+                      "ice40_wrapcarry -unwrap", "techmap -map +/ice40/ff_map.v", "clean",
+                      "opt_lut -tech ice40"),
         devices={
             "up5k": Device("up5k", {"lut_equiv": 5280, "ff": 5280, "dsp": 8, "bram": 30,
                                     "spram": 4, "io": 39},

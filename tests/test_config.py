@@ -38,10 +38,23 @@ def test_json_round_trip():
     ({"gemm_unit": "no"}, TypeError, "gemm_unit must be a bool"),
     ({"perf_counters": 1}, TypeError, "perf_counters must be a bool"),
     ({"perf_counters": None}, TypeError, "perf_counters must be a bool"),
+    ({"cols": 6, "postproc_lanes": 4}, ValueError,
+     r"postproc_lanes must be 0 \(every column\) or a divisor of cols 6 \(1, 2, 3, 6\), not 4"),
+    ({"postproc_lanes": -1}, ValueError, "postproc_lanes must be in 0..64"),
 ])
 def test_validation_names_parameter(changes, error, words):
     with pytest.raises(error, match=words):
         EngineConfig(**changes)
+
+
+def test_postproc_lanes():
+    """Lanes divide the post-processor's multipliers; 0 is a lane per column."""
+    full = EngineConfig.preset("tiny")
+    shared = full.replace(postproc_lanes=1)
+    assert (full.lanes, full.postproc_passes) == (4, 1)
+    assert (shared.lanes, shared.postproc_passes) == (1, 4)
+    assert full.postproc_multipliers == 4 * shared.postproc_multipliers == 16
+    assert full.replace(postproc_lanes=4).postproc_multipliers == 16
 
 
 def test_features_default_in():

@@ -62,7 +62,7 @@ def test_engine_gemm_odd(seed):
     _run("verilator", "odd", "test_gemm", seed, shapes=[[7, 9, 13], [1, 5, 2]], random=[2, 30])
 
 
-@pytest.mark.parametrize("name", ["tiny"])
+@pytest.mark.parametrize("name", ["tiny", "lean"])
 def test_engine_output_kinds(sim, name, seed):
     _run(sim, name, "test_output_kinds", seed)
 

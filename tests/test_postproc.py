@@ -363,6 +363,10 @@ CONFIGS = [
     EngineConfig(rows=4, cols=2, acc_width=64),
     EngineConfig(rows=4, cols=2, acc_width=64, signed=False),
     EngineConfig(rows=4, cols=2, input_width=4, acc_width=8),
+    # Shared lanes: a row in cols / postproc_lanes passes.
+    EngineConfig(rows=4, cols=4, postproc_lanes=1),
+    EngineConfig(rows=4, cols=6, postproc_lanes=2, signed=False),
+    EngineConfig(rows=4, cols=3, acc_width=64, postproc_lanes=1),
 ]
 
 
@@ -391,35 +395,41 @@ def test_gateware_against_model(config, gap, stall):
     assert checked == sum(len(s["rows"]) for s in stores)
 
 
-def test_throughput_and_latency():
-    """With no gaps and no backpressure, one row per cycle after the documented latency."""
-    config = EngineConfig(rows=4, cols=2)
+@pytest.mark.parametrize("lanes", [0, 1])
+def test_throughput_and_latency(lanes):
+    """With no gaps and no backpressure, one row per pass count (one cycle with a lane per
+    column) after the documented latency, counted from the cycle the row is accepted."""
+    config = EngineConfig(rows=4, cols=2, postproc_lanes=lanes)
+    passes = config.postproc_passes
+    assert passes == (1 if lanes == 0 else 2)
     dut = PostProcessor(config)
     assert dut.latency == postproc_latency(config) == 11
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     n = 20
-    seen = []
+    accepted, seen = [], []
 
     async def tb(ctx):
         ctx.set(dut.o_data.ready, 1)
         ctx.set(dut.cfg.requant, 1)
         ctx.set(dut.cfg.quant, {"multiplier": 1, "shift": 0, "clamp_min": -128,
                                 "clamp_max": 127})
-        for cycle in range(n + 20):
-            ctx.set(dut.i_data.valid, cycle < n)
-            ctx.set(dut.i_data.payload, {"data": [cycle, -cycle], "last": 0})
+        for cycle in range(passes * n + 20):
+            k = len(accepted)
+            ctx.set(dut.i_data.valid, k < n)
+            ctx.set(dut.i_data.payload, {"data": [k, -k], "last": 0})
             _, _, ready, valid, payload = await ctx.tick().sample(
                 dut.i_data.ready, dut.o_data.valid, dut.o_data.payload)
-            if cycle < n:
-                assert ready
+            if k < n and ready:
+                accepted.append(cycle)
             if valid:
                 seen.append((cycle, [int(v) for v in payload.data]))
 
     sim.add_testbench(tb)
     sim.run()
+    assert accepted == [passes * k + passes - 1 for k in range(n)]
     assert [data for _, data in seen] == [[k, -k] for k in range(n)]
-    assert [cycle for cycle, _ in seen] == list(range(dut.latency, dut.latency + n))
+    assert [cycle for cycle, _ in seen] == [a + dut.latency for a in accepted]
 
 
 def test_constructor_rejects_non_config():
