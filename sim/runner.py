@@ -20,7 +20,8 @@ from mxe.hw.config import EngineConfig
 from mxe.hw.generate import to_verilog
 
 
-__all__ = ["SIMULATORS", "available_simulators", "simulator_missing", "run_bench", "verilator_root",
+__all__ = ["SIMULATORS", "available_simulators", "simulator_missing", "run_bench", "BenchFailed",
+           "verilator_root",
            "bench_config", "bench_seed", "build_root", "bus_channels"]
 
 
@@ -208,11 +209,20 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
                     build_dir=build_dir, test_dir=test_dir, results_xml=str(results),
                     extra_env=env, waves=waves, timescale=("1ns", "1ps"), log_file=log_file)
     except SystemExit as exc:  # cocotb's runner exits on failure under pytest
-        raise AssertionError(_failure_message(sim, test_dir, log_file)) from exc
+        raise BenchFailed(_failure_message(sim, test_dir, log_file), test_dir) from exc
     tests, failed = get_results(results)
     if tests == 0 or failed:
-        raise AssertionError(_failure_message(sim, test_dir, log_file))
+        raise BenchFailed(_failure_message(sim, test_dir, log_file), test_dir)
     return test_dir
+
+
+class BenchFailed(AssertionError):
+    """A cocotb bench failed; ``test_dir`` is its run directory (results, log, files the bench
+    left)."""
+
+    def __init__(self, message, test_dir):
+        super().__init__(message)
+        self.test_dir = test_dir
 
 
 def _failure_message(sim, test_dir, log_file):
