@@ -42,13 +42,14 @@ def _icarus_trigger(match):
     return f"{match.group(0)}\n`ifdef __ICARUS__\n  initial #0 {match.group(1)} = 1;\n`endif"
 
 
-def to_verilog(component, *, name):
+def to_verilog(component, *, name, src=False):
     """Verilog text of ``component`` as a module called ``name``, for synthesis and for every
-    simulator the project uses (Verilator, Icarus) as it is written."""
+    simulator the project uses (Verilator, Icarus) as it is written. ``src`` keeps Amaranth's
+    ``(* src = "file:line" *)`` attributes (coverage builds map Verilog back to Python)."""
     if not isinstance(component, wiring.Component):
         raise TypeError(f"component must be a wiring.Component, not {component!r}")
     text = verilog.convert(component, name=name, ports=component_ports(component),
-                           emit_src=False)
+                           emit_src=src)
     text = _CONSTANT_ALWAYS.sub(r"initial \2 = \3;", text)
     return _YOSYS_TRIGGER.sub(_icarus_trigger, text)
 

