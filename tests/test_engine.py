@@ -20,12 +20,13 @@ def test_engine_discover(sim, name, seed):
     _run(sim, name, "test_discover", seed)
 
 
-def test_benches_simulate_what_mxe_generate_writes(sim, seed, tmp_path):
+def test_benches_simulate_what_mxe_generate_writes(sim, seed, tmp_path, monkeypatch):
     """The benches simulate the Verilog exactly as ``mxe generate`` writes it, on both
     simulators (no patching for one of them): a user's own bench sees what ours do. The run
     (a GEMM through cocotbext-axi from the first cycle after reset) passing on
     Icarus is the check that nothing comes out of reset as X there."""
     from mxe.cli import main
+    monkeypatch.delenv("MXE_COVERAGE", raising=False)   # coverage builds keep src attributes
     assert main(["generate", "--preset", "tiny", "-o", str(tmp_path)]) == 0
     written = (tmp_path / "mxe_engine.v").read_text()
     run_dir = run_engine(sim, "tiny", "mxe.sim.tb_engine", "test_gemm",
