@@ -22,7 +22,9 @@ def _commands():
             yield importlib.import_module(f"{__package__}.{info.name}")
 
 
-def main(argv=None):
+def build_parser():
+    """The ``mxe`` argument parser with every sub-command, without running anything (the docs
+    tests parse each command the documentation shows with it)."""
     parser = argparse.ArgumentParser(
         prog="mxe", description="MXE matrix engine: generate, simulate, synthesize, benchmark.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,7 +32,11 @@ def main(argv=None):
         sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
     except CommandError as exc:
