@@ -35,7 +35,7 @@ PLACEHOLDERS = {
 }
 
 #: Console examples run for real (fast, no simulator or synthesis): their output must match.
-RUN_AND_COMPARE = {"mxe generate --rows 0"}
+RUN_AND_COMPARE = {"mxe generate --rows 0", "mxe generate --preset small -o out/"}
 
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 _SHELL_LANGUAGES = {"sh", "console", "bash", "shell"}
