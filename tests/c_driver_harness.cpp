@@ -329,8 +329,12 @@ class Args {
         return it->second;
     }
 
-    uint64_t u64(const std::string &key) const { return std::strtoull(str(key).c_str(), nullptr, 0); }
-    int64_t i64(const std::string &key) const { return std::strtoll(str(key).c_str(), nullptr, 0); }
+    uint64_t u64(const std::string &key) const {
+        return std::strtoull(str(key).c_str(), nullptr, 0);
+    }
+    int64_t i64(const std::string &key) const {
+        return std::strtoll(str(key).c_str(), nullptr, 0);
+    }
     uint32_t u32(const std::string &key) const { return uint32_t(u64(key)); }
     int32_t i32(const std::string &key) const { return int32_t(i64(key)); }
     uint32_t u32(const std::string &key, uint32_t fallback) const {

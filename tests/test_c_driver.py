@@ -51,9 +51,7 @@ CONFIG = EngineConfig.preset("tiny")
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
 HARNESS = Path(__file__).parent / "c_driver_harness.cpp"
 MEM_BASE = 0x8000_0000
-MEM_SIZE = 1 << 16
-#: Percent of cycles each AXI4 channel of the memory stalls.
-STALL = 25
+MEM_SIZE = 1 << 19
 
 
 def _cc():
@@ -306,6 +304,26 @@ def test_driver_paths_on_a_mock(exported):
     }
 
 
+def test_docs_examples_compile(exported, tmp_path):
+    """The C of docs/c-driver.md: the hooks as mxe.h declares them, the GEMM example as a
+    file, the command stream in a function."""
+    page = (Path(__file__).parent.parent / "docs" / "c-driver.md").read_text()
+    hooks, example, stream = re.findall(r"```c\n(.*?)```", page, re.S)
+    header = " ".join((exported / "mxe.h").read_text().split())
+    for declaration in hooks.strip().splitlines():
+        assert declaration in header
+    (tmp_path / "example.c").write_text(example)
+    (tmp_path / "stream.c").write_text(
+        '#include "mxe.h"\n\nint stream_example(void);\n\nint stream_example(void)\n{\n'
+        "    struct mxe_dev dev;\n    int rc;\n    mxe_init(&dev, 0);\n" + stream
+        + "    return rc;\n}\n")
+    for name in ("example.c", "stream.c"):
+        result = subprocess.run([_cc(), *CFLAGS, f"-I{exported}", "-c",
+                                 "-o", os.devnull, str(tmp_path / name)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
 # The driver on the engine ------------------------------------------------------------------
 
 def _dispatch_source():
@@ -380,8 +398,9 @@ class Job:
         self.outputs = 0
 
     def _line(self, action, prints, **args):
-        self.lines.append(" ".join([action, *(f"{k}={int(v) if isinstance(v, (bool, np.integer)) else v}"
-                                              for k, v in args.items())]))
+        def text(v):
+            return str(int(v) if isinstance(v, (bool, np.integer)) else v)
+        self.lines.append(" ".join([action, *(f"{k}={text(v)}" for k, v in args.items())]))
         if prints:
             self.outputs += 1
             return self.outputs - 1
@@ -406,10 +425,11 @@ class Job:
     def mem(self, addr, data):
         self.quiet("mem", addr=hex(addr), data=bytes(data).hex())
 
-    def run(self, harness, directory, seed):
+    def run(self, harness, directory, seed, stall):
+        """Run the job with the memory's channels stalling ``stall`` percent of the cycles."""
         path = directory / "job.txt"
         path.write_text("\n".join(self.lines) + "\n")
-        result = subprocess.run([str(harness), str(path), str(seed), str(STALL)],
+        result = subprocess.run([str(harness), str(path), str(seed), str(stall)],
                                 capture_output=True, text=True, timeout=600)
         lines = result.stdout.splitlines()
         assert result.returncode == 0, f"harness failed ({result.returncode}):\n" + \
@@ -487,8 +507,10 @@ def _ok(result):
     return result[1]["rcname"] == "MXE_OK"
 
 
-def test_gemms_on_the_engine(harness, tmp_path, seed):
-    """Random GEMMs through the descriptor and as command streams, against the golden model."""
+@pytest.mark.parametrize("stall", [0, 40])
+def test_gemms_on_the_engine(harness, tmp_path, seed, stall):
+    """Random GEMMs through the descriptor and as command streams, against the golden model,
+    with a memory that answers at once or stalls its channels 40 % of the cycles."""
     rng = np.random.default_rng(seed)
     job = Job()
     discover = job.do("discover")
@@ -496,15 +518,15 @@ def test_gemms_on_the_engine(harness, tmp_path, seed):
     image = bytearray(rng.integers(0, 256, MEM_SIZE, dtype=np.uint8).tobytes())
     expected = bytearray()
     # (descriptor?, M, K, N, bias, relu, requantization): shapes that are and are not
-    # multiples of the 4x4 array, every post-processing option, two drawn at random.
+    # multiples of the 4x4 array, every post-processing option, and twelve drawn at random.
     cases = [(True, 4, 4, 4, False, False, None), (True, 5, 7, 3, True, True, None),
              (True, 1, 1, 1, False, False, None), (True, 9, 13, 6, True, False, "scalar"),
              (True, 11, 6, 9, False, True, "per_channel"),
              (True, 7, 10, 5, True, False, "per_channel"),
              (False, 6, 10, 7, True, False, "scalar"), (False, 12, 5, 9, False, True, None),
              (False, 3, 3, 3, False, False, "per_channel")]
-    for descriptor in (True, False):
-        M, K, N = (int(v) for v in rng.integers(1, 24, 3))
+    for descriptor in (True, False) * 6:
+        M, K, N = (int(v) for v in rng.integers(1, 49, 3))
         cases.append((descriptor, M, K, N, bool(rng.integers(2)), bool(rng.integers(2)),
                       [None, "scalar", "per_channel"][int(rng.integers(3))]))
     print("cases", cases)
@@ -521,7 +543,8 @@ def test_gemms_on_the_engine(harness, tmp_path, seed):
         bias_values = rng.integers(-(1 << 20), 1 << 20, N) if bias else None
         for offset, data in pack_operands(plan, A, B, bias_values).items():
             image[offset:offset + len(data)] = data
-        C = postprocess_columns(matmul(A, B, CONFIG), CONFIG, bias=bias_values, relu=relu, requant=rq)
+        C = postprocess_columns(matmul(A, B, CONFIG), CONFIG, bias=bias_values, relu=relu,
+                                requant=rq)
         job.do("reset")
         if descriptor:
             args = _gemm_args(plan)
@@ -543,7 +566,7 @@ def test_gemms_on_the_engine(harness, tmp_path, seed):
     job.lines.insert(1, f"mem addr={MEM_BASE:#x} data={bytes(image).hex()}")
     dump = job.do("dump", addr=hex(MEM_BASE), len=MEM_SIZE)
 
-    results = job.run(harness, tmp_path, seed)
+    results = job.run(harness, tmp_path, seed, stall)
 
     found = results[discover][1]
     assert found["rc"] == "0" and int(found["version"]) == VERSION
@@ -568,3 +591,141 @@ def test_gemms_on_the_engine(harness, tmp_path, seed):
         want = bytes(expected[region.offset:region.end])
         assert got == want, f"C of {plan.M}x{plan.K}x{plan.N} differs from the golden model"
     assert memory == bytes(expected), "a write outside the results"
+
+
+def _expect_refusal(results, index, code, cmd_index, addr=0, what=""):
+    action, got = results[index]
+    assert (got["rcname"], got["codename"], int(got["index"]), int(got["addr"])) == \
+        ("MXE_ERR_ENGINE", code.name, cmd_index, addr), (what, action, got)
+
+
+def test_refusals_on_the_engine(harness, tmp_path, seed):
+    """What the engine refuses, as the driver reports it: the error code, ERR_CMD_INDEX and
+    ERR_ADDR; then a timeout, a full queue, and GEMMs that run right after all that."""
+    rng = np.random.default_rng(seed)
+    depth = CONFIG.cmd_queue_depth
+    job = Job()
+    job.do("discover")
+    window = dict(base=hex(MEM_BASE), limit=hex(MEM_BASE + MEM_SIZE))
+    job.do("window", **window)
+    image = bytearray(rng.integers(0, 256, MEM_SIZE, dtype=np.uint8).tobytes())
+    job.mem(MEM_BASE, image)
+    refusals = []     # (result index, error code, ERR_CMD_INDEX, ERR_ADDR, what)
+
+    def stream(what, commands, code, cmd_index, addr=0):
+        job.do("reset")
+        for command in commands:
+            if isinstance(command, list):
+                job.words(command)
+            else:
+                job.enc(command)
+        refusals.append((job.do("run"), code, cmd_index, addr, what))
+
+    # A LOAD that runs (2 rows of A's 4 elements into the scratchpad), to put the refused
+    # command at a known position.
+    fine = cmds.load(0, 0x100, 2, 4, 4)
+    invalid = sorted(set(range(16)) - {op.value for op in Opcode})
+    opcode = int(rng.choice(invalid))
+    stream(f"opcode {opcode}", [fine, fine, [opcode | int(rng.integers(0, 1 << 28)) << 4,
+                                             *(int(w) for w in rng.integers(0, 1 << 32, 3))],
+                                cmds.store(0, 0x1000, 1, 4, 16)],
+           ErrorCode.BAD_OPCODE, 2)
+    # The engine stays stopped: the driver says so before pushing anything.
+    job.enc(fine)
+    refusals.append((job.do("run"), ErrorCode.BAD_OPCODE, 2, 0, "run while stopped"))
+    zero_dims = {
+        "MATMUL m=0": cmds.matmul(0, 0, 0, 4, 0),
+        "MATMUL k=0": cmds.matmul(0, 0, 2, 0, 0),
+        "LOAD rows=0": cmds.load(0, 0, 0, 4, 4),
+        "LOAD elems=0": cmds.load(0, 0, 2, 0, 4),
+        "STORE rows=0": cmds.store(0, 0x1000, 0, 4, 16),
+    }
+    for what, command in zero_dims.items():
+        stream(what, [fine, command], ErrorCode.BAD_DIM, 1)
+    # Window violations: the extent leaves [WIN_BASE, WIN_LIMIT) by a few bytes; ERR_ADDR is
+    # WIN_BASE + mem_offset.
+    stream("LOAD past the window", [fine, fine, fine, cmds.load(0, MEM_SIZE - 2, 1, 4, 4)],
+           ErrorCode.DMA_WINDOW, 3, MEM_BASE + MEM_SIZE - 2)
+    stream("STORE past the window", [fine, cmds.store(0, MEM_SIZE - 15, 1, 4, 16)],
+           ErrorCode.DMA_WINDOW, 1, MEM_BASE + MEM_SIZE - 15)
+    # A descriptor with a zero dimension, through the encoders (GEMM_A/B/C are not counted).
+    stream("descriptor k=0", [fine, *descriptor_commands(4, 0, 4, a_offset=0, a_stride=4,
+                                                          b_offset=64, b_stride=4,
+                                                          c_offset=128, c_stride=16)],
+           ErrorCode.BAD_DIM, 1)
+    # mxe_gemm refuses a zero dimension itself, sending nothing.
+    job.do("reset")
+    zero = job.do("gemm", **dict(_gemm_args(plan_gemm(CONFIG, 4, 4, 4)), n=0))
+    # A descriptor whose B does not fit the scratchpad (K over 960 on tiny).
+    assert schedule(CONFIG, 4, 1000, 4)[1] == ErrorCode.BAD_ADDR
+    job.do("reset")
+    refusals.append((job.do("gemm", **dict(_gemm_args(plan_gemm(CONFIG, 4, 4, 4)), k=1000)),
+                     ErrorCode.BAD_ADDR, 0, 0, "descriptor K=1000"))
+    # Memory errors: a window larger than the memory (DECERR past its end), then SLVERR from a
+    # faulty range. ERR_ADDR: the failing beat of a read, the failing burst of a write.
+    job.do("window", base=hex(MEM_BASE), limit=hex(MEM_BASE + 2 * MEM_SIZE))
+    stream("LOAD past the memory", [fine, cmds.load(0, MEM_SIZE + 68, 1, 4, 4)],
+           ErrorCode.DMA_DECERR, 1, MEM_BASE + MEM_SIZE + 68)
+    job.do("window", **window)
+    job.quiet("fault", lo=hex(MEM_BASE + 0x2000), hi=hex(MEM_BASE + 0x2100))
+    stream("STORE to a faulty range", [cmds.store(0, 0x2008, 2, 4, 32)],
+           ErrorCode.DMA_SLVERR, 0, MEM_BASE + 0x2008)
+    job.quiet("fault", lo=0, hi=0)
+
+    # A GEMM waited for too briefly times out; waiting again finds it done.
+    lo, hi = CONFIG.input_range
+    good = []
+    base = 0x4000
+    for M, K, N, how in ((16, 24, 16, "timeout"), (5, 9, 7, "gemm"), (10, 6, 3, "run")):
+        plan = plan_gemm(CONFIG, M, K, N, relu=True, base=base)
+        base = plan.size
+        A, B = rng.integers(lo, hi + 1, (M, K)), rng.integers(lo, hi + 1, (K, N))
+        for offset, data in pack_operands(plan, A, B).items():
+            image[offset:offset + len(data)] = data
+        good.append((plan, postprocess_columns(matmul(A, B, CONFIG), CONFIG, relu=True), how))
+    job.mem(MEM_BASE + 0x4000, image[0x4000:base])
+    job.do("reset")
+    timed_out = job.do("gemm", timeout=40, **_gemm_args(good[0][0]))
+    waited = job.do("wait")
+    # A full queue: the driver pushes what fits (the queue's depth, and the 4 commands the
+    # registers in front of the controller take before the start; docs/programming.md), then
+    # times out instead of overflowing it.
+    job.do("reset")
+    for _ in range(3 * depth):
+        job.enc(cmds.fence())
+    full = job.do("push", timeout=2000)
+    status = job.do("status")
+    job.do("start")
+    drained = job.do("wait")
+    # GEMMs after all that: the engine is fine after a soft reset.
+    job.do("reset")
+    after = [job.do("gemm", **_gemm_args(good[1][0]))]
+    job.do("reset")
+    for command in good[2][0].commands:
+        job.enc(command)
+    after.append(job.do("run"))
+    final = job.do("status")
+    dump = job.do("dump", addr=hex(MEM_BASE), len=MEM_SIZE)
+
+    results = job.run(harness, tmp_path, seed, 20)
+
+    for index, code, cmd_index, addr, what in refusals:
+        _expect_refusal(results, index, code, cmd_index, addr, what)
+    assert results[zero][1]["rcname"] == "MXE_ERR_INVAL" and results[zero][1]["pushed"] == "0"
+    assert results[timed_out][1]["rcname"] == "MXE_ERR_TIMEOUT", results[timed_out]
+    assert _ok(results[waited]), results[waited]
+    got = results[full][1]
+    assert (got["rcname"], int(got["pushed"])) == ("MXE_ERR_TIMEOUT", depth + 4), got
+    word, level = int(results[status][1]["word"]), int(results[status][1]["level"])
+    fields = {f.name: (word & f.mask) >> f.lsb
+              for f in next(r for r in REGISTERS if r.name == "STATUS").fields}
+    assert (fields["cmd_overflow"], fields["queue_full"], level) == (0, 1, depth), fields
+    assert _ok(results[drained]), results[drained]
+    for index in after:
+        assert _ok(results[index]), results[index]
+    assert int(results[final][1]["word"]) & ~0b11001 == 0, results[final]    # no error, done
+    expected = bytearray(image)
+    for plan, C, _how in good:
+        _write_result(expected, plan, C)
+    memory = bytes.fromhex(results[dump][1]["data"])
+    assert memory == bytes(expected), "a refused command wrote memory, or a GEMM went wrong"
