@@ -1,0 +1,70 @@
+"""The proofs ``python -m mxe.formal`` and ``tests/test_formal.py`` run, with the parameters the
+engine instantiates each block with."""
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+
+from mxe.hw.accumulator import ACC_READ_LATENCY
+from mxe.hw.scratchpad import SPAD_READ_LATENCY
+from . import sby
+from .fetch import RowFetcherProof
+from .fifo import FIFOProof
+from .skid import SkidBufferProof
+
+
+__all__ = ["Proof", "PROOFS"]
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A harness and how to prove it.
+
+    ``mode`` is ``prove`` (ABC PDR, unbounded) or ``bmc`` (ABC BMC3, ``depth`` cycles from
+    reset). ``slow`` proofs stay out of the default test run.
+    """
+
+    name: str
+    build: Callable
+    doc: str
+    mode: str = "prove"
+    depth: Optional[int] = None
+    slow: bool = False
+
+    @property
+    def engine(self):
+        return sby.engine_name(self.mode, self.depth)
+
+    def run(self, **kwargs):
+        """Run the proof (:func:`mxe.formal.sby.run`'s ``workdir`` and ``timeout``)."""
+        return sby.run(self.build(), name=self.name, mode=self.mode, depth=self.depth,
+                       **kwargs)
+
+
+def _fifo(kind, depth, users):
+    cls = {"buffered": SyncFIFOBuffered, "sync": SyncFIFO}[kind]
+    return Proof(f"fifo_{kind}_{depth}", lambda: FIFOProof(depth, width=2, fifo=cls),
+                 f"{cls.__name__}(depth={depth}): {users}", slow=depth > 8)
+
+
+_PROOFS = [
+    Proof("skid", lambda: SkidBufferProof(width=4),
+          "SkidBuffer: order, level, stream rule, a transfer per cycle"),
+    Proof("fetch_spad", lambda: RowFetcherProof(latency=SPAD_READ_LATENCY),
+          f"RowFetcher(latency={SPAD_READ_LATENCY}): the execute unit's weight and "
+          f"activation fetchers"),
+    Proof("fetch_acc", lambda: RowFetcherProof(latency=ACC_READ_LATENCY, register=True),
+          f"RowFetcher(latency={ACC_READ_LATENCY}, register=True): the store unit's fetcher"),
+    _fifo("buffered", 2, "the DMA's read descriptors"),
+    _fifo("buffered", 4, "the DMA's write bursts, the load unit's metadata"),
+    _fifo("buffered", 8, "the command queue of tiny"),
+    _fifo("buffered", 13, "the post-processor's output"),
+    _fifo("buffered", 16, "the command queue of small, default and large"),
+    _fifo("buffered", 32, "the DMA's reads and writes in flight"),
+    _fifo("sync", 2, "the DMA's write retire queue"),
+    _fifo("sync", 4, "the DMA's read data"),
+]
+
+#: Every proof by name, in the order the command lists them.
+PROOFS = {proof.name: proof for proof in _PROOFS}
