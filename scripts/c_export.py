@@ -38,9 +38,13 @@ _COMMAND_WORDS = COMMAND_BITS // _WORD_BITS
 _WIDTH = 100
 
 
+#: Python names the tables' documentation refers to, as a reader of the C headers knows them.
+_C_TERMS = {"Opcode": "the opcodes (MXE_OPCODE_*)", "LIMITS_DOC": "the command set's refusal rules"}
+
+
 def _plain(doc):
     """Documentation text as plain one-paragraph C comment text (no reST markup, no ``*/``)."""
-    doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc)
+    doc = re.sub(r":\w+:`~?([^`]+)`", lambda m: _C_TERMS.get(m.group(1), m.group(1)), doc)
     doc = doc.replace("``", "").replace("*/", "* /")
     return " ".join(doc.split())
 

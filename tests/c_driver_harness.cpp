@@ -8,7 +8,7 @@
 // A job file says what to do, one action per line: a word, then key=value arguments (numbers
 // in C notation). Each action that calls the driver prints one line: the action, its return
 // code and the driver's view of the engine's error, as key=value pairs, for the test to check
-// against the golden model. Commands for `run` and `push` are collected first: `cmd` gives raw
+// against the golden model (`idle cycles=N` only lets the clock run). Commands for `run` and `push` are collected first: `cmd` gives raw
 // words, `enc NAME field=value ...` calls the generated encoder mxe_cmd_<name>() through
 // encode_dispatch.inc, which the test writes from the command table.
 //
@@ -128,6 +128,10 @@ class Harness {
     unsigned lite_errors() const { return lite_errors_; }
     void set_fault(uint64_t lo, uint64_t hi) { fault_lo_ = lo; fault_hi_ = hi; }
     void set_stall(unsigned percent) { stall_percent_ = percent; }
+    void idle(uint64_t cycles) {
+        for (uint64_t i = 0; i < cycles; i++)
+            tick();
+    }
 
   private:
     void hang_check(uint64_t start, const char *what) {
@@ -499,6 +503,8 @@ int main(int argc, char **argv) {
             std::printf("\n");
         } else if (action == "fault") {
             h.set_fault(args.u64("lo"), args.u64("hi"));
+        } else if (action == "idle") {
+            h.idle(args.u64("cycles"));
         } else if (action == "stall") {
             h.set_stall(args.u32("percent"));
         } else {

@@ -24,6 +24,7 @@ tests/test_c_driver.py``.
 import dataclasses
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ import numpy as np
 import pytest
 
 import mxe.hw
-from mxe.c_export import DRIVER_DIR, DRIVER_FILES, HEADER_FILES, export
+from mxe.c_export import DRIVER_DIR, DRIVER_FILES, HEADER_FILES
 from mxe.cli import main
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS, to_verilog
@@ -255,6 +256,7 @@ int main(void)
            mxe_strerror(mxe_set_window(&dev, 0, 0x100000001ull)));
     regs[MXE_REG_STATUS / 4] = MXE_STATUS_BUSY_MASK;
     printf("busy %s\n", mxe_strerror(mxe_set_window(&dev, 0, 4096)));
+    printf("running %s\n", mxe_strerror(mxe_run(&dev, &fence, 1, 100)));
     regs[MXE_REG_STATUS / 4] = 0;
     dev.poll = count_poll;
     rc = mxe_wait_done(&dev, 1000);
@@ -295,6 +297,7 @@ def test_driver_paths_on_a_mock(exported):
         "wide": "MXE_ERR_INVAL",
         "window": "MXE_ERR_INVAL MXE_ERR_INVAL",
         "busy": "MXE_ERR_BUSY",
+        "running": "MXE_ERR_BUSY",
         # 10 cycles per poll: the wait ends after 1000 cycles, poll() between the polls.
         "wait": "MXE_ERR_TIMEOUT 100",
         "polls": "MXE_ERR_TIMEOUT 4",
@@ -345,47 +348,62 @@ def _verilator_env():
                 MAKEFLAGS=(os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include"))
 
 
+def _hash(*parts):
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else str(part).encode())
+    return digest.hexdigest()[:16]
+
+
+def _update(path, data):
+    """Write ``data`` to ``path`` unless it holds that already (make then sees no change)."""
+    data = data if isinstance(data, bytes) else data.encode()
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
+
+
 @pytest.fixture(scope="module")
 def harness(exported):
-    """The harness executable: built once per gateware and C sources, under build/c_driver."""
+    """The harness executable, in build/c_driver/<configuration>. Rebuilt when the gateware or
+    the C changes; make then recompiles only what changed (the driver alone: a few seconds)."""
     missing = simulator_missing("verilator")
     if missing:
         pytest.skip(missing)
     cc = _cc()
-    dispatch = _dispatch_source()
-    digest = hashlib.sha256()
-    for path in sorted(Path(mxe.hw.__file__).parent.rglob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    for path in [HARNESS, *(exported / name for name in (*HEADER_FILES, *DRIVER_FILES))]:
-        digest.update(path.name.encode() + path.read_bytes())
-    digest.update(dispatch.encode() + str(verilator_root()).encode())
-    build = build_root() / "c_driver" / f"{CONFIG.key()}-{digest.hexdigest()[:12]}"
-    build.mkdir(parents=True, exist_ok=True)
-    exe = build / "obj" / "harness"
+    sources = {name: (exported / name).read_bytes() for name in (*HEADER_FILES, *DRIVER_FILES)}
+    sources[HARNESS.name] = HARNESS.read_bytes()
+    sources["encode_dispatch.inc"] = _dispatch_source().encode()
+    hw = _hash(*(p.name.encode() + p.read_bytes()
+                 for p in sorted(Path(mxe.hw.__file__).parent.rglob("*.py"))))
+    wanted = {"hw": hw, "c": _hash(*sources.items(), verilator_root())}
+    build = build_root() / "c_driver" / CONFIG.key()
+    src, exe = build / "src", build / "obj" / "harness"
+    src.mkdir(parents=True, exist_ok=True)
     with open(build / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not exe.exists():
-            src = build / "src"
-            src.mkdir(exist_ok=True)
-            for name in (*HEADER_FILES, *DRIVER_FILES):
-                shutil.copy(exported / name, src / name)
-            shutil.copy(HARNESS, src / HARNESS.name)
-            (src / "encode_dispatch.inc").write_text(dispatch)
-            (src / "mxe_engine.v").write_text(to_verilog(TOPS["engine"][0](CONFIG),
-                                                         name="mxe_engine"))
-            # The driver is compiled as the firmware would compile it, then linked in.
-            subprocess.run([cc, *CFLAGS, "-O2", "-c", "-o", str(src / "mxe.o"),
-                            str(src / "mxe.c")], check=True)
-            result = subprocess.run(
-                [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
-                 "-j", "2", "-Wno-fatal", "-Wno-WIDTH", "-O2", "--x-assign", "0",
-                 "--x-initial", "0", "--top-module", "mxe_engine", "-CFLAGS", f"-I{src}",
-                 "-Mdir", str(build / "obj"), "-o", "harness", str(src / "mxe_engine.v"),
-                 str(src / HARNESS.name), str(src / "mxe.o")],
-                capture_output=True, text=True, env=_verilator_env())
-            if result.returncode:
-                pytest.fail(f"harness build failed:\n{result.stdout[-3000:]}\n"
-                            f"{result.stderr[-3000:]}")
+        stamp = build / "stamp.json"
+        built = json.loads(stamp.read_text()) if stamp.exists() else {}
+        if built == wanted and exe.exists():
+            return exe
+        stamp.unlink(missing_ok=True)
+        for name, data in sources.items():
+            _update(src / name, data)
+        if built.get("hw") != hw or not (src / "mxe_engine.v").exists():
+            _update(src / "mxe_engine.v", to_verilog(TOPS["engine"][0](CONFIG), name="mxe_engine"))
+        # The driver is compiled as firmware would compile it, then linked in.
+        subprocess.run([cc, *CFLAGS, "-O2", "-c", "-o", str(src / "mxe.o"), str(src / "mxe.c")],
+                       check=True)
+        result = subprocess.run(
+            [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
+             "-j", "2", "-Wno-fatal", "-Wno-WIDTH", "-O2", "--x-assign", "0",
+             "--x-initial", "0", "--top-module", "mxe_engine", "-CFLAGS", f"-I{src}",
+             "-Mdir", str(build / "obj"), "-o", "harness", str(src / "mxe_engine.v"),
+             str(src / HARNESS.name), str(src / "mxe.o")],
+            capture_output=True, text=True, env=_verilator_env())
+        if result.returncode:
+            pytest.fail(f"harness build failed:\n{result.stdout[-3000:]}\n"
+                        f"{result.stderr[-3000:]}")
+        stamp.write_text(json.dumps(wanted))
     return exe
 
 
@@ -580,6 +598,7 @@ def test_gemms_on_the_engine(harness, tmp_path, seed, stall):
         what = f"{'descriptor' if descriptor else 'stream'} {M}x{K}x{N}"
         assert _ok(results[gemm]), (what, results[gemm])
         got = results[counters][1]
+        assert {port for _name, port, _doc in COUNTERS} <= set(got), got
         mac, rd, wr = _traffic(stream)
         assert (int(got["mac_active_cycles"]), int(got["dma_rd_bytes"]),
                 int(got["dma_wr_bytes"])) == (mac, rd, wr), (what, got)
@@ -697,9 +716,15 @@ def test_refusals_on_the_engine(harness, tmp_path, seed):
     status = job.do("status")
     job.do("start")
     drained = job.do("wait")
-    # GEMMs after all that: the engine is fine after a soft reset.
-    job.do("reset")
+    # The FENCEs behind the first still run: a GEMM now is refused (their done would end its
+    # wait). Once they have run, they leave STATUS.done set, which the GEMM must not take for
+    # its own.
+    running = job.do("status")
+    busy = job.do("gemm", **_gemm_args(good[1][0]))
+    job.quiet("idle", cycles=200)
+    stale = job.do("status")
     after = [job.do("gemm", **_gemm_args(good[1][0]))]
+    # A stream after a soft reset.
     job.do("reset")
     for command in good[2][0].commands:
         job.enc(command)
@@ -716,11 +741,16 @@ def test_refusals_on_the_engine(harness, tmp_path, seed):
     assert _ok(results[waited]), results[waited]
     got = results[full][1]
     assert (got["rcname"], int(got["pushed"])) == ("MXE_ERR_TIMEOUT", depth + 4), got
+    status_fields = next(r for r in REGISTERS if r.name == "STATUS").fields
     word, level = int(results[status][1]["word"]), int(results[status][1]["level"])
-    fields = {f.name: (word & f.mask) >> f.lsb
-              for f in next(r for r in REGISTERS if r.name == "STATUS").fields}
+    fields = {f.name: (word & f.mask) >> f.lsb for f in status_fields}
     assert (fields["cmd_overflow"], fields["queue_full"], level) == (0, 1, depth), fields
     assert _ok(results[drained]), results[drained]
+    bit = {f.name: f.mask for f in status_fields}
+    assert int(results[running][1]["word"]) & bit["busy"], results[running]
+    assert results[busy][1]["rcname"] == "MXE_ERR_BUSY", results[busy]
+    word = int(results[stale][1]["word"])
+    assert word & bit["done"] and not word & bit["busy"], results[stale]
     for index in after:
         assert _ok(results[index]), results[index]
     assert int(results[final][1]["word"]) & ~0b11001 == 0, results[final]    # no error, done

@@ -243,15 +243,23 @@ int mxe_run(struct mxe_dev *dev, const struct mxe_cmd *cmds, size_t count,
             uint32_t timeout_cycles)
 {
     size_t begin = 0, i;
+    uint32_t status;
     int rc;
 
     if (dev->config.cmd_queue_depth == 0u)
         return MXE_ERR_NODEV;
-    /* A stopped engine runs nothing until a soft reset, and raises no second done. */
-    if (MXE_GET(MXE_STATUS_ERROR, rd(dev, MXE_REG_STATUS)) != MXE_ERRCODE_OK) {
+    /* A stopped engine runs nothing until a soft reset, and raises no second done. Commands
+     * still queued or running from before would raise a done (their FENCE) that this stream's
+     * wait would take for its own; a done left from them is cleared. */
+    status = rd(dev, MXE_REG_STATUS);
+    if (MXE_GET(MXE_STATUS_ERROR, status) != MXE_ERRCODE_OK) {
         mxe_read_error(dev, NULL);
         return MXE_ERR_ENGINE;
     }
+    if (MXE_GET(MXE_STATUS_BUSY, status) || !MXE_GET(MXE_STATUS_QUEUE_EMPTY, status))
+        return MXE_ERR_BUSY;
+    if (MXE_GET(MXE_STATUS_DONE, status))
+        wr(dev, MXE_REG_STATUS, MXE_SET(MXE_STATUS_DONE, 1u));
     rc = mxe_start(dev);
     if (rc != MXE_OK)
         return rc;

@@ -213,9 +213,11 @@ int mxe_wait_done(struct mxe_dev *dev, uint32_t timeout_cycles);
  * @brief Run a command stream: start, push it, and wait for done after every FENCE (a FENCE is
  *        added at the end when the stream does not end with one).
  *
- * @p timeout_cycles bounds each wait (for room in the queue, for each FENCE).
+ * The engine must be idle: a STATUS.done left from earlier is cleared first. @p
+ * timeout_cycles bounds each wait (for room in the queue, for each FENCE).
  * @return as mxe_push() and mxe_wait_done(); MXE_ERR_ENGINE also when the engine is stopped on
- *         an earlier error (soft reset first)
+ *         an earlier error (soft reset first); MXE_ERR_BUSY when it still runs or holds
+ *         commands pushed before (wait for them with mxe_wait_done(), or soft reset)
  */
 int mxe_run(struct mxe_dev *dev, const struct mxe_cmd *cmds, size_t count,
             uint32_t timeout_cycles);
