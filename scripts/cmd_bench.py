@@ -8,15 +8,17 @@ element sizes), the memory-bandwidth bound when it is above the compute bound, a
 speed (simulated cycles per second of wall time). The bandwidth bound counts bus beats: A and B
 read once and C written once, each matrix row starting on a beat (as the driver lays them out),
 on the read and write channels, which AXI4 runs independently: the larger of the two.
+
+The presets run as jobs of :mod:`mxe.cluster`, on a local Dask cluster of the machine's cores or
+on an existing cluster (``--scheduler``); a single preset runs in this process.
 """
 
 import argparse
 import csv
-import json
 import random
-import time
 from pathlib import Path
 
+from mxe.cluster import add_cluster_arguments, bench_job, check_cluster_arguments, run_jobs
 from mxe.config_args import SWITCHES, CommandError, parse_bool
 from mxe.hw.config import PRESETS
 from mxe.sim.cycle_model import lower_bound, naive_cycles
@@ -24,7 +26,8 @@ from mxe.sim.runner import SIMULATORS, simulator_missing
 
 NAME = "bench"
 HELP = ("GEMM utilization benchmark: run shapes on presets in simulation (memory latency 16 "
-        "cycles) and tabulate cycles against the lower bound, the naive schedule and the "
+        "cycles; one Dask job per preset, on this machine's cores or on a cluster with "
+        "--scheduler) and tabulate cycles against the lower bound, the naive schedule and the "
         "memory-bandwidth bound")
 
 DEFAULT_PRESETS = ("tiny", "small", "default")
@@ -67,7 +70,11 @@ def add_arguments(parser):
                         help="(default: %(default)s)")
     parser.add_argument("--seed", type=int, help="random seed (default: random, printed)")
     parser.add_argument("-o", "--output", default="out/bench", metavar="DIR",
-                        help="where bench.csv and bench.md go (default: %(default)s)")
+                        help="where bench.csv and bench.md go (default: %(default)s); builds "
+                             "go to $MXE_BUILD_DIR or ./build, on a cluster the worker's")
+    add_cluster_arguments(parser, unit="preset",
+                          note="; presets that run side by side share the cores, so measure "
+                               "the simulation speed (sim cyc/s) with -j 1")
 
 
 def table_row(preset, config, result):
@@ -113,8 +120,7 @@ def markdown(rows):
 
 
 def run(args):
-    from mxe.hw.generate import TOPS
-    from mxe.sim.runner import run_bench
+    from tqdm import tqdm
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for p in presets:
@@ -135,11 +141,8 @@ def run(args):
     missing = simulator_missing(args.simulator)
     if missing:
         raise CommandError(f"simulator {args.simulator} is not available: {missing}")
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"mxe bench on {args.simulator}, seed {seed}, memory latency {args.latency}")
-    rows, failed = [], []
+    check_cluster_arguments(args)
+    configs = []
     for preset in presets:
         try:
             config = PRESETS[preset].replace(**overrides)
@@ -148,22 +151,34 @@ def run(args):
         if not config.perf_counters:
             raise CommandError("mxe bench reports the engine's performance counters: it needs "
                                "perf_counters (drop --set perf_counters=false)")
-        start = time.perf_counter()
-        try:
-            run_dir = run_bench(sim=args.simulator, name="mxe_engine",
-                                make_component=TOPS["engine"][0], config=config,
-                                test_module="mxe.sim.tb_bench", testcase="test_bench", seed=seed,
-                                params={"shapes": [list(s) for s in shapes],
-                                        "latency": args.latency, "mode": args.mode,
-                                        "fast": not args.slow_models})
-        except AssertionError as exc:
-            print(f"{preset}: FAILED: {exc}")
+        configs.append(config)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"mxe bench on {args.simulator}, seed {seed}, memory latency {args.latency}")
+    # The unit of work is one preset, all its shapes in one simulation, as before: the bench
+    # draws every shape's operands from one random stream seeded once, so a shape's data
+    # depends on the shapes before it, and splitting the shapes over jobs would change the
+    # operands (and the table) for the same seed. A preset is one build either way; jobs of
+    # single shapes would wait on that build's lock and each pay the simulator start.
+    params = {"shapes": [list(s) for s in shapes], "latency": args.latency, "mode": args.mode,
+              "fast": not args.slow_models}
+    jobs = [((i, preset), {"config": config.to_dict(), "sim": args.simulator, "seed": seed,
+                           "params": params})
+            for i, (preset, config) in enumerate(zip(presets, configs))]
+    by_job, failed = {}, []
+    for (i, preset), outcome, error in run_jobs(bench_job, jobs, workers=args.jobs,
+                                                scheduler=args.scheduler, desc="mxe bench",
+                                                unit="preset"):
+        if outcome is None:
+            tqdm.write(f"{preset}: FAILED: {error}")
             failed.append(preset)
             continue
-        results = json.loads((run_dir / "bench.json").read_text())
-        rows += [table_row(preset, config, r) for r in results]
-        print(f"{preset}: {len(results)} GEMMs in {time.perf_counter() - start:.0f} s "
-              f"(build included)")
+        results = outcome["results"]
+        by_job[i] = [table_row(preset, configs[i], r) for r in results]
+        tqdm.write(f"{preset}: {len(results)} GEMMs in {outcome['seconds']:.0f} s "
+                   f"(build included)")
+    rows = [row for i in sorted(by_job) for row in by_job[i]]
     with open(out / "bench.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()

@@ -1,20 +1,27 @@
 """``mxe sweep``: synthesize many array sizes (and other parameters) across families in parallel;
-write a CSV, a Markdown table and PNG plots of resources per MAC and Fmax against array size."""
+write a CSV, a Markdown table and PNG plots of resources per MAC and Fmax against array size.
 
-import concurrent.futures
+Every run is a job of :mod:`mxe.cluster`: on a local Dask cluster of the machine's cores, or on
+an existing cluster (``--scheduler``). With ``--seeds N`` each configuration is placed and routed
+N times, each seed a job of its own (Yosys runs again in each: a job stays self-contained, and
+nextpnr is most of a routed run's time), and the tables give min, median and max Fmax.
+"""
+
 import csv
 import itertools
 import json
-import os
 from pathlib import Path
 
+from mxe.cluster import add_cluster_arguments, check_cluster_arguments, run_jobs, synth_job
 from mxe.config_args import CommandError, add_config_arguments, config_from_args
-from mxe.cmd_synth import add_synth_arguments, options_from_args, write_report
+from mxe.cmd_synth import (add_synth_arguments, options_from_args, seeds_from_args,
+                           summarize_seeds, work_root, write_report)
 from mxe.hw.generate import TOPS
-from mxe.synth.flow import SynthError, default_top, markdown_table, synthesize
+from mxe.synth.flow import TABLE_COLUMNS, default_top, markdown_table
 
 NAME = "sweep"
-HELP = "synthesize a range of array sizes across families; CSV, Markdown table and plots"
+HELP = ("synthesize a range of array sizes across families (as Dask jobs: on this machine's "
+        "cores or on a cluster with --scheduler); CSV, Markdown table and plots")
 
 #: CSV columns: (name, function of a report).
 CSV_COLUMNS = [
@@ -42,6 +49,26 @@ CSV_COLUMNS = [
     ("runtime_s", lambda r: r["runtime_s"]["total_s"]),
 ]
 
+#: With ``--seeds``: what replaces ``fmax_mhz`` in the CSV and ``Fmax MHz`` in the table.
+SEED_CSV_COLUMNS = [
+    ("seeds", lambda r: len(r["pnr_seeds"]["seeds"])),
+    ("fmax_min_mhz", lambda r: r["pnr_seeds"]["min"]),
+    ("fmax_median_mhz", lambda r: r["pnr_seeds"]["median"]),
+    ("fmax_max_mhz", lambda r: r["pnr_seeds"]["max"]),
+]
+SEED_TABLE_COLUMNS = [
+    ("seeds", lambda r: len(r["pnr_seeds"]["seeds"])),
+    ("Fmax min", lambda r: r["pnr_seeds"]["min"]),
+    ("Fmax median", lambda r: r["pnr_seeds"]["median"]),
+    ("Fmax max", lambda r: r["pnr_seeds"]["max"]),
+]
+
+
+def _with_seeds(columns, name, seed_columns):
+    """``columns`` with the entry ``name`` replaced by ``seed_columns``."""
+    i = [n for n, _ in columns].index(name)
+    return columns[:i] + seed_columns + columns[i + 1:]
+
 
 def _int_list(text, name):
     try:
@@ -64,26 +91,19 @@ def add_arguments(parser):
                         help="multiplier kinds to sweep too: dsp,lut,auto (default: the config's)")
     parser.add_argument("--top", default=None, metavar="TOP",
                         help=f"block: {', '.join(sorted(TOPS))} (default: {default_top()})")
-    parser.add_argument("-j", "--jobs", type=int, default=None,
-                        help="parallel runs (default: the machine's cores)")
     parser.add_argument("-o", "--output", default="out/sweep", metavar="DIR",
-                        help="output directory (default: %(default)s)")
+                        help="output directory (default: %(default)s): sweep.csv, sweep.md, "
+                             "sweep.png, sweep.json, reports/ and the tools' work/ (written here "
+                             "by this machine, also when the jobs ran on a cluster)")
+    add_cluster_arguments(parser, unit="run")
 
 
-def _one(job):
-    config, opts, workdir, top = job
-    try:
-        return synthesize(config, opts, workdir, top=top), None
-    except (SynthError, OSError) as exc:
-        return None, f"{config.key()} on {opts.family.name}: {exc}"
-
-
-def write_csv(reports, path):
+def write_csv(reports, path, columns=CSV_COLUMNS):
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([name for name, _ in CSV_COLUMNS])
+        writer.writerow([name for name, _ in columns])
         for r in reports:
-            writer.writerow([fn(r) for _, fn in CSV_COLUMNS])
+            writer.writerow([fn(r) for _, fn in columns])
 
 
 def plot(reports, path):
@@ -107,6 +127,15 @@ def plot(reports, path):
                     label=f"{label} FFs")
         ax_res.plot(macs, [r["resources"]["dsp"] / r["macs"] for r in rs], "^:",
                     label=f"{label} DSPs")
+        seeded = [r for r in rs if (r.get("pnr_seeds") or {}).get("median")]
+        if seeded:
+            # The median over the seeds, a bar from min to max.
+            median = [r["pnr_seeds"]["median"] for r in seeded]
+            spread = [[m - r["pnr_seeds"]["min"] for m, r in zip(median, seeded)],
+                      [r["pnr_seeds"]["max"] - m for m, r in zip(median, seeded)]]
+            ax_fmax.errorbar([r["macs"] for r in seeded], median, yerr=spread, fmt="o-",
+                             capsize=4, label=f"{label} (median, min to max)")
+            continue
         timed = [(r["macs"], r["pnr"]["fmax_mhz"]) for r in rs
                  if r.get("pnr") and r["pnr"].get("fmax_mhz")]
         if timed:
@@ -133,8 +162,6 @@ def plot(reports, path):
 
 
 def run(args):
-    from tqdm import tqdm
-
     base = config_from_args(args)
     top = args.top or default_top()
     if top not in TOPS:
@@ -145,38 +172,51 @@ def run(args):
     mults = [m.strip() for m in args.multipliers.split(",")] if args.multipliers else \
         [base.multiplier]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
-    if args.jobs is not None and args.jobs < 1:
-        raise CommandError(f"--jobs must be at least 1, not {args.jobs}")
-    jobs_n = args.jobs or os.cpu_count() or 1
+    check_cluster_arguments(args)
+    seeds = seeds_from_args(args)
     if args.device and len(families) > 1:
         raise CommandError("--device needs a single family in --families")
 
     out = Path(args.output)
+    work = work_root(args, out / "work")
+    suffix = (lambda seed: f"-seed{seed}") if len(seeds) > 1 else (lambda seed: "")
     jobs = []
     for fam, n, width, mult in itertools.product(families, sizes, widths, mults):
-        opts = options_from_args(args, fam, breakdown=False)
         try:
             config = base.replace(rows=n, cols=n, input_width=width, multiplier=mult)
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
-        jobs.append((config, opts, out / "work" / f"{top}-{fam}-{config.key()}", top))
+        for seed in seeds:
+            opts = options_from_args(args, fam, breakdown=False, seed=seed)
+            workdir = None if work is None else \
+                str(work / f"{top}-{fam}-{config.key()}{suffix(seed)}")
+            tag = (f"{config.key()} on {opts.family.name}", seed)
+            jobs.append((tag, {"config": config.to_dict(), "options": opts.to_dict(),
+                               "top": top, "workdir": workdir}))
 
-    reports, errors = [], []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs_n) as pool:
-        futures = [pool.submit(_one, job) for job in jobs]
-        for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures),
-                           desc="mxe sweep", unit="run"):
-            report, error = future.result()
-            if report is not None:
-                reports.append(report)
-                write_report(report, out / "reports")
-            else:
-                errors.append(error)
+    runs, errors = {}, []
+    for (name, seed), report, error in run_jobs(synth_job, jobs, workers=args.jobs,
+                                                scheduler=args.scheduler, desc="mxe sweep",
+                                                unit="run"):
+        if report is not None:
+            runs.setdefault(name, {})[seed] = report
+            write_report(report, out / "reports", suffix=suffix(seed))
+        else:
+            errors.append(f"{name}{f' seed {seed}' if len(seeds) > 1 else ''}: {error}")
+    if len(seeds) > 1:
+        reports = [summarize_seeds(by_seed) for by_seed in runs.values()]
+        for report in reports:
+            write_report(report, out / "reports")
+        csv_columns = _with_seeds(CSV_COLUMNS, "fmax_mhz", SEED_CSV_COLUMNS)
+        table_columns = _with_seeds(TABLE_COLUMNS, "Fmax MHz", SEED_TABLE_COLUMNS)
+    else:
+        reports = [by_seed[seeds[0]] for by_seed in runs.values()]
+        csv_columns, table_columns = CSV_COLUMNS, TABLE_COLUMNS
     reports.sort(key=lambda r: (r["family"], r["config"]["input_width"],
                                 r["config"]["multiplier"], r["macs"]))
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(reports, out / "sweep.csv")
-    table = markdown_table(reports)
+    write_csv(reports, out / "sweep.csv", csv_columns)
+    table = markdown_table(reports, table_columns)
     (out / "sweep.md").write_text("# MXE sweep\n\n" + table)
     (out / "sweep.json").write_text(json.dumps(reports, indent=2) + "\n")
     if reports:

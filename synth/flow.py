@@ -134,6 +134,14 @@ class SynthOptions:
             raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
         self.router = router
 
+    def to_dict(self):
+        """The options as JSON-serializable keyword arguments: ``SynthOptions(**d)`` rebuilds
+        them (how a synthesis job carries its options to a Dask worker, :mod:`mxe.cluster`)."""
+        return {"family": self.family.name, "device": self.device.name, "speed": self.speed,
+                "freq_mhz": self.freq_mhz, "pnr": self.pnr, "breakdown": self.breakdown,
+                "dsp_pack": self.dsp_pack, "seed": self.seed, "router": self.router,
+                "place_only": self.place_only}
+
 
 # Running the tools.
 
@@ -724,11 +732,13 @@ TABLE_COLUMNS = [
 ]
 
 
-def markdown_table(reports):
-    """A Markdown table with one row per report."""
-    head = "| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
-    rows = ["| " + " | ".join(_fmt(f(r)) for _, f in TABLE_COLUMNS) + " |" for r in reports]
+def markdown_table(reports, columns=None):
+    """A Markdown table with one row per report; ``columns`` as :data:`TABLE_COLUMNS` (the
+    default)."""
+    columns = TABLE_COLUMNS if columns is None else columns
+    head = "| " + " | ".join(h for h, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    rows = ["| " + " | ".join(_fmt(f(r)) for _, f in columns) + " |" for r in reports]
     return "\n".join([head, rule, *rows]) + "\n"
 
 
@@ -810,6 +820,13 @@ def markdown_report(report):
         cp = pnr.get("critical_path")
         if cp:
             lines += [f"From `{cp['from']}` to `{cp['to']}`, {cp['logic_levels']} logic levels."]
+        seeds = r.get("pnr_seeds")
+        if seeds:
+            lines += ["", f"Over {len(seeds['seeds'])} nextpnr seeds "
+                      f"({', '.join(map(str, seeds['seeds']))}): Fmax min {_fmt(seeds['min'])}, "
+                      f"median {_fmt(seeds['median'])}, max {_fmt(seeds['max'])} MHz (per seed: "
+                      f"{', '.join(map(_fmt, seeds['fmax_mhz']))}); this page shows the seed "
+                      "with the median Fmax."]
         late = pnr.get("slowest_endpoints")
         if late:
             lines += ["", f"Routed arrival times: {late['late']} of {late['endpoints']} timing "
