@@ -47,6 +47,7 @@ one before each reload for an engine without that interlock (the driver waits fo
 such GEMMs then run in segments).
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from math import ceil
@@ -520,6 +521,23 @@ def _bit(reg, name):
     return 1 << REGMAP[reg]["fields"][name]["lsb"]
 
 
+def _columns_of(settings, cols):
+    """A Requant or Quantization restricted to the output columns ``cols`` (a slice) where it
+    has one value per column; ``None`` stays ``None``."""
+    if settings is None:
+        return None
+    if isinstance(settings, Requant) or not hasattr(settings, "scale"):
+        r = Requant.of(settings)
+        if not r.per_column:
+            return r
+        return dataclasses.replace(r, multiplier=list(r.multiplier)[cols],
+                                   shift=list(r.shift)[cols])
+    changes = {name: np.asarray(getattr(settings, name))[cols]
+               for name in ("scale", "b_zero_point")
+               if getattr(settings, name) is not None and np.ndim(getattr(settings, name))}
+    return dataclasses.replace(settings, **changes)
+
+
 class MXEDriver:
     """Runs GEMMs on an MXE engine, simulated or on a board.
 
@@ -741,6 +759,56 @@ class MXEDriver:
         if descriptor and self.config.gemm_unit:
             return descriptor_commands(plan)
         return plan.commands
+
+    async def conv2d(self, x, w, *, stride=1, padding=0, dilation=1, groups=1, bias=None,
+                     relu=False, requant=None, quant=None, descriptor=False):
+        """A 2-D convolution on the engine, as GEMMs of its patches (one per group).
+
+        Parameters
+        ----------
+        x : int array (N, H, W, C)
+            NHWC input, in the configured range (with ``quant``: of its ``a_type``).
+        w : int array (Cout, KH, KW, C / groups)
+        stride, dilation : int or (int, int)
+        padding : int, (pad_h, pad_w) or (top, left, bottom, right)
+            Filled with the input's zero point (``quant.a_zero_point``; 0 without ``quant``),
+            so that the padding is a real zero.
+        groups : int
+            Divides C and Cout; ``groups == C`` is depthwise (C GEMMs of one output column).
+        bias, relu, requant, quant, descriptor
+            As for :meth:`gemm`, per output channel where they have one value per column.
+
+        Returns
+        -------
+        (y, counters) : (array (N, OH, OW, Cout), dict)
+            The output, and the counters' deltas summed over the GEMMs.
+        """
+        from mxe.sim.conv import ConvGeometry, lower_groups
+        x, w = np.asarray(x), np.asarray(w)
+        if x.ndim != 4 or w.ndim != 4:
+            raise ValueError(f"x must be (N, H, W, C) and w (Cout, KH, KW, C / groups), not "
+                             f"{x.shape} and {w.shape}")
+        geometry = ConvGeometry.of(w.shape[1:3], stride=stride, padding=padding,
+                                   dilation=dilation, groups=groups)
+        N, H, W, _ = x.shape
+        oh, ow = geometry.output_size(H, W)
+        pad_value = 0
+        if quant is not None:
+            if np.ndim(quant.a_zero_point):
+                raise ValueError("a convolution's input zero point is per tensor")
+            pad_value = int(quant.a_zero_point)
+        y, totals = None, {}
+        for A, B, cols in lower_groups(x, w, geometry, pad_value=pad_value):
+            out, counters = await self.gemm(
+                A, B, bias=None if bias is None else np.asarray(bias)[cols], relu=relu,
+                requant=_columns_of(requant, cols), quant=_columns_of(quant, cols),
+                descriptor=descriptor)
+            if y is None:
+                y = np.empty((N * oh * ow, w.shape[0]), dtype=out.dtype)
+            y[:, cols] = out
+            for name, value in counters.items():
+                totals[name] = totals.get(name, 0) + value
+        return y.reshape(N, oh, ow, w.shape[0]), totals
 
     async def gemm(self, A, B, bias=None, relu=False, requant=None, *, quant=None, base=0,
                    align=64, descriptor=False, **plan_options):

@@ -328,10 +328,12 @@ async def test_onnx(dut):
              qlinear_conv_case(tb.rng, "int8", shape=(2, 2, 6, 6, 3), kernel=(2, 3),
                                strides=(2, 1), dilations=(1, 2))]
     for i, case in enumerate(convs):
-        A, B = case.lowered()
-        got, _counters = await tb.drv.gemm(A, B, bias=case.bias, quant=case.quant,
-                                           descriptor=i % 2 == 0)
-        got = case.result(got)
+        g = case.geometry
+        got, _counters = await tb.drv.conv2d(
+            case.x.transpose(0, 2, 3, 1), case.w.transpose(0, 2, 3, 1), stride=g["strides"],
+            padding=g["pads"], dilation=g["dilations"], bias=case.bias, quant=case.quant,
+            descriptor=i % 2 == 0)
+        got = got.transpose(0, 3, 1, 2)
         bad = np.argwhere(got != case.want)
         assert not bad.size, f"QLinearConv {case.geometry}: {len(bad)} differ from the ONNX " \
             f"reference"
@@ -346,6 +348,39 @@ async def test_onnx(dut):
         assert not bad.size, f"{what}: {len(bad)} differ from the ONNX reference, first " \
             f"{tuple(bad[0])}: {got[tuple(bad[0])]} != {case.want[tuple(bad[0])]}"
         tb.log.info("%s: equal to the ONNX reference", what)
+
+
+@cocotb.test()
+async def test_conv(dut):
+    """Convolutions through ``MXEDriver.conv2d`` (NHWC, the patches of each group as a GEMM),
+    against the direct-loop reference followed by the post-processor's model: kernels square
+    and not, strides, padding on each side, dilation, groups and depthwise, with random bias,
+    ReLU and requantization (per tensor or per output channel)."""
+    from mxe.sim.conv import ConvGeometry, conv2d_reference
+    tb = await setup(dut)
+    c = tb.config
+    lo, hi = c.input_range
+    # (N, H, W, C, Cout, kernel, stride, padding, dilation, groups)
+    cases = [(1, 6, 5, 3, 5, (3, 3), 1, 1, 1, 1),
+             (2, 7, 6, 4, 4, (2, 3), (2, 1), (0, 1, 2, 1), 1, 2),
+             (1, 7, 7, 3, 3, (3, 3), 2, (1, 1), 2, 3),        # depthwise, dilated
+             (1, 5, 9, 2, 2 * c.cols + 1, (1, 7), (1, 3), (0, 3, 0, 2), 1, 1)]
+    for i, (N, H, W, C, cout, kernel, stride, padding, dilation, groups) in enumerate(cases):
+        x = tb.rng.integers(lo, hi, size=(N, H, W, C), endpoint=True)
+        w = tb.rng.integers(lo, hi, size=(cout, *kernel, C // groups), endpoint=True)
+        bias, relu, requant = random_options(tb.rng, c, cout)
+        geometry = ConvGeometry.of(kernel, stride=stride, padding=padding, dilation=dilation,
+                                   groups=groups)
+        acc = conv2d_reference(x, w, geometry)
+        want = postprocess_columns(acc.reshape(-1, cout), c, bias=bias, relu=relu,
+                                   requant=requant).reshape(acc.shape)
+        got, _counters = await tb.drv.conv2d(x, w, stride=stride, padding=padding,
+                                             dilation=dilation, groups=groups, bias=bias,
+                                             relu=relu, requant=requant, descriptor=i % 2 == 1)
+        bad = np.argwhere(got != want)
+        assert not bad.size, f"conv {i} {geometry}: {len(bad)} wrong, first at " \
+            f"{tuple(bad[0])}: got {got[tuple(bad[0])]}, want {want[tuple(bad[0])]}"
+        tb.log.info("conv %s x %s, %s: bit-exact", x.shape, w.shape, geometry)
 
 
 async def expect_error(tb, commands, model_mem, *, what):

@@ -127,3 +127,14 @@ def test_engine_gemm_large(name, seed):
                                       "test_soft_reset_mid_gemm"])
 def test_engine_sweep(name, testcase, seed):
     _run("verilator", name, testcase, seed)
+
+
+def test_engine_conv(seed):
+    """Convolutions through MXEDriver.conv2d: groups, depthwise, padding, strides, dilation
+    (Verilator; Icarus below, slow)."""
+    _run("verilator", "tiny", "test_conv", seed)
+
+
+@pytest.mark.slow
+def test_engine_conv_icarus(seed):
+    _run("icarus", "tiny", "test_conv", seed)
