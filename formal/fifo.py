@@ -30,12 +30,18 @@ class FIFOProof(wiring.Component):
     fifo : class
         :class:`SyncFIFOBuffered` or :class:`SyncFIFO` (or a variant that shows the proof can
         fail), built as ``fifo(width=, depth=)``.
+    exact_w_rdy : bool
+        Also assert that ``w_rdy`` is high whenever the queue has space, not only that it is
+        low for a cycle at most. ``SyncFIFOBuffered(depth=2)`` does not keep that: the cycle
+        after a write into its empty self, its one-entry inner queue is full while the entry
+        moves on to the output register, and ``w_rdy`` is low with one place free.
     """
 
-    def __init__(self, depth, *, width=4, fifo=SyncFIFOBuffered):
+    def __init__(self, depth, *, width=4, fifo=SyncFIFOBuffered, exact_w_rdy=True):
         self._depth = depth
         self._width = width
         self._fifo = fifo
+        self._exact_w_rdy = exact_w_rdy
         super().__init__({})
 
     def elaborate(self, platform):
@@ -94,6 +100,10 @@ class FIFOProof(wiring.Component):
             with m.If(kept != 0):
                 m.d.comb += Assert(dut.r_rdy, "fifo: an entry kept from the last cycle is "
                                               "offered (r_rdy)")
+            if self._exact_w_rdy:
+                # ... and whenever there is: what a writer that counts its entries relies on.
+                m.d.comb += Assert(dut.w_rdy == (board.level < depth),
+                                   "fifo: w_rdy whenever there is space in the queue")
             with m.If(was_refusing & (board.level < depth)):
                 m.d.comb += Assert(dut.w_rdy, "fifo: with space in the queue, w_rdy is low "
                                               "for one cycle at most")

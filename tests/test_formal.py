@@ -6,15 +6,18 @@ The proofs run SymbiYosys with ABC from the YoWASP wheels; see docs/verification
 """
 
 import pytest
-from amaranth import Module
+from amaranth import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Flow, In, Out
 
+from mxe.formal.csr import CSRBlockProof
 from mxe.formal.fetch import RowFetcherProof
 from mxe.formal.fifo import FIFOProof
 from mxe.formal.proofs import PROOFS
 from mxe.formal.skid import SkidBufferProof
+from mxe.hw.config import EngineConfig
+from mxe.hw.csr import CSRBlock
 from mxe.hw.fetch import RowFetcher
 from mxe.hw.skid import SkidBuffer
 
@@ -97,6 +100,60 @@ class FetcherWithoutCredits(RowFetcher):
         return m
 
 
+class CSRTakesAWWhileHeld(CSRBlock):
+    """Takes a write address while one is held: the held one is overwritten."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += self.bus.awready.eq(1)
+        return m
+
+
+class PatchedCSR(wiring.Component):
+    """A CSR block with bus signals changed on their way: :meth:`patch` drives those it names,
+    the others pass through."""
+
+    def __init__(self, config):
+        self._inner = CSRBlock(config)
+        super().__init__(self._inner.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self._inner
+        patched = self.patch(m, inner)
+        for name, member in self.signature.members.items():
+            if name == "bus":
+                # Flows as the block sees them: In is driven by the manager.
+                for signal, flow in ((n, b.flow) for n, b in member.signature.members.items()):
+                    if signal in patched:
+                        continue
+                    outer, within = getattr(self.bus, signal), getattr(inner.bus, signal)
+                    m.d.comb += within.eq(outer) if flow == Flow.In else outer.eq(within)
+            elif name == "o_cmd":
+                wiring.connect(m, wiring.flipped(self.o_cmd), inner.o_cmd)
+            elif member.flow == Flow.In:
+                m.d.comb += getattr(inner, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(inner, name))
+        return m
+
+
+class CSRIgnoresStrobes(PatchedCSR):
+    """Writes only byte 0 of every word."""
+
+    def patch(self, m, inner):
+        m.d.comb += inner.bus.wstrb.eq(Cat(self.bus.wstrb[0], 0, 0, 0))
+        return {"wstrb"}
+
+
+class CSRCorruptsReads(PatchedCSR):
+    """Returns bit 2 of every read inverted."""
+
+    def patch(self, m, inner):
+        m.d.comb += self.bus.rdata.eq(inner.bus.rdata ^ (1 << 2))
+        return {"rdata"}
+
+
 def test_skid_loss_fails():
     assert_fails(prove(SkidBufferProof(dut=SkidTakesWhenFull)))
 
@@ -112,3 +169,12 @@ def test_fifo_loss_fails():
 def test_fetch_overflow_fails():
     assert_fails(prove(RowFetcherProof(latency=3, dut=FetcherWithoutCredits)),
                  "only with room", "i_req.ready whenever", "at most", "next one in")
+
+
+@pytest.mark.parametrize("variant, properties", [
+    (CSRTakesAWWhileHeld, ()),
+    (CSRIgnoresStrobes, ("holds the written value", "returns the last write", "command word")),
+    (CSRCorruptsReads, ("reads 0x", "returns the last write", "unmapped read returns 0")),
+])
+def test_csr_variant_fails(variant, properties):
+    assert_fails(prove(CSRBlockProof(EngineConfig.preset("tiny"), dut=variant)), *properties)
