@@ -11,6 +11,7 @@ from pathlib import Path
 from mxe.config_args import CommandError, add_config_arguments, config_from_args
 from mxe.hw.generate import TOPS
 from mxe.sim.runner import SIMULATORS, BenchFailed, run_bench, simulator_missing
+from mxe.sim.tb_soak import KINDS
 
 NAME = "soak"
 HELP = ("run a long random command stream (GEMMs, refused commands, window violations, "
@@ -25,6 +26,9 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int,
                         help="stop after this many steps (default: run for --minutes)")
     parser.add_argument("--seed", type=int, help="random seed (default: random, printed)")
+    parser.add_argument("--kinds", metavar="LIST",
+                        help=f"step kinds to draw from, comma-separated (default: all: "
+                             f"{','.join(KINDS)})")
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator",
                         help="(default: %(default)s)")
 
@@ -46,6 +50,10 @@ def run(args):
         raise CommandError(f"minutes must be positive, not {args.minutes}")
     if args.steps is not None and args.steps < 1:
         raise CommandError(f"steps must be at least 1, not {args.steps}")
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+    unknown = sorted(set(kinds or ()) - set(KINDS))
+    if unknown or kinds == []:
+        raise CommandError(f"kinds must be some of {', '.join(KINDS)}, not {args.kinds!r}")
     missing = simulator_missing(args.simulator)
     if missing:
         raise CommandError(f"simulator {args.simulator} is not available: {missing}")
@@ -57,7 +65,7 @@ def run(args):
         progress = Path(tmp) / "progress"
         progress.touch()
         params = {"seconds": None if args.steps else args.minutes * 60, "steps": args.steps,
-                  "progress": str(progress)}
+                  "kinds": kinds, "progress": str(progress)}
         done = threading.Event()
         follower = threading.Thread(target=_follow, args=(progress, done), daemon=True)
         follower.start()
@@ -95,5 +103,6 @@ def run(args):
     saved.write_text(config.to_json(indent=2) + "\n")
     print("reproduce: " + shlex.join(["mxe", "soak", "--config", str(saved), "--simulator",
                                       args.simulator, "--seed", str(seed), "--steps",
-                                      str(failure["step"] + 1)]))
+                                      str(failure["step"] + 1),
+                                      *(["--kinds", ",".join(kinds)] if kinds else [])]))
     return 1

@@ -209,17 +209,32 @@ def _block_name(block):
 
 def summarize(points):
     """``(blocks, files, holes)``: per block, per ``hw/`` file and per kind, ``[hit, total]``
-    over all builds; and the never-hit line and branch points, grouped by their gateware line
-    (``{source: [(build, Point), ...]}``)."""
+    over all builds; and the line and branch points never hit in any build, grouped by their
+    gateware line (``{source: [(build, Point), ...]}``). A point counts as hit when a point of
+    the same gateware line, kind and statement was hit in any build (another configuration of
+    the same code)."""
     blocks = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     files = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    holes = defaultdict(list)
+    missed, reached = defaultdict(list), set()
     for build, point, count in points:
         for table, name in ((blocks, _block_name(point.block)),
                             (files, point.source.split(":")[0] or "(unmapped)")):
             entry = table[name][point.kind]
             entry[0] += count > 0
             entry[1] += 1
-        if count == 0 and point.kind != "toggle":
-            holes[point.source or f"{build}: Verilog line {point.line}"].append((build, point))
+        if point.kind == "toggle":
+            continue
+        # Points of a block's file (no line of their own) are told apart by their Verilog line.
+        key = (point.source or build, point.kind, point.what,
+               None if ":" in point.source else (build, point.line))
+        if count:
+            reached.add(key)
+        else:
+            missed[key].append((build, point))
+    holes = defaultdict(list)
+    for key, found in missed.items():
+        if key not in reached:
+            source = key[0] if key[0] != found[0][0] else f"{key[0]}: Verilog line " \
+                f"{found[0][1].line}"
+            holes[source].extend(found)
     return blocks, files, holes
