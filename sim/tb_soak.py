@@ -14,7 +14,8 @@ Parameters (``MXE_PARAMS``): ``steps`` and ``seconds`` (wall time) end the run, 
 comes first; ``kinds``, the step kinds to draw from (default: all of :data:`KINDS`); ``progress``, a file to which a line is appended every 100 steps; ``inject``, a
 step number before which a byte outside the window is flipped, a fault the soak must report (its
 own test). The run leaves ``soak.json`` in its run directory: the steps done, per kind, the rate,
-and the first failure with its step number. The steps depend on the seed alone, so ``steps =
+and the first failure with its step number (and, for a soft reset, ``soak-failure.json``: the
+GEMM, its commands, and its result region before, after and as the finished GEMM leaves it). The steps depend on the seed alone, so ``steps =
 failing step + 1`` with the same seed replays a failure.
 """
 
@@ -51,6 +52,8 @@ class Soak:
         #: ERR_CMD_INDEX does.
         self.model = EngineModel(self.c, self.mem, *WINDOW)
         self.counts = {kind: 0 for kind in KINDS}
+        #: Details of the running step that a failure report includes (soak-failure.json).
+        self.context = {}
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -234,9 +237,18 @@ class Soak:
         return f"{'DECERR' if decerr else 'SLVERR'} at {at:#x} in {name}: {outcome.error.name}"
 
     async def reset_mid_gemm(self):
-        _A, _B, _options, plan = self.new_gemm()
+        A, B, options, plan = self.new_gemm()
         final = self.final_image(plan.commands)
         cycles = int(self.rng.integers(5, 2000))
+        c_region = plan.layout["c"]
+        lo, hi = WINDOW[0] + c_region.offset, WINDOW[0] + c_region.end
+        # What a failure report needs to tell which command wrote what.
+        self.context = {"cycles": cycles, "A": A.tolist(), "B": B.tolist(),
+                        "options": [None if v is None else (v.tolist() if hasattr(v, "tolist")
+                                                            else repr(v)) for v in options],
+                        "schedule": plan.schedule, "c_offset": lo, "c_stride": c_region.stride,
+                        "commands": [cmds.describe(x) for x in plan.commands],
+                        "before": list(self.mem[lo:hi]), "final": list(final[lo:hi])}
         await self.drv.start()
         pusher = cocotb.start_soon(self.drv.push(plan.commands))
         for _ in range(cycles):
@@ -248,9 +260,8 @@ class Soak:
         st = await self.drv.status()
         if st["busy"] or st["error"] or not st["queue_empty"]:
             raise StepFailed(f"after the soft reset: {st}")
-        c_region = plan.layout["c"]
-        self.compare(loose=(WINDOW[0] + c_region.offset, WINDOW[0] + c_region.end),
-                     alternative=final)
+        self.context["after"] = list(self.tb.image()[lo:hi])
+        self.compare(loose=(lo, hi), alternative=final)
         return f"soft reset {cycles} cycles into a GEMM of {len(plan.commands)} commands"
 
 
@@ -276,10 +287,13 @@ async def test_soak(dut):
                 # no command may write. The step must report it.
                 (byte,) = tb.ram.read(WINDOW[1] + 7, 1)
                 tb.ram.write(WINDOW[1] + 7, bytes([byte ^ 0x5A]))
+            soak.context = {}
             try:
                 what = await getattr(soak, kind)()
             except (StepFailed, MXEError, TimeoutError) as exc:
                 report["failure"] = {"step": step, "kind": kind, "message": str(exc)}
+                with open("soak-failure.json", "w") as f:
+                    json.dump(soak.context, f)
                 raise StepFailed(f"step {step} ({kind}): {exc}") from None
             tb.log.debug("step %d %s: %s", step, kind, what)
             soak.counts[kind] += 1
