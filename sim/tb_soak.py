@@ -277,6 +277,7 @@ async def test_soak(dut):
     weights = np.array([KINDS[kind] for kind in kinds], dtype=float)
     start = time.monotonic()
     report = {"seed": tb.seed, "config": tb.config.to_dict(), "failure": None}
+    recent = []     # the last steps before a failure, with what they did
     step = 0
     try:
         while (max_steps is None or step < max_steps) and \
@@ -291,11 +292,13 @@ async def test_soak(dut):
             try:
                 what = await getattr(soak, kind)()
             except (StepFailed, MXEError, TimeoutError) as exc:
-                report["failure"] = {"step": step, "kind": kind, "message": str(exc)}
+                report["failure"] = {"step": step, "kind": kind, "message": str(exc),
+                                     "steps_before": recent}
                 with open("soak-failure.json", "w") as f:
                     json.dump(soak.context, f)
                 raise StepFailed(f"step {step} ({kind}): {exc}") from None
             tb.log.debug("step %d %s: %s", step, kind, what)
+            recent = [*recent[-7:], f"step {step} {kind}: {what}"]
             soak.counts[kind] += 1
             step += 1
             if step % 100 == 0:
