@@ -1,4 +1,4 @@
-"""Coverage builds (``MXE_COVERAGE=1``) and ``mxe coverage``: a 2x2 array bench built with
+"""Coverage builds (``MXE_COVERAGE=1``) and ``mxe coverage``: a 1x1 array bench built with
 Verilator coverage, its runs folded into the build's sums, reported per file and block."""
 
 import gzip
@@ -16,8 +16,8 @@ from mxe.sim.runner import run_bench
 
 
 def _run_array(seed):
-    config = EngineConfig(rows=2, cols=2)
-    params = {"gap": 0.3, "tiles": 3, "m": 5, "k": 8, "n": 4, "extremes": 0.3}
+    config = EngineConfig(rows=1, cols=1)
+    params = {"gap": 0.3, "tiles": 3, "m": 3, "k": 4, "n": 2, "extremes": 0.3}
     return run_bench(sim="verilator", name="mxe_array", make_component=SystolicArray,
                      config=config, test_module="mxe.sim.tb_array", seed=seed, params=params)
 
@@ -33,7 +33,7 @@ def test_coverage_build_fold_and_report(tmp_path, monkeypatch, capsys, seed):
     first = np.load(build / COUNTS_FILE)
     with gzip.open(build / KEYS_FILE, "rt") as f:
         keys = json.load(f)["keys"]
-    assert len(keys) == len(first) > 100 and first.sum() > 0
+    assert len(keys) == len(first) > 50 and first.sum() > 0
 
     # The same seed again: the simulation repeats, so every count doubles.
     _run_array(seed)

@@ -40,6 +40,7 @@ def test_generated_core_lints_clean(tmp_path, capsys):
         "mxe_lint.vlt" in options.read_text()
 
 
+@pytest.mark.slow
 def test_core_lint_fails_without_waivers(tmp_path):
     assert main(["generate", "--preset", "tiny", "-o", str(tmp_path)]) == 0
     core = tmp_path / "mxe_engine.core"

@@ -414,8 +414,8 @@ def test_report_command_rejects_non_reports(tmp_path, capsys):
 
 
 def test_abc9_failure_falls_back_to_classic_abc_where_the_family_has_it():
-    """A failed ABC9 run is run again with classic ABC and its failure reported; a family
-    without a classic mapping (iCE40) raises the failure."""
+    """A failed ABC9 run is run again with classic ABC and its failure reported (ECP5, iCE40);
+    a family without a classic mapping (Gowin) raises the failure."""
     calls = []
 
     def run(*, classic):
@@ -428,6 +428,8 @@ def test_abc9_failure_falls_back_to_classic_abc_where_the_family_has_it():
                                                            "see yosys.log:")
     assert calls == [False, True]
     assert _abc9_else_classic(family("ecp5"), lambda *, classic: 1.0) == (1.0, None)
-    assert not family("ice40").classic_luts
+    calls.clear()
+    assert _abc9_else_classic(family("ice40"), run)[0] == 2.5 and calls == [False, True]
+    assert not family("gowin").classic_luts
     with pytest.raises(SynthError):
-        _abc9_else_classic(family("ice40"), run)
+        _abc9_else_classic(family("gowin"), run)
