@@ -57,17 +57,14 @@ class HandshakeRule(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         check = Assume if self._assume else Assert
-        # Registers of the last cycle's values; reset_less, so the reset cycle is compared too
-        # (valid must be low there anyway).
+        # The last cycle's values; reset_less, so the reset cycle is compared with the next.
         was_pending = Signal(reset_less=True)
         was_payload = Signal.like(self.payload, reset_less=True)
-        past = Signal()
         m.d.sync += [
-            past.eq(1),
             was_pending.eq(self.valid & ~self.ready),
             was_payload.eq(self.payload),
         ]
-        with m.If(past & was_pending):
+        with m.If(~Initial() & was_pending):
             m.d.comb += [
                 check(self.valid, f"{self._name}: valid held until the handshake "
                                   f"(AXI A3.2.1)"),

