@@ -421,21 +421,31 @@ class _BurstGenerator(wiring.Component):
         return m
 
 
-def _room_next(fifo, write):
-    """Whether ``fifo`` has room next cycle, from its level now and ``write`` (it is written
-    this cycle), not counting a read: for a registered room flag."""
-    return Mux(write, fifo.w_level < fifo.depth - 1, fifo.w_level < fifo.depth)
+def _in_flight_fifo(width, limit):
+    """A FIFO of the bursts in flight, ``limit`` at most (the room flag counts them). Its output
+    is a register. It holds at least three: ``SyncFIFOBuffered(depth=2)`` refuses a write the
+    cycle after a write into its empty self, with a place free (docs/verification.md,
+    Findings), and the room flag, worked out from the level, would not see it."""
+    return SyncFIFOBuffered(width=width, depth=max(limit, 3))
+
+
+def _room_next(fifo, limit, write):
+    """Whether ``fifo`` holds fewer than ``limit`` entries next cycle, from its level now and
+    ``write`` (it is written this cycle), not counting a read: for a registered room flag."""
+    return Mux(write, fifo.w_level < limit - 1, fifo.w_level < limit)
 
 
 def _drive_address_channel(m, axi, prefix, burst, config, *, fifos):
     """Drive the AR or AW channel from a burst generator; the handshake writes each of the
-    tracking ``fifos``, and valid waits for room in all of them. The room is a register (a cycle
+    tracking ``fifos`` (a dict: FIFO to the entries it may hold), and valid waits for room in
+    all of them. The room is a register (a cycle
     late about a read of a FIFO), so the handshake into the generator's skid buffer starts from
     flip-flops and AxREADY only. Valid cannot fall before the handshake: only the handshake
     fills the FIFOs."""
     fire = Signal(name=f"{prefix}_fire")
     room = Signal(name=f"{prefix}_room", init=1)
-    m.d.sync += room.eq(Cat(*(_room_next(fifo, fire) for fifo in fifos)).all())
+    m.d.sync += room.eq(Cat(*(_room_next(fifo, limit, fire)
+                               for fifo, limit in fifos.items())).all())
     m.d.comb += [
         getattr(axi, f"{prefix}valid").eq(burst.valid & room),
         getattr(axi, f"{prefix}addr").eq(burst.payload.addr),
@@ -599,8 +609,7 @@ class DMA(wiring.Component):
         # register, so DRAIN's tag compare starts from a flip-flop. A tag written at an AR
         # handshake is out two cycles later, and a burst's last beat cannot be taken sooner:
         # its first comes a cycle after the handshake at the earliest, then passes the R skid.
-        m.submodules.rd_flight = flight = SyncFIFOBuffered(width=_TAG_BITS,
-                                                           depth=config.max_outstanding_reads)
+        m.submodules.rd_flight = flight = _in_flight_fifo(_TAG_BITS, config.max_outstanding_reads)
         # The realigned beats leave through a register and then this FIFO (the byte shift and
         # the FIFO's LUT RAM are a cycle apart). A beat is let into the register only with a
         # FIFO entry promised to it (``out_credits``), so the register always empties. The FIFO
@@ -642,7 +651,8 @@ class DMA(wiring.Component):
         with m.If(take):
             m.d.sync += next_tag.eq(next_tag + 1)
 
-        ar_fire = _drive_address_channel(m, axi, "ar", gen.o_burst, config, fifos=[flight])
+        ar_fire = _drive_address_channel(m, axi, "ar", gen.o_burst, config,
+                                     fifos={flight: config.max_outstanding_reads})
         m.d.comb += [flight.w_en.eq(ar_fire), flight.w_data.eq(gen.o_burst.payload.tag)]
 
         # Data side.
@@ -811,7 +821,11 @@ class DMA(wiring.Component):
             # more burst of this command out (swallowed here like the others). Not if the
             # generator takes a new command meanwhile: this one's bursts are all out.
             m.d.sync += gen.abort.eq((gen.tag == cur.tag) & ~(gen.i_cmd.valid & gen.i_cmd.ready))
-            with m.If(~mine & ~gen.busy_tag):
+            # Done when no burst of this command can come: none left in the generator, and the
+            # in-flight FIFO empty or showing a later command's burst. A tag reaches the FIFO's
+            # output two cycles after its AR handshake; in between only the level counts it.
+            later = flight.r_rdy & (flight.r_data != cur.tag)
+            with m.If(~gen.busy_tag & (later | (flight.level == 0))):
                 goto(in_drain, in_wait)
 
         with m.If(in_wait & out_idle):
@@ -843,8 +857,8 @@ class DMA(wiring.Component):
         # Bursts waiting for their write response: address and command tag, read from a
         # register (a burst's response follows its last W beat, long after its AW).
         flight_layout = data.StructLayout({"addr": aw, "tag": _TAG_BITS})
-        m.submodules.wr_flight = flight = SyncFIFOBuffered(width=flight_layout.size,
-                                                           depth=config.max_outstanding_reads)
+        m.submodules.wr_flight = flight = _in_flight_fifo(flight_layout.size,
+                                                          config.max_outstanding_reads)
         # Commands whose data has all been sent (or dropped), waiting for their last response.
         retire_layout = data.StructLayout({"addr": aw, "error": DMAError, "tag": _TAG_BITS})
         m.submodules.wr_retire = retire = SyncFIFO(width=retire_layout.size, depth=2)
@@ -856,7 +870,8 @@ class DMA(wiring.Component):
         ]
 
         aw_fire = _drive_address_channel(m, axi, "aw", gen.o_burst, config,
-                                         fifos=[bursts, flight])
+                                         fifos={bursts: bursts.depth,
+                                                flight: config.max_outstanding_reads})
         flight_in = Signal(flight_layout)
         m.d.comb += [
             bursts.w_en.eq(aw_fire), bursts.w_data.eq(gen.o_burst.payload.len),
