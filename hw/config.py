@@ -78,6 +78,10 @@ class EngineConfig:
         Build the GEMM descriptor unit (``GEMM_A/B/C`` commands, :mod:`mxe.hw.gemm_unit`). Without
         it those commands are refused with ``UNSUPPORTED`` and a driver issues a GEMM as plain
         LOAD/MATMUL/STORE commands.
+    conv_unit : bool
+        Build the convolution descriptor unit (``CONV_A/B/C`` commands,
+        :mod:`mxe.hw.conv_unit`). Without it those commands are refused with ``UNSUPPORTED``
+        and a driver lowers a convolution to GEMMs on the host.
     postproc_lanes : int
         Columns the post-processor requantizes per cycle: ``0`` (every column, a row per cycle)
         or a divisor of ``cols``. With fewer lanes a row takes ``cols / postproc_lanes`` cycles
@@ -88,8 +92,8 @@ class EngineConfig:
         ``CYCLES``, which stays: a driver times its waits with it over a link that has no clock
         of its own (:class:`mxe.sim.transport.UARTBoneTransport`).
 
-    Features a user may leave out (``gemm_unit``, ``perf_counters``) are advertised in the
-    ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).
+    Features a user may leave out (``gemm_unit``, ``conv_unit``, ``perf_counters``) are
+    advertised in the ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).
 
     Raises
     ------
@@ -120,6 +124,7 @@ class EngineConfig:
     gemm_unit: bool = True
     perf_counters: bool = True
     postproc_lanes: int = 0
+    conv_unit: bool = False
 
     def __post_init__(self):
         def integer(name, lo, hi):
@@ -174,6 +179,7 @@ class EngineConfig:
         choice("multiplier", MULTIPLIERS)
         integer("dsp_budget", 0, 100_000)
         boolean("gemm_unit")
+        boolean("conv_unit")
         boolean("perf_counters")
         integer("postproc_lanes", 0, 64)
         if self.postproc_lanes and self.cols % self.postproc_lanes:

@@ -12,6 +12,7 @@ from .counter import EventCounter
 from .csr import CSRBlock
 from .dma import DMA, wr_data_layout
 from .exec_unit import ExecUnit
+from .conv_unit import ConvUnit
 from .gemm_unit import GemmUnit
 from .isa import COMMAND_BITS, ErrorCode
 from .load_unit import LoadUnit
@@ -104,22 +105,33 @@ class Engine(wiring.Component):
             ctrl.start.eq(csr.ctrl_start),
             ctrl.soft_reset.eq(csr.ctrl_soft_reset),
         ]
+        # The descriptor units in a chain (convolution, then GEMM): each passes on what it
+        # does not expand. Soft reset (flush) drops a descriptor being expanded, as it empties
+        # the queue. They expand descriptors while the engine runs with no error, told from a
+        # register (a cycle late, which only moves the first expansion by a cycle).
+        expanders = []
+        if config.conv_unit:
+            m.submodules.conv = conv = ResetInserter(ctrl.flush)(ConvUnit(config))
+            expanders.append(conv)
         if config.gemm_unit:
-            # Soft reset (flush) drops a GEMM being expanded, as it empties the queue.
             m.submodules.gemm = gemm = ResetInserter(ctrl.flush)(GemmUnit(config))
+            expanders.append(gemm)
+        if expanders:
             m.submodules.gemm_out = gemm_out = ResetInserter(ctrl.flush)(
                 SkidBuffer(COMMAND_BITS))
-            # The GEMM unit expands descriptors while the engine runs with no error, told from
-            # a register (a cycle late, which only moves the first expansion by a cycle).
             gemm_enable = Signal()
             m.d.sync += gemm_enable.eq(ctrl.running & (ctrl.error == ErrorCode.OK))
+            first = expanders[0]
             m.d.comb += [
-                gemm.enable.eq(gemm_enable),
-                gemm.i_cmd.payload.eq(queue.r_data),
-                gemm.i_cmd.valid.eq(queue.r_rdy),
-                queue.r_en.eq(gemm.i_cmd.ready),
+                first.i_cmd.payload.eq(queue.r_data),
+                first.i_cmd.valid.eq(queue.r_rdy),
+                queue.r_en.eq(first.i_cmd.ready),
             ]
-            wiring.connect(m, gemm=gemm.o_cmd, gemm_out=gemm_out.i)
+            for unit, after in zip(expanders, expanders[1:]):
+                wiring.connect(m, unit.o_cmd, after.i_cmd)
+            for unit in expanders:
+                m.d.comb += unit.enable.eq(gemm_enable)
+            wiring.connect(m, gemm_out=expanders[-1].o_cmd, skid=gemm_out.i)
             wiring.connect(m, gemm_out=gemm_out.o, ctrl=ctrl.i_cmd)
         else:
             m.d.comb += [
@@ -171,8 +183,11 @@ class Engine(wiring.Component):
 
         # Status. The GEMM unit's set-up (no command offered yet) counts as busy while running.
         busy = Signal()
-        if config.gemm_unit:
-            m.d.comb += busy.eq(ctrl.busy | (gemm.busy & ctrl.running))
+        if expanders:
+            units_busy = expanders[0].busy
+            for unit in expanders[1:]:
+                units_busy = units_busy | unit.busy
+            m.d.comb += busy.eq(ctrl.busy | (units_busy & ctrl.running))
         else:
             m.d.comb += busy.eq(ctrl.busy)
         m.d.comb += [

@@ -34,6 +34,11 @@ class Opcode(enum.Enum, shape=4):
     GEMM_A = 8
     GEMM_B = 9
     GEMM_C = 10
+    #: A convolution descriptor is three consecutive commands; CONV_C starts it (see
+    #: :mod:`mxe.hw.conv_unit`).
+    CONV_A = 11
+    CONV_B = 12
+    CONV_C = 13
 
 
 class ErrorCode(enum.Enum, shape=4):
@@ -56,7 +61,8 @@ class ErrorCode(enum.Enum, shape=4):
     #: The transfer would leave the DMA window [WIN_BASE, WIN_LIMIT); nothing was accessed.
     DMA_WINDOW = 6
     #: The command needs a feature the engine was built without (GEMM_A/B/C without the GEMM
-    #: unit); the CAPABILITIES register lists the features.
+    #: unit, CONV_A/B/C without the convolution unit); the CAPABILITIES register lists the
+    #: features.
     UNSUPPORTED = 7
 
 
@@ -149,13 +155,66 @@ FIELDS = {
         ("c_offset", 64, 32, False, "byte offset of C[0, 0] from WIN_BASE"),
         ("c_stride", 96, 32, False, "bytes from one row of C to the next"),
     ],
+    "CONV_A": [
+        ("opcode", 0, 4, False, "11: first of the three commands of a convolution descriptor "
+                                "(NHWC input, weights a (KH*KW*C) x N matrix, NHWC output); "
+                                "kernel, strides, dilations, sizes, post-processing"),
+        ("bias", 4, 1, False, "add N per-channel bias values from channel_offset"),
+        ("relu", 5, 1, False, "max(x, 0)"),
+        ("requant", 6, 1, False, "1-byte outputs requantized as CONFIG says; otherwise raw "
+                                 "accumulator values"),
+        ("per_channel", 7, 1, False, "load the per-channel multipliers and shifts (for a "
+                                     "CONFIG with per_channel) from the table after the bias "
+                                     "values"),
+        ("kh", 8, 3, False, "kernel height, 1..7"),
+        ("kw", 12, 3, False, "kernel width, 1..7"),
+        ("stride_h", 16, 3, False, "vertical stride, 1..4"),
+        ("stride_w", 20, 3, False, "horizontal stride, 1..4"),
+        ("dil_h", 24, 2, False, "vertical dilation, 1..2"),
+        ("dil_w", 28, 2, False, "horizontal dilation, 1..2"),
+        ("h", 32, 16, False, "input height (>= 1)"),
+        ("w", 48, 16, False, "input width (>= 1)"),
+        ("c", 64, 16, False, "input channels used (>= 1), from in_offset on in every pixel"),
+        ("n", 80, 16, False, "output channels (>= 1)"),
+        ("channel_offset", 96, 32, False, "byte offset from WIN_BASE of the per-channel "
+                                          "values: with bias, N bias values (acc_elem_bytes "
+                                          "each); then, with per_channel, N int32 multipliers "
+                                          "and N int32 shifts"),
+    ],
+    "CONV_B": [
+        ("opcode", 0, 4, False, "12: second command of a convolution descriptor; padding, "
+                                "input, weights"),
+        ("pad_top", 8, 4, False, "input lines of padding above, 0..15"),
+        ("pad_bottom", 12, 4, False, "input lines of padding below, 0..15"),
+        ("pad_left", 16, 4, False, "input columns of padding on the left, 0..15"),
+        ("pad_right", 20, 4, False, "input columns of padding on the right, 0..15"),
+        ("in_offset", 32, 32, False, "byte offset of the first used channel of input pixel "
+                                     "(0, 0) from WIN_BASE"),
+        ("w_offset", 64, 32, False, "byte offset of weight row 0 (tap (0, 0), channel 0); "
+                                    "row (ky*KW + kx)*C + c holds the N weights of that tap "
+                                    "and input channel"),
+        ("zp_offset", 96, 32, False, "byte offset of min(rows, C) operands, each the input's "
+                                     "zero point: the padding is loaded from there"),
+    ],
+    "CONV_C": [
+        ("opcode", 0, 4, False, "13: third command of a convolution descriptor; pitches, "
+                                "output; starts the convolution with the last CONV_A and "
+                                "CONV_B"),
+        ("in_pitch", 16, 16, False, "bytes from one input pixel to the next (an input line "
+                                    "is W pixels)"),
+        ("out_offset", 32, 32, False, "byte offset of output pixel (0, 0), channel 0"),
+        ("w_stride", 64, 16, False, "bytes from one weight row to the next"),
+        ("out_pitch", 80, 16, False, "bytes from one output pixel to the next (an output "
+                                     "line is OW pixels)"),
+    ],
 }
 
 #: Commands that need a feature a user may leave out: opcode name -> the
 #: :class:`~mxe.hw.config.EngineConfig` parameter (a CAPABILITIES bit, :mod:`mxe.hw.regmap`).
 #: Without it the controller refuses the command with ``UNSUPPORTED`` (counted in ERR_CMD_INDEX
 #: like any refused command).
-REQUIRES = {"GEMM_A": "gemm_unit", "GEMM_B": "gemm_unit", "GEMM_C": "gemm_unit"}
+REQUIRES = {"GEMM_A": "gemm_unit", "GEMM_B": "gemm_unit", "GEMM_C": "gemm_unit",
+            "CONV_A": "conv_unit", "CONV_B": "conv_unit", "CONV_C": "conv_unit"}
 
 
 def unsupported(config):
@@ -174,7 +233,8 @@ def _requires_doc():
 
 LIMITS_DOC = f"""\
 A command is refused (STATUS.error, nothing of it runs) when:
-- its opcode is not LOAD, MATMUL, STORE, FENCE, CONFIG or GEMM_A/B/C (BAD_OPCODE);
+- its opcode is not LOAD, MATMUL, STORE, FENCE, CONFIG, GEMM_A/B/C or CONV_A/B/C
+  (BAD_OPCODE);
 {_requires_doc()}
 - LOAD: rows = 0, elems = 0, elems > max(rows, cols) (scratchpad) or > cols (bias,
   requant), a bias LOAD with rows != 1, a requant LOAD with rows != 2, or both to_bias and
@@ -192,6 +252,13 @@ A command is refused (STATUS.error, nothing of it runs) when:
   The GEMM unit expands a descriptor into LOAD/MATMUL/STORE sub-commands, which the controller
   checks, dispatches and counts (ERR_CMD_INDEX) like pushed commands; GEMM_A/B/C themselves are
   not counted.
+- Convolution descriptor (at CONV_C): h, w, c, n, kh, kw = 0, kh or kw > 7, a stride
+  outside 1..4, a dilation outside 1..2, or a dilated kernel ((k - 1) * dil + 1) taller or
+  wider than the padded input (BAD_DIM); the scratchpad cannot hold its ring of
+  (KH - 1) * dil_h + 1 + 2 * stride_h input lines, a line of padding and the weights of one
+  (two, when N > cols) output-channel tiles, or the accumulator two output lines
+  (2 * OW > acc_depth) (BAD_ADDR; the sizes are in the architecture page). Expanded into
+  LOAD/MATMUL/STORE sub-commands like a GEMM descriptor, counted the same way.
 A LOAD or STORE whose memory extent leaves [WIN_BASE, WIN_LIMIT) is refused by the DMA before
 any access (DMA_WINDOW)."""
 

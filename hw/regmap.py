@@ -189,6 +189,8 @@ CAPABILITIES = [
     ("gemm_unit", "the GEMM descriptor unit: GEMM_A/B/C run (0: they are refused with "
                   "UNSUPPORTED; issue LOAD/MATMUL/STORE instead)"),
     ("perf_counters", "the performance counters (0: every counter register but CYCLES reads 0)"),
+    ("conv_unit", "the convolution descriptor unit: CONV_A/B/C run (0: they are refused with "
+                  "UNSUPPORTED; lower the convolution to GEMMs instead)"),
 ]
 
 #: Configuration read-back: register name, config attribute (in the order of their offsets).

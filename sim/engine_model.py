@@ -3,8 +3,9 @@
 :class:`EngineModel` executes encoded commands (:mod:`mxe.sim.commands`) in program order with the
 engine's semantics: LOAD into the scratchpad or the bias row, MATMUL into the accumulator
 (overwrite or accumulate, wrapping at ``acc_width``), STORE through the post-processor
-(:func:`mxe.sim.model.postprocess`), CONFIG, FENCE, and GEMM descriptors (expanded as the GEMM
-unit does, :mod:`mxe.sim.gemm_model`); the refusal rules of :data:`mxe.hw.isa.LIMITS_DOC`
+(:func:`mxe.sim.model.postprocess`), CONFIG, FENCE, and GEMM and convolution descriptors (expanded
+as the GEMM unit does, :mod:`mxe.sim.gemm_model`, and the convolution unit,
+:mod:`mxe.sim.conv_model`); the refusal rules of :data:`mxe.hw.isa.LIMITS_DOC`
 (including ``UNSUPPORTED`` for a command whose feature the configuration leaves out, as GEMM_A/B/C
 without ``gemm_unit``), the DMA window check, and DMA errors from memory regions that answer
 SLVERR. Because the hardware tracks dependencies between its units, executing the commands one
@@ -178,6 +179,9 @@ class EngineModel:
         #: Fields of the last GEMM_A / GEMM_B / GEMM_C (a descriptor's registers).
         self.gemm_fields = {f: 0 for name in ("GEMM_A", "GEMM_B", "GEMM_C")
                             for f, *_rest in FIELDS[name] if f != "opcode"}
+        #: Fields of the last CONV_A / CONV_B / CONV_C.
+        self.conv_fields = {f: 0 for name in ("CONV_A", "CONV_B", "CONV_C")
+                            for f, *_rest in FIELDS[name] if f != "opcode"}
         self.soft_reset()
 
     # State -----------------------------------------------------------------------------
@@ -222,6 +226,12 @@ class EngineModel:
                 self.gemm_fields.update({k: v for k, v in cmds.decode(command)[1].items()
                                          if k != "opcode"})
                 subs = expand_fields(self.config, self.gemm_fields) if name == "GEMM_C" else []
+            elif name.startswith("CONV_") and self.config.conv_unit:
+                # A convolution descriptor (mxe.hw.conv_unit), kept and expanded the same way.
+                from mxe.sim.conv_model import expand_fields as expand_conv
+                self.conv_fields.update({k: v for k, v in cmds.decode(command)[1].items()
+                                         if k != "opcode"})
+                subs = expand_conv(self.config, self.conv_fields) if name == "CONV_C" else []
             else:
                 subs = [command]
             for sub in subs:

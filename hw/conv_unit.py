@@ -1,0 +1,570 @@
+"""The convolution unit: expands a convolution descriptor into LOAD / MATMUL / STORE commands.
+
+A descriptor (``CONV_A``, ``CONV_B``, ``CONV_C``, see :data:`mxe.hw.isa.FIELDS`) describes an
+NHWC convolution: kernel 1..7 by 1..7, strides 1..4, dilations 1..2, padding 0..15 on each
+side filled with the input's zero point (read from a row of it in memory), the weights as a
+``(KH * KW * C) x N`` matrix (row ``(ky * KW + kx) * C + c``), and the bias, requantization and
+ReLU options of the GEMM descriptor. Like the GEMM unit it sits between the command queue and
+the controller: other commands pass through, ``CONV_A`` and ``CONV_B`` are kept, ``CONV_C``
+starts the expansion. :func:`mxe.sim.conv_model.expand_fields` is the exact sub-command stream.
+
+No lowered (im2col) matrix exists anywhere. The scratchpad holds a ring of padded input lines,
+one slot per line, laid out so that the pixels one kernel tap multiplies for a whole output
+line are consecutive scratchpad rows: a slot row is one pixel's block of ``rows`` channels,
+ordered by channel block, column phase ``iw mod stride_w`` and ``iw // stride_w``. Then every
+MATMUL is a plain one (``m = OW`` rows, one tap and channel block of weights) whose
+``act_addr`` picks the tap. Each input line is loaded once per pass over the output channels
+(one LOAD per channel block and column phase, ``stride_w * in_pitch`` bytes between its rows);
+the padding columns of a slot are loaded from the zero-point row once, the padding lines are a
+slot of their own. See the architecture page for the schedule and its traffic.
+
+Set-up (a sequential divider and shift-add multiplier, about 400 cycles) derives the sizes;
+a descriptor is refused at ``CONV_C`` by expanding to one command the controller refuses: a
+MATMUL with ``m = 0`` (BAD_DIM: a zero or out-of-range size, kernel, stride or dilation, or a
+dilated kernel larger than the padded input) or one past the scratchpad (BAD_ADDR: the ring,
+the padding slot and the weights do not fit the scratchpad, or two output lines the
+accumulator).
+
+Members
+-------
+i_cmd : In(stream.Signature(128))
+    The command queue's head.
+o_cmd : Out(stream.Signature(128))
+    The head, or the sub-commands while a convolution expands; from registers.
+enable : In(1)
+    The controller runs and has no error: only then are CONV commands taken from the queue.
+busy : Out(1)
+    A convolution is being set up or expanded, or a command waits on ``o_cmd``.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .array import signals
+from .config import REQUANT_ELEM_BYTES
+from .gemm_unit import _Divider
+from .isa import COMMAND_BITS, Opcode, command_layout
+
+
+__all__ = ["ConvUnit", "KERNEL_MAX", "STRIDE_MAX", "DILATION_MAX"]
+
+KERNEL_MAX = 7
+STRIDE_MAX = 4
+DILATION_MAX = 2
+#: Ring slots at most: ((KERNEL_MAX - 1) * DILATION_MAX + 1) + 2 * STRIDE_MAX.
+_LINES_MAX = (KERNEL_MAX - 1) * DILATION_MAX + 1 + 2 * STRIDE_MAX
+_SA = 24          # scratchpad row values (as the commands carry them)
+
+
+class _Multiplier(wiring.Component):
+    """Shift-add multiplier: ``product = a * b`` 16 cycles after ``start`` (``done`` from then
+    until the next start)."""
+
+    start: In(1)
+    a: In(16)
+    b: In(32)
+    product: Out(48)
+    done: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(range(17))
+        a = Signal(16)
+        b = Signal(48)
+        m.d.comb += self.done.eq(count == 0)
+        with m.If(self.start):
+            m.d.sync += [self.product.eq(0), a.eq(self.a), b.eq(self.b), count.eq(16)]
+        with m.Elif(count != 0):
+            with m.If(a[0]):
+                m.d.sync += self.product.eq(self.product + b)
+            m.d.sync += [a.eq(a >> 1), b.eq(b << 1), count.eq(count - 1)]
+        return m
+
+
+def _min(a, b):
+    return Mux(a < b, a, b)
+
+
+class ConvUnit(wiring.Component):
+    __doc__ = __doc__.split("Members\n-------")[0].split("\n\n", 1)[0] + """
+
+    See the module documentation for the schedule and the refusals.
+
+    Members
+    -------""" + __doc__.split("Members\n-------")[1]
+
+    i_cmd: In(stream.Signature(COMMAND_BITS))
+    o_cmd: Out(stream.Signature(COMMAND_BITS))
+    enable: In(1)
+    busy: Out(1)
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        m.submodules.div = div = _Divider()
+        m.submodules.mul = mul = _Multiplier()
+        eb_shift = c.elem_bytes.bit_length() - 1
+        ab_shift = c.acc_elem_bytes.bit_length() - 1
+        rb_shift = REQUANT_ELEM_BYTES.bit_length() - 1
+
+        head = self.i_cmd.payload
+        opcode = head[:4]
+        ca = data.View(command_layout("CONV_A"), head)
+        cbv = data.View(command_layout("CONV_B"), head)
+        cc = data.View(command_layout("CONV_C"), head)
+
+        # Descriptor registers.
+        d_bias, d_relu, d_requant, d_pc = signals(1, "d_bias d_relu d_requant d_pc")
+        kh, kw, sh, sw = signals(3, "kh kw sh sw")
+        dh, dw = signals(2, "dh dw")
+        H, W, C, N = signals(16, "H W C N")
+        pt, pb, pl, pr = signals(4, "pt pb pl pr")
+        ch_off, in_off, w_off, zp_off, out_off = signals(32, "ch_off in_off w_off zp_off "
+                                                         "out_off")
+        in_pitch, w_stride, out_pitch = signals(16, "in_pitch w_stride out_pitch")
+
+        # Sizes.
+        eh, ew = signals(5, "eh ew")
+        hp, wp, h_end = signals(17, "hp wp h_end")
+        OH, OW, cb, kc_last, nc, nt, n_tail, Q, qW, rW, pl_q, pl_p = signals(
+            16, "OH OW cb kc_last nc nt n_tail Q qW rW pl_q pl_p")
+        oh1, oh2, nt2, cb1, kw1, kh1, sw1 = signals(16, "oh1 oh2 nt2 cb1 kw1 kh1 sw1")
+        nt_one, cb_one = signals(1, "nt_one cb_one")
+        lines = Signal(range(_LINES_MAX + 1))
+        taps = Signal(6)
+        cbq, S, LS, tcb, WP, cbkr, swQ, shS = signals(48, "cbq S LS tcb WP cbkr swQ shS")
+        line_step, tap_step, out_line, sw_pitch = signals(32, "line_step tap_step out_line "
+                                                         "sw_pitch")
+        rq_base = Signal(32)
+        zp_e = Signal(16)
+        w_base = Signal(_SA)
+        rows_used = Signal(50)
+
+        # Pass state (one pass per tile of output channels).
+        ni = Signal(16)
+        n_last, wplace_sel = signals(1, "n_last wplace_sel")
+        bias_n, rq_n, w_n, out_n = signals(32, "bias_n rq_n w_n out_n")
+        cur_n = Signal(16)
+        wplace = Signal(_SA)
+        tap = Signal(6)
+        tap_last = Signal()
+        w_tap_off = Signal(32)
+        w_tap_spad = Signal(_SA)
+
+        # Line loading cursor.
+        ld_ih, ld_upto = signals(17, "ld_ih ld_upto")
+        ld_ph = Signal(3)                       # ld_ih mod stride_h
+        ld_slot = Signal(range(_LINES_MAX))
+        ld_slot_base = Signal(_SA)
+        ld_roff = Signal(32)                    # the line's first pixel in memory
+        pf_mode = Signal()                      # loading ahead (then the STORE, then MATMULs)
+        filled = Signal(_LINES_MAX)             # the slot's padding columns are loaded
+        fill = Signal()
+        ld_cbi = Signal(16)
+        ld_cb_base = Signal(_SA)
+        ld_cb_off = Signal(32)
+        ld_kc = Signal(16)
+        ld_x = Signal(3)
+        ld_p = Signal(16)
+        ld_q0 = Signal(16)
+        ld_xoff = Signal(32)
+        ld_nrows = Signal(16)
+        ld_pbase, ld_real_row, ld_rpos = signals(_SA, "ld_pbase ld_real_row ld_rpos")
+        ld_rest = Signal(17)
+
+        # MATMUL cursor.
+        oy = Signal(16)
+        oy_last = Signal()
+        ih_o = Signal(17)
+        o_slot = Signal(range(_LINES_MAX))
+        o_slot_base = Signal(_SA)
+        acc_sel = Signal()
+        out_line_off = Signal(32)
+        ky, kx = signals(3, "ky kx")
+        t_ih = Signal(17)
+        t_slot = Signal(range(_LINES_MAX))
+        t_slot_base = Signal(_SA)
+        kxp = Signal(3)
+        kxq = Signal(16)
+        mm_cbi = Signal(16)
+        mm_cb_off = Signal(_SA)
+        mm_kc = Signal(16)
+        w_row = Signal(_SA)
+        act = Signal(_SA)
+        first, mm_done = signals(1, "first mm_done")
+        pending = Signal()
+        pend_acc = Signal(16)
+        pend_off = Signal(32)
+
+        acc_base = Mux(acc_sel, OW, 0)
+        ob_shift = Mux(d_requant, 0, ab_shift)
+
+        def times_phase(p):
+            """``p * Q`` for a column phase ``p`` (0..3)."""
+            return Mux(p[0], Q, 0) + Mux(p[1], Q << 1, 0)
+
+        # The command put in the output register this cycle.
+        out = Signal(COMMAND_BITS)
+        out_valid = Signal()
+        load = data.View(command_layout("LOAD"), out)
+        mm = data.View(command_layout("MATMUL"), out)
+        st = data.View(command_layout("STORE"), out)
+
+        def emit_load(spad, offset, rows, elems, stride, to_bias=0, to_requant=0):
+            m.d.comb += [
+                load.opcode.eq(Opcode.LOAD), load.to_bias.eq(to_bias),
+                load.to_requant.eq(to_requant), load.spad_addr.eq(spad),
+                load.mem_offset.eq(offset), load.rows.eq(rows), load.elems.eq(elems),
+                load.stride.eq(stride), out_valid.eq(1),
+            ]
+
+        def emit_store():
+            m.d.comb += [
+                st.opcode.eq(Opcode.STORE), st.bias.eq(d_bias), st.relu.eq(d_relu),
+                st.requant.eq(d_requant), st.acc_addr.eq(pend_acc), st.mem_offset.eq(pend_off),
+                st.rows.eq(OW), st.elems.eq(cur_n), st.stride.eq(out_pitch),
+                out_valid.eq(1),
+            ]
+
+        def emit_matmul(act_addr, weight, rows, k, acc, accumulate):
+            m.d.comb += [
+                mm.opcode.eq(Opcode.MATMUL), mm.accumulate.eq(accumulate),
+                mm.act_addr.eq(act_addr), mm.weight_addr.eq(weight), mm.m.eq(rows), mm.k.eq(k),
+                mm.acc_addr.eq(acc), out_valid.eq(1),
+            ]
+
+        sent = ~self.o_cmd.valid | self.o_cmd.ready
+        with m.If(sent):
+            m.d.sync += [self.o_cmd.payload.eq(out), self.o_cmd.valid.eq(out_valid)]
+
+        def divide(state, num, den, then, results):
+            with m.State(state):
+                m.d.comb += [div.start.eq(1), div.num.eq(num), div.den.eq(den)]
+                m.next = f"{state}_WAIT"
+            with m.State(f"{state}_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += results(div.quotient, div.remainder)
+                    m.next = then
+
+        def multiply(state, a, b, then, result):
+            with m.State(state):
+                m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b)]
+                m.next = f"{state}_WAIT"
+            with m.State(f"{state}_WAIT"):
+                with m.If(mul.done):
+                    m.d.sync += result.eq(mul.product)
+                    m.next = then
+
+        def wrap_add(index, base, step, step_base):
+            """Ring slot ``index`` (and its row ``base``) moved on by ``step`` slots
+            (``step_base`` rows), modulo ``lines``."""
+            over = index + step >= lines
+            return [index.eq(Mux(over, index + step - lines, index + step)),
+                    base.eq(Mux(over, base + step_base - LS, base + step_base))]
+
+        is_real = (ld_ih >= pt) & (ld_ih < h_end)
+        is_conv = (opcode == Opcode.CONV_A) | (opcode == Opcode.CONV_B) | \
+            (opcode == Opcode.CONV_C)
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += [
+                    out_valid.eq(self.i_cmd.valid & ~is_conv),
+                    out.eq(head),
+                    self.i_cmd.ready.eq(Mux(is_conv, self.enable, sent)),
+                ]
+                with m.If(self.i_cmd.valid & is_conv & self.enable):
+                    with m.Switch(opcode):
+                        with m.Case(Opcode.CONV_A):
+                            m.d.sync += [d_bias.eq(ca.bias), d_relu.eq(ca.relu),
+                                         d_requant.eq(ca.requant), d_pc.eq(ca.per_channel),
+                                         kh.eq(ca.kh), kw.eq(ca.kw), sh.eq(ca.stride_h),
+                                         sw.eq(ca.stride_w), dh.eq(ca.dil_h), dw.eq(ca.dil_w),
+                                         H.eq(ca.h), W.eq(ca.w), C.eq(ca.c), N.eq(ca.n),
+                                         ch_off.eq(ca.channel_offset)]
+                        with m.Case(Opcode.CONV_B):
+                            m.d.sync += [pt.eq(cbv.pad_top), pb.eq(cbv.pad_bottom),
+                                         pl.eq(cbv.pad_left), pr.eq(cbv.pad_right),
+                                         in_off.eq(cbv.in_offset), w_off.eq(cbv.w_offset),
+                                         zp_off.eq(cbv.zp_offset)]
+                        with m.Case(Opcode.CONV_C):
+                            m.d.sync += [in_pitch.eq(cc.in_pitch), out_off.eq(cc.out_offset),
+                                         w_stride.eq(cc.w_stride), out_pitch.eq(cc.out_pitch)]
+                            m.next = "DIMS"
+            with m.State("DIMS"):
+                bad = ((H == 0) | (W == 0) | (C == 0) | (N == 0) | (kh == 0) | (kw == 0)
+                       | (sh == 0) | (sh > STRIDE_MAX) | (sw == 0) | (sw > STRIDE_MAX)
+                       | (dh == 0) | (dh > DILATION_MAX) | (dw == 0) | (dw > DILATION_MAX))
+                with m.If(bad):
+                    m.next = "BAD_DIM"
+                with m.Else():
+                    m.d.sync += [
+                        eh.eq(Mux(dh[1], (kh << 1) - 1, kh)), ew.eq(Mux(dw[1], (kw << 1) - 1, kw)),
+                        hp.eq(pt + H + pb), wp.eq(pl + W + pr), h_end.eq(pt + H),
+                        nc.eq(_min(c.cols, N)), zp_e.eq(_min(c.rows, C)),
+                        taps.eq(kh * kw), kh1.eq(kh - 1), kw1.eq(kw - 1), sw1.eq(sw - 1),
+                        rq_base.eq(ch_off + Mux(d_bias, N << ab_shift, 0)),
+                    ]
+                    m.next = "SPAN"
+            with m.State("SPAN"):
+                with m.If((eh > hp) | (ew > wp)):
+                    m.next = "BAD_DIM"
+                with m.Else():
+                    m.d.sync += lines.eq(eh + (sh << 1))
+                    m.next = "OH"
+            divide("OH", hp - eh, sh, "OW",
+                   lambda q, r: [OH.eq(q + 1), oh1.eq(q), oh2.eq(q - 1)])
+            divide("OW", wp - ew, sw, "CB", lambda q, r: [OW.eq(q + 1)])
+            divide("CB", C + c.rows - 1, c.rows, "NT",
+                   lambda q, r: [cb.eq(q), cb1.eq(q - 1), cb_one.eq(q == 1), kc_last.eq(r + 1)])
+            divide("NT", N + nc - 1, nc, "Q",
+                   lambda q, r: [nt.eq(q), nt2.eq(q - 2), nt_one.eq(q == 1),
+                                 n_tail.eq(r + 1)])
+            divide("Q", wp + sw - 1, sw, "WS", lambda q, r: [Q.eq(q)])
+            divide("WS", W, sw, "PL", lambda q, r: [qW.eq(q), rW.eq(r)])
+            divide("PL", pl, sw, "M_CBQ", lambda q, r: [pl_q.eq(q), pl_p.eq(r)])
+            multiply("M_CBQ", cb, Q, "M_S", cbq)
+            multiply("M_S", sw, cbq, "M_LS", S)
+            multiply("M_LS", lines, S, "M_TCB", LS)
+            multiply("M_TCB", cb, taps, "M_WP", tcb)
+            multiply("M_WP", c.rows, tcb, "M_CBKR", WP)
+            multiply("M_CBKR", cb, c.rows, "M_LINE", cbkr)
+            multiply("M_LINE", W, in_pitch, "M_TAP", line_step)
+            multiply("M_TAP", C, w_stride, "M_OUT", tap_step)
+            multiply("M_OUT", OW, out_pitch, "M_SWQ", out_line)
+            multiply("M_SWQ", sw, Q, "M_SHS", swQ)
+            multiply("M_SHS", sh, S, "M_SWP", shS)
+            multiply("M_SWP", sw, in_pitch, "FIT", sw_pitch)
+            with m.State("FIT"):
+                m.d.sync += [rows_used.eq(LS + S + Mux(nt_one, WP, WP << 1)),
+                             w_base.eq(LS + S)]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If((rows_used > c.spad_depth) | (S > 0xFFFF)
+                          | ((OW << 1) > c.acc_depth)):
+                    m.next = "BAD_ADDR"
+                with m.Else():
+                    m.d.sync += [
+                        ni.eq(0), n_last.eq(nt_one), wplace_sel.eq(0), wplace.eq(w_base),
+                        bias_n.eq(ch_off), rq_n.eq(rq_base), w_n.eq(w_off), out_n.eq(out_off),
+                        cur_n.eq(Mux(nt_one, n_tail, nc)), filled.eq(0),
+                    ]
+                    m.next = "ZP"
+            with m.State("ZP"):
+                # The slot of padding lines, all zero points, once per descriptor.
+                with m.If((pt != 0) | (pb != 0)):
+                    emit_load(LS, zp_off, S, zp_e, 0)
+                    with m.If(sent):
+                        m.next = "PASS_BIAS"
+                with m.Else():
+                    m.next = "PASS_BIAS"
+            with m.State("PASS_BIAS"):
+                with m.If(d_bias):
+                    emit_load(0, bias_n, 1, cur_n, 0, to_bias=1)
+                    with m.If(sent):
+                        m.next = "PASS_RQ"
+                with m.Else():
+                    m.next = "PASS_RQ"
+            with m.State("PASS_RQ"):
+                with m.If(d_pc):
+                    emit_load(0, rq_n, 2, cur_n, N << rb_shift, to_requant=1)
+                    with m.If(sent):
+                        m.next = "WINIT"
+                with m.Else():
+                    m.next = "WINIT"
+            with m.State("WINIT"):
+                m.d.sync += [tap.eq(0), tap_last.eq(taps == 1), w_tap_off.eq(w_n),
+                             w_tap_spad.eq(wplace)]
+                m.next = "WLOAD"
+            with m.State("WLOAD"):
+                # One tap's C weight rows of this pass's output channels.
+                emit_load(w_tap_spad, w_tap_off, C, cur_n, w_stride)
+                with m.If(sent):
+                    m.d.sync += [tap.eq(tap + 1), tap_last.eq(tap + 2 == taps),
+                                 w_tap_off.eq(w_tap_off + tap_step),
+                                 w_tap_spad.eq(w_tap_spad + cbkr)]
+                    with m.If(tap_last):
+                        m.d.sync += [ld_ih.eq(0), ld_ph.eq(0), ld_slot.eq(0),
+                                     ld_slot_base.eq(0), ld_roff.eq(in_off), ld_upto.eq(eh),
+                                     pf_mode.eq(0)]
+                        m.next = "LINE"
+
+            # Input lines up to ld_upto (exclusive), each loaded once.
+            with m.State("LINE"):
+                with m.If(ld_ih >= ld_upto):
+                    with m.If(pf_mode):
+                        m.next = "PF_STORE"
+                    with m.Else():
+                        m.next = "MM_INIT"
+                with m.Elif(is_real & (ld_ph < eh)):
+                    m.d.sync += [
+                        fill.eq(((pl != 0) | (pr != 0)) & ~filled.bit_select(ld_slot, 1)),
+                        filled.bit_select(ld_slot, 1).eq(1),
+                        ld_cbi.eq(0), ld_cb_base.eq(ld_slot_base), ld_cb_off.eq(ld_roff),
+                        ld_kc.eq(Mux(cb_one, kc_last, c.rows)),
+                    ]
+                    m.next = "XINIT"
+                with m.Else():
+                    m.next = "LNEXT"
+            with m.State("LNEXT"):
+                m.d.sync += [ld_ih.eq(ld_ih + 1), ld_ph.eq(Mux(ld_ph + 1 == sh, 0, ld_ph + 1))]
+                m.d.sync += wrap_add(ld_slot, ld_slot_base, 1, S)
+                with m.If(is_real):
+                    m.d.sync += ld_roff.eq(ld_roff + line_step)
+                m.next = "LINE"
+            with m.State("XINIT"):
+                m.d.sync += [ld_x.eq(0), ld_p.eq(pl_p), ld_q0.eq(pl_q), ld_xoff.eq(ld_cb_off),
+                             ld_nrows.eq(qW + (rW != 0))]
+                m.next = "XPREP"
+            with m.State("XPREP"):
+                pbase = ld_cb_base + times_phase(ld_p)
+                m.d.sync += [ld_pbase.eq(pbase), ld_real_row.eq(pbase + ld_q0),
+                             ld_rpos.eq(pbase + ld_q0 + ld_nrows),
+                             ld_rest.eq(Q - ld_q0 - ld_nrows)]
+                m.next = "FILL_L"
+            with m.State("FILL_L"):
+                with m.If(fill & (ld_q0 != 0)):
+                    emit_load(ld_pbase, zp_off, ld_q0, zp_e, 0)
+                    with m.If(sent):
+                        m.next = "REAL"
+                with m.Else():
+                    m.next = "REAL"
+            with m.State("REAL"):
+                with m.If(ld_nrows != 0):
+                    emit_load(ld_real_row, ld_xoff, ld_nrows, ld_kc, sw_pitch)
+                    with m.If(sent):
+                        m.next = "FILL_R"
+                with m.Else():
+                    m.next = "FILL_R"
+            with m.State("FILL_R"):
+                with m.If(fill & (pr != 0) & (ld_rest != 0)):
+                    emit_load(ld_rpos, zp_off, ld_rest, zp_e, 0)
+                    with m.If(sent):
+                        m.next = "XNEXT"
+                with m.Else():
+                    m.next = "XNEXT"
+            with m.State("XNEXT"):
+                with m.If(ld_x == sw1):
+                    with m.If(ld_cbi == cb1):
+                        m.next = "LNEXT"
+                    with m.Else():
+                        m.d.sync += [ld_cbi.eq(ld_cbi + 1), ld_cb_base.eq(ld_cb_base + swQ),
+                                     ld_cb_off.eq(ld_cb_off + (c.rows << eb_shift)),
+                                     ld_kc.eq(Mux(ld_cbi + 1 == cb1, kc_last, c.rows))]
+                        m.next = "XINIT"
+                with m.Else():
+                    wrap = ld_p + 1 == sw
+                    m.d.sync += [ld_x.eq(ld_x + 1), ld_xoff.eq(ld_xoff + in_pitch),
+                                 ld_nrows.eq(qW + (ld_x + 1 < rW)),
+                                 ld_p.eq(Mux(wrap, 0, ld_p + 1)),
+                                 ld_q0.eq(ld_q0 + wrap)]
+                    m.next = "XPREP"
+
+            # Output lines of this pass.
+            with m.State("MM_INIT"):
+                m.d.sync += [oy.eq(0), oy_last.eq(oh1 == 0), ih_o.eq(0), o_slot.eq(0),
+                             o_slot_base.eq(0), acc_sel.eq(0), out_line_off.eq(out_n),
+                             pending.eq(0)]
+                m.next = "LINE_START"
+            with m.State("LINE_START"):
+                m.d.sync += [ky.eq(0), kx.eq(0), t_ih.eq(ih_o), t_slot.eq(o_slot),
+                             t_slot_base.eq(o_slot_base), kxp.eq(0), kxq.eq(0), mm_cbi.eq(0),
+                             mm_cb_off.eq(0), mm_kc.eq(Mux(cb_one, kc_last, c.rows)),
+                             w_row.eq(wplace), first.eq(1), mm_done.eq(0)]
+                m.next = "MPREP"
+            with m.State("MPREP"):
+                t_real = (t_ih >= pt) & (t_ih < h_end)
+                m.d.sync += act.eq(Mux(t_real, t_slot_base, LS) + mm_cb_off + times_phase(kxp)
+                                   + kxq)
+                m.next = "MEMIT"
+            with m.State("MEMIT"):
+                emit_matmul(act, w_row, OW, mm_kc, acc_base, ~first)
+                with m.If(sent):
+                    at_end = (mm_cbi == cb1) & (kx == kw1) & (ky == kh1)
+                    m.d.sync += [first.eq(0), w_row.eq(w_row + c.rows), mm_done.eq(at_end)]
+                    with m.If(mm_cbi != cb1):
+                        m.d.sync += [mm_cbi.eq(mm_cbi + 1), mm_cb_off.eq(mm_cb_off + swQ),
+                                     mm_kc.eq(Mux(mm_cbi + 1 == cb1, kc_last, c.rows))]
+                    with m.Else():
+                        m.d.sync += [mm_cbi.eq(0), mm_cb_off.eq(0),
+                                     mm_kc.eq(Mux(cb_one, kc_last, c.rows))]
+                        with m.If(kx != kw1):
+                            p2 = kxp + dw
+                            c1 = p2 >= sw
+                            p3 = Mux(c1, p2 - sw, p2)
+                            c2 = p3 >= sw
+                            m.d.sync += [kx.eq(kx + 1), kxp.eq(Mux(c2, p3 - sw, p3)),
+                                         kxq.eq(kxq + c1 + c2)]
+                        with m.Else():
+                            m.d.sync += [kx.eq(0), kxp.eq(0), kxq.eq(0)]
+                            with m.If(ky != kh1):
+                                m.d.sync += [ky.eq(ky + 1), t_ih.eq(t_ih + dh)]
+                                m.d.sync += wrap_add(t_slot, t_slot_base, dh,
+                                                     Mux(dh[1], S << 1, S))
+                    with m.If(first):
+                        # After a line's first MATMUL: the next line's input, then the
+                        # previous line's STORE.
+                        with m.If(~oy_last):
+                            m.d.sync += [ld_upto.eq(ih_o + sh + eh), pf_mode.eq(1)]
+                            m.next = "LINE"
+                        with m.Else():
+                            m.next = "PF_STORE"
+                    with m.Elif(at_end):
+                        m.next = "LINE_END"
+                    with m.Else():
+                        m.next = "MPREP"
+            with m.State("PF_STORE"):
+                with m.If(pending):
+                    emit_store()
+                    with m.If(sent):
+                        m.d.sync += pending.eq(0)
+                        with m.If(mm_done):
+                            m.next = "LINE_END"
+                        with m.Else():
+                            m.next = "MPREP"
+                with m.Elif(mm_done):
+                    m.next = "LINE_END"
+                with m.Else():
+                    m.next = "MPREP"
+            with m.State("LINE_END"):
+                m.d.sync += [pending.eq(1), pend_acc.eq(acc_base), pend_off.eq(out_line_off)]
+                with m.If(oy_last):
+                    m.next = "FINAL"
+                with m.Else():
+                    m.d.sync += [oy.eq(oy + 1), oy_last.eq(oy == oh2), ih_o.eq(ih_o + sh),
+                                 acc_sel.eq(~acc_sel), out_line_off.eq(out_line_off + out_line)]
+                    m.d.sync += wrap_add(o_slot, o_slot_base, sh, shS)
+                    m.next = "LINE_START"
+            with m.State("FINAL"):
+                emit_store()
+                with m.If(sent):
+                    m.d.sync += pending.eq(0)
+                    with m.If(n_last):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [
+                            ni.eq(ni + 1), n_last.eq(ni == nt2),
+                            cur_n.eq(Mux(ni == nt2, n_tail, nc)),
+                            bias_n.eq(bias_n + (nc << ab_shift)),
+                            rq_n.eq(rq_n + (nc << rb_shift)),
+                            w_n.eq(w_n + (nc << eb_shift)),
+                            out_n.eq(out_n + (nc << ob_shift)),
+                            wplace_sel.eq(~wplace_sel),
+                            wplace.eq(Mux(wplace_sel, w_base, w_base + WP)),
+                        ]
+                        m.next = "PASS_BIAS"
+            with m.State("BAD_DIM"):
+                emit_matmul(0, 0, 0, 1, 0, 0)
+                with m.If(sent):
+                    m.next = "IDLE"
+            with m.State("BAD_ADDR"):
+                emit_matmul(c.spad_depth, 0, 1, 1, 0, 0)
+                with m.If(sent):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.o_cmd.valid)
+        return m
