@@ -761,8 +761,11 @@ class MXEDriver:
         return plan.commands
 
     async def conv2d(self, x, w, *, stride=1, padding=0, dilation=1, groups=1, bias=None,
-                     relu=False, requant=None, quant=None, descriptor=False):
-        """A 2-D convolution on the engine, as GEMMs of its patches (one per group).
+                     relu=False, requant=None, quant=None, descriptor=False,
+                     conv_descriptor=True):
+        """A 2-D convolution on the engine: as convolution descriptors
+        (:mod:`mxe.hw.conv_unit`, one per image and group) where the engine has the convolution
+        unit and takes the geometry, otherwise as GEMMs of its patches (one per group).
 
         Parameters
         ----------
@@ -776,7 +779,13 @@ class MXEDriver:
         groups : int
             Divides C and Cout; ``groups == C`` is depthwise (C GEMMs of one output column).
         bias, relu, requant, quant, descriptor
-            As for :meth:`gemm`, per output channel where they have one value per column.
+            As for :meth:`gemm`, per output channel where they have one value per column
+            (``descriptor``: the GEMMs of a convolution lowered on the host).
+        conv_descriptor : bool
+            Use the convolution unit where the engine has it (``CAPABILITIES.conv_unit``) and
+            the geometry fits it (:func:`mxe.sim.conv_model.plan_conv`); ``False``: always
+            lower on the host. A quantized convolution whose weight zero points make the
+            weights leave int8 is lowered on the host too.
 
         Returns
         -------
@@ -797,6 +806,13 @@ class MXEDriver:
             if np.ndim(quant.a_zero_point):
                 raise ValueError("a convolution's input zero point is per tensor")
             pad_value = int(quant.a_zero_point)
+        if conv_descriptor and self.config is None:
+            await self.discover()
+        if conv_descriptor and self.config.conv_unit:
+            done = await self._conv_descriptor(x, w, geometry, bias=bias, relu=relu,
+                                               requant=requant, quant=quant)
+            if done is not None:
+                return done
         y, totals = None, {}
         for A, B, cols in lower_groups(x, w, geometry, pad_value=pad_value):
             out, counters = await self.gemm(
@@ -809,6 +825,78 @@ class MXEDriver:
             for name, value in counters.items():
                 totals[name] = totals.get(name, 0) + value
         return y.reshape(N, oh, ow, w.shape[0]), totals
+
+    async def _conv_descriptor(self, x, w, geometry, *, bias, relu, requant, quant,
+                               pad_value=0):
+        """:meth:`conv2d` through convolution descriptors, the padding ``pad_value`` (without
+        ``quant``); ``None`` if the engine would refuse them (then the caller lowers on the
+        host)."""
+        from mxe.sim.conv_model import expand, plan_conv
+        from mxe.sim.quant import _to_int8
+        out_dtype = None
+        if quant is not None:
+            # The quantized convolution as the engine computes it, per group as lower() maps a
+            # GEMM: the input's zero point goes into the bias, the weights' zero points into
+            # the weights (if they stay int8), the scales into per-channel requantization.
+            cout, kh, kw, cg = w.shape
+            per = cout // geometry.groups
+            w_eng = np.empty(w.shape, dtype=np.int64)
+            biases, multipliers, shifts, requants = [], [], [], []
+            for g in range(geometry.groups):
+                cols = slice(g * per, (g + 1) * per)
+                B = w[cols].reshape(per, kh * kw * cg).T
+                low = lower(np.zeros((1, B.shape[0]), dtype=np.int64), B,
+                            _columns_of(quant, cols), self.config,
+                            bias=None if bias is None else np.asarray(bias)[cols])
+                if low.parts != 1:
+                    return None
+                w_eng[cols] = low.B.T.reshape(per, kh, kw, cg)
+                biases.append(low.bias)
+                requants.append(low.requant)
+                if low.requant is not None:
+                    r = low.requant
+                    multipliers += list(r.multiplier) if r.per_column else [r.multiplier] * per
+                    shifts += list(r.shift) if r.per_column else [r.shift] * per
+                out_dtype = low.out_dtype
+            x = _to_int8("x", x, quant.a_type)
+            pad_value = int(_to_int8("a_zero_point", quant.a_zero_point, quant.a_type))
+            w = w_eng
+            bias = np.concatenate(biases)
+            bias = bias if bias.any() else None
+            requant = None
+            if requants[0] is not None:
+                requant = dataclasses.replace(requants[0], multiplier=multipliers, shift=shifts)
+        r = None if requant is None else Requant.of(requant)
+        plan = plan_conv(self.config, x, w, geometry, bias=bias, relu=relu, requant=r,
+                         pad_value=pad_value)
+        if plan is None:
+            return None
+        base, limit = self.window
+        end = max(off + len(blob) for off, blob in plan.blobs.items())
+        end = max(end, plan.out_offset + plan.out_bytes)
+        if base + end > limit:
+            return None
+        for offset, blob in plan.blobs.items():
+            await self.transport.write_mem(base + offset, blob)
+        subs = []
+        for i, command in enumerate(plan.commands):
+            if cmds.decode(command)[0] == "CONV_C":
+                subs += expand(self.config, plan.commands[i - 2:i + 1])
+        self.log.info("convolution %s x %s, %s: %d descriptor(s), %d sub-commands", x.shape,
+                      w.shape, geometry, plan.descriptors, len(subs))
+        before = await self.counters()
+        await self.run(plan.commands, timeout_cycles=self._timeout(subs))
+        after = await self.counters()
+        data = await self.transport.read_mem(base + plan.out_offset, plan.out_bytes)
+        if r is None:
+            values = decode_elems(data, plan.out_elem_bytes, self.config.acc_width,
+                                  self.config.signed)
+        else:
+            values = decode_elems(data, 1, 8, r.bounds(self.config)[0] < 0)
+        y = values.reshape(plan.out_shape)
+        if out_dtype is not None:
+            y = y.astype(out_dtype)
+        return y, {k: (after[k] - before[k]) % (1 << 64) for k in after}
 
     async def gemm(self, A, B, bias=None, relu=False, requant=None, *, quant=None, base=0,
                    align=64, descriptor=False, **plan_options):
