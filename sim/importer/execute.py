@@ -164,6 +164,9 @@ def _quantization(layer, values, n_out):
         if bias.dtype != np.int32:
             raise EngineRefusal(f"the bias is {bias.dtype}, not int32")
         bias = bias.astype(np.int64).reshape(-1)
+        if bias.size != n_out:
+            raise EngineRefusal(f"the bias has {bias.size} values, not one per output channel "
+                                f"({n_out})")
     if layer.y_scale is None:
         return Quantization(a_type, b_type, a_zero_point=za, b_zero_point=zb), bias
     xs, ws, ys = (np.asarray(values[n]) for n in (layer.x_scale, layer.w_scale,

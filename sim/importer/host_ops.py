@@ -59,5 +59,47 @@ class QLinearGlobalAveragePool(OpRun):
         return (_quantize(v, y_scale, y_zero_point, _out_dtype(y_zero_point, x.dtype)),)
 
 
+class QLinearSoftmax(OpRun):
+    op_domain = "com.microsoft"
+
+    def _run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None, axis=None,
+             opset=None):
+        axis = -1 if axis is None else axis
+        v = _dequantize(x, x_scale, x_zero_point)
+        e = np.exp(v - v.max(axis=axis, keepdims=True))
+        v = (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+        return (_quantize(v, y_scale, y_zero_point, _out_dtype(y_zero_point, x.dtype)),)
+
+
+class QGemm(OpRun):
+    """``Y = (A - za) @ (B - zb) + C`` (C an int32 bias in units of ``a_scale * b_scale``),
+    requantized with ``a_scale * b_scale / y_scale`` as ONNX's reference requantizes
+    QLinearMatMul (``rint`` of the float64 product, saturated); without ``y_scale``, the float
+    ``alpha * a_scale * b_scale * Y``."""
+    op_domain = "com.microsoft"
+
+    def _run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None,
+             y_zero_point=None, alpha=None, transA=None, transB=None):
+        A = a.astype(np.int64) - np.asarray(a_zero_point).astype(np.int64)
+        if transA:
+            A = A.T
+        zb = np.asarray(b_zero_point).astype(np.int64)
+        B = b.astype(np.int64)
+        B = (B.T if transB else B) - (zb.reshape(1, -1) if zb.size > 1 else zb)
+        acc = A @ B
+        if c is not None:
+            acc = acc + c.astype(np.int64)
+        alpha = 1.0 if alpha is None else alpha
+        if y_scale is None:
+            return ((np.float32(alpha) * (a_scale * b_scale)).astype(np.float32)
+                    * acc.astype(np.float32),)
+        scale = np.float32(alpha) * (a_scale * b_scale) / y_scale
+        zero = 0 if y_zero_point is None else int(np.asarray(y_zero_point).reshape(()))
+        dtype = _out_dtype(y_zero_point, np.dtype(np.uint8))
+        info = np.iinfo(dtype)
+        return (np.clip(np.rint(acc * scale.astype(np.float64) + zero), info.min,
+                        info.max).astype(dtype),)
+
+
 #: The operators the host adds to ``onnx.reference``'s.
-HOST_OPS = [QLinearAdd, QLinearMul, QLinearGlobalAveragePool]
+HOST_OPS = [QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearSoftmax, QGemm]

@@ -3,7 +3,8 @@
 The graph's nodes are taken in their (topological) order. A quantized linear layer becomes an
 engine layer:
 
-- ``QLinearConv``, ``QLinearMatMul``: requantized 8-bit outputs;
+- ``QLinearConv``, ``QLinearMatMul`` and ONNX Runtime's ``QGemm`` (with an output scale):
+  requantized 8-bit outputs;
 - ``MatMulInteger``, ``ConvInteger``: raw int32 outputs;
 - the QDQ form, ``DequantizeLinear`` on the activation and on the weight (and an int32 bias) in
   front of ``Conv``, ``MatMul`` or ``Gemm`` and one ``QuantizeLinear`` behind it: folded into the
@@ -32,6 +33,7 @@ __all__ = ["import_model", "Program", "EngineLayer", "HostLayer", "UnsupportedOp
 
 #: Operators that run on the engine, and the forms around them that are folded in.
 ENGINE_OPERATORS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
+                    "QGemm (com.microsoft, with an output scale)",
                     "DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear (QDQ)",
                     "Relu, Clip (fused)")
 
@@ -251,6 +253,13 @@ def _qlinear_layer(g, node):
         layer = EngineLayer(node.name or node.output[0], op, "matmul", node.input[0],
                             node.input[1], node.output[0], [node], x_zero=_input(node, 2),
                             w_zero=_input(node, 3))
+    elif op == "QGemm":
+        layer = EngineLayer(node.name or node.output[0], op, "matmul", node.input[0],
+                            node.input[3], node.output[0], [node], x_scale=node.input[1],
+                            x_zero=_input(node, 2), w_scale=node.input[4],
+                            w_zero=_input(node, 5), bias=_input(node, 6),
+                            y_scale=_input(node, 7), y_zero=_input(node, 8),
+                            trans_b=bool(attrs.get("transB", 0)))
     else:  # ConvInteger
         layer = EngineLayer(node.name or node.output[0], op, "conv", node.input[0],
                             node.input[1], node.output[0], [node], x_zero=_input(node, 2),
@@ -358,8 +367,13 @@ def import_model(model):
             continue
         domain = node.domain or ""
         layer = None
+        attrs = _attrs(node)
         if domain == "" and node.op_type in ("QLinearConv", "QLinearMatMul", "MatMulInteger",
                                              "ConvInteger"):
+            layer = _qlinear_layer(g, node)
+        elif domain == "com.microsoft" and node.op_type == "QGemm" and \
+                attrs.get("alpha", 1.0) == 1.0 and not attrs.get("transA", 0) and \
+                _input(node, 7) is not None:
             layer = _qlinear_layer(g, node)
         elif domain == "" and node.op_type in ("Conv", "MatMul", "Gemm"):
             layer = _qdq_layer(g, node)
