@@ -47,19 +47,23 @@ from .gemm_unit import _Divider
 from .isa import COMMAND_BITS, Opcode, command_layout
 
 
-__all__ = ["ConvUnit", "KERNEL_MAX", "STRIDE_MAX", "DILATION_MAX"]
+__all__ = ["ConvUnit", "KERNEL_MAX", "STRIDE_MAX", "DILATION_MAX", "HOOK"]
 
 KERNEL_MAX = 7
 STRIDE_MAX = 4
 DILATION_MAX = 2
+#: A line's input prefetch and the last line's STORE follow its MATMUL of this index (or its last
+#: if it has fewer): the MATMULs before them keep the array busy while the STORE waits for the
+#: last line's results and the unit emits the LOADs.
+HOOK = 2
 #: Ring slots at most: ((KERNEL_MAX - 1) * DILATION_MAX + 1) + 2 * STRIDE_MAX.
 _LINES_MAX = (KERNEL_MAX - 1) * DILATION_MAX + 1 + 2 * STRIDE_MAX
 _SA = 24          # scratchpad row values (as the commands carry them)
 
 
 class _Multiplier(wiring.Component):
-    """Shift-add multiplier: ``product = a * b`` 16 cycles after ``start`` (``done`` from then
-    until the next start)."""
+    """Shift-add multiplier: ``product = a * b`` after as many cycles as ``a`` has bits (at
+    most 16; ``done`` from then until the next start)."""
 
     start: In(1)
     a: In(16)
@@ -72,7 +76,8 @@ class _Multiplier(wiring.Component):
         count = Signal(range(17))
         a = Signal(16)
         b = Signal(48)
-        m.d.comb += self.done.eq(count == 0)
+        # Done once the multiplier's bits left are all zero (small multipliers are quick).
+        m.d.comb += self.done.eq((count == 0) | (a == 0))
         with m.If(self.start):
             m.d.sync += [self.product.eq(0), a.eq(self.a), b.eq(self.b), count.eq(16)]
         with m.Elif(count != 0):
@@ -197,9 +202,18 @@ class ConvUnit(wiring.Component):
         w_row = Signal(_SA)
         act = Signal(_SA)
         first, mm_done = signals(1, "first mm_done")
+        mm_i = Signal(16)                       # the line's MATMUL index
+        hook = Signal(16)                       # min(HOOK, MATMULs a line - 1)
+        # The STORE of the last output line, kept until the next line's MATMUL ``hook`` (of
+        # this pass or the next), with what it needs of its pass.
         pending = Signal()
-        pend_acc = Signal(16)
-        pend_off = Signal(32)
+        pend_acc, pend_n = signals(16, "pend_acc pend_n")
+        pend_off, pend_bias, pend_rq = signals(32, "pend_off pend_bias pend_rq")
+        pend_pass = Signal()                    # its pass's parity
+        bias_valid, bias_for = signals(1, "bias_valid bias_for")  # the post-processor holds
+        bias_ret = Signal()                     # after the bias LOADs: 0 PF_STORE, 1 FINAL
+        pass_slot = Signal(range(_LINES_MAX))   # the ring slot of the pass's padded line 0
+        pass_slot_base = Signal(_SA)
 
         acc_base = Mux(acc_sel, OW, 0)
         ob_shift = Mux(d_requant, 0, ab_shift)
@@ -227,7 +241,7 @@ class ConvUnit(wiring.Component):
             m.d.comb += [
                 st.opcode.eq(Opcode.STORE), st.bias.eq(d_bias), st.relu.eq(d_relu),
                 st.requant.eq(d_requant), st.acc_addr.eq(pend_acc), st.mem_offset.eq(pend_off),
-                st.rows.eq(OW), st.elems.eq(cur_n), st.stride.eq(out_pitch),
+                st.rows.eq(OW), st.elems.eq(pend_n), st.stride.eq(out_pitch),
                 out_valid.eq(1),
             ]
 
@@ -342,7 +356,7 @@ class ConvUnit(wiring.Component):
             multiply("M_SWP", sw, in_pitch, "FIT", sw_pitch)
             with m.State("FIT"):
                 m.d.sync += [rows_used.eq(LS + S + Mux(nt_one, WP, WP << 1)),
-                             w_base.eq(LS + S)]
+                             w_base.eq(LS + S), hook.eq(Mux(tcb > HOOK, HOOK, tcb - 1))]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If((rows_used > c.spad_depth) | (S > 0xFFFF)
@@ -353,26 +367,14 @@ class ConvUnit(wiring.Component):
                         ni.eq(0), n_last.eq(nt_one), wplace_sel.eq(0), wplace.eq(w_base),
                         bias_n.eq(ch_off), rq_n.eq(rq_base), w_n.eq(w_off), out_n.eq(out_off),
                         cur_n.eq(Mux(nt_one, n_tail, nc)), filled.eq(0),
+                        ld_slot.eq(0), ld_slot_base.eq(0), acc_sel.eq(0), pending.eq(0),
+                        bias_valid.eq(0),
                     ]
                     m.next = "ZP"
             with m.State("ZP"):
                 # The slot of padding lines, all zero points, once per descriptor.
                 with m.If((pt != 0) | (pb != 0)):
                     emit_load(LS, zp_off, S, zp_e, 0)
-                    with m.If(sent):
-                        m.next = "PASS_BIAS"
-                with m.Else():
-                    m.next = "PASS_BIAS"
-            with m.State("PASS_BIAS"):
-                with m.If(d_bias):
-                    emit_load(0, bias_n, 1, cur_n, 0, to_bias=1)
-                    with m.If(sent):
-                        m.next = "PASS_RQ"
-                with m.Else():
-                    m.next = "PASS_RQ"
-            with m.State("PASS_RQ"):
-                with m.If(d_pc):
-                    emit_load(0, rq_n, 2, cur_n, N << rb_shift, to_requant=1)
                     with m.If(sent):
                         m.next = "WINIT"
                 with m.Else():
@@ -389,9 +391,10 @@ class ConvUnit(wiring.Component):
                                  w_tap_off.eq(w_tap_off + tap_step),
                                  w_tap_spad.eq(w_tap_spad + cbkr)]
                     with m.If(tap_last):
-                        m.d.sync += [ld_ih.eq(0), ld_ph.eq(0), ld_slot.eq(0),
-                                     ld_slot_base.eq(0), ld_roff.eq(in_off), ld_upto.eq(eh),
-                                     pf_mode.eq(0)]
+                        # The ring goes on from the last pass's lines.
+                        m.d.sync += [ld_ih.eq(0), ld_ph.eq(0), ld_roff.eq(in_off),
+                                     ld_upto.eq(eh), pf_mode.eq(0), pass_slot.eq(ld_slot),
+                                     pass_slot_base.eq(ld_slot_base)]
                         m.next = "LINE"
 
             # Input lines up to ld_upto (exclusive), each loaded once.
@@ -467,15 +470,14 @@ class ConvUnit(wiring.Component):
 
             # Output lines of this pass.
             with m.State("MM_INIT"):
-                m.d.sync += [oy.eq(0), oy_last.eq(oh1 == 0), ih_o.eq(0), o_slot.eq(0),
-                             o_slot_base.eq(0), acc_sel.eq(0), out_line_off.eq(out_n),
-                             pending.eq(0)]
+                m.d.sync += [oy.eq(0), oy_last.eq(oh1 == 0), ih_o.eq(0), o_slot.eq(pass_slot),
+                             o_slot_base.eq(pass_slot_base), out_line_off.eq(out_n)]
                 m.next = "LINE_START"
             with m.State("LINE_START"):
                 m.d.sync += [ky.eq(0), kx.eq(0), t_ih.eq(ih_o), t_slot.eq(o_slot),
                              t_slot_base.eq(o_slot_base), kxp.eq(0), kxq.eq(0), mm_cbi.eq(0),
                              mm_cb_off.eq(0), mm_kc.eq(Mux(cb_one, kc_last, c.rows)),
-                             w_row.eq(wplace), first.eq(1), mm_done.eq(0)]
+                             w_row.eq(wplace), first.eq(1), mm_done.eq(0), mm_i.eq(0)]
                 m.next = "MPREP"
             with m.State("MPREP"):
                 t_real = (t_ih >= pt) & (t_ih < h_end)
@@ -486,7 +488,8 @@ class ConvUnit(wiring.Component):
                 emit_matmul(act, w_row, OW, mm_kc, acc_base, ~first)
                 with m.If(sent):
                     at_end = (mm_cbi == cb1) & (kx == kw1) & (ky == kh1)
-                    m.d.sync += [first.eq(0), w_row.eq(w_row + c.rows), mm_done.eq(at_end)]
+                    m.d.sync += [first.eq(0), w_row.eq(w_row + c.rows), mm_done.eq(at_end),
+                                 mm_i.eq(mm_i + 1)]
                     with m.If(mm_cbi != cb1):
                         m.d.sync += [mm_cbi.eq(mm_cbi + 1), mm_cb_off.eq(mm_cb_off + swQ),
                                      mm_kc.eq(Mux(mm_cbi + 1 == cb1, kc_last, c.rows))]
@@ -506,9 +509,9 @@ class ConvUnit(wiring.Component):
                                 m.d.sync += [ky.eq(ky + 1), t_ih.eq(t_ih + dh)]
                                 m.d.sync += wrap_add(t_slot, t_slot_base, dh,
                                                      Mux(dh[1], S << 1, S))
-                    with m.If(first):
-                        # After a line's first MATMUL: the next line's input, then the
-                        # previous line's STORE.
+                    with m.If(mm_i == hook):
+                        # After the line's MATMUL ``hook``: the next line's input, then the
+                        # last line's STORE.
                         with m.If(~oy_last):
                             m.d.sync += [ld_upto.eq(ih_o + sh + eh), pf_mode.eq(1)]
                             m.next = "LINE"
@@ -518,8 +521,12 @@ class ConvUnit(wiring.Component):
                         m.next = "LINE_END"
                     with m.Else():
                         m.next = "MPREP"
+            need_bias = (d_bias | d_pc) & (~bias_valid | (bias_for != pend_pass))
             with m.State("PF_STORE"):
-                with m.If(pending):
+                with m.If(pending & need_bias):
+                    m.d.sync += bias_ret.eq(0)
+                    m.next = "SB_BIAS"
+                with m.Elif(pending):
                     emit_store()
                     with m.If(sent):
                         m.d.sync += pending.eq(0)
@@ -531,33 +538,57 @@ class ConvUnit(wiring.Component):
                     m.next = "LINE_END"
                 with m.Else():
                     m.next = "MPREP"
+            with m.State("SB_BIAS"):
+                # The bias and multipliers of the pending STORE's pass, before its first STORE.
+                with m.If(d_bias):
+                    emit_load(0, pend_bias, 1, pend_n, 0, to_bias=1)
+                    with m.If(sent):
+                        m.next = "SB_RQ"
+                with m.Else():
+                    m.next = "SB_RQ"
+            with m.State("SB_RQ"):
+                with m.If(d_pc):
+                    emit_load(0, pend_rq, 2, pend_n, N << rb_shift, to_requant=1)
+                with m.If(~d_pc | sent):
+                    m.d.sync += [bias_valid.eq(1), bias_for.eq(pend_pass)]
+                    with m.If(bias_ret):
+                        m.next = "FINAL"
+                    with m.Else():
+                        m.next = "PF_STORE"
             with m.State("LINE_END"):
-                m.d.sync += [pending.eq(1), pend_acc.eq(acc_base), pend_off.eq(out_line_off)]
-                with m.If(oy_last):
+                m.d.sync += [pending.eq(1), pend_acc.eq(acc_base), pend_off.eq(out_line_off),
+                             pend_n.eq(cur_n), pend_pass.eq(ni[0]), pend_bias.eq(bias_n),
+                             pend_rq.eq(rq_n), acc_sel.eq(~acc_sel)]
+                with m.If(oy_last & n_last):
                     m.next = "FINAL"
+                with m.Elif(oy_last):
+                    # The next pass: its weights into the other place, its lines after this
+                    # pass's in the ring; this line's STORE goes out in its first line.
+                    m.d.sync += [
+                        ni.eq(ni + 1), n_last.eq(ni == nt2),
+                        cur_n.eq(Mux(ni == nt2, n_tail, nc)),
+                        bias_n.eq(bias_n + (nc << ab_shift)),
+                        rq_n.eq(rq_n + (nc << rb_shift)),
+                        w_n.eq(w_n + (nc << eb_shift)),
+                        out_n.eq(out_n + (nc << ob_shift)),
+                        wplace_sel.eq(~wplace_sel),
+                        wplace.eq(Mux(wplace_sel, w_base, w_base + WP)),
+                    ]
+                    m.next = "WINIT"
                 with m.Else():
                     m.d.sync += [oy.eq(oy + 1), oy_last.eq(oy == oh2), ih_o.eq(ih_o + sh),
-                                 acc_sel.eq(~acc_sel), out_line_off.eq(out_line_off + out_line)]
+                                 out_line_off.eq(out_line_off + out_line)]
                     m.d.sync += wrap_add(o_slot, o_slot_base, sh, shS)
                     m.next = "LINE_START"
             with m.State("FINAL"):
-                emit_store()
-                with m.If(sent):
-                    m.d.sync += pending.eq(0)
-                    with m.If(n_last):
+                with m.If(need_bias):
+                    m.d.sync += bias_ret.eq(1)
+                    m.next = "SB_BIAS"
+                with m.Else():
+                    emit_store()
+                    with m.If(sent):
+                        m.d.sync += pending.eq(0)
                         m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += [
-                            ni.eq(ni + 1), n_last.eq(ni == nt2),
-                            cur_n.eq(Mux(ni == nt2, n_tail, nc)),
-                            bias_n.eq(bias_n + (nc << ab_shift)),
-                            rq_n.eq(rq_n + (nc << rb_shift)),
-                            w_n.eq(w_n + (nc << eb_shift)),
-                            out_n.eq(out_n + (nc << ob_shift)),
-                            wplace_sel.eq(~wplace_sel),
-                            wplace.eq(Mux(wplace_sel, w_base, w_base + WP)),
-                        ]
-                        m.next = "PASS_BIAS"
             with m.State("BAD_DIM"):
                 emit_matmul(0, 0, 0, 1, 0, 0)
                 with m.If(sent):

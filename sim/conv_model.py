@@ -31,6 +31,7 @@ The schedule (see the architecture page, "The convolution unit"):
 from dataclasses import dataclass
 
 from mxe.hw.config import REQUANT_ELEM_BYTES
+from mxe.hw.conv_unit import DILATION_MAX, HOOK, KERNEL_MAX, STRIDE_MAX
 from mxe.hw.isa import ErrorCode
 from mxe.sim import commands as cmds
 
@@ -38,9 +39,7 @@ from mxe.sim import commands as cmds
 __all__ = ["descriptor", "ConvSchedule", "schedule", "expand_fields", "expand", "traffic",
            "KERNEL_MAX", "STRIDE_MAX", "DILATION_MAX", "PAD_MAX"]
 
-KERNEL_MAX = 7
-STRIDE_MAX = 4
-DILATION_MAX = 2
+#: Padding per side at most (the 4-bit fields of CONV_B).
 PAD_MAX = 15
 
 
@@ -160,9 +159,8 @@ def expand_fields(config, f):
     def zp_load(spad, rows):
         out.append(cmds.load(spad, f["zp_offset"], rows, zp_e, 0))
 
-    def load_line(ih):
+    def load_line(ih, slot):
         r = ih - pt
-        slot = ih % s.lines
         base = slot * s.slot
         fill = (pl or pr) and not filled[slot]
         filled[slot] = True
@@ -180,57 +178,72 @@ def expand_fields(config, f):
                 if fill and pr and rest:
                     zp_load(phase + q0 + nrows, rest)
 
-    def load_lines(upto, cursor):
+    def load_lines(upto, cursor, slot0):
         while cursor < upto:
             if pt <= cursor < pt + H and cursor % sh < s.eh:
-                load_line(cursor)
+                load_line(cursor, (slot0 + cursor) % s.lines)
             cursor += 1
         return cursor
 
+    pending = None          # (STORE, its pass, bias offset, requant offset, channels)
+    bias_for = None         # the pass whose bias and multipliers the post-processor holds
+
+    def emit_pending():
+        nonlocal pending, bias_for
+        store, j, bias_off, rq_off, n = pending
+        if (f["bias"] or f["per_channel"]) and bias_for != j:
+            if f["bias"]:
+                out.append(cmds.load(0, bias_off, 1, n, 0, to_bias=True))
+            if f["per_channel"]:
+                out.append(cmds.load(0, rq_off, 2, n, N * REQUANT_ELEM_BYTES, to_requant=True))
+            bias_for = j
+        out.append(store)
+        pending = None
+
     if f["pad_top"] or f["pad_bottom"]:
         zp_load(s.zp_base, s.slot)
+    slot0 = 0               # the ring slot of this pass's padded line 0
+    lines_done = 0          # output lines so far, all passes: the accumulator place
+    taps_blocks = kh * kw * s.cb
+    hook = min(HOOK, taps_blocks - 1)
     for j in range(s.nt):
         n0 = j * s.nc
         n = min(s.nc, N - n0)
         wplace = s.w_base + (j % 2) * s.wplace
-        if f["bias"]:
-            out.append(cmds.load(0, (f["channel_offset"] + n0 * ab) & mask, 1, n, 0,
-                                 to_bias=True))
-        if f["per_channel"]:
-            out.append(cmds.load(0, (rq_base + n0 * REQUANT_ELEM_BYTES) & mask, 2, n,
-                                 N * REQUANT_ELEM_BYTES, to_requant=True))
         for tap in range(kh * kw):
             out.append(cmds.load(wplace + tap * s.cb * s.kr,
                                  (f["w_offset"] + tap * C * f["w_stride"] + n0 * eb) & mask,
                                  C, n, f["w_stride"]))
-        cursor = load_lines(s.eh, 0)
-        pending = None
+        cursor = load_lines(s.eh, 0, slot0)
         for oy in range(s.oh):
-            acc = (oy % 2) * s.ow
-            first = True
+            acc = (lines_done % 2) * s.ow
+            index = 0
             w_row = wplace
             for ky in range(kh):
                 ih = oy * sh + ky * dh
                 real = pt <= ih < pt + H
-                slot_base = (ih % s.lines) * s.slot if real else s.zp_base
+                slot_base = ((slot0 + ih) % s.lines) * s.slot if real else s.zp_base
                 for kx in range(kw):
                     p, q = (kx * dw) % sw, (kx * dw) // sw
                     for cbi in range(s.cb):
                         act = slot_base + (cbi * sw + p) * s.q + q
                         out.append(cmds.matmul(act, w_row, s.ow, kc(cbi), acc,
-                                               accumulate=not first))
+                                               accumulate=index > 0))
                         w_row += s.kr
-                        if first:
-                            first = False
+                        if index == hook:
                             if oy + 1 < s.oh:
-                                cursor = load_lines((oy + 1) * sh + s.eh, cursor)
+                                cursor = load_lines((oy + 1) * sh + s.eh, cursor, slot0)
                             if pending is not None:
-                                out.append(pending)
-                                pending = None
-            pending = cmds.store(acc, (f["out_offset"] + oy * s.ow * f["out_pitch"] + n0 * ob)
-                                 & mask, s.ow, n, f["out_pitch"], bias=f["bias"],
-                                 relu=f["relu"], requant=f["requant"])
-        out.append(pending)
+                                emit_pending()
+                        index += 1
+            store = cmds.store(acc, (f["out_offset"] + oy * s.ow * f["out_pitch"] + n0 * ob)
+                               & mask, s.ow, n, f["out_pitch"], bias=f["bias"],
+                               relu=f["relu"], requant=f["requant"])
+            pending = (store, j, (f["channel_offset"] + n0 * ab) & mask,
+                       (rq_base + n0 * REQUANT_ELEM_BYTES) & mask, n)
+            lines_done += 1
+        slot0 = (slot0 + cursor) % s.lines
+    emit_pending()
     return out
 
 
