@@ -168,10 +168,11 @@ class ConvCase:
 
 
 def qlinear_conv_case(rng, x_type, *, shape, kernel, strides=(1, 1), pads=(0, 0, 0, 0),
-                      dilations=(1, 1), per_channel=True):
+                      dilations=(1, 1), per_channel=True, symmetric_weights=False):
     """QLinearConv of an ``(N, C, H, W)`` input of ``x_type`` with int8 weights (per output
-    channel scales and zero points if ``per_channel``), an int32 bias and zero points on the
-    input and the output; lowered to a GEMM by :meth:`ConvCase.lowered`."""
+    channel scales and zero points if ``per_channel``; zero points 0 if ``symmetric_weights``,
+    as TFLite quantizes weights), an int32 bias and zero points on the input and the output;
+    lowered to a GEMM by :meth:`ConvCase.lowered`."""
     N, C, H, W, cout = (int(v) for v in shape)
     out_type = ("uint8", "int8")[rng.integers(2)]
     x = _operand(rng, x_type, (N, C, H, W))
@@ -179,6 +180,8 @@ def qlinear_conv_case(rng, x_type, *, shape, kernel, strides=(1, 1), pads=(0, 0,
     size = (cout,) if per_channel else ()
     zx = _zero_point(rng, x_type, (), False)
     zw = _zero_point(rng, "int8", size, False)
+    if symmetric_weights:
+        zw = np.zeros_like(zw)
     zy = _zero_point(rng, out_type, (), False)
     x_scale = np.float32(2.0 ** rng.uniform(-8, -2))
     w_scale = (2.0 ** rng.uniform(-8, -2, size=size)).astype(np.float32)

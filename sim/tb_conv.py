@@ -97,11 +97,36 @@ async def test_conv_random(dut):
         assert counters["DMA_WR_BYTES"] == model.counters["dma_wr_bytes"]
         tb.log.info("conv %d: %s x %s -> %d, %s (zero point %d): bit-exact, %d cycles", i,
                     shape, w.shape, cout, geometry, zp, counters["CYCLES"])
-    # Through conv2d as a user calls it (descriptor by default), quantized too.
+    # Through conv2d as a user calls it (descriptor by default).
     x = tb.rng.integers(lo, hi, size=(1, 6, 7, 3), endpoint=True)
     w = tb.rng.integers(lo, hi, size=(5, 3, 3, 3), endpoint=True)
     got, _ = await tb.drv.conv2d(x, w, padding=1, stride=(1, 2))
     assert (got == conv2d_reference(x, w, ConvGeometry.of(3, padding=1, stride=(1, 2)))).all()
+    # QLinearConv against ONNX's reference: uint8 and int8 inputs with zero points (the
+    # padding), per-tensor and per-channel weight scales, through the descriptor where the
+    # weights less their zero points stay int8.
+    from mxe.sim.onnx_cases import qlinear_conv_case
+    used = 0
+    for i in range(4):
+        case = qlinear_conv_case(tb.rng, ("uint8", "int8")[i % 2], shape=(1, 3, 6, 5, 6),
+                                 kernel=(3, 2), strides=(1, 2), pads=(1, 0, 1, 2),
+                                 per_channel=i < 2, symmetric_weights=i % 3 != 2)
+        g = case.geometry
+        geometry = ConvGeometry.of(g["kernel"], stride=g["strides"], padding=g["pads"],
+                                   dilation=g["dilations"])
+        done = await tb.drv._conv_descriptor(case.x.transpose(0, 2, 3, 1),
+                                             case.w.transpose(0, 2, 3, 1), geometry,
+                                             bias=case.bias, relu=False, requant=None,
+                                             quant=case.quant)
+        if done is None:
+            tb.log.info("QLinearConv %d: weights leave int8, lowered on the host", i)
+            continue
+        used += 1
+        got = done[0].transpose(0, 3, 1, 2)
+        assert got.dtype == case.want.dtype and (got == case.want).all(), \
+            f"QLinearConv {i}: {int((got != case.want).sum())} differ from ONNX's reference"
+        tb.log.info("QLinearConv %d %s: equal to ONNX's reference", i, g)
+    assert used, "no QLinearConv case ran through the descriptor"
 
 
 @cocotb.test()
