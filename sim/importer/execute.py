@@ -176,6 +176,11 @@ def _quantization(layer, values, n_out):
     xs, ys = xs.reshape(()), ys.reshape(())
     if ws.size == 1:
         ws = ws.reshape(())
+    elif layer.w_axis is not None and \
+            layer.w_axis % np.ndim(values[layer.w]) != \
+            layer.w_axis_wanted % np.ndim(values[layer.w]):
+        raise EngineRefusal(f"the weight scale runs along axis {layer.w_axis}, not the output "
+                            f"channels")
     elif ws.shape != (n_out,):
         raise EngineRefusal(f"the weight scale has shape {ws.shape}: per tensor or per output "
                             f"channel ({n_out}) only")

@@ -108,6 +108,8 @@ class EngineLayer:
     clip: tuple | None = None
     clip_float: tuple | None = None
     relu: bool = False
+    w_axis: int | None = None           # QDQ: the weight DequantizeLinear's axis
+    w_axis_wanted: int | None = None
     fused: list = field(default_factory=list)
     fallback: list = field(default_factory=list)       # HostLayers of ``nodes``
     where: str = "engine"
@@ -334,8 +336,16 @@ def _qdq_layer(g, node):
                                                                    for n in nodes_after),
                q.name or q.output[0]])
     q_attrs = _attrs(q)
-    if q_attrs.get("saturate", 1) != 1 or q_attrs.get("output_dtype", 0) not in (0, 2, 3):
+    if q_attrs.get("saturate", 1) != 1 or q_attrs.get("output_dtype", 0) not in (0, 2, 3) or \
+            (layer.y_zero is None and q_attrs.get("output_dtype", 0) == 3):
         return None
+    w_attrs = _attrs(dw)
+    if w_attrs.get("block_size", 0) or _attrs(dx).get("block_size", 0):
+        return None
+    # A per-channel weight scale must run along the output channels: axis 0 of a Conv's
+    # weights (Cout, ...) and of a Gemm's transposed B (N, K), the last axis of a MatMul's.
+    layer.w_axis = w_attrs.get("axis", 1)
+    layer.w_axis_wanted = 0 if op == "Conv" or layer.trans_b else -1
     return layer
 
 
