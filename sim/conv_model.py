@@ -292,9 +292,11 @@ class ConvPlan:
 
 def plan_conv(config, x, w, geometry, *, bias=None, relu=False, requant=None, pad_value=0,
               base=0, align=64):
-    """A convolution as convolution descriptors (one per image and group), laid out from window
-    offset ``base``: the NHWC input as it is, the weights of each group as a ``(KH*KW*Cg) x Cg``
-    matrix, a row of ``pad_value``, the per-channel values of each group, the NHWC output.
+    """A convolution as convolution descriptors (one per image and block of groups), laid out
+    from window offset ``base``: the NHWC input as it is, a row of ``pad_value``, the weights of
+    each block as a ``(KH*KW*b*Cg) x (b*Ng)`` matrix, zero between its ``b`` groups (as many as
+    the array's rows and columns take: a depthwise convolution runs ``min(rows, cols)`` channels
+    at once), the per-channel values of each block, the NHWC output.
 
     ``x`` ``(N, H, W, C)`` and ``w`` ``(Cout, KH, KW, C / groups)`` are engine operands;
     ``requant`` a :class:`~mxe.sim.model.Requant` or ``None``. Returns a :class:`ConvPlan`, or
@@ -320,11 +322,18 @@ def plan_conv(config, x, w, geometry, *, bias=None, relu=False, requant=None, pa
     fields = dict(kh=kh, kw=kw, stride_h=geometry.stride[0], stride_w=geometry.stride[1],
                   dil_h=geometry.dilation[0], dil_w=geometry.dilation[1], h=H, w=W, c=cg,
                   n=ng, pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right)
-    if (max(geometry.pads) > PAD_MAX or C * eb > 0xFFFF or ng * eb > 0xFFFF
+    if (max(geometry.pads) > PAD_MAX or C * eb > 0xFFFF or cout * eb > 0xFFFF
             or cout * ob > 0xFFFF or max(H, W, C, cout) > 0xFFFF):
         return None
-    if schedule(c, fields)[1] is not None:
+    # Groups narrower than the array go together, as one convolution whose weights are zero
+    # between groups (block-diagonal): a depthwise convolution then fills min(rows, cols)
+    # columns of the array instead of one.
+    merge = max(1, min(c.rows // cg, c.cols // ng, groups))
+    while merge > 1 and schedule(c, {**fields, "c": merge * cg, "n": merge * ng})[1]:
+        merge -= 1
+    if schedule(c, {**fields, "c": merge * cg, "n": merge * ng})[1] is not None:
         return None
+    blocks = [(g0, min(merge, groups - g0)) for g0 in range(0, groups, merge)]
 
     def up(n):
         return -(-n // align) * align
@@ -342,14 +351,19 @@ def plan_conv(config, x, w, geometry, *, bias=None, relu=False, requant=None, pa
     x_off = put(encode_elems(x.reshape(-1), eb))
     zp_off = put(encode_elems(np.full(c.spad_row_elems, pad_value), eb))
     w_offs, ch_offs = [], []
-    for g in range(groups):
-        wg = w[g * ng:(g + 1) * ng].reshape(ng, kh * kw * cg).T
-        w_offs.append(put(encode_elems(wg.reshape(-1), eb)))
+    for g0, count in blocks:
+        # Rows (ky, kx, c) of the block's count * cg channels, columns its count * ng outputs.
+        wb = np.zeros((kh, kw, count * cg, count * ng), dtype=np.int64)
+        for i in range(count):
+            g = g0 + i
+            wb[:, :, i * cg:(i + 1) * cg, i * ng:(i + 1) * ng] = \
+                w[g * ng:(g + 1) * ng].transpose(1, 2, 3, 0)
+        w_offs.append(put(encode_elems(wb.reshape(-1), eb)))
+        cols = slice(g0 * ng, (g0 + count) * ng)
         table = b""
         if bias is not None:
-            table += encode_elems(np.asarray(bias)[g * ng:(g + 1) * ng], ab)
+            table += encode_elems(np.asarray(bias)[cols], ab)
         if per_channel:
-            cols = slice(g * ng, (g + 1) * ng)
             table += encode_elems(np.array([list(requant.multiplier)[cols],
                                             list(requant.shift)[cols]], dtype=np.int64),
                                   REQUANT_ELEM_BYTES)
@@ -360,14 +374,15 @@ def plan_conv(config, x, w, geometry, *, bias=None, relu=False, requant=None, pa
     from mxe.sim.driver import config_command
     commands = [config_command(requant)] if requant is not None else []
     for n in range(N):
-        for g in range(groups):
+        for b, (g0, count) in enumerate(blocks):
             commands += descriptor(
-                h=H, w=W, c=cg, n=ng, kernel=(kh, kw), stride=geometry.stride,
+                h=H, w=W, c=count * cg, n=count * ng, kernel=(kh, kw), stride=geometry.stride,
                 dilation=geometry.dilation, pads=geometry.pads,
-                in_offset=x_off + (n * H * W * C + g * cg) * eb, in_pitch=C * eb,
-                w_offset=w_offs[g], w_stride=ng * eb,
-                out_offset=out_off + (n * oh * ow * cout + g * ng) * ob, out_pitch=cout * ob,
-                zp_offset=zp_off, channel_offset=ch_offs[g], bias=bias is not None,
+                in_offset=x_off + (n * H * W * C + g0 * cg) * eb, in_pitch=C * eb,
+                w_offset=w_offs[b], w_stride=count * ng * eb,
+                out_offset=out_off + (n * oh * ow * cout + g0 * ng) * ob, out_pitch=cout * ob,
+                zp_offset=zp_off, channel_offset=ch_offs[b], bias=bias is not None,
                 per_channel=per_channel, relu=relu, requant=requant is not None)
     commands.append(cmds.fence())
-    return ConvPlan(blobs, commands, out_off, out_bytes, ob, (N, oh, ow, cout), N * groups)
+    return ConvPlan(blobs, commands, out_off, out_bytes, ob, (N, oh, ow, cout),
+                    N * len(blocks))

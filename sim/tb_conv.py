@@ -165,7 +165,7 @@ async def test_conv_refused(dut):
 @cocotb.test()
 async def test_conv_measure(dut):
     """Cycles and DMA bytes of one convolution (``shape`` [H, W, C, Cout], ``kernel``,
-    ``padding``; default 16x16x16 -> 16, 3x3, padding 1, int8 out), through the convolution
+    ``padding``, ``groups``; default 16x16x16 -> 16, 3x3, padding 1, int8 out), through the convolution
     descriptor and lowered on the host, against the array bound and the input + weights +
     output minimum. Checked bit-exact; the table goes to the log and ``conv_measure.json``."""
     import json
@@ -174,26 +174,28 @@ async def test_conv_measure(dut):
     H, W, C, cout = tb.params.get("shape", [16, 16, 16, 16])
     kernel = tuple(tb.params.get("kernel", [3, 3]))
     padding = tb.params.get("padding", 1)
-    geometry = ConvGeometry.of(kernel, padding=padding)
+    groups = tb.params.get("groups", 1)
+    geometry = ConvGeometry.of(kernel, padding=padding, groups=groups)
     lo, hi = c.input_range
     x = tb.rng.integers(lo, hi, size=(1, H, W, C), endpoint=True)
-    w = tb.rng.integers(lo, hi, size=(cout, *kernel, C), endpoint=True)
+    w = tb.rng.integers(lo, hi, size=(cout, *kernel, C // groups), endpoint=True)
     requant = Requant(1 << 14, 20)
     want = postprocess_columns(conv2d_reference(x, w, geometry).reshape(-1, cout), c,
                                requant=requant)
     oh, ow = geometry.output_size(H, W)
-    M, K = oh * ow, kernel[0] * kernel[1] * C
+    M, K = oh * ow, kernel[0] * kernel[1] * C // groups
     rows = {}
     for name, use in (("descriptor", True), ("host im2col", False)):
         got, counters = await tb.drv.conv2d(x, w, padding=padding, requant=requant,
-                                            conv_descriptor=use)
+                                            groups=groups, conv_descriptor=use)
         assert (got.reshape(-1, cout) == want).all(), f"{name}: not bit-exact"
         rows[name] = counters
-    bound = lower_bound(M, K, cout, c)
+    bound = lower_bound(M, K, cout // groups, c) * groups
     minimum = H * W * C + K * cout + M * cout
     report = {"shape": [H, W, C, cout], "kernel": list(kernel), "padding": padding,
+              "groups": groups,
               "bound": bound, "minimum_bytes": minimum, "runs": {}}
-    lines = [f"conv {H}x{W}x{C} -> {cout}, kernel {kernel}, padding {padding}, "
+    lines = [f"conv {H}x{W}x{C} -> {cout}, kernel {kernel}, padding {padding}, groups {groups}, "
              f"{c.rows}x{c.cols} array: bound M*K*N/(R*C) = {bound} cycles, input + weights "
              f"+ output = {minimum} bytes",
              f"{'path':<14}{'cycles':>8}{'busy':>8}{'MAC-active':>11}{'of bound':>10}"
