@@ -23,9 +23,12 @@ The schedule (see the architecture page, "The convolution unit"):
   right padding of a slot is loaded from the zero-point row (stride 0) the first time a slot is
   used; lines of padding (top, bottom) are never loaded: their taps read the padding slot.
   Lines that no window covers (``stride_h > Eh``) are skipped.
-* Output line ``oy`` of pass ``j``: ``KH * KW * cb`` MATMULs of ``OW`` rows into accumulator
-  place ``oy % 2``, the first overwriting; after the first, the input lines the next output line
-  needs (prefetch) and the previous line's STORE.
+* Output line ``oy`` of pass ``j``: ``KH * KW * cb`` MATMULs of ``OW`` rows into one of two
+  accumulator places (alternating over all lines of all passes), the first overwriting; after
+  its MATMUL ``HOOK`` (or its last), the input lines the next output line needs and the STORE of
+  the line before (which may be the last pass's last line), preceded by its pass's bias and
+  multipliers if the post-processor does not hold them yet. The ring goes on across passes:
+  a pass's padded line 0 takes the slot after the last pass's last line.
 """
 
 from dataclasses import dataclass
