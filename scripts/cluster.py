@@ -198,25 +198,36 @@ def bench_job(spec):
     """Run ``mxe bench``'s simulation of one preset on a worker.
 
     ``spec``: ``config`` (:meth:`EngineConfig.to_dict`), ``sim``, ``seed`` and ``params`` (the
-    bench's ``MXE_PARAMS``). The build and run directories are the worker's
-    (:func:`mxe.sim.runner.build_root`: ``$MXE_BUILD_DIR`` or ``./build``), where builds are
-    reused from run to run. Returns ``{"results": [one dict per GEMM], "seconds": wall time
-    of the job, build included}``.
+    bench's ``MXE_PARAMS``); with ``params["network"]`` the network bench
+    (:mod:`mxe.sim.tb_network`), else the GEMM bench (:mod:`mxe.sim.tb_bench`). The build and
+    run directories are the worker's (:func:`mxe.sim.runner.build_root`: ``$MXE_BUILD_DIR`` or
+    ``./build``), where builds are reused from run to run. Returns ``{"results": ..., "seconds":
+    wall time of the job, build included}``: one dict per GEMM, or for a network its per-layer
+    statistics and ``outputs`` (every layer's output, by name).
     """
     import json
     import time
+
+    import numpy as np
 
     from mxe.hw.config import EngineConfig
     from mxe.hw.generate import TOPS
     from mxe.sim.runner import run_bench
 
+    network = "network" in spec["params"]
     start = time.perf_counter()
     try:
         run_dir = run_bench(sim=spec["sim"], name="mxe_engine", make_component=TOPS["engine"][0],
                             config=EngineConfig.from_dict(spec["config"]),
-                            test_module="mxe.sim.tb_bench", testcase="test_bench",
+                            test_module="mxe.sim.tb_network" if network else "mxe.sim.tb_bench",
+                            testcase="test_network" if network else "test_bench",
                             seed=spec["seed"], params=spec["params"])
     except (AssertionError, RuntimeError) as exc:  # a failed bench, no simulator, a bad build
         raise JobError(str(exc)) from None
-    results = json.loads((run_dir / "bench.json").read_text())
+    if network:
+        results = json.loads((run_dir / "network.json").read_text())
+        with np.load(run_dir / "network.npz") as outputs:
+            results["outputs"] = {name: outputs[name] for name in outputs.files}
+    else:
+        results = json.loads((run_dir / "bench.json").read_text())
     return {"results": results, "seconds": time.perf_counter() - start}

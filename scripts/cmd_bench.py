@@ -9,6 +9,12 @@ speed (simulated cycles per second of wall time). The bandwidth bound counts bus
 read once and C written once, each matrix row starting on a beat (as the driver lays them out),
 on the read and write channels, which AXI4 runs independently: the larger of the two.
 
+With ``--network NAME`` it runs one of the MLPerf Tiny reference networks instead
+(:mod:`mxe.sim.networks`), layer by layer, every layer checked bit-exactly against the
+direct-loop reference; per layer and in total: cycles, bound, utilization, DMA bytes against
+the input, weights and output once, and with ``--synth-report`` the latency and inferences per
+second at the routed Fmax.
+
 The presets run as jobs of :mod:`mxe.cluster`, on a local Dask cluster of the machine's cores or
 on an existing cluster (``--scheduler``); a single preset runs in this process.
 """
@@ -18,9 +24,12 @@ import csv
 import random
 from pathlib import Path
 
+import numpy as np
+
 from mxe.cluster import add_cluster_arguments, bench_job, check_cluster_arguments, run_jobs
 from mxe.config_args import SWITCHES, CommandError, parse_bool
 from mxe.hw.config import PRESETS
+from mxe.sim.networks import NETWORKS
 from mxe.sim.cycle_model import lower_bound, naive_cycles
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
@@ -55,6 +64,13 @@ def add_arguments(parser):
     parser.add_argument("--shapes", default=",".join("x".join(map(str, s))
                                                      for s in DEFAULT_SHAPES),
                         help="comma-separated MxKxN shapes (default: %(default)s)")
+    parser.add_argument("--network", choices=sorted(NETWORKS),
+                        help="run an MLPerf Tiny reference network's layers (random int8 "
+                             "weights) instead of the shapes: " + "; ".join(
+                                 f"{name}: {text}" for name, (text, _) in sorted(NETWORKS.items())))
+    parser.add_argument("--synth-report", action="append", default=[], metavar="FILE",
+                        help="with --network: JSON report of `mxe synth --pnr` of a preset; its "
+                             "Fmax gives the latency and inferences/s (repeatable, one per preset)")
     parser.add_argument("--mode", choices=("descriptor", "commands"), default="descriptor",
                         help="how a GEMM is issued: the hardware GEMM descriptor or the driver's "
                              "command stream (default: %(default)s)")
@@ -119,6 +135,113 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+NETWORK_COLUMNS = ["preset", "layer", "shape", "where", "macs", "cycles", "lower_bound",
+                   "utilization", "dma_bytes", "min_bytes", "bytes_ratio", "exact"]
+
+
+def network_rows(preset, config, results, reference):
+    """Per-layer rows and a total row of a network run (``results``: the bench's statistics
+    and ``outputs``), each layer's output compared with ``reference``."""
+    rows = []
+    total = dict.fromkeys(("macs", "cycles", "lower_bound", "dma_bytes", "min_bytes"), 0)
+    total_exact = True
+    for layer in results["layers"]:
+        got = np.asarray(results["outputs"][layer["name"]])
+        want = reference[layer["name"]]
+        exact = got.shape == want.shape and bool(np.array_equal(got, want))
+        total_exact &= exact
+        row = {"preset": preset, "layer": layer["name"], "shape": layer["shape"],
+               "where": layer["where"], "exact": exact}
+        if layer["where"] == "engine":
+            counters = layer["counters"]
+            cycles = counters["BUSY_CYCLES"]
+            row.update(macs=layer["macs"], cycles=cycles,
+                       lower_bound=-(-layer["macs"] // config.macs),
+                       dma_bytes=counters["DMA_RD_BYTES"] + counters["DMA_WR_BYTES"],
+                       min_bytes=layer["in_bytes"] + layer["w_bytes"] + layer["out_bytes"])
+            for key in total:
+                total[key] += row[key]
+            row.update(utilization=round(layer["macs"] / (config.macs * cycles), 4),
+                       bytes_ratio=round(row["dma_bytes"] / row["min_bytes"], 3))
+        rows.append(row)
+    rows.append({"preset": preset, "layer": "total", "shape": "", "where": "", **total,
+                 "utilization": round(total["macs"] / (config.macs * total["cycles"]), 4),
+                 "bytes_ratio": round(total["dma_bytes"] / total["min_bytes"], 3),
+                 "exact": total_exact})
+    return rows
+
+
+def network_markdown(rows, fmax):
+    head = ["preset", "layer", "shape", "where", "MACs", "cycles", "bound", "util.",
+            "DMA bytes (×min)", "bit-exact"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        engine = "cycles" in r
+        lines.append("| " + " | ".join(str(x) for x in [
+            r["preset"], f"**{r['layer']}**" if r["layer"] == "total" else r["layer"],
+            r["shape"], r["where"], r.get("macs", "—"), r.get("cycles", "—"),
+            r.get("lower_bound", "—"), f"{r['utilization']:.1%}" if engine else "—",
+            f"{r['dma_bytes']} ({r['bytes_ratio']:.2f})" if engine else "—",
+            "yes" if r["exact"] else "**NO**"]) + " |")
+    notes = []
+    for r in rows:
+        if r["layer"] == "total" and r["preset"] in fmax:
+            mhz, where, note = fmax[r["preset"]]
+            ms = r["cycles"] / (mhz * 1e3)
+            notes.append(f"{r['preset']}: {r['cycles']} engine cycles per inference = "
+                         f"{ms:.3f} ms at {mhz:g} MHz ({where}): {1e3 / ms:.0f} inferences/s"
+                         + (f" ({note})" if note else ""))
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _run_network(args, presets, configs, seed, out):
+    from tqdm import tqdm
+
+    from mxe.cmd_demo import read_fmax
+    from mxe.sim.networks import build
+
+    fmax = {}
+    for path in args.synth_report:
+        report_fmax = None
+        for preset, config in zip(presets, configs):
+            mhz, where, note = read_fmax(path, config)
+            if note is None:
+                fmax[preset] = report_fmax = (mhz, where, None)
+        if report_fmax is None:
+            raise CommandError(f"{path} is for none of the presets run "
+                               f"({', '.join(presets)}): {note}")
+    params = {"network": args.network, "seed": seed, "latency": args.latency}
+    jobs = [((i, preset), {"config": config.to_dict(), "sim": args.simulator, "seed": seed,
+                           "params": params})
+            for i, (preset, config) in enumerate(zip(presets, configs))]
+    rows, failed = [], []
+    for (i, preset), outcome, error in run_jobs(bench_job, jobs, workers=args.jobs,
+                                                scheduler=args.scheduler, desc="mxe bench",
+                                                unit="preset"):
+        if outcome is None:
+            tqdm.write(f"{preset}: FAILED: {error}")
+            failed.append(preset)
+            continue
+        config = configs[i]
+        want = build(args.network, config, seed).reference
+        preset_rows = network_rows(preset, config, outcome["results"], want)
+        if not preset_rows[-1]["exact"]:
+            failed.append(preset)
+        rows += preset_rows
+        tqdm.write(f"{preset}: {args.network} in {outcome['seconds']:.0f} s (build included)"
+                   + ("" if preset_rows[-1]["exact"] else ": OUTPUTS DIFFER"))
+    with open(out / "network.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS,
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    table = network_markdown(rows, fmax)
+    (out / "network.md").write_text(table + "\n")
+    print(table)
+    print(f"CSV and Markdown in {out}/")
+    return 1 if failed else 0
+
+
 def run(args):
     from tqdm import tqdm
 
@@ -135,6 +258,8 @@ def run(args):
         except (ValueError, argparse.ArgumentTypeError):
             raise CommandError(f"--set wants NAME=INTEGER (NAME=true/false for a switch), not "
                                f"{item!r}") from None
+    if args.synth_report and not args.network:
+        raise CommandError("--synth-report goes with --network")
     shapes = [_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
     if not shapes:
         raise CommandError("--shapes names no shape")
@@ -155,7 +280,10 @@ def run(args):
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"mxe bench on {args.simulator}, seed {seed}, memory latency {args.latency}")
+    print(f"mxe bench on {args.simulator}, seed {seed}, memory latency {args.latency}"
+          + (f", network {args.network}" if args.network else ""))
+    if args.network:
+        return _run_network(args, presets, configs, seed, out)
     # The unit of work is one preset, all its shapes in one simulation, as before: the bench
     # draws every shape's operands from one random stream seeded once, so a shape's data
     # depends on the shapes before it, and splitting the shapes over jobs would change the

@@ -53,7 +53,9 @@ def add_arguments(parser):
                         help="where the summary, plot and waveform go (default: %(default)s)")
 
 
-def _fmax(path, config):
+def read_fmax(path, config):
+    """``(Fmax in MHz, "family device", note or None)`` from a JSON report of `mxe synth --pnr`
+    (the note when the report is for another configuration than ``config``)."""
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -64,7 +66,7 @@ def _fmax(path, config):
     note = None
     if report.get("config_key") != config.key():
         note = (f"the report is for configuration {report.get('config_key')}, "
-                f"the demo ran {config.key()}")
+                f"this run is {config.key()}")
     where = f"{report.get('family', '?')} {report.get('device', '')}".strip()
     return float(fmax), where, note
 
@@ -143,7 +145,7 @@ def run(args):
         raise CommandError(f"--batch must be at least 1, not {args.batch}")
     if args.epochs < 1:
         raise CommandError(f"--epochs must be at least 1, not {args.epochs}")
-    fmax = _fmax(args.synth_report, config) if args.synth_report else None
+    fmax = read_fmax(args.synth_report, config) if args.synth_report else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()

@@ -198,19 +198,19 @@ def test_compare_finds_a_flipped_value(seed):
     assert not exact and checks[0]["mismatches"] is None
 
 
-def test_synth_report_fmax(tmp_path):
-    from mxe.cmd_demo import _fmax
+def test_synth_reportread_fmax(tmp_path):
+    from mxe.cmd_demo import read_fmax
     from mxe.config_args import CommandError
     config = EngineConfig.preset("small")
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"pnr": {"fmax_mhz": 42.5}, "config_key": config.key(),
                                 "family": "ecp5", "device": "LFE5U-85F"}))
-    fmax, where, note = _fmax(path, config)
+    fmax, where, note = read_fmax(path, config)
     assert fmax == 42.5 and "ecp5" in where and note is None
-    assert _fmax(path, EngineConfig.preset("tiny"))[2] is not None
+    assert read_fmax(path, EngineConfig.preset("tiny"))[2] is not None
     path.write_text(json.dumps({"pnr": None}))
     with pytest.raises(CommandError, match="Fmax"):
-        _fmax(path, config)
+        read_fmax(path, config)
 
 
 # The demo on the engine RTL ------------------------------------------------------------------
