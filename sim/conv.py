@@ -158,20 +158,38 @@ def patches(x, geometry, *, pad_value=0):
     return out.reshape(N * oh * ow, kh * kw * C)
 
 
-def lower_groups(x, w, geometry, *, pad_value=0):
-    """The GEMMs of a convolution, one per group: a list of ``(A, B, columns)``, ``A`` the
-    group's patches ``(N * OH * OW, KH * KW * Cg)``, ``B`` its weights ``(KH * KW * Cg,
-    Cout / groups)``, ``columns`` the output channels it gives. Depthwise (``groups == C``) is
-    ``C`` GEMMs of one column each."""
+def lower_groups(x, w, geometry, *, pad_value=0, pack=1, fill=0):
+    """The GEMMs of a convolution: a list of ``(A, B, columns)``, ``A`` the patches
+    ``(N * OH * OW, KH * KW * Cg)`` of a group, ``B`` its weights ``(KH * KW * Cg, Cout /
+    groups)``, ``columns`` the output channels it gives (a slice).
+
+    ``pack`` groups go into one GEMM: ``A`` their patches side by side, ``B`` block-diagonal,
+    each group's weights against its own patches and ``fill`` elsewhere (the weights' zero
+    point, so that those entries weigh nothing: a scalar or one per output channel). Depthwise
+    (``groups == C``) with ``pack`` 1 is ``C`` GEMMs of one output column each; packing as many
+    groups as the array has columns fills the array's columns, at the price of multiplying the
+    off-diagonal entries too (``pack`` times the work of each group, in one GEMM instead of
+    ``pack``)."""
     x, w = np.asarray(x), np.asarray(w)
     N, H, W, C = x.shape
     c_out, kh, kw, cg = w.shape
     geometry.check_channels(C, c_out, cg)
+    if not isinstance(pack, (int, np.integer)) or pack < 1:
+        raise ValueError(f"pack must be a positive integer, not {pack!r}")
     per_group = c_out // geometry.groups
+    fill = np.broadcast_to(np.asarray(fill, dtype=np.int64), (c_out,))
     every = patches(x, geometry, pad_value=pad_value).reshape(-1, kh, kw, C)
+    k = kh * kw * cg
     out = []
-    for g in range(geometry.groups):
-        A = every[:, :, :, g * cg:(g + 1) * cg].reshape(len(every), kh * kw * cg)
-        B = w[g * per_group:(g + 1) * per_group].reshape(per_group, kh * kw * cg).T
-        out.append((A, B, slice(g * per_group, (g + 1) * per_group)))
+    for first in range(0, geometry.groups, pack):
+        groups = range(first, min(first + pack, geometry.groups))
+        cols = slice(first * per_group, (groups[-1] + 1) * per_group)
+        A = np.concatenate([every[:, :, :, g * cg:(g + 1) * cg].reshape(len(every), k)
+                            for g in groups], axis=1)
+        B = np.empty((k * len(groups), per_group * len(groups)), dtype=np.int64)
+        B[:] = fill[cols]
+        for i, g in enumerate(groups):
+            B[i * k:(i + 1) * k, i * per_group:(i + 1) * per_group] = \
+                w[g * per_group:(g + 1) * per_group].reshape(per_group, k).T
+        out.append((A, B, cols))
     return out

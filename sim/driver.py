@@ -806,15 +806,20 @@ class MXEDriver:
             if np.ndim(quant.a_zero_point):
                 raise ValueError("a convolution's input zero point is per tensor")
             pad_value = int(quant.a_zero_point)
-        if conv_descriptor and self.config is None:
+        if self.config is None:
             await self.discover()
         if conv_descriptor and self.config.conv_unit:
             done = await self._conv_descriptor(x, w, geometry, bias=bias, relu=relu,
                                                requant=requant, quant=quant)
             if done is not None:
                 return done
+        # Groups narrower than the array go into one GEMM each as many as it has columns
+        # (block-diagonal weights, the weights' zero point between the blocks).
+        pack = max(1, self.config.cols // (w.shape[0] // geometry.groups))
+        fill = 0 if quant is None else quant.b_zero_point
         y, totals = None, {}
-        for A, B, cols in lower_groups(x, w, geometry, pad_value=pad_value):
+        for A, B, cols in lower_groups(x, w, geometry, pad_value=pad_value, pack=pack,
+                                       fill=fill):
             out, counters = await self.gemm(
                 A, B, bias=None if bias is None else np.asarray(bias)[cols], relu=relu,
                 requant=_columns_of(requant, cols), quant=_columns_of(quant, cols),
