@@ -30,7 +30,8 @@ Members
 i_cmd : In(stream.Signature(128))
     The command queue's head.
 o_cmd : Out(stream.Signature(128))
-    The head, or the sub-commands while a convolution expands; from registers.
+    The head, or the sub-commands while a convolution expands; from registers, filled only
+    when empty (one command per two cycles at most, the controller's dispatch rate).
 enable : In(1)
     The controller runs and has no error: only then are CONV commands taken from the queue.
 busy : Out(1)
@@ -142,13 +143,16 @@ class ConvUnit(wiring.Component):
         nt_one, cb_one = signals(1, "nt_one cb_one")
         lines = Signal(range(_LINES_MAX + 1))
         taps = Signal(6)
-        cbq, S, LS, tcb, WP, cbkr, swQ, shS = signals(48, "cbq S LS tcb WP cbkr swQ shS")
+        # Scratchpad sizes: each is at most rows_used when the geometry fits, so 24 bits, and
+        # ``big`` says that a product did not fit them (BAD_ADDR).
+        cbq, S, LS, tcb, WP, cbkr, swQ, shS = signals(_SA, "cbq S LS tcb WP cbkr swQ shS")
+        big = Signal()
         line_step, tap_step, out_line, sw_pitch = signals(32, "line_step tap_step out_line "
                                                          "sw_pitch")
         rq_base = Signal(32)
         zp_e = Signal(16)
         w_base = Signal(_SA)
-        rows_used = Signal(50)
+        rows_used = Signal(_SA + 3)
 
         # Pass state (one pass per tile of output channels).
         ni = Signal(16)
@@ -200,7 +204,7 @@ class ConvUnit(wiring.Component):
         mm_cb_off = Signal(_SA)
         mm_kc = Signal(16)
         w_row = Signal(_SA)
-        act = Signal(_SA)
+        act, act_row, act_col = signals(_SA, "act act_row act_col")
         first, mm_done = signals(1, "first mm_done")
         mm_i = Signal(16)                       # the line's MATMUL index
         hook = Signal(16)                       # min(HOOK, MATMULs a line - 1)
@@ -252,7 +256,12 @@ class ConvUnit(wiring.Component):
                 mm.acc_addr.eq(acc), out_valid.eq(1),
             ]
 
-        sent = ~self.o_cmd.valid | self.o_cmd.ready
+        # A command goes into the output register only when it is empty: no path from the
+        # consumer's ready into the unit's state (for timing). One command per two cycles
+        # at most, as fast as the controller dispatches.
+        sent = ~self.o_cmd.valid
+        with m.If(self.o_cmd.ready):
+            m.d.sync += self.o_cmd.valid.eq(0)
         with m.If(sent):
             m.d.sync += [self.o_cmd.payload.eq(out), self.o_cmd.valid.eq(out_valid)]
 
@@ -272,6 +281,8 @@ class ConvUnit(wiring.Component):
             with m.State(f"{state}_WAIT"):
                 with m.If(mul.done):
                     m.d.sync += result.eq(mul.product)
+                    if len(result) == _SA:
+                        m.d.sync += big.eq(big | (mul.product[_SA:] != 0))
                     m.next = then
 
         def wrap_add(index, base, step, step_base):
@@ -308,7 +319,8 @@ class ConvUnit(wiring.Component):
                                          zp_off.eq(cbv.zp_offset)]
                         with m.Case(Opcode.CONV_C):
                             m.d.sync += [in_pitch.eq(cc.in_pitch), out_off.eq(cc.out_offset),
-                                         w_stride.eq(cc.w_stride), out_pitch.eq(cc.out_pitch)]
+                                         w_stride.eq(cc.w_stride), out_pitch.eq(cc.out_pitch),
+                                         big.eq(0)]
                             m.next = "DIMS"
             with m.State("DIMS"):
                 bad = ((H == 0) | (W == 0) | (C == 0) | (N == 0) | (kh == 0) | (kw == 0)
@@ -321,7 +333,10 @@ class ConvUnit(wiring.Component):
                         eh.eq(Mux(dh[1], (kh << 1) - 1, kh)), ew.eq(Mux(dw[1], (kw << 1) - 1, kw)),
                         hp.eq(pt + H + pb), wp.eq(pl + W + pr), h_end.eq(pt + H),
                         nc.eq(_min(c.cols, N)), zp_e.eq(_min(c.rows, C)),
-                        taps.eq(kh * kw), kh1.eq(kh - 1), kw1.eq(kw - 1), sw1.eq(sw - 1),
+                        # KH * KW by shift-add: a multiplier here would take a DSP block.
+                        taps.eq(Mux(kw[0], kh, 0) + Mux(kw[1], kh << 1, 0)
+                                + Mux(kw[2], kh << 2, 0)),
+                        kh1.eq(kh - 1), kw1.eq(kw - 1), sw1.eq(sw - 1),
                         rq_base.eq(ch_off + Mux(d_bias, N << ab_shift, 0)),
                     ]
                     m.next = "SPAN"
@@ -359,7 +374,7 @@ class ConvUnit(wiring.Component):
                              w_base.eq(LS + S), hook.eq(Mux(tcb > HOOK, HOOK, tcb - 1))]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If((rows_used > c.spad_depth) | (S > 0xFFFF)
+                with m.If((rows_used > c.spad_depth) | big | (S > 0xFFFF)
                           | ((OW << 1) > c.acc_depth)):
                     m.next = "BAD_ADDR"
                 with m.Else():
@@ -480,9 +495,13 @@ class ConvUnit(wiring.Component):
                              w_row.eq(wplace), first.eq(1), mm_done.eq(0), mm_i.eq(0)]
                 m.next = "MPREP"
             with m.State("MPREP"):
+                # The activation address in two steps of two terms each (for timing).
                 t_real = (t_ih >= pt) & (t_ih < h_end)
-                m.d.sync += act.eq(Mux(t_real, t_slot_base, LS) + mm_cb_off + times_phase(kxp)
-                                   + kxq)
+                m.d.sync += [act_row.eq(Mux(t_real, t_slot_base, LS) + mm_cb_off),
+                             act_col.eq(times_phase(kxp) + kxq)]
+                m.next = "MPREP2"
+            with m.State("MPREP2"):
+                m.d.sync += act.eq(act_row + act_col)
                 m.next = "MEMIT"
             with m.State("MEMIT"):
                 emit_matmul(act, w_row, OW, mm_kc, acc_base, ~first)

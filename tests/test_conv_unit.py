@@ -170,7 +170,7 @@ def unit_case(rng, config, *, kernel, stride=(1, 1), dilation=(1, 1), pads=(0, 0
     eb = config.elem_bytes
     return descriptor(h=h, w=w, c=c, n=n, kernel=kernel, stride=stride, dilation=dilation,
                       pads=pads, in_offset=rng.randrange(1 << 20),
-                      in_pitch=c * eb + rng.randrange(0, 8),
+                      in_pitch=min(0xFFFF, c * eb + rng.randrange(0, 8)),
                       w_offset=rng.randrange(1 << 20), w_stride=n * eb + rng.randrange(0, 8),
                       out_offset=rng.randrange(1 << 31), out_pitch=n * 4 + rng.randrange(0, 8),
                       zp_offset=rng.randrange(1 << 20), channel_offset=rng.randrange(1 << 20),
@@ -251,6 +251,8 @@ REFUSALS = [
     # Too large for the buffers: the ring (channels), two output lines (width).
     (dict(c=4000, kh=7, kw=7), ErrorCode.BAD_ADDR),
     (dict(w=4000), ErrorCode.BAD_ADDR),
+    # A ring so large that its size overflows the unit's 24-bit size registers.
+    (dict(c=0xFFFF, w=120, h=20, kh=7, dil_h=2), ErrorCode.BAD_ADDR),
 ]
 
 
