@@ -12,8 +12,8 @@ its OCR dependencies (OpenCV and others; only the model file is used)::
 
     pip install --no-deps rapidocr_onnxruntime==1.3.24
 
-Run ``python -m mxe.sim.importer.textline DIR`` to write ``cls_float.onnx``,
-``cls_qop.onnx``, ``cls_qdq.onnx``, ``lines.npy`` (the test lines, N x 3 x 48 x 192 float32)
+Run ``python -m mxe.sim.importer.textline DIR [--lines N]`` to write ``cls_float.onnx``,
+``cls_qop.onnx``, ``cls_qdq.onnx``, ``lines.npy`` (N test lines, N x 3 x 48 x 192 float32)
 and ``labels.npy`` (1 where a line is upside down) to DIR.
 """
 
@@ -147,12 +147,26 @@ def prepare(directory, *, calibration=32, test=16, seed=0):
     return paths
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m mxe.sim.importer.textline DIR")
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m mxe.sim.importer.textline",
+                                     description="quantize PaddleOCR's text-line classifier "
+                                                 "and render test lines")
+    parser.add_argument("directory")
+    parser.add_argument("--lines", type=int, default=16,
+                        help="test lines (the first N of the same sequence) (default: 16)")
+    parser.add_argument("--calibration", type=int, default=32,
+                        help="calibration lines (default: 32)")
+    args = parser.parse_args(argv)
+    if args.lines < 1 or args.calibration < 1:
+        parser.error("--lines and --calibration must be at least 1")
     try:
-        written = prepare(sys.argv[1])
+        written = prepare(args.directory, calibration=args.calibration, test=args.lines)
     except FileNotFoundError as exc:
         sys.exit(f"error: {exc}")
     for kind, path in written.items():
         print(f"{kind:<7}{path}")
+
+
+if __name__ == "__main__":
+    main()
