@@ -173,7 +173,8 @@ def test_small_cnn_placement_and_golden(seed, tmp_path, fmt):
 
 def test_batch_splitting(tmp_path):
     """An extra leading axis, or a first axis longer than the model's batch of 1, is a batch of
-    inferences; a shape that fits neither is refused naming the input."""
+    inferences; a shape or type that fits neither is refused naming the input (float64 is cast
+    to the model's float32)."""
     from mxe.sim.importer.api import samples_of
     rng = np.random.default_rng(0)
     model = float_cnn(rng)
@@ -182,6 +183,11 @@ def test_batch_splitting(tmp_path):
     assert len(samples_of(model, np.zeros((1, 3, 8, 8), np.float32))) == 1
     with pytest.raises(ValueError, match="no input 'z'"):
         samples_of(model, {"z": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"input 'x' must have shape 1x3x8x8 .*not 1x3x8x9"):
+        samples_of(model, np.zeros((1, 3, 8, 9), np.float32))
+    with pytest.raises(ValueError, match="input 'x' must be float32, not int64"):
+        samples_of(model, np.zeros((1, 3, 8, 8), np.int64))
+    assert samples_of(model, np.zeros((1, 3, 8, 8)))[0]["x"].dtype == np.float32
 
 
 def test_cli_golden_and_errors(tmp_path, capsys):

@@ -89,8 +89,26 @@ def samples_of(model, inputs):
             raise ValueError(f"inputs: {info.name} has {len(parts)} samples, another input "
                              f"{count}")
         count = len(parts)
-        split[info.name] = parts
+        split[info.name] = [_checked(info, dims, part) for part in parts]
     return [{name: split[name][i] for name in names} for i in range(count)]
+
+
+def _checked(info, dims, x):
+    """One sample of input ``info``: its shape against the model's fixed dimensions, a float
+    array cast to the model's float type; anything else refused naming the input."""
+    from onnx import helper
+    want = np.dtype(helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
+    shape_ok = x.ndim == len(dims) and all(d is None or d <= 0 or d == s
+                                           for d, s in zip(dims, x.shape))
+    if not shape_ok:
+        shown = "x".join("?" if d is None or d <= 0 else str(d) for d in dims)
+        raise ValueError(f"input {info.name!r} must have shape {shown} (or a batch of them), "
+                         f"not {'x'.join(str(s) for s in x.shape)}")
+    if x.dtype != want:
+        if np.issubdtype(x.dtype, np.floating) and np.issubdtype(want, np.floating):
+            return x.astype(want)
+        raise ValueError(f"input {info.name!r} must be {want}, not {x.dtype}")
+    return x
 
 
 def run(model, inputs, engine="verilator", *, config=None, progress=None):
