@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mxe.hw.config import EngineConfig
-from mxe.hw.isa import ErrorCode
+from mxe.hw.isa import REQUIRES, ErrorCode
 from mxe.sim import commands as cmds
 from mxe.sim.driver import (counter_names, descriptor_commands, pack_operands, plan_gemm,
                             unpack_result)
@@ -121,12 +121,15 @@ def test_model_commands_against_loops(seed):
 
 
 @pytest.mark.parametrize("preset, changes", [("tiny", {}), ("small", {}),
-                                             ("tiny", {"gemm_unit": False})])
+                                             ("tiny", {"gemm_unit": False}),
+                                             ("tiny", {"conv_unit": True})])
 def test_model_refusals(preset, changes, seed):
     """Every LIMITS_DOC case: the error, the index, nothing after it runs, nothing written."""
     cfg = EngineConfig.preset(preset, **changes)
-    assert any(code == ErrorCode.UNSUPPORTED for _n, _c, code in bad_commands(cfg)) \
-        == (not cfg.gemm_unit)
+    unsupported = {cmds.decode(c)[0] for _n, c, code in bad_commands(cfg)
+                   if code == ErrorCode.UNSUPPORTED}
+    assert unsupported == {name for name, feature in REQUIRES.items()
+                           if not getattr(cfg, feature)}
     rng = np.random.default_rng(seed)
     good_store = cmds.store(0, 100, 1, 1, 0)
     for name, bad, code in bad_commands(cfg):
