@@ -37,6 +37,9 @@ def add_arguments(parser):
                              "%(default)s)")
     parser.add_argument("--reference", action="store_true",
                         help="also compare with onnx.reference's ReferenceEvaluator")
+    parser.add_argument("--labels", metavar="FILE",
+                        help=".npy of class labels, one per inference: prints the top-1 "
+                             "accuracy of the first output (and of ONNX Runtime's)")
     parser.add_argument("--no-onnxruntime", action="store_true",
                         help="do not compare with ONNX Runtime")
     parser.add_argument("-o", "--output", default="out/run", metavar="DIR",
@@ -108,6 +111,14 @@ def run(args):
     except UnsupportedOperator as exc:
         raise CommandError(str(exc)) from None
     feeds = _inputs(args, model)
+    labels = None
+    if args.labels:
+        try:
+            labels = np.load(args.labels).reshape(-1)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--labels {args.labels}: cannot read it ({exc})") from None
+        if len(labels) != len(feeds):
+            raise CommandError(f"--labels has {len(labels)} labels for {len(feeds)} inputs")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     engine_layers = [l for l in program.layers if l.where == "engine"]
@@ -169,6 +180,7 @@ def run(args):
                              for n, o, w in program.placement()],
                "layers": result.layers, "wall_s": round(wall, 1)}
     ok = True
+    ort_scores = None
     checks = []
     if not args.no_onnxruntime:
         checks.append(("onnxruntime", onnxruntime_outputs))
@@ -181,6 +193,10 @@ def run(args):
             print(f"{name}: cannot run the model ({str(exc).splitlines()[0]})")
             summary[name] = {"error": str(exc).splitlines()[0]}
             continue
+        if name == "onnxruntime":
+            first = result.output_names[0]
+            ort_scores = np.concatenate([np.asarray(e[first]).reshape(1, -1)
+                                         for e in expected])
         report = agreement(result.outputs, expected)
         summary[name] = report
         for output, a in report.items():
@@ -191,6 +207,16 @@ def run(args):
             print(line)
             if name == "onnx.reference" and a["exact"] != a["values"]:
                 ok = False
+    if labels is not None:
+        scores = result.stacked().reshape(len(feeds), -1)
+        accuracy = {"engine": float((scores.argmax(axis=1) == labels).mean())}
+        line = (f"top-1 accuracy against {args.labels}: {accuracy['engine']:.2%} "
+                f"({int((scores.argmax(axis=1) == labels).sum())}/{len(labels)})")
+        if ort_scores is not None:
+            accuracy["onnxruntime"] = float((ort_scores.argmax(axis=1) == labels).mean())
+            line += f", ONNX Runtime {accuracy['onnxruntime']:.2%}"
+        print(line)
+        summary["accuracy"] = accuracy
     np.savez(out / "outputs.npz", **{name: result.stacked(name)
                                      for name in result.output_names})
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
