@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["assume_reset", "HandshakeRule", "Scoreboard"]
+__all__ = ["assume_reset", "BlockProof", "HandshakeRule", "Scoreboard"]
 
 
 def assume_reset(m):
@@ -24,6 +24,30 @@ def assume_reset(m):
     cycle on (assertions are checked past reset)."""
     m.d.comb += Assume(ResetSignal() == Initial())
     return ~Initial()
+
+
+class BlockProof(wiring.Component):
+    """A harness around one block built from an engine configuration: the block is
+    ``dut(config)`` (the gateware, or a variant for the tests that show the proof can fail),
+    reset as :func:`assume_reset` says; a subclass drives it and states its properties in
+    :meth:`check`."""
+
+    def __init__(self, config, *, dut):
+        self._config = config
+        self._dut = dut
+        super().__init__({})
+
+    def check(self, m, dut, checking):
+        """Add the block's environment and properties to ``m``; ``checking`` is high past
+        reset."""
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        checking = assume_reset(m)
+        m.submodules.dut = dut = self._dut(self._config)
+        self.check(m, dut, checking)
+        return m
 
 
 class HandshakeRule(wiring.Component):

@@ -1,14 +1,13 @@
 """Proof harness of :class:`mxe.hw.csr.CSRBlock` as an AXI4-Lite subordinate."""
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Mux, Signal
 from amaranth.asserts import AnyConst, AnySeq, Initial
 from amaranth.hdl import Assert, Assume
-from amaranth.lib import wiring
 
 from mxe.hw.axi import RESP_OKAY, RESP_SLVERR
 from mxe.hw.csr import CSRBlock
 from mxe.hw.regmap import REGISTERS, by_name, ports as regmap_ports
-from .checkers import HandshakeRule, assume_reset
+from .checkers import BlockProof, HandshakeRule
 
 
 __all__ = ["CSRBlockProof", "rw_registers", "read_values", "counter_pairs"]
@@ -47,7 +46,7 @@ def counter_pairs(config):
             if lo.name.endswith("_LO") and hi.name == lo.name[:-3] + "_HI"]
 
 
-class CSRBlockProof(wiring.Component):
+class CSRBlockProof(BlockProof):
     """A CSR block driven by an AXI4-Lite manager that keeps the AXI rules (and does anything
     they allow, with several transactions in flight), with every engine-side input free.
 
@@ -66,15 +65,10 @@ class CSRBlockProof(wiring.Component):
     """
 
     def __init__(self, config, *, dut=CSRBlock):
-        self._config = config
-        self._dut = dut
-        super().__init__({})
+        super().__init__(config, dut=dut)
 
-    def elaborate(self, platform):
-        m = Module()
+    def check(self, m, dut, checking):
         config = self._config
-        checking = assume_reset(m)
-        m.submodules.dut = dut = self._dut(config)
         bus = dut.bus
         aw = len(bus.awaddr)
 
@@ -270,4 +264,3 @@ class CSRBlockProof(wiring.Component):
                 with m.If(chosen == by_name(f"CMD_W{i}").offset >> 2):
                     m.d.comb += Assert(dut.o_cmd.payload[32 * i:32 * i + 32] == held_now,
                                        f"csr: command word {i} is CMD_W{i}")
-        return m

@@ -1,19 +1,18 @@
 """Proof harness of :class:`mxe.hw.dma.DMA` as an AXI4 manager."""
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Mux, Signal
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume
-from amaranth.lib import wiring
 
 from mxe.hw.axi import BURST_INCR
 from mxe.hw.dma import BOUNDARY, DMA
-from .checkers import HandshakeRule, assume_reset
+from .checkers import BlockProof, HandshakeRule
 
 
 __all__ = ["DMAProof"]
 
 
-class DMAProof(wiring.Component):
+class DMAProof(BlockProof):
     """A DMA with free commands and consumers on one side and an AXI4 subordinate that does
     anything the protocol allows on the other.
 
@@ -47,17 +46,12 @@ class DMAProof(wiring.Component):
     def __init__(self, config, *, engines=("read", "write"), short=None, dut=DMA):
         if not engines or not set(engines) <= {"read", "write"}:
             raise ValueError(f"engines must name 'read', 'write' or both, not {engines!r}")
-        self._config = config
         self._engines = tuple(engines)
         self._short = short
-        self._dut = dut
-        super().__init__({})
+        super().__init__(config, dut=dut)
 
-    def elaborate(self, platform):
-        m = Module()
+    def check(self, m, dut, checking):
         config = self._config
-        checking = assume_reset(m)
-        m.submodules.dut = dut = self._dut(config)
         axi = dut.axi
         aw = config.axi_addr_width
         b = config.axi_bytes
@@ -264,4 +258,3 @@ class DMAProof(wiring.Component):
             rule = HandshakeRule(len(payload), name=f"dma {name}", assume=assume)
             m.submodules[f"{name}_rule"] = rule
             m.d.comb += [rule.valid.eq(valid), rule.ready.eq(ready), rule.payload.eq(payload)]
-        return m

