@@ -139,7 +139,9 @@ class ConvUnit(wiring.Component):
         hp, wp, h_end = signals(17, "hp wp h_end")
         OH, OW, cb, kc_last, nc, nt, n_tail, Q, qW, rW, pl_q, pl_p = signals(
             16, "OH OW cb kc_last nc nt n_tail Q qW rW pl_q pl_p")
-        oh1, oh2, nt2, cb1, kw1, kh1, sw1 = signals(16, "oh1 oh2 nt2 cb1 kw1 kh1 sw1")
+        oh1, oh2, nt2, cb1, cb2, kw1, kh1, sw1 = signals(16, "oh1 oh2 nt2 cb1 cb2 kw1 kh1 sw1")
+        # divmod(dil_w, stride_w): a kernel column's step in column phase and position.
+        dw_q, dw_p = signals(2, "dw_q dw_p")
         nt_one, cb_one = signals(1, "nt_one cb_one")
         lines = Signal(range(_LINES_MAX + 1))
         taps = Signal(6)
@@ -265,12 +267,17 @@ class ConvUnit(wiring.Component):
         with m.If(sent):
             m.d.sync += [self.o_cmd.payload.eq(out), self.o_cmd.valid.eq(out_valid)]
 
+        # The divider's and multiplier's done a cycle late (each WAIT state takes one more
+        # cycle): no path from their counters into the state machine (for timing).
+        div_done, mul_done = signals(1, "div_done mul_done")
+        m.d.sync += [div_done.eq(div.done & ~div.start), mul_done.eq(mul.done & ~mul.start)]
+
         def divide(state, num, den, then, results):
             with m.State(state):
                 m.d.comb += [div.start.eq(1), div.num.eq(num), div.den.eq(den)]
                 m.next = f"{state}_WAIT"
             with m.State(f"{state}_WAIT"):
-                with m.If(div.done):
+                with m.If(div_done):
                     m.d.sync += results(div.quotient, div.remainder)
                     m.next = then
 
@@ -279,7 +286,7 @@ class ConvUnit(wiring.Component):
                 m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b)]
                 m.next = f"{state}_WAIT"
             with m.State(f"{state}_WAIT"):
-                with m.If(mul.done):
+                with m.If(mul_done):
                     m.d.sync += result.eq(mul.product)
                     if len(result) == _SA:
                         m.d.sync += big.eq(big | (mul.product[_SA:] != 0))
@@ -336,7 +343,10 @@ class ConvUnit(wiring.Component):
                         # KH * KW by shift-add: a multiplier here would take a DSP block.
                         taps.eq(Mux(kw[0], kh, 0) + Mux(kw[1], kh << 1, 0)
                                 + Mux(kw[2], kh << 2, 0)),
-                        kh1.eq(kh - 1), kw1.eq(kw - 1), sw1.eq(sw - 1),
+                        kh1.eq(kh - 1),
+                        dw_q.eq(Mux(sw == 1, dw, Mux((sw == 2) & dw[1], 1, 0))),
+                        dw_p.eq(Mux(sw == 1, 0, Mux(sw == 2, dw[0], dw))),
+                        kw1.eq(kw - 1), sw1.eq(sw - 1),
                         rq_base.eq(ch_off + Mux(d_bias, N << ab_shift, 0)),
                     ]
                     m.next = "SPAN"
@@ -350,7 +360,8 @@ class ConvUnit(wiring.Component):
                    lambda q, r: [OH.eq(q + 1), oh1.eq(q), oh2.eq(q - 1)])
             divide("OW", wp - ew, sw, "CB", lambda q, r: [OW.eq(q + 1)])
             divide("CB", C + c.rows - 1, c.rows, "NT",
-                   lambda q, r: [cb.eq(q), cb1.eq(q - 1), cb_one.eq(q == 1), kc_last.eq(r + 1)])
+                   lambda q, r: [cb.eq(q), cb1.eq(q - 1), cb2.eq(q - 2), cb_one.eq(q == 1),
+                                 kc_last.eq(r + 1)])
             divide("NT", N + nc - 1, nc, "Q",
                    lambda q, r: [nt.eq(q), nt2.eq(q - 2), nt_one.eq(q == 1),
                                  n_tail.eq(r + 1)])
@@ -473,7 +484,7 @@ class ConvUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [ld_cbi.eq(ld_cbi + 1), ld_cb_base.eq(ld_cb_base + swQ),
                                      ld_cb_off.eq(ld_cb_off + (c.rows << eb_shift)),
-                                     ld_kc.eq(Mux(ld_cbi + 1 == cb1, kc_last, c.rows))]
+                                     ld_kc.eq(Mux(ld_cbi == cb2, kc_last, c.rows))]
                         m.next = "XINIT"
                 with m.Else():
                     wrap = ld_p + 1 == sw
@@ -511,17 +522,16 @@ class ConvUnit(wiring.Component):
                                  mm_i.eq(mm_i + 1)]
                     with m.If(mm_cbi != cb1):
                         m.d.sync += [mm_cbi.eq(mm_cbi + 1), mm_cb_off.eq(mm_cb_off + swQ),
-                                     mm_kc.eq(Mux(mm_cbi + 1 == cb1, kc_last, c.rows))]
+                                     mm_kc.eq(Mux(mm_cbi == cb2, kc_last, c.rows))]
                     with m.Else():
                         m.d.sync += [mm_cbi.eq(0), mm_cb_off.eq(0),
                                      mm_kc.eq(Mux(cb_one, kc_last, c.rows))]
                         with m.If(kx != kw1):
-                            p2 = kxp + dw
-                            c1 = p2 >= sw
-                            p3 = Mux(c1, p2 - sw, p2)
-                            c2 = p3 >= sw
-                            m.d.sync += [kx.eq(kx + 1), kxp.eq(Mux(c2, p3 - sw, p3)),
-                                         kxq.eq(kxq + c1 + c2)]
+                            # The next tap's column phase and position: dil_w further on.
+                            p2 = kxp + dw_p
+                            wrap = p2 >= sw
+                            m.d.sync += [kx.eq(kx + 1), kxp.eq(Mux(wrap, p2 - sw, p2)),
+                                         kxq.eq(kxq + dw_q + wrap)]
                         with m.Else():
                             m.d.sync += [kx.eq(0), kxp.eq(0), kxq.eq(0)]
                             with m.If(ky != kh1):
