@@ -304,10 +304,13 @@ def run_conv_bench(sim, testcase, seed, **params):
 
 def test_engine_conv_descriptor(seed):
     """Random convolutions through the descriptor on the engine RTL (Verilator), bit-exact
-    against the direct loops, DMA bytes as planned; refusals with their codes and recovery."""
-    run_conv_bench("verilator", ["test_conv_random", "test_conv_refused"], seed, count=5)
+    against the direct loops, DMA bytes as planned; refusals with their codes and recovery; a
+    soft reset in the middle of one."""
+    run_conv_bench("verilator", ["test_conv_random", "test_conv_refused", "test_conv_soft_reset"],
+                   seed, count=5)
 
 
 @pytest.mark.slow
 def test_engine_conv_descriptor_icarus(seed):
-    run_conv_bench("icarus", ["test_conv_random", "test_conv_refused"], seed, count=3, top=8)
+    run_conv_bench("icarus", ["test_conv_random", "test_conv_refused", "test_conv_soft_reset"],
+                   seed, count=3, top=8)
