@@ -211,17 +211,8 @@ def _run_network(args, presets, configs, seed, out):
             raise CommandError(f"{path} is for none of the presets run "
                                f"({', '.join(presets)}): {note}")
     params = {"network": args.network, "seed": seed, "latency": args.latency}
-    jobs = [((i, preset), {"config": config.to_dict(), "sim": args.simulator, "seed": seed,
-                           "params": params})
-            for i, (preset, config) in enumerate(zip(presets, configs))]
     rows, failed = [], []
-    for (i, preset), outcome, error in run_jobs(bench_job, jobs, workers=args.jobs,
-                                                scheduler=args.scheduler, desc="mxe bench",
-                                                unit="preset"):
-        if outcome is None:
-            tqdm.write(f"{preset}: FAILED: {error}")
-            failed.append(preset)
-            continue
+    for i, preset, outcome in _run_presets(args, presets, configs, seed, params, failed):
         config = configs[i]
         want = build(args.network, config, seed).reference
         preset_rows = network_rows(preset, config, outcome["results"], want)
@@ -230,16 +221,37 @@ def _run_network(args, presets, configs, seed, out):
         rows += preset_rows
         tqdm.write(f"{preset}: {args.network} in {outcome['seconds']:.0f} s (build included)"
                    + ("" if preset_rows[-1]["exact"] else ": OUTPUTS DIFFER"))
-    with open(out / "network.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS,
-                                extrasaction="ignore")
+    _write_tables(out / "network", NETWORK_COLUMNS, rows, network_markdown(rows, fmax))
+    return 1 if failed else 0
+
+
+def _run_presets(args, presets, configs, seed, params, failed):
+    """Run the bench's job of every preset (:func:`mxe.cluster.bench_job`); yield ``(index,
+    preset, outcome)`` of each that ran, add the others to ``failed``."""
+    from tqdm import tqdm
+
+    jobs = [((i, preset), {"config": config.to_dict(), "sim": args.simulator, "seed": seed,
+                           "params": params})
+            for i, (preset, config) in enumerate(zip(presets, configs))]
+    for (i, preset), outcome, error in run_jobs(bench_job, jobs, workers=args.jobs,
+                                                scheduler=args.scheduler, desc="mxe bench",
+                                                unit="preset"):
+        if outcome is None:
+            tqdm.write(f"{preset}: FAILED: {error}")
+            failed.append(preset)
+        else:
+            yield i, preset, outcome
+
+
+def _write_tables(stem, columns, rows, table):
+    """``stem``.csv and ``stem``.md, and the table on standard output."""
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    table = network_markdown(rows, fmax)
-    (out / "network.md").write_text(table + "\n")
+    stem.with_suffix(".md").write_text(table + "\n")
     print(table)
-    print(f"CSV and Markdown in {out}/")
-    return 1 if failed else 0
+    print(f"CSV and Markdown in {stem.parent}/")
 
 
 def run(args):
@@ -291,28 +303,12 @@ def run(args):
     # single shapes would wait on that build's lock and each pay the simulator start.
     params = {"shapes": [list(s) for s in shapes], "latency": args.latency, "mode": args.mode,
               "fast": not args.slow_models}
-    jobs = [((i, preset), {"config": config.to_dict(), "sim": args.simulator, "seed": seed,
-                           "params": params})
-            for i, (preset, config) in enumerate(zip(presets, configs))]
     by_job, failed = {}, []
-    for (i, preset), outcome, error in run_jobs(bench_job, jobs, workers=args.jobs,
-                                                scheduler=args.scheduler, desc="mxe bench",
-                                                unit="preset"):
-        if outcome is None:
-            tqdm.write(f"{preset}: FAILED: {error}")
-            failed.append(preset)
-            continue
+    for i, preset, outcome in _run_presets(args, presets, configs, seed, params, failed):
         results = outcome["results"]
         by_job[i] = [table_row(preset, configs[i], r) for r in results]
         tqdm.write(f"{preset}: {len(results)} GEMMs in {outcome['seconds']:.0f} s "
                    f"(build included)")
     rows = [row for i in sorted(by_job) for row in by_job[i]]
-    with open(out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    table = markdown(rows)
-    (out / "bench.md").write_text(table + "\n")
-    print(table)
-    print(f"CSV and Markdown in {out}/")
+    _write_tables(out / "bench", COLUMNS, rows, markdown(rows))
     return 1 if failed else 0
