@@ -258,29 +258,31 @@ def test_small_cnn_on_the_rtl(engine, seed, tmp_path, fmt):
 
 
 @pytest.mark.slow
-def test_real_model_textline_classifier(engine, tmp_path):
+def test_real_model_textline_classifier(tmp_path):
     """PaddleOCR's text-line orientation classifier (MobileNetV3, trained by PaddleOCR, shipped
     by the rapidocr_onnxruntime package) quantized by ONNX Runtime, QOperator and QDQ, on the
-    engine RTL (one line each, about ten minutes on the tiny engine): every convolution and the
-    classifier's Gemm on the engine; equal to onnx.reference on every value; ONNX Runtime's
-    top-1."""
+    engine RTL (the small preset on Verilator, one line each, about twenty minutes): every
+    convolution and the classifier's Gemm on the engine; equal to onnx.reference on every
+    value; ONNX Runtime's top-1."""
+    import onnx
+
+    from mxe.hw.config import EngineConfig
     from mxe.sim.importer import textline
     from mxe.sim.importer.api import (agreement, onnxruntime_outputs, reference_outputs, run,
                                       samples_of)
+    from mxe.sim.importer.session import EngineSession
     if textline.model_path() is None:
         pytest.skip(f"pip install --no-deps {textline.PACKAGE}==1.3.24 for the model")
-    if engine.simulator != "verilator":
-        pytest.skip("about 150 GEMMs per inference: Verilator only")
     paths = textline.prepare(tmp_path, calibration=16, test=1)
     x = np.load(paths["lines"])
-    for fmt in ("qop", "qdq"):
-        import onnx
-        model = onnx.load(str(paths[fmt]))
-        result = run(model, x, engine=engine)
-        assert sum(layer["where"] == "engine" for layer in result.layers) == 54
-        feeds = samples_of(model, x)
-        name = result.output_names[0]
-        exact = agreement(result.outputs, reference_outputs(model, feeds))[name]
-        assert exact["exact"] == exact["values"], (fmt, exact)
-        ort = agreement(result.outputs, onnxruntime_outputs(model, feeds))[name]
-        assert ort["top1"] == ort["samples"], (fmt, ort)
+    with EngineSession("verilator", EngineConfig.preset("small")) as engine:
+        for fmt in ("qop", "qdq"):
+            model = onnx.load(str(paths[fmt]))
+            result = run(model, x, engine=engine)
+            assert sum(layer["where"] == "engine" for layer in result.layers) == 54
+            feeds = samples_of(model, x)
+            name = result.output_names[0]
+            exact = agreement(result.outputs, reference_outputs(model, feeds))[name]
+            assert exact["exact"] == exact["values"], (fmt, exact)
+            ort = agreement(result.outputs, onnxruntime_outputs(model, feeds))[name]
+            assert ort["top1"] == ort["samples"], (fmt, ort)
