@@ -40,6 +40,11 @@ def add_arguments(parser):
     parser.add_argument("--labels", metavar="FILE",
                         help=".npy of class labels, one per inference: prints the top-1 "
                              "accuracy of the first output (and of ONNX Runtime's)")
+    parser.add_argument("--onnxruntime-optimization", choices=("all", "basic", "none"),
+                        default="all",
+                        help="ONNX Runtime's graph optimization level for the comparison "
+                             "('all', its default, fuses QDQ groups into its integer kernels; "
+                             "'basic' does not) (default: %(default)s)")
     parser.add_argument("--no-onnxruntime", action="store_true",
                         help="do not compare with ONNX Runtime")
     parser.add_argument("-o", "--output", default="out/run", metavar="DIR",
@@ -183,7 +188,9 @@ def run(args):
     ort_scores = None
     checks = []
     if not args.no_onnxruntime:
-        checks.append(("onnxruntime", onnxruntime_outputs))
+        level = args.onnxruntime_optimization
+        checks.append(("onnxruntime", lambda m, f: onnxruntime_outputs(m, f,
+                                                                       optimization=level)))
     if args.reference:
         checks.append(("onnx.reference", reference_outputs))
     for name, oracle in checks:

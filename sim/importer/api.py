@@ -204,10 +204,20 @@ def _add(totals, layers):
             t["cycles"] = t.get("cycles", 0) + layer["cycles"]
 
 
-def onnxruntime_outputs(model, feeds):
-    """ONNX Runtime's outputs (CPU, default optimizations) for each feed."""
+def onnxruntime_outputs(model, feeds, *, optimization="all"):
+    """ONNX Runtime's outputs (CPU) for each feed; ``optimization`` is its graph optimization
+    level: ``"all"`` (its default: QDQ groups fused into its integer kernels), ``"basic"``
+    (no such fusion) or ``"none"``."""
     import onnxruntime as ort
-    session = ort.InferenceSession(_load(model).SerializeToString(),
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    if optimization not in levels:
+        raise ValueError(f"optimization must be one of {', '.join(levels)}, not "
+                         f"{optimization!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[optimization]
+    session = ort.InferenceSession(_load(model).SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return [dict(zip(names, session.run(None, feed))) for feed in feeds]
