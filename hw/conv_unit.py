@@ -550,23 +550,29 @@ class ConvUnit(wiring.Component):
                         m.next = "LINE_END"
                     with m.Else():
                         m.next = "MPREP"
-            need_bias = (d_bias | d_pc) & (~bias_valid | (bias_for != pend_pass))
+            # Whether the pending STORE's pass needs its bias and multipliers loaded first, a
+            # cycle late (for timing): its inputs change in LINE_END and SB_RQ, and FINAL_W
+            # and the emit states stand between those and the states that read it.
+            need_bias = Signal()
+            m.d.sync += need_bias.eq((d_bias | d_pc) & (~bias_valid | (bias_for != pend_pass)))
             with m.State("PF_STORE"):
                 with m.If(pending & need_bias):
                     m.d.sync += bias_ret.eq(0)
                     m.next = "SB_BIAS"
                 with m.Elif(pending):
-                    emit_store()
-                    with m.If(sent):
-                        m.d.sync += pending.eq(0)
-                        with m.If(mm_done):
-                            m.next = "LINE_END"
-                        with m.Else():
-                            m.next = "MPREP"
+                    m.next = "PF_EMIT"
                 with m.Elif(mm_done):
                     m.next = "LINE_END"
                 with m.Else():
                     m.next = "MPREP"
+            with m.State("PF_EMIT"):
+                emit_store()
+                with m.If(sent):
+                    m.d.sync += pending.eq(0)
+                    with m.If(mm_done):
+                        m.next = "LINE_END"
+                    with m.Else():
+                        m.next = "MPREP"
             with m.State("SB_BIAS"):
                 # The bias and multipliers of the pending STORE's pass, before its first STORE.
                 with m.If(d_bias):
@@ -581,15 +587,15 @@ class ConvUnit(wiring.Component):
                 with m.If(~d_pc | sent):
                     m.d.sync += [bias_valid.eq(1), bias_for.eq(pend_pass)]
                     with m.If(bias_ret):
-                        m.next = "FINAL"
+                        m.next = "FINAL_EMIT"
                     with m.Else():
-                        m.next = "PF_STORE"
+                        m.next = "PF_EMIT"
             with m.State("LINE_END"):
                 m.d.sync += [pending.eq(1), pend_acc.eq(acc_base), pend_off.eq(out_line_off),
                              pend_n.eq(cur_n), pend_pass.eq(ni[0]), pend_bias.eq(bias_n),
                              pend_rq.eq(rq_n), acc_sel.eq(~acc_sel)]
                 with m.If(oy_last & n_last):
-                    m.next = "FINAL"
+                    m.next = "FINAL_W"
                 with m.Elif(oy_last):
                     # The next pass: its weights into the other place, its lines after this
                     # pass's in the ring; this line's STORE goes out in its first line.
@@ -609,15 +615,19 @@ class ConvUnit(wiring.Component):
                                  out_line_off.eq(out_line_off + out_line)]
                     m.d.sync += wrap_add(o_slot, o_slot_base, sh, shS)
                     m.next = "LINE_START"
+            with m.State("FINAL_W"):
+                m.next = "FINAL"
             with m.State("FINAL"):
                 with m.If(need_bias):
                     m.d.sync += bias_ret.eq(1)
                     m.next = "SB_BIAS"
                 with m.Else():
-                    emit_store()
-                    with m.If(sent):
-                        m.d.sync += pending.eq(0)
-                        m.next = "IDLE"
+                    m.next = "FINAL_EMIT"
+            with m.State("FINAL_EMIT"):
+                emit_store()
+                with m.If(sent):
+                    m.d.sync += pending.eq(0)
+                    m.next = "IDLE"
             with m.State("BAD_DIM"):
                 emit_matmul(0, 0, 0, 1, 0, 0)
                 with m.If(sent):
