@@ -69,6 +69,52 @@ def test_relu_fused_into_the_clamp(seed, out_type):
         assert (want == 0).any(), "the Relu clipped nothing: the test checks nothing"
 
 
+def test_qdq_conv_relu_folded(seed):
+    """DequantizeLinear (activation; int8 weights per channel; an int32 bias) -> Conv -> Relu ->
+    QuantizeLinear becomes one engine layer with the Relu in its clamp; ONNX Runtime (which
+    folds the group the same way) agrees on every value, onnx.reference (float convolution)
+    on nearly every one and never by more than one step."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mxe.sim.importer import import_model
+    from mxe.sim.importer.api import onnxruntime_outputs, reference_outputs, run
+    rng = np.random.default_rng(seed)
+    xs, ys = np.float32(0.03), np.float32(0.02)
+    ws = (2.0 ** rng.uniform(-9, -6, size=6)).astype(np.float32)
+    consts = {"xs": xs, "xz": np.uint8(100), "w": rng.integers(-127, 127, size=(6, 2, 3, 3))
+              .astype(np.int8), "ws": ws, "wz": np.zeros(6, np.int8),
+              "b": rng.integers(-2000, 2000, size=6).astype(np.int32), "bs": xs * ws,
+              "bz": np.zeros(6, np.int32), "ys": ys, "yz": np.uint8(90)}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], axis=0,
+                              name="dqw"),
+             helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bf"], axis=0,
+                              name="dqb"),
+             helper.make_node("Conv", ["xf", "wf", "bf"], ["c"], pads=[1, 1, 1, 1],
+                              name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["y"], name="q")]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    program = import_model(model)
+    assert program.placement() == [("conv", "Conv (QDQ)", "engine")]
+    assert "relu" in program.layers[0].fused
+    xs_in = rng.integers(0, 255, size=(4, 1, 2, 7, 7), endpoint=True).astype(np.uint8)
+    result = run(model, xs_in, engine="golden")
+    got = np.stack([o["y"] for o in result.outputs])
+    feeds = [{"x": x} for x in xs_in]
+    ort = np.stack([o["y"] for o in onnxruntime_outputs(model, feeds)])
+    ref = np.stack([o["y"] for o in reference_outputs(model, feeds)])
+    assert (got == 90).any() and (got > 90).any(), "the Relu clamped nothing"
+    assert np.array_equal(got, ort), np.argwhere(got != ort)[:5]
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.95, (diff.max(), (diff == 0).mean())
+
+
 def test_matmul_integer_relu_fused(seed):
     """MatMulInteger (per-row activation and per-column weight zero points) with a Relu on its
     int32 output: the post-processor's ReLU; equal to onnx.reference."""
@@ -198,7 +244,7 @@ def test_cli_golden_and_errors(tmp_path, capsys):
 
     from mxe.cli import main
     rng = np.random.default_rng(3)
-    model = quantized(float_cnn(rng), rng, tmp_path / "cnn.onnx", fmt="qop")
+    quantized(float_cnn(rng), rng, tmp_path / "cnn.onnx", fmt="qop")
     x = rng.standard_normal((2, 1, 3, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out"

@@ -103,7 +103,7 @@ def _get(values, name, default=None):
     return values[name]
 
 
-def _scalar_zero(name, value, kind_of):
+def _scalar_zero(name, value):
     """A per-tensor zero point (int), or raise EngineRefusal."""
     if value is None:
         return 0
@@ -134,10 +134,14 @@ def _clip_range(layer, values, y_type, y_zero, y_scale):
         # Q(v) clamped to [Q(min), Q(max)].
         a, b = layer.clip_float
         scale = np.asarray(y_scale).reshape(())
+
+        def quantized(v):
+            return int(np.clip(np.rint(np.float32(v) / scale) + y_zero, *OUTPUT_TYPES[y_type]))
+
         if a is not None:
-            lo = max(lo, int(np.clip(np.rint(np.float32(a) / scale) + y_zero, *OUTPUT_TYPES[y_type])))
+            lo = max(lo, quantized(a))
         if b is not None:
-            hi = min(hi, int(np.clip(np.rint(np.float32(b) / scale) + y_zero, *OUTPUT_TYPES[y_type])))
+            hi = min(hi, quantized(b))
     if lo > hi:
         raise EngineRefusal(f"the fused clip range {layer.clip or layer.clip_float} is empty")
     return None if (lo, hi) == OUTPUT_TYPES[y_type] else (lo, hi)
@@ -147,7 +151,7 @@ def _quantization(layer, values, n_out):
     """The layer's :class:`Quantization` and int32 bias (or None)."""
     x, w = values[layer.x], values[layer.w]
     a_type, b_type = _kind("the activation", x), _kind("the weight", w)
-    za = _scalar_zero("the activation zero point", _get(values, layer.x_zero), a_type)
+    za = _scalar_zero("the activation zero point", _get(values, layer.x_zero))
     zb = _get(values, layer.w_zero)
     if zb is not None:
         zb = np.asarray(zb).astype(np.int64)

@@ -25,8 +25,6 @@ report says why.
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 
 __all__ = ["import_model", "Program", "EngineLayer", "HostLayer", "UnsupportedOperator",
            "ENGINE_OPERATORS"]
@@ -206,9 +204,6 @@ class _Graph:
             from onnx.reference import ReferenceEvaluator
             return ReferenceEvaluator(node).run(None, {})[0]
         return None
-
-
-_INT8 = ("int8", "uint8")
 
 
 def _clip_of(g, node, tensor):
@@ -425,6 +420,3 @@ def _engine_reads(layer):
     return [n for n in names if n] + [i for n in layer.nodes
                                       if n.op_type == "Clip" for i in n.input[1:] if i]
 
-
-def dtype_name(array):
-    return np.asarray(array).dtype.name
