@@ -236,44 +236,6 @@ def _conv_geometry(attrs, x_shape, w_shape):
         int(attrs.get("group", 1))
 
 
-async def _packed_groups(engine, x, w, stride, pads, dilation, groups, bias, relu, quant):
-    """A grouped (depthwise) convolution with fewer output channels per group than the array
-    has columns, as GEMMs of several groups each: the groups' patches side by side along K,
-    their weights block-diagonal (the blocks off the diagonal hold the column's weight zero
-    point, so ``B - zb`` is 0 there). One GEMM fills the array's columns instead of one per
-    group (a depthwise convolution: ``cols`` channels per GEMM instead of one)."""
-    from mxe.sim.conv import ConvGeometry, lower_groups
-    geometry = ConvGeometry.of(w.shape[1:3], stride=stride, padding=pads, dilation=dilation,
-                               groups=groups)
-    N, H, W, _ = x.shape
-    oh, ow = geometry.output_size(H, W)
-    cout = w.shape[0]
-    gemms = lower_groups(x, w, geometry, pad_value=int(quant.a_zero_point))
-    per_pack = max(1, engine.config.cols // (cout // groups))
-    zb = np.broadcast_to(np.asarray(quant.b_zero_point, dtype=np.int64), (cout,))
-    y, totals = None, {}
-    for start in range(0, groups, per_pack):
-        pack = gemms[start:start + per_pack]
-        cols = np.concatenate([np.arange(cout)[c] for _a, _b, c in pack])
-        A = np.concatenate([a for a, _b, _c in pack], axis=1)
-        k_sizes = [b.shape[0] for _a, b, _c in pack]
-        B = np.empty((sum(k_sizes), len(cols)), dtype=np.int64)
-        B[:] = zb[cols][None, :]
-        row = col = 0
-        for (_a, b, _c), k in zip(pack, k_sizes):
-            B[row:row + k, col:col + b.shape[1]] = b
-            row, col = row + k, col + b.shape[1]
-        out, counters = await engine.gemm(
-            A, B, bias=None if bias is None else np.asarray(bias)[cols], relu=relu,
-            quant=_quant_columns(quant, cols))
-        if y is None:
-            y = np.empty((N * oh * ow, cout), dtype=out.dtype)
-        y[:, cols] = out
-        for k, v in counters.items():
-            totals[k] = totals.get(k, 0) + v
-    return y.reshape(N, oh, ow, cout), totals
-
-
 async def _run_engine(layer, values, engine, stats):
     x, w = np.asarray(values[layer.x]), np.asarray(values[layer.w])
     if layer.kind == "conv":
@@ -296,16 +258,11 @@ async def _run_engine(layer, values, engine, stats):
         cout = w.shape[0]
         quant, bias = _quantization(layer, values, cout)
         stride, pads, dilation, groups = _conv_geometry(attrs, x.shape, w.shape)
-        per_group = cout // groups if groups and cout % groups == 0 else cout
-        if groups > 1 and per_group < engine.config.cols:
-            y, counters = await _packed_groups(engine, x.transpose(0, 2, 3, 1),
-                                               w.transpose(0, 2, 3, 1), stride, pads,
-                                               dilation, groups, bias, layer.relu, quant)
-        else:
-            y, counters = await engine.conv2d(
-                x.transpose(0, 2, 3, 1), w.transpose(0, 2, 3, 1), stride=stride,
-                padding=pads, dilation=dilation, groups=groups, bias=bias, relu=layer.relu,
-                quant=quant)
+        # The driver packs groups narrower than the array into block-diagonal GEMMs, or runs
+        # convolution descriptors where the engine has the convolution unit.
+        y, counters = await engine.conv2d(
+            x.transpose(0, 2, 3, 1), w.transpose(0, 2, 3, 1), stride=stride, padding=pads,
+            dilation=dilation, groups=groups, bias=bias, relu=layer.relu, quant=quant)
         y = y.transpose(0, 3, 1, 2)
         if one_d:
             y = y[:, :, 0, :]
