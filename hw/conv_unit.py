@@ -208,8 +208,11 @@ class ConvUnit(wiring.Component):
         w_row = Signal(_SA)
         act, act_row, act_col = signals(_SA, "act act_row act_col")
         first, mm_done = signals(1, "first mm_done")
-        mm_i = Signal(16)                       # the line's MATMUL index
-        hook = Signal(16)                       # min(HOOK, MATMULs a line - 1)
+        mm_i = Signal(range(HOOK + 2))          # the line's MATMUL index, up to HOOK + 1
+        hook = Signal(range(HOOK + 1))          # min(HOOK, MATMULs a line - 1)
+        # The cursor's last channel block, kernel column and row, in registers set with the
+        # cursor (no compare between them and the state machine).
+        cbi_last, kx_last, ky_last = signals(1, "cbi_last kx_last ky_last")
         # The STORE of the last output line, kept until the next line's MATMUL ``hook`` (of
         # this pass or the next), with what it needs of its pass.
         pending = Signal()
@@ -503,7 +506,8 @@ class ConvUnit(wiring.Component):
                 m.d.sync += [ky.eq(0), kx.eq(0), t_ih.eq(ih_o), t_slot.eq(o_slot),
                              t_slot_base.eq(o_slot_base), kxp.eq(0), kxq.eq(0), mm_cbi.eq(0),
                              mm_cb_off.eq(0), mm_kc.eq(Mux(cb_one, kc_last, c.rows)),
-                             w_row.eq(wplace), first.eq(1), mm_done.eq(0), mm_i.eq(0)]
+                             w_row.eq(wplace), first.eq(1), mm_done.eq(0), mm_i.eq(0),
+                             cbi_last.eq(cb_one), kx_last.eq(kw1 == 0), ky_last.eq(kh1 == 0)]
                 m.next = "MPREP"
             with m.State("MPREP"):
                 # The activation address in two steps of two terms each (for timing).
@@ -517,25 +521,28 @@ class ConvUnit(wiring.Component):
             with m.State("MEMIT"):
                 emit_matmul(act, w_row, OW, mm_kc, acc_base, ~first)
                 with m.If(sent):
-                    at_end = (mm_cbi == cb1) & (kx == kw1) & (ky == kh1)
+                    at_end = cbi_last & kx_last & ky_last
                     m.d.sync += [first.eq(0), w_row.eq(w_row + c.rows), mm_done.eq(at_end),
-                                 mm_i.eq(mm_i + 1)]
-                    with m.If(mm_cbi != cb1):
+                                 mm_i.eq(Mux(mm_i == HOOK + 1, mm_i, mm_i + 1))]
+                    with m.If(~cbi_last):
                         m.d.sync += [mm_cbi.eq(mm_cbi + 1), mm_cb_off.eq(mm_cb_off + swQ),
-                                     mm_kc.eq(Mux(mm_cbi == cb2, kc_last, c.rows))]
+                                     mm_kc.eq(Mux(mm_cbi == cb2, kc_last, c.rows)),
+                                     cbi_last.eq(mm_cbi == cb2)]
                     with m.Else():
                         m.d.sync += [mm_cbi.eq(0), mm_cb_off.eq(0),
-                                     mm_kc.eq(Mux(cb_one, kc_last, c.rows))]
-                        with m.If(kx != kw1):
+                                     mm_kc.eq(Mux(cb_one, kc_last, c.rows)),
+                                     cbi_last.eq(cb_one)]
+                        with m.If(~kx_last):
                             # The next tap's column phase and position: dil_w further on.
                             p2 = kxp + dw_p
                             wrap = p2 >= sw
                             m.d.sync += [kx.eq(kx + 1), kxp.eq(Mux(wrap, p2 - sw, p2)),
-                                         kxq.eq(kxq + dw_q + wrap)]
+                                         kxq.eq(kxq + dw_q + wrap), kx_last.eq(kx + 1 == kw1)]
                         with m.Else():
-                            m.d.sync += [kx.eq(0), kxp.eq(0), kxq.eq(0)]
-                            with m.If(ky != kh1):
-                                m.d.sync += [ky.eq(ky + 1), t_ih.eq(t_ih + dh)]
+                            m.d.sync += [kx.eq(0), kxp.eq(0), kxq.eq(0), kx_last.eq(kw1 == 0)]
+                            with m.If(~ky_last):
+                                m.d.sync += [ky.eq(ky + 1), t_ih.eq(t_ih + dh),
+                                             ky_last.eq(ky + 1 == kh1)]
                                 m.d.sync += wrap_add(t_slot, t_slot_base, dh,
                                                      Mux(dh[1], S << 1, S))
                     with m.If(mm_i == hook):
