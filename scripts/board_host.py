@@ -16,7 +16,8 @@ import numpy as np
 from mxe.config_args import CommandError
 
 
-__all__ = ["add_gemm_arguments", "add_demo_arguments", "run_gemm", "run_demo"]
+__all__ = ["add_gemm_arguments", "add_demo_arguments", "add_port_arguments", "run_gemm",
+           "run_demo", "open_link", "connect"]
 
 
 def _board(name):
@@ -29,7 +30,13 @@ def _board(name):
 
 def _add_link_arguments(parser):
     parser.add_argument("board", metavar="BOARD", help="board name (`mxe board list`)")
-    parser.add_argument("--port", required=True,
+    add_port_arguments(parser, required=True)
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+
+
+def add_port_arguments(parser, *, required):
+    """``--port``, ``--baud`` and ``--timeout``: the link to a board (:func:`open_link`)."""
+    parser.add_argument("--port", required=required,
                         help="the board's serial port (/dev/ttyUSB0), any pyserial URL "
                              "(socket://HOST:PORT), or 'sim' to start a simulated board of the "
                              "BOARD's engine on Verilator")
@@ -39,7 +46,6 @@ def _add_link_arguments(parser):
                         help="seconds to wait for a read's answer, besides the time the bytes "
                              "before it take (default: 2; 600 with --port sim, which is slow "
                              "but loses no byte)")
-    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
 
 
 def add_gemm_arguments(parser):
@@ -65,8 +71,9 @@ def add_demo_arguments(parser):
 
 
 @contextlib.contextmanager
-def _link(args, board):
-    """An open transport and the window of the board's memory."""
+def open_link(args, board):
+    """An open transport to ``board`` on ``args.port`` (``--port sim``: a simulated board,
+    started here) and the window of the board's memory."""
     from mxe.hw.boards.soc import CSR_BASE, MEM_BASE
     from mxe.sim.transport import UARTBoneTransport
     import serial
@@ -94,7 +101,8 @@ def _link(args, board):
         yield link, (MEM_BASE, MEM_BASE + board.mem_size)
 
 
-async def _connect(link, window):
+async def connect(link, window):
+    """A driver on ``link``: the engine discovered, soft-reset, its window set."""
     from mxe.sim.driver import MXEDriver
     drv = MXEDriver(link, window=window)
     config = await drv.discover()
@@ -126,9 +134,9 @@ def run_gemm(args):
         raise CommandError(f"--shape and --count must be positive, not {args.shape} and "
                            f"{args.count}")
     rng = np.random.default_rng(args.seed)
-    with _link(args, board) as (link, window):
+    with open_link(args, board) as (link, window):
         async def go():
-            drv, config = await _connect(link, window)
+            drv, config = await connect(link, window)
             print(f"engine: {config.rows}x{config.cols}, {config.axi_data_width}-bit DMA, "
                   f"queue {config.cmd_queue_depth}; window {window[0]:#x}..{window[1]:#x}")
             failures = 0
@@ -169,13 +177,13 @@ def run_demo(args):
     n = len(x_te) if args.samples is None else args.samples
     if not 1 <= n <= len(x_te):
         raise CommandError(f"--samples must be in 1..{len(x_te)}, not {n}")
-    with _link(args, board) as (link, window):
+    with open_link(args, board) as (link, window):
         net = demo.train(x_tr, y_tr, args.seed, epochs=args.epochs)
         layers, s_input = demo.quantize_network(net, x_tr)
         x_q = demo.quantize_input(x_te, s_input)[:n]
 
         async def go():
-            drv, config = await _connect(link, window)
+            drv, config = await connect(link, window)
             ref = demo.reference_forward(layers, x_q, config)
             link.reset_stats()
             t0 = time.monotonic()

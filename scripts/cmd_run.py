@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mxe.board_host import add_port_arguments
 from mxe.config_args import CommandError, add_config_arguments, config_from_args
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
@@ -35,6 +36,11 @@ def add_arguments(parser):
                         help="where the engine layers run: the RTL on a simulator, or "
                              "'golden', the numpy golden model (no cycles) (default: "
                              "%(default)s)")
+    parser.add_argument("--board", metavar="BOARD",
+                        help="run the engine layers on this board (`mxe board list`) over its "
+                             "serial link, given with --port ('sim': the board simulated on "
+                             "Verilator), instead of a simulator")
+    add_port_arguments(parser, required=False)
     parser.add_argument("--reference", action="store_true",
                         help="also compare with onnx.reference's ReferenceEvaluator")
     parser.add_argument("--labels", metavar="FILE",
@@ -72,6 +78,57 @@ def _inputs(args, model):
         raise CommandError(f"--input: {exc}") from None
 
 
+def _run_simulated(args, model, feeds, config, run_model, log_path):
+    """The model on the engine RTL in a simulator: ``(result, None)`` or ``(None, failure)``."""
+    from tqdm import tqdm
+
+    from mxe.cmd_demo import _output_to
+    from mxe.sim.importer import UnsupportedOperator
+
+    with _output_to(log_path) as terminal:
+        bar = tqdm(total=len(feeds), desc=args.simulator, unit="inference", file=terminal,
+                   dynamic_ncols=True)
+        try:
+            return run_model(model, feeds, engine=args.simulator, config=config,
+                             progress=lambda n: bar.update(n - bar.n)), None
+        except UnsupportedOperator as exc:
+            return None, str(exc)
+        except Exception as exc:            # noqa: BLE001 - a failed build or bench
+            return None, f"{type(exc).__name__}: {exc}"
+        finally:
+            bar.close()
+
+
+def _run_on_board(args, model, feeds, run_model):
+    """The model with its engine layers on a board: ``(result, None)`` or ``(None, failure)``."""
+    import asyncio
+
+    from tqdm import tqdm
+
+    from mxe.board_host import connect, open_link
+    from mxe.hw.boards.catalog import board
+    from mxe.sim.transport import LinkError
+
+    try:
+        target = board(args.board)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    with open_link(args, target) as (link, window):
+        try:
+            drv, config = asyncio.run(connect(link, window))
+        except LinkError as exc:
+            raise CommandError(f"the link to {args.port} failed: {exc}") from None
+        print(f"engine: {config.rows}x{config.cols} ({config.key()}), window "
+              f"{window[0]:#x}..{window[1]:#x}")
+        with tqdm(total=len(feeds), desc=args.board, unit="inference",
+                  dynamic_ncols=True) as bar:
+            try:
+                return run_model(model, feeds, engine=drv,
+                                 progress=lambda n: bar.update(n - bar.n)), None
+            except LinkError as exc:
+                return None, f"the link to {args.port} failed: {exc}"
+
+
 def random_feed(model, rng):
     """Random values for every graph input of ``model`` (dynamic dimensions 1): uniform in
     [0, 1) for floats, the whole range for integers."""
@@ -107,7 +164,10 @@ def run(args):
     except (OSError, Exception) as exc:        # noqa: BLE001 - protobuf raises its own
         raise CommandError(f"model {path}: cannot read it as ONNX ({exc})") from None
     config = config_from_args(args)
-    if args.simulator != "golden":
+    if (args.board is None) != (args.port is None):
+        raise CommandError("--board and --port go together: the board's name and its serial "
+                           "port")
+    if args.board is None and args.simulator != "golden":
         missing = simulator_missing(args.simulator)
         if missing:
             raise CommandError(f"simulator {args.simulator} is not available: {missing}")
@@ -127,34 +187,26 @@ def run(args):
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     engine_layers = [l for l in program.layers if l.where == "engine"]
+    where = f"board {args.board} on {args.port}" if args.board else args.simulator
     print(f"MXE run: {path.name}, {len(program.layers)} layers ({len(engine_layers)} on the "
           f"engine, {len(program.layers) - len(engine_layers)} on the host), {len(feeds)} "
-          f"input{'s' if len(feeds) != 1 else ''}, {config.rows}x{config.cols} engine "
-          f"({config.key()}) on {args.simulator}")
+          f"input{'s' if len(feeds) != 1 else ''}, "
+          + (f"on {where}" if args.board else
+             f"{config.rows}x{config.cols} engine ({config.key()}) on {where}"))
 
-    from tqdm import tqdm
     t0 = time.monotonic()
     log_path = out / "sim.log"
-    failure = None
-    from mxe.cmd_demo import _output_to
-    with _output_to(log_path) as terminal:
-        bar = tqdm(total=len(feeds), desc=args.simulator, unit="inference", file=terminal,
-                   dynamic_ncols=True)
-        try:
-            result = run_model(model, feeds, engine=args.simulator, config=config,
-                               progress=lambda n: bar.update(n - bar.n))
-        except UnsupportedOperator as exc:
-            failure = str(exc)
-        except Exception as exc:            # noqa: BLE001 - a failed build or bench
-            failure = f"{type(exc).__name__}: {exc}"
-        finally:
-            bar.close()
+    if args.board:
+        result, failure = _run_on_board(args, model, feeds, run_model)
+    else:
+        result, failure = _run_simulated(args, model, feeds, config, run_model, log_path)
     if failure is not None:
-        print(f"FAILED: {failure.splitlines()[0]} (simulator output: {log_path})")
+        print(f"FAILED: {failure.splitlines()[0]}"
+              + ("" if args.board else f" (simulator output: {log_path})"))
         return 1
     wall = time.monotonic() - t0
 
-    c = config
+    c = config = result.config
     print()
     print(f"  {'layer':<28}{'op':<18}{'where':<8}{'GEMM M x K x N':>18}{'MACs':>12}"
           f"{'cycles':>11}{'util':>8}")
@@ -179,7 +231,8 @@ def run(args):
         print(f"  cycles per inference on the engine: {total_cycles / len(feeds):.0f} "
               f"(utilization = MACs / ({c.rows}*{c.cols} * cycles))")
 
-    summary = {"model": str(path), "inputs": len(feeds), "simulator": args.simulator,
+    summary = {"model": str(path), "inputs": len(feeds),
+               "simulator": None if args.board else args.simulator, "board": args.board,
                "config": config.to_dict(), "config_key": config.key(),
                "placement": [{"layer": n, "op": o, "where": w}
                              for n, o, w in program.placement()],

@@ -10,6 +10,7 @@ Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest 
 """
 
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -237,3 +238,27 @@ def test_board_gemm_command(name, capsys):
     out = capsys.readouterr().out
     assert status == 0, out
     assert out.count("bit-exact;") == 2 and "MISMATCH" not in out
+
+
+def test_mxe_run_on_board(board_url, tmp_path, capsys):
+    """`mxe run --board --port`: an ONNX model quantized by ONNX Runtime with its convolutions
+    and its Gemm on the (simulated) board's engine, over the serial link; its output equal to
+    ONNX's reference implementation."""
+    from mxe.cli import main
+    from onnx_models import float_cnn, quantized
+
+    rng = np.random.default_rng(7)
+    quantized(float_cnn(rng, size=6), rng, tmp_path / "cnn.onnx", fmt="qop")
+    np.save(tmp_path / "x.npy", rng.standard_normal((1, 3, 6, 6)).astype(np.float32))
+    assert main(["run", str(tmp_path / "cnn.onnx"), "--input", str(tmp_path / "x.npy"),
+                 "--board", "ulx3s-85f", "--port", board_url, "--reference",
+                 "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    assert f"on board ulx3s-85f on {board_url}" in out
+    engine_rows = [line for line in out.splitlines() if " engine " in line and "QLinear" in line]
+    assert len(engine_rows) >= 3 and all(line.split()[-1].endswith("%") for line in engine_rows)
+    (ref,) = [line for line in out.splitlines() if line.startswith("onnx.reference:")]
+    equal, total = ref.split(": ")[2].split(" values")[0].split("/")
+    assert equal == total
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["board"] == "ulx3s-85f"

@@ -119,10 +119,11 @@ def run(model, inputs, engine="verilator", *, config=None, progress=None):
     model : onnx.ModelProto or path
     inputs : array, dict of arrays, or a list of them
         See :func:`samples_of` (a batch runs one inference per sample).
-    engine : "verilator", "icarus", "golden" or EngineSession
+    engine : "verilator", "icarus", "golden", EngineSession or MXEDriver
         The engine RTL in that simulator (one build per configuration, one simulator process
-        for the whole call); ``"golden"``: the numpy golden model (no cycles); or a running
-        :class:`~mxe.sim.importer.session.EngineSession` to reuse across calls.
+        for the whole call); ``"golden"``: the numpy golden model (no cycles); a running
+        :class:`~mxe.sim.importer.session.EngineSession` to reuse across calls; or a driver
+        connected to an engine (a board: :func:`mxe.board_host.connect`), its window set.
     config : EngineConfig, optional
         The engine (default: ``small``; ignored for a session).
     progress : callable, optional
@@ -142,30 +143,36 @@ def run(model, inputs, engine="verilator", *, config=None, progress=None):
     from mxe.hw.config import EngineConfig
     from mxe.sim.importer.execute import GoldenEngine, execute
     from mxe.sim.importer.program import import_model
+    from mxe.sim.driver import MXEDriver
     from mxe.sim.importer.session import EngineSession
 
     model = _load(model)
     program = import_model(model)           # refuses what cannot run, before any simulation
     feeds = samples_of(model, inputs)
     outputs, totals = [], {}
-    if isinstance(engine, str) and engine == "golden":
-        config = config or EngineConfig.preset("small")
-        golden = GoldenEngine(config)
+    if isinstance(engine, MXEDriver) or (isinstance(engine, str) and engine == "golden"):
+        if isinstance(engine, MXEDriver):
+            drv, config, where = engine, engine.config, "board"
+        else:
+            config = config or EngineConfig.preset("small")
+            drv, where = GoldenEngine(config), "golden"
         stats = {}
         for i, feed in enumerate(feeds):
-            out, stats = asyncio.run(execute(program, feed, golden, stats))
+            out, stats = asyncio.run(execute(program, feed, drv, stats))
             outputs.append(out)
             if progress:
                 progress(i + 1)
         layers = [s.as_dict(config) for s in stats.values()]
-        return RunResult(outputs, layers, "golden", config, program.inputs, program.outputs)
+        if where == "board":
+            _utilization(layers, config)
+        return RunResult(outputs, layers, where, config, program.inputs, program.outputs)
     if isinstance(engine, EngineSession):
         session, own = engine, False
     elif engine in ("verilator", "icarus"):
         session, own = EngineSession(engine, config), True
     else:
-        raise ValueError(f"engine must be 'verilator', 'icarus', 'golden' or an EngineSession, "
-                         f"not {engine!r}")
+        raise ValueError(f"engine must be 'verilator', 'icarus', 'golden', an EngineSession or "
+                         f"an MXEDriver, not {engine!r}")
     data = model.SerializeToString()
     try:
         session.start()
@@ -179,12 +186,15 @@ def run(model, inputs, engine="verilator", *, config=None, progress=None):
         if own:
             session.close()
     layers = list(totals.values())
-    c = session.config
-    for layer in layers:
-        if layer.get("cycles"):
-            layer["utilization"] = layer["macs"] / (c.rows * c.cols * layer["cycles"])
+    _utilization(layers, session.config)
     return RunResult(outputs, layers, session.simulator, session.config,
                      program.inputs, program.outputs)
+
+
+def _utilization(layers, config):
+    for layer in layers:
+        if layer.get("cycles"):
+            layer["utilization"] = layer["macs"] / (config.macs * layer["cycles"])
 
 
 def _add(totals, layers):
