@@ -4,7 +4,7 @@ import pytest
 
 from mxe.hw.array import SystolicArray
 from mxe.hw.config import EngineConfig
-from mxe.sim.runner import run_bench
+from mxe.sim.runner import SIMULATORS, run_bench
 
 CONFIGS = [
     EngineConfig(rows=1, cols=1),
@@ -25,7 +25,17 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.key())
+def _cases():
+    for config in CONFIGS:
+        for sim in SIMULATORS:
+            # The 16x16 array's Verilator build takes four minutes of the default suite; Icarus
+            # runs it there, Verilator behind slow.
+            slow = sim == "verilator" and config.rows * config.cols >= 256
+            yield pytest.param(sim, config, id=f"{sim}-{config.key()}",
+                               marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("sim, config", _cases(), indirect=["sim"])
 def test_array(sim, config, seed):
     """Random tiles with random gaps, back-to-back tiles of every length, and a GEMM with long K
     (a chain of weight tiles, 30% extreme operands): every output bit-exact, cycles exact."""

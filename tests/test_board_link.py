@@ -165,6 +165,7 @@ def test_litex_client(board_url, seed):
         link.close()
 
 
+@pytest.mark.slow
 def test_demo_over_link(board, seed):
     """The digits demo's int8 network through the link, every layer bit-exact with the int8
     reference (what ``mxe board demo`` runs; a few images, as the weights dominate the bytes)."""
