@@ -35,3 +35,16 @@ def sim(request):
     if missing:
         pytest.skip(missing)
     return request.param
+
+
+@pytest.fixture(scope="module", params=["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
+def onnx_engine(request):
+    """One simulator process of the ``tiny`` engine for a module's ONNX cases
+    (:class:`mxe.sim.importer.session.EngineSession`)."""
+    from engine_benches import CONFIGS
+    from mxe.sim.importer.session import EngineSession
+    missing = simulator_missing(request.param)
+    if missing:
+        pytest.skip(missing)
+    with EngineSession(request.param, CONFIGS["tiny"]) as session:
+        yield session

@@ -14,7 +14,6 @@ import warnings
 import numpy as np
 import pytest
 
-from engine_benches import CONFIGS
 
 #: The operators, and the modules of onnx.backend.test.case.node holding their cases.
 OPERATORS = {"QLinearMatMul": "qlinearmatmul", "QLinearConv": "qlinearconv",
@@ -65,26 +64,15 @@ def test_int8_expectations_saturate():
     assert checked == 4
 
 
-@pytest.fixture(scope="module", params=[
-    "verilator", pytest.param("icarus", marks=pytest.mark.slow)])
-def engine(request):
-    """One simulator process for every case of the module, on the ``tiny`` engine."""
-    from mxe.sim.importer.session import EngineSession
-    from mxe.sim.runner import simulator_missing
-    missing = simulator_missing(request.param)
-    if missing:
-        pytest.skip(missing)
-    with EngineSession(request.param, CONFIGS["tiny"]) as session:
-        yield session
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_node(engine, name):
+def test_node(onnx_engine, name):
     """One ONNX node test on the engine RTL: the operator ran on the engine (not on the host)
     and its outputs equal ONNX's expectations exactly."""
     from mxe.sim.importer.backend import MXEBackend
     case = CASES[name]
-    rep = MXEBackend.prepare(case.model, engine=engine)
+    rep = MXEBackend.prepare(case.model, engine=onnx_engine)
     for inputs, expected in case.data_sets:
         got = rep.run(inputs)
         assert [layer["where"] for layer in rep.layers] == ["engine"], rep.layers

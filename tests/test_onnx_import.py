@@ -15,7 +15,6 @@ import warnings
 import numpy as np
 import pytest
 
-from engine_benches import CONFIGS
 from onnx_models import float_cnn, quantized
 
 
@@ -274,20 +273,10 @@ def test_cli_golden_and_errors(tmp_path, capsys):
 
 # On the engine RTL.
 
-@pytest.fixture(scope="module", params=[
-    "verilator", pytest.param("icarus", marks=pytest.mark.slow)])
-def engine(request):
-    from mxe.sim.importer.session import EngineSession
-    from mxe.sim.runner import simulator_missing
-    missing = simulator_missing(request.param)
-    if missing:
-        pytest.skip(missing)
-    with EngineSession(request.param, CONFIGS["tiny"]) as session:
-        yield session
 
 
 @pytest.mark.parametrize("fmt", ["qop", "qdq"])
-def test_small_cnn_on_the_rtl(engine, seed, tmp_path, fmt):
+def test_small_cnn_on_the_rtl(onnx_engine, seed, tmp_path, fmt):
     """The small CNN end to end with its convolutions (a depthwise one too) and Gemm on the
     engine RTL: equal to onnx.reference on every value, cycles counted for every engine
     layer."""
@@ -295,7 +284,7 @@ def test_small_cnn_on_the_rtl(engine, seed, tmp_path, fmt):
     rng = np.random.default_rng(seed)
     model = quantized(float_cnn(rng), rng, tmp_path / f"cnn_{fmt}.onnx", fmt=fmt)
     x = rng.standard_normal((2, 1, 3, 8, 8)).astype(np.float32)
-    result = run(model, x, engine=engine)
+    result = run(model, x, engine=onnx_engine)
     on_engine = [layer for layer in result.layers if layer["where"] == "engine"]
     assert len(on_engine) == 4, result.layers
     assert all(layer["cycles"] > 0 and 0 < layer["utilization"] <= 1 for layer in on_engine)
