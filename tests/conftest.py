@@ -3,6 +3,10 @@
 Every random test draws from ``MXE_SEED`` (random when unset) combined with its own test ID, so
 one number printed in the header reproduces any failure:
 ``MXE_SEED=<seed> pytest tests/test_array.py -k 4x8``.
+
+A test of the default suite that runs longer than :data:`DEFAULT_TIMEOUT_S` (set-up included)
+is stopped by pytest-timeout with every thread's stack, so a hang fails the run with its place
+instead of holding it until CI gives up; the ``slow`` tests have no such limit.
 """
 
 import os
@@ -14,10 +18,18 @@ import pytest
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
 BASE_SEED = int(os.environ.get("MXE_SEED") or random.SystemRandom().randrange(1 << 31))
+#: Seconds a default-suite test may take; the longest take about three minutes on 2 busy cores.
+DEFAULT_TIMEOUT_S = 1200
 
 
 def pytest_report_header(config):
     return f"MXE_SEED={BASE_SEED} (set it to reproduce this run's random tests)"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S, method="thread"))
 
 
 @pytest.fixture
