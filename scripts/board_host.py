@@ -79,7 +79,7 @@ def open_link(args, board):
     import serial
 
     with contextlib.ExitStack() as stack:
-        port, timeout, resync_s = args.port, args.timeout or 2.0, 0.25
+        port, timeout, retries, resync_s = args.port, args.timeout or 2.0, 2, 0.25
         if args.port == "sim":
             from mxe.sim.board_sim import simulated_board
             from mxe.sim.runner import simulator_missing
@@ -90,11 +90,12 @@ def open_link(args, board):
                   f"model, a few minutes)")
             port, _info = stack.enter_context(simulated_board(board.config,
                                                               mem_size=board.mem_size))
-            # The simulation is slow but loses no byte: the timeout only catches a hang.
-            timeout, resync_s = args.timeout or 600.0, 1.0
+            # The simulation is slow but loses no byte: the timeout only catches a hang, and
+            # a retry could not help.
+            timeout, retries, resync_s = args.timeout or 600.0, 0, 1.0
         try:
             link = UARTBoneTransport(port, baud=args.baud or board.baud, timeout=timeout,
-                                     resync_s=resync_s, csr_base=CSR_BASE)
+                                     retries=retries, resync_s=resync_s, csr_base=CSR_BASE)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise CommandError(f"cannot open {args.port}: {exc}") from None
         stack.callback(link.close)      # before the simulated board stops

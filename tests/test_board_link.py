@@ -67,8 +67,9 @@ def board_url():
 @pytest.fixture
 def board(board_url):
     from mxe.hw.boards.soc import MEM_BASE
-    # The simulation is slow, but it loses no byte: the timeout only catches a hang.
-    link = UARTBoneTransport(board_url, timeout=600.0, resync_s=1.0)
+    # The simulation is slow, but it loses no byte: the timeout only catches a hang, and a
+    # retry could not help.
+    link = UARTBoneTransport(board_url, timeout=600.0, retries=0, resync_s=1.0)
     yield link, (MEM_BASE, MEM_BASE + MEM_SIZE)
     link.close()
 
@@ -158,7 +159,7 @@ def test_litex_client(board_url, seed):
     finally:
         comm.close()
     # The same words seen through MXE's own transport.
-    link = UARTBoneTransport(board_url, timeout=600.0)
+    link = UARTBoneTransport(board_url, timeout=600.0, retries=0)
     try:
         assert link.read_words(addr, len(words)) == words
     finally:
@@ -252,7 +253,7 @@ def test_mxe_run_on_board(board_url, tmp_path, capsys):
     quantized(float_cnn(rng, size=6), rng, tmp_path / "cnn.onnx", fmt="qop")
     np.save(tmp_path / "x.npy", rng.standard_normal((1, 3, 6, 6)).astype(np.float32))
     assert main(["run", str(tmp_path / "cnn.onnx"), "--input", str(tmp_path / "x.npy"),
-                 "--board", "ulx3s-85f", "--port", board_url, "--reference",
+                 "--board", "ulx3s-85f", "--port", board_url, "--timeout", "600", "--reference",
                  "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     print(out)
