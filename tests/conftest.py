@@ -49,7 +49,8 @@ def sim(request):
     return request.param
 
 
-@pytest.fixture(scope="module", params=["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module",
+                params=["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
 def onnx_engine(request):
     """One simulator process of the ``tiny`` engine for a module's ONNX cases
     (:class:`mxe.sim.importer.session.EngineSession`)."""
