@@ -8,9 +8,15 @@ starts the expansion, during which the unit, not the queue, feeds the controller
 controller checks, dispatches and counts the sub-commands like pushed ones, so its dependency
 tracking and the overlap of load, compute and store apply unchanged.
 
-Tiling (computed at start with a sequential divider and shift-add multiplier, about 150-250
-cycles; mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
+Tiling (computed at start, mirrored exactly by :func:`mxe.sim.gemm_model.expand`)
 -----------------------------------------------------------------------------------------------
+Set-up, from ``GEMM_C`` to the first sub-command: ``kt`` and ``nt`` by a shift and a mask when
+``rows`` and ``cols`` are powers of two (else 18 cycles each on a sequential divider), ``cap``
+on the divider in ``log2(spad_depth) + 1`` cycles, ``mt`` and ``mc`` (18 cycles each) only if
+M takes more than one chunk, then a shift-add multiplier for as many cycles as ``mc`` or ``kr``
+has bits: 27 to 29 cycles on the presets with one M chunk, 64 to 69 with several (Amaranth
+simulation, 33x17x9 to 512x64x64 on ``small`` and ``default``).
+
 ``kr = min(rows, K)`` weight rows per K tile, ``kt = ceil(K / kr)``; ``nc = min(cols, N)``,
 ``nt = ceil(N / nc)``. Loop order ``mn``: M chunks outside, N tiles inside, K tiles innermost.
 
@@ -65,7 +71,7 @@ busy : Out(1)
     A GEMM is being set up or expanded, or a command waits on ``o_cmd``.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -77,7 +83,11 @@ from .load_unit import LOADS_IN_FLIGHT
 
 __all__ = ["GemmUnit", "STRIP_CHOICES", "TILES_AHEAD"]
 
-_DIV_WIDTH = 24
+#: Scratchpad rows and row counts of the schedule (all below ``spad_depth``, at most 2**20).
+_ROW_WIDTH = 24
+#: The divider's width: ``K + kr - 1`` (the widest numerator, with ``M + cap - 1`` and
+#: ``M + mt - 1``) needs 17 bits, the chunk cap's ``spad_depth - rows_b`` log2(spad_depth).
+_DIV_BITS = 17
 
 #: How B lives in the scratchpad, tried in order: ``(places, whole)``. ``whole``: a place holds a
 #: strip of all K rows of one N tile (one LOAD per output tile); otherwise one ``kr x nc`` tile
@@ -89,26 +99,31 @@ TILES_AHEAD = LOADS_IN_FLIGHT
 
 
 class _Divider(wiring.Component):
-    """Restoring divider: ``quotient, remainder = divmod(num, den)`` ``_DIV_WIDTH`` cycles
-    after ``start`` (``done`` is high from then until the next start)."""
+    """Restoring divider, a quotient bit a cycle: ``quotient, remainder = divmod(num, den)``
+    ``steps`` cycles after ``start`` (``done`` is high from then until the next start).
 
-    start: In(1)
-    num: In(_DIV_WIDTH)
-    den: In(_DIV_WIDTH)
-    quotient: Out(_DIV_WIDTH)
-    remainder: Out(_DIV_WIDTH)
-    done: Out(1)
+    ``num`` must be below ``2 ** steps`` and come aligned to the top: ``num << (width -
+    steps)``, so a narrow numerator takes only its own bits' cycles (``steps`` is a constant
+    of each use, the shift a wiring)."""
+
+    def __init__(self, width):
+        self._width = width
+        super().__init__({
+            "start": In(1), "steps": In(range(width + 1)),
+            "num": In(width), "den": In(width),
+            "quotient": Out(width), "remainder": Out(width), "done": Out(1),
+        })
 
     def elaborate(self, platform):
         m = Module()
-        w = _DIV_WIDTH
+        w = self._width
         count = Signal(range(w + 1))
         den = Signal(w)
         shifted = Cat(self.quotient[w - 1], self.remainder)  # (remainder << 1) | next bit
         m.d.comb += self.done.eq(count == 0)
         with m.If(self.start):
             m.d.sync += [self.quotient.eq(self.num), self.remainder.eq(0), den.eq(self.den),
-                         count.eq(w)]
+                         count.eq(self.steps)]
         with m.Elif(count != 0):
             m.d.sync += count.eq(count - 1)
             with m.If(shifted >= den):
@@ -144,7 +159,12 @@ class GemmUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        m.submodules.div = div = _Divider()
+        spad_bits = (c.spad_depth - 1).bit_length()      # spad_depth - rows_b fits
+        m.submodules.div = div = _Divider(max(_DIV_BITS, spad_bits))
+        # Power-of-two array sides (the presets') tile K and N with a shift and a mask; other
+        # sides take the divider.
+        rows_pow2 = c.rows & (c.rows - 1) == 0
+        cols_pow2 = c.cols & (c.cols - 1) == 0
         eb_shift = c.elem_bytes.bit_length() - 1
         ab_shift = c.acc_elem_bytes.bit_length() - 1
         rb_shift = REQUANT_ELEM_BYTES.bit_length() - 1
@@ -174,20 +194,20 @@ class GemmUnit(wiring.Component):
         k_tail, n_tail = signals(16, "k_tail n_tail")
         ahead = Signal()                   # strips load one tile ahead (whole and nt != 1)
         cap = Signal(16)
+        one_chunk = Signal()               # cap == M, set with cap: no compare in front of MUL
         m_cap = Signal(16)                 # min(M, acc_depth / 2): the bound on cap known early
         m_rows = Signal(16)                # min(M, rows): the smallest cap worth a strip
-        krk = Signal(_DIV_WIDTH)           # kt * kr
+        krk = Signal(_ROW_WIDTH)           # kt * kr
         places = max(n for n, _ in STRIP_CHOICES)
         strips = Signal(range(places + 1))
         whole = Signal()
-        strip_rows = Signal(_DIV_WIDTH)
-        panel = Signal(_DIV_WIDTH)         # kt * mc
+        strip_rows = Signal(_ROW_WIDTH)
+        panel = Signal(_ROW_WIDTH)         # kt * mc
         a_step, c_step, bk_step = signals(32, "a_step c_step bk_step")
         tiles = Signal()                   # B by single tiles (no two strips fit)
-        rows_b = Signal(_DIV_WIDTH + places.bit_length())   # scratchpad rows B takes
-        mul_i = Signal(range(17))
+        rows_b = Signal(_ROW_WIDTH + places.bit_length())   # scratchpad rows B takes
         mc_sh, kr_sh = signals(16, "mc_sh kr_sh")
-        kt_sh = Signal(_DIV_WIDTH)
+        kt_sh = Signal(_ROW_WIDTH)
         as_sh, cs_sh, bs_sh = signals(32, "as_sh cs_sh bs_sh")
 
         # Loop state.
@@ -206,13 +226,13 @@ class GemmUnit(wiring.Component):
         a_koff, a_next, pf_off, bias_n, b_n = signals(32, "a_koff a_next pf_off bias_n b_n")
         rq_n = Signal(32)         # rq_base + n0 multipliers
         bias_sent = Signal()      # this tile's bias LOAD is out; its requant LOAD is next
-        w_row = Signal(_DIV_WIDTH)
+        w_row = Signal(_ROW_WIDTH)
         panel_sel, acc_sel = signals(1, "panel_sel acc_sel")
-        a_row = Signal(_DIV_WIDTH)
+        a_row = Signal(_ROW_WIDTH)
         b_slot = Signal(range(places))
-        b_next = Signal(_DIV_WIDTH)        # the ring place the next B load goes to
-        cur_strip = Signal(_DIV_WIDTH)
-        next_strip = Signal(_DIV_WIDTH)    # the strip loaded ahead for the next output tile
+        b_next = Signal(_ROW_WIDTH)        # the ring place the next B load goes to
+        cur_strip = Signal(_ROW_WIDTH)
+        next_strip = Signal(_ROW_WIDTH)    # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = signals(16, "lmi lni lki")
         # lki == kt - 1, lni == nt1, lmi == mt1
@@ -223,10 +243,10 @@ class GemmUnit(wiring.Component):
         ldone = Signal()
         tiles_ahead = Signal(range(TILES_AHEAD + 1))
         m_slot = Signal(range(places))
-        m_place = Signal(_DIV_WIDTH)       # the ring place of the next MATMUL's B tile
+        m_place = Signal(_ROW_WIDTH)       # the ring place of the next MATMUL's B tile
         pf_cnt = Signal(16)
         pf_last = Signal()                 # pf_cnt == nt1, set with pf_cnt
-        pf_row = Signal(_DIV_WIDTH)
+        pf_row = Signal(_ROW_WIDTH)
         pf_hit = Signal()
         first = Signal()
         pending = Signal()
@@ -318,16 +338,37 @@ class GemmUnit(wiring.Component):
             with m.Else():
                 m.next = "ADVANCE"
 
+        def divide(num, den, steps):
+            """Start the divider on ``num`` (below ``2 ** steps``) and ``den``."""
+            m.d.comb += [div.start.eq(1), div.steps.eq(steps),
+                         div.num.eq(num << (len(div.num) - steps)), div.den.eq(den)]
+
         def ceil_divide(state, num, den, then, results):
-            """States ``state`` and ``state_WAIT``: ``ceil(num / den)`` on the divider, then the
-            assignments ``results(quotient, remainder)`` and on to ``then``."""
+            """States ``state`` and ``state_WAIT``: ``ceil(num / den)`` on the divider (``num + den
+            - 1`` below 2**17: ``_DIV_BITS``), then the assignments ``results(quotient,
+            remainder)`` and on to ``then``."""
             with m.State(state):
-                m.d.comb += [div.start.eq(1), div.num.eq(num + den - 1), div.den.eq(den)]
+                divide(num + den - 1, den, _DIV_BITS)
                 m.next = f"{state}_WAIT"
             with m.State(f"{state}_WAIT"):
                 with m.If(div.done):
                     m.d.sync += results(div.quotient, div.remainder)
                     m.next = then
+
+        def pow2_tiles(size, side, count, tail):
+            """``count = ceil(size / min(side, size))`` and the last tile's ``tail`` for a
+            power-of-two ``side``: a shift and a mask."""
+            low = size[:side.bit_length() - 1]
+            return [count.eq((size >> (side.bit_length() - 1)) + (low != 0)),
+                    tail.eq(Mux(low == 0, side, low))]
+
+        def chunks(q):
+            return [mt.eq(q), mt1.eq(q - 1), mt2.eq(q - 2), mt_one.eq(q == 1)]
+
+        def start_mul(mc_value):
+            return [mc.eq(mc_value), panel.eq(0), a_step.eq(0), c_step.eq(0), bk_step.eq(0),
+                    mc_sh.eq(mc_value), kr_sh.eq(kr), kt_sh.eq(kt), as_sh.eq(a_stride),
+                    cs_sh.eq(c_stride), bs_sh.eq(b_stride)]
 
         def advance_ring():
             with m.If(b_slot == strips - 1):
@@ -366,13 +407,21 @@ class GemmUnit(wiring.Component):
                     m.d.sync += [kr.eq(_min(rows_c, K)), nc.eq(_min(cols_c, N)),
                                  m_cap.eq(_min(M, c.acc_depth // 2)), m_rows.eq(_min(M, rows_c)),
                                  rq_base.eq(bias_off + Mux(d_bias, N << ab_shift, 0))]
-                    m.next = "KT"
-            ceil_divide("KT", K, kr, "NT",
-                        lambda q, r: [kt.eq(q), kt2.eq(q - 2), kt_one.eq(q == 1),
-                                      krk.eq(K + kr - 1 - r), k_tail.eq(r + 1)])
-            ceil_divide("NT", N, nc, "TRY",
-                        lambda q, r: [nt.eq(q), nt1.eq(q - 1), nt2.eq(q - 2), nt_one.eq(q == 1),
-                                      n_tail.eq(r + 1), tiles.eq(0)])
+                    if rows_pow2:
+                        m.d.sync += pow2_tiles(K, rows_c, kt, k_tail)
+                    if cols_pow2:
+                        m.d.sync += pow2_tiles(N, cols_c, nt, n_tail)
+                    m.next = "KT" if not rows_pow2 else "NT" if not cols_pow2 else "SHAPE"
+            if not rows_pow2:
+                ceil_divide("KT", K, kr, "NT" if not cols_pow2 else "SHAPE",
+                            lambda q, r: [kt.eq(q), k_tail.eq(r + 1)])
+            if not cols_pow2:
+                ceil_divide("NT", N, nc, "SHAPE", lambda q, r: [nt.eq(q), n_tail.eq(r + 1)])
+            with m.State("SHAPE"):
+                # What the loop needs of kt and nt, in registers (no adder behind a compare).
+                m.d.sync += [kt2.eq(kt - 2), kt_one.eq(kt == 1), krk.eq(K + kr - k_tail),
+                             nt1.eq(nt - 1), nt2.eq(nt - 2), nt_one.eq(nt == 1), tiles.eq(0)]
+                m.next = "TRY"
             with m.State("TRY"):
                 # First whole strips, then (``tiles``) single tiles: STRIP_CHOICES. The rows they
                 # take are registered here and checked in TRY_FIT (a product, then a compare).
@@ -389,15 +438,20 @@ class GemmUnit(wiring.Component):
                         m.d.sync += tiles.eq(1)
                         m.next = "TRY"
                 with m.Else():
-                    m.d.comb += [div.start.eq(1), div.num.eq(c.spad_depth - rows_b),
-                                 div.den.eq(kt << 1)]
+                    divide(c.spad_depth - rows_b, kt << 1, spad_bits)
                     m.next = "TRY_WAIT"
             with m.State("TRY_WAIT"):
                 with m.If(div.done):
-                    m.d.sync += cap.eq(_min(div.quotient, m_cap))
+                    m.d.sync += [cap.eq(_min(div.quotient, m_cap)),
+                                 one_chunk.eq((div.quotient >= M) & (m_cap == M))]
                     m.next = "TRY_CAP"
             with m.State("TRY_CAP"):
-                with m.If((cap >= m_rows) | (tiles & (cap != 0))):
+                with m.If(one_chunk):
+                    # cap = M: all of M in one chunk (mt = 1, mc = M), nothing to divide.
+                    m.d.sync += [ahead.eq(~tiles & ~nt_one), *chunks(Const(1, 16)),
+                                 *start_mul(M)]
+                    m.next = "MUL"
+                with m.Elif((cap >= m_rows) | (tiles & (cap != 0))):
                     m.d.sync += ahead.eq(~tiles & ~nt_one)
                     m.next = "MT"
                 with m.Elif(tiles):
@@ -405,26 +459,22 @@ class GemmUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += tiles.eq(1)
                     m.next = "TRY"
-            ceil_divide("MT", M, cap, "MC", lambda q, r: [mt.eq(q), mt1.eq(q - 1),
-                                                          mt2.eq(q - 2), mt_one.eq(q == 1)])
-            ceil_divide("MC", M, mt, "MUL",
-                        lambda q, r: [mc.eq(q), mul_i.eq(0), panel.eq(0), a_step.eq(0),
-                                      c_step.eq(0), bk_step.eq(0), mc_sh.eq(q), kr_sh.eq(kr),
-                                      kt_sh.eq(kt), as_sh.eq(a_stride), cs_sh.eq(c_stride),
-                                      bs_sh.eq(b_stride)])
+            ceil_divide("MT", M, cap, "MC", lambda q, r: chunks(q))
+            ceil_divide("MC", M, mt, "MUL", lambda q, r: start_mul(q))
             with m.State("MUL"):
                 # Shift-add over the bits of mc and kr: panel = kt * mc, a_step = mc * a_stride,
                 # c_step = mc * c_stride, bk_step = kr * b_stride (offsets wrap at 32 bits).
-                # The multiplicands shift left and the multipliers right, a bit a cycle.
+                # The multiplicands shift left and the multipliers right, a bit a cycle, until
+                # no multiplier bit is left: max(bits(mc), bits(kr)) cycles.
                 with m.If(mc_sh[0]):
                     m.d.sync += [panel.eq(panel + kt_sh), a_step.eq(a_step + as_sh),
                                  c_step.eq(c_step + cs_sh)]
                 with m.If(kr_sh[0]):
                     m.d.sync += bk_step.eq(bk_step + bs_sh)
-                m.d.sync += [mul_i.eq(mul_i + 1), mc_sh.eq(mc_sh >> 1), kr_sh.eq(kr_sh >> 1),
+                m.d.sync += [mc_sh.eq(mc_sh >> 1), kr_sh.eq(kr_sh >> 1),
                              kt_sh.eq(kt_sh << 1), as_sh.eq(as_sh << 1), cs_sh.eq(cs_sh << 1),
                              bs_sh.eq(bs_sh << 1)]
-                with m.If(mul_i == 15):
+                with m.If((mc_sh[1:] == 0) & (kr_sh[1:] == 0)):
                     m.next = "INIT"
             with m.State("INIT"):
                 a_second = a_off + a_step          # the second M chunk, and its prefetch

@@ -26,6 +26,8 @@ CONFIGS = {
     # Not square, 2-byte operands, 8-byte accumulators.
     "odd": EngineConfig.preset("tiny", rows=4, cols=6, input_width=12, signed=False,
                                acc_width=40, spad_depth=256, acc_depth=64, axi_data_width=64),
+    # Neither side a power of two: kt and nt on the divider, not by shift and mask.
+    "uneven": EngineConfig.preset("tiny", rows=3, cols=5, spad_depth=128, acc_depth=32),
 }
 
 
