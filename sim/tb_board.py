@@ -83,6 +83,7 @@ async def serve(dut):
                 conn, _ = server.accept()
                 conn.setblocking(False)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sink.clear()        # answers the last client did not wait for
                 stats["clients"] += 1
                 log.info("client connected after %.1f s", time.monotonic() - t0)
             except BlockingIOError:

@@ -195,6 +195,8 @@ class UARTBoneTransport(Transport):
         sock = getattr(port, "_socket", None)
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Bytes from before this program (a late answer to another's read) are not ours.
+        port.reset_input_buffer()
         self.csr_base = csr_base
         self.baud = baud
         self.timeout = timeout
