@@ -248,6 +248,11 @@ class ControllerProof(BlockProof):
             m.d.comb += [
                 Assert(~(load_fire & load_post & storing),
                        "controller: a LOAD into the post-processor waits while a STORE runs"),
+                # The store unit runs STOREs one at a time, so "no STORE running" is "every
+                # STORE dispatched before has finished".
+                Assert(~(load_fire & load.after_stores & storing),
+                       "controller: a LOAD with after_stores waits while a STORE runs (every "
+                       "STORE dispatched before it has finished)"),
                 Assert(~dut.done | ~(dut.load_busy | dut.exec_busy | dut.store_busy),
                        "controller: done only with every unit idle (a FENCE waits until every "
                        "unit is idle, then raises done; after an error the running commands "

@@ -36,7 +36,11 @@ class Controller(wiring.Component):
 
     * a LOAD waits while a MATMUL that has not finished reading the scratchpad reads a row it
       writes (or, for a LOAD into the post-processor's bias or per-column requantization,
-      while a STORE runs);
+      while a STORE runs); a LOAD with ``after_stores`` waits while a STORE runs: the store
+      unit runs one STORE at a time and is busy until the DMA has taken its last write
+      response (``o_wr_done`` comes after the last BRESP), so every STORE dispatched before
+      the LOAD has then written memory, and the LOAD's reads see it (AXI orders no read
+      after a write; the other checks see only the buffers);
     * a MATMUL waits while a running LOAD (the load unit runs up to
       :data:`~mxe.hw.load_unit.LOADS_IN_FLIGHT`, tracked here with their ranges) writes a
       scratchpad row it reads, or the running STORE reads an accumulator row it writes;
@@ -290,7 +294,10 @@ class Controller(wiring.Component):
         blocked = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
-                m.d.comb += blocked.eq((spad_hit & ~load_post) | (load_post & self.store_busy))
+                # A STORE dispatched the cycle before is busy by the time this LOAD is
+                # evaluated (it is loaded, prepared, then evaluated: two cycles at least).
+                m.d.comb += blocked.eq((spad_hit & ~load_post)
+                                       | ((load_post | load.after_stores) & self.store_busy))
             with m.Case(Opcode.MATMUL):
                 load_hit = (load_hits & loads_valid
                             & ~Cat(*(loads[i].post for i in range(ring)))).any()

@@ -177,6 +177,8 @@ class GemmUnit(wiring.Component):
 
         # Descriptor registers.
         d_bias, d_relu, d_requant, d_pc = signals(1, "d_bias d_relu d_requant d_pc")
+        d_after = Signal()                 # GEMM_A.after_stores: chained after earlier STOREs
+        b_early = Signal()                 # the first B strip went out ahead (EARLY_B)
         M, K, N = signals(16, "M K N")
         bias_off, a_off, a_stride, b_off = signals(32, "bias_off a_off a_stride b_off")
         rq_base = Signal(32)     # the per-column multipliers: after the bias values, if any
@@ -294,10 +296,12 @@ class GemmUnit(wiring.Component):
         mm = data.View(command_layout("MATMUL"), out)
         st = data.View(command_layout("STORE"), out)
 
-        def emit_load(spad, offset, rows, elems, stride, to_bias=0, to_requant=0):
+        def emit_load(spad, offset, rows, elems, stride, to_bias=0, to_requant=0,
+                      after_stores=0):
             m.d.comb += [
                 load.opcode.eq(Opcode.LOAD), load.to_bias.eq(to_bias),
-                load.to_requant.eq(to_requant), load.spad_addr.eq(spad),
+                load.to_requant.eq(to_requant), load.after_stores.eq(after_stores),
+                load.spad_addr.eq(spad),
                 load.mem_offset.eq(offset), load.rows.eq(rows), load.elems.eq(elems),
                 load.stride.eq(stride), out_valid.eq(1),
             ]
@@ -390,6 +394,7 @@ class GemmUnit(wiring.Component):
                         with m.Case(Opcode.GEMM_A):
                             m.d.sync += [d_bias.eq(ga.bias), d_relu.eq(ga.relu),
                                          d_requant.eq(ga.requant), d_pc.eq(ga.per_channel),
+                                         d_after.eq(ga.after_stores),
                                          M.eq(ga.m), K.eq(ga.k), N.eq(ga.n),
                                          bias_off.eq(ga.channel_offset)]
                         with m.Case(Opcode.GEMM_B):
@@ -494,8 +499,21 @@ class GemmUnit(wiring.Component):
                     lk_last.eq(kt_one), ln_last.eq(nt_one), lm_last.eq(mt_one),
                     ln_next.eq(b_off + n_bytes),
                     ldone.eq(0), tiles_ahead.eq(0), m_slot.eq(0), m_place.eq(b_base),
+                    b_early.eq(0),
                 ]
-                m.next = "PAIR"
+                with m.If(d_after & whole):
+                    m.next = "EARLY_B"
+                with m.Else():
+                    m.next = "PAIR"
+            with m.State("EARLY_B"):
+                # A chained GEMM: the first strip of B goes ahead of the bias LOADs (which wait
+                # for a running STORE) and of A's first LOAD (which waits for every earlier
+                # STORE: after_stores), so it streams while the previous GEMM's STOREs drain.
+                emit_load(b_next, b_off, K, cur_n, b_stride)   # the first tile: n0 = 0
+                with m.If(sent):
+                    m.d.sync += [cur_strip.eq(b_next), w_row.eq(b_next), b_early.eq(1)]
+                    advance_ring()
+                    m.next = "PAIR"
             with m.State("PAIR"):
                 with m.If((d_bias | d_pc) & (~nt_one | first)):
                     with m.If(pending):
@@ -519,13 +537,19 @@ class GemmUnit(wiring.Component):
                     m.next = "STEP_A"
             with m.State("STEP_A"):
                 with m.If(first_tile):
-                    emit_load(a_row, a_koff, cur_m, cur_k, a_stride)
+                    # Only the first A LOAD of a chained GEMM waits for the earlier STOREs:
+                    # dispatch is in order, so every later command, the other A LOADs and the
+                    # next M chunks' prefetches included, is dispatched after it, hence after
+                    # those STOREs finished. (Putting the bit on the prefetches would make them
+                    # wait for this GEMM's own STOREs too.)
+                    emit_load(a_row, a_koff, cur_m, cur_k, a_stride,
+                              after_stores=d_after & ki_zero)
                     with m.If(sent):
                         m.next = "STEP_B"
                 with m.Else():
                     m.next = "STEP_B"
             with m.State("STEP_B"):
-                with m.If(whole & first_tile & ki_zero):
+                with m.If(whole & first_tile & ki_zero & ~b_early):
                     emit_load(b_next, b_off, K, cur_n, b_stride)   # the first tile: n0 = 0
                     with m.If(sent):
                         m.d.sync += [cur_strip.eq(b_next), w_row.eq(b_next)]    # k0 = 0

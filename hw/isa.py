@@ -75,6 +75,11 @@ FIELDS = {
         ("to_requant", 5, 1, False, "1: into the post-processor's per-column multipliers (row "
                                     "0, int32) and shifts (row 1, int32, low 6 bits used); rows "
                                     "must be 2. With neither: into the scratchpad"),
+        ("after_stores", 6, 1, False, "1: dispatched only when every STORE dispatched before "
+                                      "it has finished, its last write response in: memory "
+                                      "an earlier STORE writes (the previous layer's output) "
+                                      "is read as written. AXI does not order a read after a "
+                                      "write, and the controller tracks only the buffers"),
         ("spad_addr", 8, 24, False, "first scratchpad row written"),
         ("mem_offset", 32, 32, False, "byte offset of the first element from WIN_BASE"),
         ("rows", 64, 16, False, "memory rows, one scratchpad row each"),
@@ -134,6 +139,12 @@ FIELDS = {
         ("per_channel", 7, 1, False, "load the per-column multipliers and shifts of the "
                                      "outputs (for a CONFIG with per_channel) from the table "
                                      "after the bias values"),
+        ("after_stores", 8, 1, False, "chain after the GEMMs before: the first LOAD of A "
+                                      "carries after_stores, so A is read only after every "
+                                      "earlier STORE has finished (A may be an earlier GEMM's "
+                                      "C). With B in whole strips, the first strip's LOAD "
+                                      "goes first, ahead of the bias LOADs, and streams while "
+                                      "the earlier STOREs drain"),
         ("m", 32, 16, False, "rows of A and C (>= 1)"),
         ("k", 48, 16, False, "columns of A, rows of B (>= 1)"),
         ("n", 64, 16, False, "columns of B and C (>= 1)"),

@@ -98,13 +98,15 @@ def decode(command):
     return name, fields
 
 
-def load(spad_addr, mem_offset, rows, elems, stride, *, to_bias=False, to_requant=False):
+def load(spad_addr, mem_offset, rows, elems, stride, *, to_bias=False, to_requant=False,
+         after_stores=False):
     """LOAD: ``rows`` memory rows of ``elems`` elements (row ``r`` at ``mem_offset + r *
     stride``) into scratchpad rows ``spad_addr..``, into the bias row (``to_bias``), or into the
-    per-column multipliers and shifts (``to_requant``, two rows)."""
+    per-column multipliers and shifts (``to_requant``, two rows). ``after_stores``: dispatched
+    only when every earlier STORE has finished (its write responses in)."""
     return encode("LOAD", to_bias=bool(to_bias), to_requant=bool(to_requant),
-                  spad_addr=spad_addr, mem_offset=mem_offset, rows=rows, elems=elems,
-                  stride=stride)
+                  after_stores=bool(after_stores), spad_addr=spad_addr, mem_offset=mem_offset,
+                  rows=rows, elems=elems, stride=stride)
 
 
 def matmul(act_addr, weight_addr, m, k, acc_addr, *, accumulate=False):

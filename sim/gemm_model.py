@@ -23,16 +23,19 @@ __all__ = ["descriptor", "GemmSchedule", "schedule", "expand", "expand_fields",
 
 
 def descriptor(M, K, N, *, a_offset, a_stride, b_offset, b_stride, c_offset, c_stride,
-               channel_offset=0, bias=False, per_channel=False, relu=False, requant=False):
+               channel_offset=0, bias=False, per_channel=False, relu=False, requant=False,
+               after_stores=False):
     """The three commands (GEMM_A, GEMM_B, GEMM_C) of a GEMM descriptor; GEMM_C starts it.
 
     ``requant`` selects 8-bit requantized output as the last CONFIG says; at ``channel_offset``
     (a window offset) are, with ``bias``, ``N`` accumulator-sized bias values, then, with
-    ``per_channel``, ``N`` int32 multipliers and ``N`` int32 shifts."""
+    ``per_channel``, ``N`` int32 multipliers and ``N`` int32 shifts. ``after_stores`` chains
+    the GEMM after the commands before it: A is read only after every earlier STORE has
+    finished, so A may be the C of a GEMM still draining (no FENCE or wait in between)."""
     return [
         cmds.encode("GEMM_A", m=M, k=K, n=N, bias=bool(bias), relu=bool(relu),
                     requant=bool(requant), per_channel=bool(per_channel),
-                    channel_offset=channel_offset),
+                    after_stores=bool(after_stores), channel_offset=channel_offset),
         cmds.encode("GEMM_B", a_offset=a_offset, a_stride=a_stride, b_offset=b_offset),
         cmds.encode("GEMM_C", b_stride=b_stride, c_offset=c_offset, c_stride=c_stride),
     ]
@@ -115,6 +118,7 @@ def expand_fields(config, f):
                                 for _mi in range(s.mt) for ni in range(s.nt)
                                 for ki in range(s.kt)]
     matmuls = 0
+    chained = bool(f.get("after_stores", 0))
 
     def load_b(k0, n0, rows):
         nonlocal loads_b
@@ -124,6 +128,11 @@ def expand_fields(config, f):
                              min(s.nc, N - n0), f["b_stride"]))
         return place
 
+    # A chained GEMM (after_stores) with whole strips sends its first strip ahead of the bias
+    # LOADs and of A's first LOAD, which wait for the earlier STOREs.
+    early = chained and s.whole
+    if early:
+        strip = load_b(0, 0, K)
     for mi in range(s.mt):
         m0 = mi * s.mc
         m = min(s.mc, M - m0)
@@ -151,8 +160,8 @@ def expand_fields(config, f):
                 a_row = panel + ki * s.mc
                 if mi == 0 and ni == 0:
                     out.append(cmds.load(a_row, (f["a_offset"] + k0 * eb) & mask, m, k,
-                                         f["a_stride"]))
-                if s.whole and p == 0 and ki == 0:
+                                         f["a_stride"], after_stores=chained and ki == 0))
+                if s.whole and p == 0 and ki == 0 and not early:
                     strip = load_b(k0, n0, K)
                 while loads_b < min(len(tiles), matmuls + TILES_AHEAD):
                     load_b(*tiles[loads_b])

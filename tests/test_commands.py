@@ -60,8 +60,8 @@ def test_helpers_match_encode(seed):
     for _ in range(50):
         f = _random_fields(rng, "LOAD")
         assert cmds.load(f["spad_addr"], f["mem_offset"], f["rows"], f["elems"], f["stride"],
-                         to_bias=f["to_bias"], to_requant=f["to_requant"]) \
-            == cmds.encode("LOAD", **f)
+                         to_bias=f["to_bias"], to_requant=f["to_requant"],
+                         after_stores=f["after_stores"]) == cmds.encode("LOAD", **f)
         f = _random_fields(rng, "MATMUL")
         assert cmds.matmul(f["act_addr"], f["weight_addr"], f["m"], f["k"], f["acc_addr"],
                            accumulate=f["accumulate"]) == cmds.encode("MATMUL", **f)

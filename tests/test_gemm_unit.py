@@ -67,7 +67,7 @@ def run_unit(config, stream, seed, *, ready_prob=0.7, max_cycles=200_000):
 
 
 def check(config, M, K, N, seed, *, bias=False, relu=False, requant=False, per_channel=False,
-          strides=None):
+          strides=None, after_stores=False):
     rng = random.Random(seed)
     eb = config.elem_bytes
     a_stride, b_stride, c_stride = strides or (K * eb + rng.randrange(0, 64),
@@ -77,7 +77,8 @@ def check(config, M, K, N, seed, *, bias=False, relu=False, requant=False, per_c
                       b_offset=rng.randrange(1 << 20), b_stride=b_stride,
                       c_offset=rng.randrange(1 << 31), c_stride=c_stride,
                       channel_offset=rng.randrange(1 << 20), bias=bias,
-                      per_channel=per_channel, relu=relu, requant=requant)
+                      per_channel=per_channel, relu=relu, requant=requant,
+                      after_stores=after_stores)
     before, after = cmds.config(rng.randrange(1 << 20), 7), cmds.fence()
     want = [before, *expand(config, desc), after]
     got = run_unit(config, [before, *desc, after], seed)
@@ -132,3 +133,42 @@ def test_large(seed):
     check(CONFIGS["small"], 70, 40, 30, seed, bias=True, requant=True)
     check(CONFIGS["small"], 70, 40, 30, seed, bias=True, requant=True, per_channel=True)
     check(CONFIGS["small"], 20, 9, 30, seed, requant=True, per_channel=True)
+
+
+def test_after_stores(seed):
+    """GEMM_A.after_stores: the first A LOAD, and only it, carries after_stores; with whole B
+    strips the first strip's LOAD goes first, ahead of the bias LOADs; otherwise the stream is
+    the one without the bit. Whole strips and single tiles, one and several M chunks, bias and
+    per-column requantization."""
+    for name, (M, K, N), options in [
+            ("small", (64, 64, 64), {}),
+            ("small", (70, 40, 30), {"bias": True, "requant": True, "per_channel": True}),
+            ("cramped", (20, 8, 9), {"bias": True}),          # several M chunks
+            ("cramped", (3, 40, 5), {"bias": True}),          # single B tiles
+            ("uneven", (7, 10, 11), {"requant": True})]:
+        config = CONFIGS[name]
+        s, _ = schedule(config, M, K, N)
+        plain = check(config, M, K, N, seed, **options)[1:-1]
+        chained = check(config, M, K, N, seed, after_stores=True, **options)[1:-1]
+        marked = [i for i, c in enumerate(chained)
+                  if cmds.decode(c)[0] == "LOAD" and cmds.decode(c)[1]["after_stores"]]
+        assert len(marked) == 1, (name, M, K, N, marked)
+        first_a = marked[0]
+        # The marked LOAD is the plain stream's first A LOAD (scratchpad row 0 of panel 0).
+        def unmarked(c):
+            name_, f = cmds.decode(c)
+            return cmds.load(f["spad_addr"], f["mem_offset"], f["rows"], f["elems"],
+                             f["stride"], to_bias=f["to_bias"], to_requant=f["to_requant"]) \
+                if name_ == "LOAD" else c
+        stripped = [unmarked(c) for c in chained]
+        if s.whole:
+            strip = stripped.pop(0)
+            assert cmds.decode(strip)[1]["spad_addr"] == s.b_base, cmds.describe(strip)
+            assert strip in plain
+            plain = plain[:plain.index(strip)] + plain[plain.index(strip) + 1:]
+            first_a -= 1
+        assert stripped == plain, (name, M, K, N)
+        f = cmds.decode(plain[first_a])[1]
+        assert f["spad_addr"] == 0 and not f["to_bias"] and not f["to_requant"], \
+            cmds.describe(plain[first_a])
+        assert all(cmds.decode(c)[0] != "STORE" for c in plain[:first_a])
