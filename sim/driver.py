@@ -65,7 +65,8 @@ from mxe.sim.quant import lower
 
 
 __all__ = ["plan_gemm", "config_command", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
-           "pack_operands", "unpack_result", "counter_names", "descriptor_commands"]
+           "pack_operands", "unpack_result", "counter_names", "descriptor_commands",
+           "plan_chain", "chain_commands"]
 
 
 # Planning ----------------------------------------------------------------------------------
@@ -477,10 +478,11 @@ def counter_names(config=None):
     return [name for name, _port, _doc in present_counters(config)]
 
 
-def descriptor_commands(plan):
+def descriptor_commands(plan, *, after_stores=False, fence=True):
     """``plan``'s GEMM as the hardware GEMM command (:mod:`mxe.hw.gemm_unit`): CONFIG (when
-    requantizing), the GEMM_A/B/C descriptor for the plan's layout and options, FENCE. Only for
-    an engine with the GEMM unit (``gemm_unit``)."""
+    requantizing), the GEMM_A/B/C descriptor for the plan's layout and options, FENCE (unless
+    ``fence`` is false). ``after_stores`` sets GEMM_A's bit of that name: A is read only after
+    every earlier STORE has finished. Only for an engine with the GEMM unit (``gemm_unit``)."""
     from mxe.sim.gemm_model import descriptor
     L = plan.layout
     out = [config_command(plan.requant)] if plan.requant is not None else []
@@ -489,8 +491,50 @@ def descriptor_commands(plan):
                       b_offset=L["b"].offset, b_stride=L["b"].stride, c_offset=L["c"].offset,
                       c_stride=L["c"].stride, channel_offset=channel.offset if channel else 0,
                       bias=plan.bias, per_channel="requant" in L, relu=plan.relu,
-                      requant=plan.requant is not None)
-    return out + [cmds.fence()]
+                      requant=plan.requant is not None, after_stores=after_stores)
+    return out + ([cmds.fence()] if fence else [])
+
+
+def plan_chain(config, M, widths, *, requants, biases=None, relus=None, base=0, align=64):
+    """Plans of consecutive GEMMs where each layer's A is the previous layer's C in memory:
+    layer ``i`` is ``(M x widths[i]) @ (widths[i] x widths[i + 1])``. Every layer but the last
+    must requantize (its 8-bit output is the next layer's input; 8-bit operands only). Layer
+    ``i + 1``'s ``"a"`` region is layer ``i``'s ``"c"`` (the region ``plan_gemm`` gave it for
+    A is left unused). Returns the list of :class:`GemmPlan`."""
+    layers = len(widths) - 1
+    if layers < 1:
+        raise ValueError(f"widths must name at least one layer (two sizes), not {widths!r}")
+    if config.elem_bytes != 1:
+        raise ValueError("a chain feeds 8-bit outputs to the next layer: it needs 1-byte "
+                         f"operands, not input_width {config.input_width}")
+    if len(requants) != layers or any(r is None for r in requants[:-1]):
+        raise ValueError("requants needs one entry per layer, None only for the last")
+    biases = biases or [False] * layers
+    relus = relus or [False] * layers
+    plans, offset = [], base
+    for i in range(layers):
+        plan = plan_gemm(config, M, widths[i], widths[i + 1], bias=bool(biases[i]),
+                         relu=bool(relus[i]), requant=requants[i], base=offset, align=align)
+        if plans:
+            prev = plans[-1].layout["c"]
+            if prev.stride != plan.layout["a"].stride:
+                raise ValueError(f"layer {i}: C and the next A have different strides")
+            plan.layout["a"] = prev
+        plans.append(plan)
+        offset = plan.size
+    return plans
+
+
+def chain_commands(plans, *, after_stores=True, wait=False):
+    """The commands of a :func:`plan_chain`: each layer's CONFIG and descriptor, the layers
+    after the first with ``after_stores`` (unless it is false: unsafe, for tests), one FENCE at
+    the end; or, with ``wait``, a FENCE after every layer (the driver waits for done there,
+    so no layer needs the bit: the way layers ran before it)."""
+    out = []
+    for i, plan in enumerate(plans):
+        out += descriptor_commands(plan, after_stores=after_stores and i > 0 and not wait,
+                                   fence=wait)
+    return out if wait else out + [cmds.fence()]
 
 
 # The cocotb-side driver --------------------------------------------------------------------
@@ -988,3 +1032,62 @@ class MXEDriver:
         if out_dtype is not None:
             result = result.astype(out_dtype)
         return result, deltas
+
+    async def gemm_chain(self, A, layers, *, after_stores=True, wait=False, base=0, align=64):
+        """Consecutive GEMMs, each layer's input the previous layer's output, pushed back to
+        back as hardware GEMM descriptors: the next layer's set-up and weight loads overlap
+        the previous layer's last STOREs, and its A is read only once they have finished
+        (GEMM_A ``after_stores``), so no wait for done sits between the layers.
+
+        Parameters
+        ----------
+        A : int array (M, K)
+            The first layer's input (8-bit operands).
+        layers : sequence of dict
+            Per layer: ``B`` (K x N, the next layer's K is this N), and optionally ``bias``,
+            ``relu`` and ``requant`` (required but on the last layer: the 8-bit output feeds
+            the next layer).
+        after_stores : bool
+            Chain with the bit (default). False drops it: the layers then race (for tests).
+        wait : bool
+            A FENCE after every layer and a wait for done there: the way to run layers before
+            the bit, for comparison.
+
+        Returns
+        -------
+        (outputs, counters) : (list of int64 arrays (M, N_i), dict)
+            Every layer's output and the counters' deltas over the whole chain.
+        """
+        if self.config is None:
+            await self.discover()
+        if self.window is None:
+            raise ValueError("set_window() first")
+        if not self.config.gemm_unit:
+            raise ValueError("gemm_chain needs the GEMM unit (CAPABILITIES.gemm_unit)")
+        A = np.asarray(A)
+        widths = [A.shape[1]] + [np.asarray(layer["B"]).shape[1] for layer in layers]
+        requants = [None if layer.get("requant") is None else Requant.of(layer["requant"])
+                    for layer in layers]
+        plans = plan_chain(self.config, A.shape[0], widths, requants=requants,
+                           biases=[layer.get("bias") is not None for layer in layers],
+                           relus=[bool(layer.get("relu")) for layer in layers],
+                           base=base, align=align)
+        win = self._region(plans[-1])
+        for i, (plan, layer) in enumerate(zip(plans, layers)):
+            # A zero matrix stands in for later layers' A: their "a" is the previous C.
+            a = A if i == 0 else np.zeros((plan.M, plan.K), dtype=np.int64)
+            for offset, data in pack_operands(plan, a, layer["B"], layer.get("bias")).items():
+                if i and offset == plan.layout["a"].offset:
+                    continue
+                await self.transport.write_mem(win + offset, data)
+        commands = chain_commands(plans, after_stores=after_stores, wait=wait)
+        self.last_plan = plans
+        before = await self.counters()
+        await self.run(commands, timeout_cycles=sum(self._timeout(p.commands) for p in plans))
+        after = await self.counters()
+        outputs = []
+        for plan in plans:
+            C = plan.layout["c"]
+            outputs.append(unpack_result(plan, await self.transport.read_mem(win + C.offset,
+                                                                              C.nbytes)))
+        return outputs, {k: (after[k] - before[k]) % (1 << 64) for k in after}

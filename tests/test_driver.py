@@ -12,8 +12,8 @@ import pytest
 from mxe.hw.config import EngineConfig
 from mxe.hw.isa import REQUIRES, ErrorCode
 from mxe.sim import commands as cmds
-from mxe.sim.driver import (counter_names, descriptor_commands, pack_operands, plan_gemm,
-                            unpack_result)
+from mxe.sim.driver import (chain_commands, counter_names, descriptor_commands, pack_operands,
+                            plan_chain, plan_gemm, unpack_result)
 from mxe.sim.gemm_model import expand
 from mxe.sim.engine_model import (EngineModel, ModelStopped, bad_commands, decode_elems,
                                   encode_elems, read_bursts)
@@ -253,6 +253,40 @@ def run_plan(cfg, A, B, bias, relu, requant, rng, *, base=0, align=64, force=Non
     assert mem[:win_base + C.offset] == before[:win_base + C.offset]
     assert mem[win_base + C.end:] == before[win_base + C.end:]
     return got, plan, model
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_chain_model(wait, seed):
+    """plan_chain / chain_commands: each layer reads the previous layer's C in place; the
+    commands through the engine model give every layer's golden output; the layers after the
+    first carry GEMM_A after_stores (unless they wait for done, FENCE after every layer)."""
+    from mxe.sim.model import Requant
+    rng = np.random.default_rng(seed)
+    cfg = EngineConfig.preset("tiny")
+    M, widths = 9, [7, 10, 5, 6]
+    requants = [Requant(int(rng.integers(200, 400)), 14), Requant(300, 13), None]
+    biases = [None, rng.integers(-500, 500, size=5), None]
+    plans = plan_chain(cfg, M, widths, requants=requants,
+                       biases=[b is not None for b in biases], relus=[True, False, False])
+    assert plans[1].layout["a"] == plans[0].layout["c"]
+    A = random_operands(rng, (M, widths[0]), cfg)
+    Bs = [random_operands(rng, (k, n), cfg) for k, n in zip(widths, widths[1:])]
+    mem = bytearray(rng.integers(0, 256, size=plans[-1].size + 64, dtype=np.uint8).tobytes())
+    for i, (plan, B, bias) in enumerate(zip(plans, Bs, biases)):
+        a = A if i == 0 else np.zeros((M, plan.K), dtype=np.int64)
+        for offset, data in pack_operands(plan, a, B, bias).items():
+            if i == 0 or offset != plan.layout["a"].offset:
+                mem[offset:offset + len(data)] = data
+    commands = chain_commands(plans, wait=wait)
+    descs = [cmds.decode(c)[1] for c in commands if cmds.decode(c)[0] == "GEMM_A"]
+    assert [d["after_stores"] for d in descs] == [0, int(not wait), int(not wait)]
+    assert sum(cmds.decode(c)[0] == "FENCE" for c in commands) == (3 if wait else 1)
+    assert EngineModel(cfg, mem, 0, len(mem)).run(commands).ok
+    x = A
+    for i, (plan, B, bias) in enumerate(zip(plans, Bs, biases)):
+        x = expected(cfg, x, B, bias, i == 0, requants[i])
+        C = plan.layout["c"]
+        assert (unpack_result(plan, mem[C.offset:C.end]) == x).all(), f"layer {i}"
 
 
 def expected(cfg, A, B, bias, relu, requant):

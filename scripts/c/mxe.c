@@ -310,8 +310,10 @@ int mxe_gemm(struct mxe_dev *dev, const struct mxe_gemm *gemm, uint32_t timeout_
                                        rq->clamp ? rq->clamp_min : 0,
                                        rq->clamp ? rq->clamp_max : 0);
     }
-    cmds[count++] = mxe_cmd_gemm_a(gemm->bias, gemm->relu, rq != NULL, per_channel, gemm->m,
-                                   gemm->k, gemm->n, gemm->channel_offset);
+    /* after_stores 0: mxe_gemm() waits for done after every GEMM, so no STORE runs when the
+     * next one reads its A. */
+    cmds[count++] = mxe_cmd_gemm_a(gemm->bias, gemm->relu, rq != NULL, per_channel, 0u,
+                                   gemm->m, gemm->k, gemm->n, gemm->channel_offset);
     cmds[count++] = mxe_cmd_gemm_b(gemm->a_offset, gemm->a_stride, gemm->b_offset);
     cmds[count++] = mxe_cmd_gemm_c(gemm->b_stride, gemm->c_offset, gemm->c_stride);
     cmds[count++] = mxe_cmd_fence();
