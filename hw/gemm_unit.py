@@ -47,6 +47,15 @@ simulation, 33x17x9 to 512x64x64 on ``small`` and ``default``).
   the post-processor while a STORE runs); with ``per_channel``, so are the tile's multipliers
   and shifts (one LOAD of two rows, after the bias's).
 
+* **Chaining** (``GEMM_A.after_stores``: A may be an earlier descriptor's C, still being
+  stored). The first A LOAD carries ``LOAD.after_stores``: the controller dispatches it only
+  when every STORE before it has its last write response. Dispatch is in order, so every later
+  command, every other A LOAD among them, comes after it: one LOAD with the bit suffices (on the
+  prefetches it would also wait for this descriptor's own STOREs). With whole strips the first
+  strip's LOAD goes first (state ``EARLY_B``), ahead of the bias LOADs, which wait for a running
+  STORE anyway, so the weights stream while the previous descriptor's STOREs drain. Otherwise
+  the stream is the one without the bit.
+
 Memory traffic: reads ``M*K + mt*K*N`` operand elements (``M*K + K*N`` when ``nt = 1``; plus
 ``mt*N`` or ``N`` bias values), writes ``M*N`` outputs once. The minimum is ``mt = 1``, reached
 when A fits in the panels.

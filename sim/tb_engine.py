@@ -19,7 +19,15 @@ stray write anywhere fails. Run through :func:`mxe.sim.runner.run_bench`; parame
 ``descriptor``
     Ask the driver for the hardware GEMM descriptor (``MXEDriver.gemm(descriptor=True)``; an
     engine without the GEMM unit gets the command stream instead). Default false.
+``chain``
+    For ``test_chain``: ``{"m": M, "widths": [K, N1, N2, ...], "after_stores": true,
+    "stale": false, "w_pause": 0.0, "compare": false}``. ``w_pause`` is the probability of a
+    pause on the W channel alone (writes reach memory slowly); ``stale`` expects the hazard
+    (without ``after_stores``); ``compare`` also runs the layers with a wait for done between
+    them and writes both cycle counts to ``chain_measure.json``.
 """
+
+import json
 
 import logging
 import random
@@ -34,8 +42,8 @@ from mxe.hw.isa import REQUIRES, ErrorCode
 from mxe.hw.regmap import CAPABILITIES, CONFIG_REGISTERS, COUNTERS, REGISTERS
 from mxe.sim import commands as cmds
 from mxe.sim.cycle_model import lower_bound, naive_cycles
-from mxe.sim.driver import (MXEDriver, MXEError, counter_names, descriptor_commands,
-                            pack_operands, plan_gemm)
+from mxe.sim.driver import (MXEDriver, MXEError, chain_commands, counter_names,
+                            descriptor_commands, pack_operands, plan_chain, plan_gemm)
 from mxe.sim.transport import CocotbTransport
 from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
 from mxe.sim.model import Requant, matmul, postprocess_columns, random_operands
@@ -667,3 +675,84 @@ async def test_error_order(dut):
     await tb.drv.set_window(*WINDOW)
     await tb.drv.soft_reset()
     await tb.gemm_checked(M, K, N, what="after error order")
+
+
+def chain_layers(rng, config, widths):
+    """Random layers for :meth:`MXEDriver.gemm_chain`: weights, a bias on every other layer,
+    ReLU on the first, a requantization that spreads int8 outputs (raw on the last)."""
+    layers = []
+    for i, (K, N) in enumerate(zip(widths, widths[1:])):
+        B = random_operands(rng, (K, N), config, extremes=0.05)
+        # A sum of K products of about 74 * 74 (uniform int8) spread: scale it to about 60.
+        multiplier = max(1, int(60 * (1 << 20) / (5500 * np.sqrt(K))))
+        last = i == len(widths) - 2
+        layers.append({"B": B, "bias": rng.integers(-2000, 2000, size=N) if i % 2 else None,
+                       "relu": i == 0, "requant": None if last else Requant(multiplier, 20)})
+    return layers
+
+
+@cocotb.test()
+async def test_chain(dut):
+    """Layers chained through memory (``MXEDriver.gemm_chain``): each layer's A is the previous
+    layer's requantized C, the descriptors pushed back to back. With GEMM_A ``after_stores``
+    every output is bit-exact against the numpy model and the memory image against the
+    command-level model; without it (``stale``) a layer reads its input before the previous
+    layer wrote it, which this bench shows by the wrong results it then expects."""
+    tb = await setup(dut)
+    c = tb.config
+    p = {"m": 64, "widths": [64, 64, 64, 64], "after_stores": True, "stale": False,
+         "w_pause": 0.0, "compare": False, **tb.params.get("chain", {})}
+    if p["w_pause"]:
+        gen_rng = random.Random(tb.seed + 2)
+        tb.ram.write_if.w_channel.set_pause_generator(
+            iter(lambda: gen_rng.random() < p["w_pause"], None))
+    M, widths = p["m"], p["widths"]
+    A = random_operands(tb.rng, (M, widths[0]), c, extremes=0.05)
+    layers = chain_layers(tb.rng, c, widths)
+    want, x = [], A
+    for layer in layers:
+        x = expected_result(c, x, layer["B"], layer["bias"], layer["relu"], layer["requant"])
+        want.append(x)
+
+    # The command-level model runs the same commands on a copy of the memory.
+    plans = plan_chain(c, M, widths, requants=[layer["requant"] for layer in layers],
+                       biases=[layer["bias"] is not None for layer in layers],
+                       relus=[layer["relu"] for layer in layers])
+    model_mem = tb.image()
+    for i, (plan, layer) in enumerate(zip(plans, layers)):
+        a = A if i == 0 else np.zeros((plan.M, plan.K), dtype=np.int64)
+        for offset, data in pack_operands(plan, a, layer["B"], layer["bias"]).items():
+            if i and offset == plan.layout["a"].offset:
+                continue
+            model_mem[WINDOW[0] + offset:WINDOW[0] + offset + len(data)] = data
+    assert EngineModel(c, model_mem, *WINDOW).run(
+        chain_commands(plans, after_stores=p["after_stores"])).ok
+
+    outputs, counters = await tb.drv.gemm_chain(A, layers, after_stores=p["after_stores"])
+    wrong = [int(np.count_nonzero(got != w)) for got, w in zip(outputs, want)]
+    tb.log.info("chain M=%d widths %s after_stores=%s w_pause=%s: %d cycles, STALL_DEP %s; "
+                "wrong results per layer %s", M, widths, p["after_stores"], p["w_pause"],
+                counters["CYCLES"], counters.get("STALL_DEP"), wrong)
+    if p["stale"]:
+        # The first layer reads fresh operands; a later one read its input too early.
+        assert wrong[0] == 0, wrong
+        assert any(wrong[1:]), f"the hazard did not show: {wrong}"
+        return
+    assert not any(wrong), f"wrong results per layer: {wrong}"
+    check_image(tb.image(), model_mem, plans[-1], WINDOW[0])
+    if not p["compare"]:
+        return
+    waited, counters_w = await tb.drv.gemm_chain(A, layers, wait=True)
+    assert all((got == w).all() for got, w in zip(waited, want))
+    macs = M * sum(k * n for k, n in zip(widths, widths[1:]))
+    bound = macs // c.macs
+    table = ["| layers pushed | cycles | busy cycles | of bound |", "|---|---|---|---|"]
+    for what, cnt in (("back to back, GEMM_A after_stores", counters),
+                      ("one at a time, wait for done between", counters_w)):
+        table.append(f"| {what} | {cnt['CYCLES']} | {cnt.get('BUSY_CYCLES', '-')} | "
+                     f"{100 * bound / cnt['CYCLES']:.1f}% |")
+    for line in table:
+        tb.log.info(line)
+    with open("chain_measure.json", "w") as f:
+        json.dump({"m": M, "widths": widths, "bound": bound, "table": table,
+                   "chained": counters, "waited": counters_w}, f)
