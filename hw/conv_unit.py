@@ -18,8 +18,16 @@ MATMUL is a plain one (``m = OW`` rows, one tap and channel block of weights) wh
 the padding columns of a slot are loaded from the zero-point row once, the padding lines are a
 slot of their own. See the architecture page for the schedule and its traffic.
 
-Set-up (a sequential divider and shift-add multiplier, about 400 cycles) derives the sizes;
-a descriptor is refused at ``CONV_C`` by expanding to one command the controller refuses: a
+Set-up derives the sizes from ``CONV_C`` to the first sub-command: ``ceil(C / rows)`` and
+``ceil(N / cols)`` by a shift and a mask for power-of-two sides (else on a sequential divider),
+the divisions by the strides by shifts for strides 1, 2 and 4 (a stride of 3 takes the divider,
+a numerator bit a cycle), the products by strides and power-of-two sides by shifts and adds, and
+six products (eight for other sides) on a shift-add multiplier that stops when no multiplier bit
+is left, each started as the one before is taken: 33 to 39 cycles on ``tiny``, ``small`` and
+``default`` for strides 1, 2 and 4 (Amaranth simulation, 3x3 on 8x8x8 -> 8 to 32x32x16 -> 16,
+7x7 stride 2, 1x1 on 16x16x64 -> 64).
+
+A descriptor is refused at ``CONV_C`` by expanding to one command the controller refuses: a
 MATMUL with ``m = 0`` (BAD_DIM: a zero or out-of-range size, kernel, stride or dilation, or a
 dilated kernel larger than the padded input) or one past the scratchpad (BAD_ADDR: the ring,
 the padding slot and the weights do not fit the scratchpad, or two output lines the
@@ -38,14 +46,14 @@ busy : Out(1)
     A convolution is being set up or expanded, or a command waits on ``o_cmd``.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .array import signals
 from .config import REQUANT_ELEM_BYTES
-from .gemm_unit import _Divider
 from .isa import COMMAND_BITS, Opcode, command_layout
+from .seqmath import Divider, Multiplier
 
 
 __all__ = ["ConvUnit", "KERNEL_MAX", "STRIDE_MAX", "DILATION_MAX", "HOOK"]
@@ -60,32 +68,19 @@ HOOK = 2
 #: Ring slots at most: ((KERNEL_MAX - 1) * DILATION_MAX + 1) + 2 * STRIDE_MAX.
 _LINES_MAX = (KERNEL_MAX - 1) * DILATION_MAX + 1 + 2 * STRIDE_MAX
 _SA = 24          # scratchpad row values (as the commands carry them)
+#: Set-up numerators (``pl + W + pr`` and the like) are below 2**17.
+_NUM_BITS = 17
 
 
-class _Multiplier(wiring.Component):
-    """Shift-add multiplier: ``product = a * b`` after as many cycles as ``a`` has bits (at
-    most 16; ``done`` from then until the next start)."""
+def _times_small(x, k):
+    """``x * k`` for a ``k`` of 1..7 (a stride or a dilation): two adders, no multiplier."""
+    return Mux(k[0], x, 0) + Mux(k[1], x << 1, 0) + Mux(k[2], x << 2, 0)
 
-    start: In(1)
-    a: In(16)
-    b: In(32)
-    product: Out(48)
-    done: Out(1)
 
-    def elaborate(self, platform):
-        m = Module()
-        count = Signal(range(17))
-        a = Signal(16)
-        b = Signal(48)
-        # Done once the multiplier's bits left are all zero (small multipliers are quick).
-        m.d.comb += self.done.eq((count == 0) | (a == 0))
-        with m.If(self.start):
-            m.d.sync += [self.product.eq(0), a.eq(self.a), b.eq(self.b), count.eq(16)]
-        with m.Elif(count != 0):
-            with m.If(a[0]):
-                m.d.sync += self.product.eq(self.product + b)
-            m.d.sync += [a.eq(a >> 1), b.eq(b << 1), count.eq(count - 1)]
-        return m
+def _divmod_pow2(x, d):
+    """``divmod(x, d)`` for a ``d`` of 1, 2 or 4: a shift and a mask."""
+    return (Mux(d[2], x >> 2, Mux(d[1], x >> 1, x)),
+            Mux(d[2], x[:2], Mux(d[1], x[0], 0)))
 
 
 def _min(a, b):
@@ -112,8 +107,16 @@ class ConvUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        m.submodules.div = div = _Divider()
-        m.submodules.mul = mul = _Multiplier()
+        # Power-of-two array sides (the presets') make ceil(C / rows), ceil(N / cols) and the
+        # products by rows shifts and masks; other sides take the divider and multiplier.
+        rows_pow2 = c.rows & (c.rows - 1) == 0
+        cols_pow2 = c.cols & (c.cols - 1) == 0
+        rows_log = c.rows.bit_length() - 1
+        # The divider divides by a stride (3: 1, 2 and 4 are shifts), or by rows or cols.
+        den_bits = max([3] + [side.bit_length() for side, pow2
+                              in ((c.rows, rows_pow2), (c.cols, cols_pow2)) if not pow2])
+        m.submodules.div = div = Divider(_NUM_BITS, den_width=den_bits)
+        m.submodules.mul = mul = Multiplier(16, 32)
         eb_shift = c.elem_bytes.bit_length() - 1
         ab_shift = c.acc_elem_bytes.bit_length() - 1
         rb_shift = REQUANT_ELEM_BYTES.bit_length() - 1
@@ -137,6 +140,8 @@ class ConvUnit(wiring.Component):
         # Sizes.
         eh, ew = signals(5, "eh ew")
         hp, wp, h_end = signals(17, "hp wp h_end")
+        # The numerators of OH - 1, OW - 1 and Q (hp - eh, wp - ew, wp + sw - 1).
+        oh_num, ow_num, q_num = signals(_NUM_BITS, "oh_num ow_num q_num")
         OH, OW, cb, kc_last, nc, nt, n_tail, Q, qW, rW, pl_q, pl_p = signals(
             16, "OH OW cb kc_last nc nt n_tail Q qW rW pl_q pl_p")
         oh1, oh2, nt2, cb1, cb2, kw1, kh1, sw1 = signals(16, "oh1 oh2 nt2 cb1 cb2 kw1 kh1 sw1")
@@ -270,30 +275,40 @@ class ConvUnit(wiring.Component):
         with m.If(sent):
             m.d.sync += [self.o_cmd.payload.eq(out), self.o_cmd.valid.eq(out_valid)]
 
-        # The divider's and multiplier's done a cycle late (each WAIT state takes one more
-        # cycle): no path from their counters into the state machine (for timing).
-        div_done, mul_done = signals(1, "div_done mul_done")
-        m.d.sync += [div_done.eq(div.done & ~div.start), mul_done.eq(mul.done & ~mul.start)]
-
-        def divide(state, num, den, then, results):
+        def divide(state, num, steps, den, then, results):
+            """States ``state`` and ``state_WAIT``: ``divmod(num, den)`` on the divider (``num``
+            below ``2 ** steps``), then the assignments ``results(quotient, remainder)``."""
             with m.State(state):
-                m.d.comb += [div.start.eq(1), div.num.eq(num), div.den.eq(den)]
+                m.d.comb += [div.start.eq(1), div.steps.eq(steps), div.den.eq(den),
+                             div.num.eq(num << (_NUM_BITS - steps))]
                 m.next = f"{state}_WAIT"
             with m.State(f"{state}_WAIT"):
-                with m.If(div_done):
+                with m.If(div.done):
                     m.d.sync += results(div.quotient, div.remainder)
                     m.next = then
 
-        def multiply(state, a, b, then, result):
-            with m.State(state):
+        def multiply(state, steps, then):
+            """States ``state`` and ``state_<i>``: the products ``steps`` (``(a, b,
+            results(product))``) in turn on the multiplier, each started in the cycle the one
+            before is taken, then on to ``then``."""
+            def start(a, b):
                 m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b)]
-                m.next = f"{state}_WAIT"
-            with m.State(f"{state}_WAIT"):
-                with m.If(mul_done):
-                    m.d.sync += result.eq(mul.product)
-                    if len(result) == _SA:
-                        m.d.sync += big.eq(big | (mul.product[_SA:] != 0))
-                    m.next = then
+            with m.State(state):
+                start(*steps[0][:2])
+                m.next = f"{state}_0"
+            for i, (_, _, results) in enumerate(steps):
+                with m.State(f"{state}_{i}"):
+                    with m.If(mul.done):
+                        m.d.sync += results(mul.product)
+                        if i + 1 < len(steps):
+                            start(*steps[i + 1][:2])
+                            m.next = f"{state}_{i + 1}"
+                        else:
+                            m.next = then
+
+        def fits(value, reg):
+            """``reg`` takes ``value``; ``big`` is set if ``value`` has more bits than it."""
+            return [reg.eq(value), big.eq(big | (value[len(reg):] != 0))]
 
         def wrap_add(index, base, step, step_base):
             """Ring slot ``index`` (and its row ``base``) moved on by ``step`` slots
@@ -301,6 +316,13 @@ class ConvUnit(wiring.Component):
             over = index + step >= lines
             return [index.eq(Mux(over, index + step - lines, index + step)),
                     base.eq(Mux(over, base + step_base - LS, base + step_base))]
+
+        def pow2_tiles(size, side, count, tail):
+            """``count = ceil(size / side)`` and the last tile's ``tail`` (``side`` if whole)
+            for a power-of-two ``side``: a shift and a mask."""
+            low = size[:side.bit_length() - 1]
+            return [count.eq((size >> (side.bit_length() - 1)) + (low != 0)),
+                    tail.eq(Mux(low == 0, side, low))]
 
         is_real = (ld_ih >= pt) & (ld_ih < h_end)
         is_conv = (opcode == Opcode.CONV_A) | (opcode == Opcode.CONV_B) | \
@@ -344,48 +366,83 @@ class ConvUnit(wiring.Component):
                         hp.eq(pt + H + pb), wp.eq(pl + W + pr), h_end.eq(pt + H),
                         nc.eq(_min(c.cols, N)), zp_e.eq(_min(c.rows, C)),
                         # KH * KW by shift-add: a multiplier here would take a DSP block.
-                        taps.eq(Mux(kw[0], kh, 0) + Mux(kw[1], kh << 1, 0)
-                                + Mux(kw[2], kh << 2, 0)),
+                        taps.eq(_times_small(kh, kw)),
                         kh1.eq(kh - 1),
                         dw_q.eq(Mux(sw == 1, dw, Mux((sw == 2) & dw[1], 1, 0))),
                         dw_p.eq(Mux(sw == 1, 0, Mux(sw == 2, dw[0], dw))),
-                        kw1.eq(kw - 1), sw1.eq(sw - 1),
+                        kw1.eq(kw - 1), sw1.eq(sw - 1), sw_pitch.eq(_times_small(in_pitch, sw)),
                         rq_base.eq(ch_off + Mux(d_bias, N << ab_shift, 0)),
                     ]
-                    m.next = "SPAN"
+                    if rows_pow2:
+                        m.d.sync += pow2_tiles(C, c.rows, cb, kc_last)
+                    if cols_pow2:
+                        m.d.sync += pow2_tiles(N, c.cols, nt, n_tail)
+                    m.next = "CB" if not rows_pow2 else "NT" if not cols_pow2 else "SPAN"
+            if not rows_pow2:
+                divide("CB", C + c.rows - 1, _NUM_BITS, c.rows, "NT" if not cols_pow2 else "SPAN",
+                       lambda q, r: [cb.eq(q), kc_last.eq(r + 1)])
+            if not cols_pow2:
+                divide("NT", N + nc - 1, _NUM_BITS, nc, "SPAN",
+                       lambda q, r: [nt.eq(q), n_tail.eq(r + 1)])
             with m.State("SPAN"):
+                # What the loops need of cb and nt in registers (no adder behind a compare),
+                # and the numerators of the divisions by the strides.
+                m.d.sync += [cb1.eq(cb - 1), cb2.eq(cb - 2), cb_one.eq(cb == 1),
+                             nt2.eq(nt - 2), nt_one.eq(nt == 1),
+                             lines.eq(eh + (sh << 1)), oh_num.eq(hp - eh), ow_num.eq(wp - ew),
+                             q_num.eq(wp + sw1)]
+                if rows_pow2:
+                    m.d.sync += fits(cb << rows_log, cbkr)
                 with m.If((eh > hp) | (ew > wp)):
                     m.next = "BAD_DIM"
-                with m.Else():
-                    m.d.sync += lines.eq(eh + (sh << 1))
+                with m.Elif((sh == 3) | (sw == 3)):
                     m.next = "OH"
-            divide("OH", hp - eh, sh, "OW",
-                   lambda q, r: [OH.eq(q + 1), oh1.eq(q), oh2.eq(q - 1)])
-            divide("OW", wp - ew, sw, "CB", lambda q, r: [OW.eq(q + 1)])
-            divide("CB", C + c.rows - 1, c.rows, "NT",
-                   lambda q, r: [cb.eq(q), cb1.eq(q - 1), cb2.eq(q - 2), cb_one.eq(q == 1),
-                                 kc_last.eq(r + 1)])
-            divide("NT", N + nc - 1, nc, "Q",
-                   lambda q, r: [nt.eq(q), nt2.eq(q - 2), nt_one.eq(q == 1),
-                                 n_tail.eq(r + 1)])
-            divide("Q", wp + sw - 1, sw, "WS", lambda q, r: [Q.eq(q)])
-            divide("WS", W, sw, "PL", lambda q, r: [qW.eq(q), rW.eq(r)])
-            divide("PL", pl, sw, "M_CBQ", lambda q, r: [pl_q.eq(q), pl_p.eq(r)])
-            multiply("M_CBQ", cb, Q, "M_S", cbq)
-            multiply("M_S", sw, cbq, "M_LS", S)
-            multiply("M_LS", lines, S, "M_TCB", LS)
-            multiply("M_TCB", cb, taps, "M_WP", tcb)
-            multiply("M_WP", c.rows, tcb, "M_CBKR", WP)
-            multiply("M_CBKR", cb, c.rows, "M_LINE", cbkr)
-            multiply("M_LINE", W, in_pitch, "M_TAP", line_step)
-            multiply("M_TAP", C, w_stride, "M_OUT", tap_step)
-            multiply("M_OUT", OW, out_pitch, "M_SWQ", out_line)
-            multiply("M_SWQ", sw, Q, "M_SHS", swQ)
-            multiply("M_SHS", sh, S, "M_SWP", shS)
-            multiply("M_SWP", sw, in_pitch, "FIT", sw_pitch)
+                with m.Else():
+                    m.next = "STRIDES"
+
+            def oh_results(q):
+                return [OH.eq(q + 1), oh1.eq(q), oh2.eq(q - 1)]
+
+            def sw_results(ow_q, q_q, w_qr, pl_qr):
+                return [OW.eq(ow_q + 1), Q.eq(q_q), qW.eq(w_qr[0]), rW.eq(w_qr[1]),
+                        pl_q.eq(pl_qr[0]), pl_p.eq(pl_qr[1])]
+
+            with m.State("STRIDES"):
+                # Strides 1, 2 and 4: the divisions are shifts and masks.
+                m.d.sync += oh_results(_divmod_pow2(oh_num, sh)[0])
+                m.d.sync += sw_results(_divmod_pow2(ow_num, sw)[0], _divmod_pow2(q_num, sw)[0],
+                                       _divmod_pow2(W, sw), _divmod_pow2(pl, sw))
+                m.next = "MUL"
+            # A stride of 3: the divider, one numerator bit a cycle.
+            divide("OH", oh_num, _NUM_BITS, sh, "OW", lambda q, r: oh_results(q))
+            divide("OW", ow_num, _NUM_BITS, sw, "Q", lambda q, r: [OW.eq(q + 1)])
+            divide("Q", q_num, _NUM_BITS, sw, "WS", lambda q, r: [Q.eq(q)])
+            divide("WS", W, 16, sw, "PL", lambda q, r: [qW.eq(q), rW.eq(r)])
+            divide("PL", pl, 4, sw, "MUL", lambda q, r: [pl_q.eq(q), pl_p.eq(r)])
+
+            def cbq_results(p):
+                # S = stride_w * cbq: small, so a shift-add here.
+                return [*fits(p, cbq), *fits(_times_small(p[:_SA], sw), S)]
+
+            def tcb_results(p):
+                return [*fits(p, tcb), *(fits(p << rows_log, WP) if rows_pow2 else [])]
+
+            # The products, multipliers first (their bits cost cycles): the sizes the fit
+            # depends on, then the memory steps (32 bits, they wrap).
+            multiply("MUL", [
+                (cb, Q, cbq_results),
+                (taps, cb, tcb_results),
+                (lines, S, lambda p: fits(p, LS)),
+                *([] if rows_pow2 else [(c.rows, tcb, lambda p: fits(p, WP)),
+                                        (c.rows, cb, lambda p: fits(p, cbkr))]),
+                (W, in_pitch, lambda p: [line_step.eq(p)]),
+                (C, w_stride, lambda p: [tap_step.eq(p)]),
+                (OW, out_pitch, lambda p: [out_line.eq(p)]),
+            ], "FIT")
             with m.State("FIT"):
                 m.d.sync += [rows_used.eq(LS + S + Mux(nt_one, WP, WP << 1)),
-                             w_base.eq(LS + S), hook.eq(Mux(tcb > HOOK, HOOK, tcb - 1))]
+                             w_base.eq(LS + S), hook.eq(Mux(tcb > HOOK, HOOK, tcb - 1)),
+                             *fits(_times_small(S, sh), shS), *fits(_times_small(Q, sw), swQ)]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If((rows_used > c.spad_depth) | big | (S > 0xFFFF)

@@ -33,6 +33,10 @@ CONFIGS = {
     "odd": EngineConfig.preset("tiny", rows=4, cols=6, input_width=12, signed=False,
                                acc_width=40, spad_depth=1024, acc_depth=64, axi_data_width=64,
                                conv_unit=True),
+    # Sides that are not powers of two: the set-up divides and multiplies by rows and cols
+    # instead of shifting.
+    "odd_sides": EngineConfig.preset("tiny", rows=6, cols=5, spad_depth=1024, acc_depth=64,
+                                     conv_unit=True),
 }
 
 
@@ -199,7 +203,7 @@ UNIT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name", ["tiny", "odd"])
+@pytest.mark.parametrize("name", ["tiny", "odd", "odd_sides"])
 def test_unit_stream_equals_reference(name, seed):
     """The gateware's sub-commands equal the reference's, for fixed geometries that cover the
     loops (channel blocks, passes, column phases, padding on each side, lines skipped by a
