@@ -2,9 +2,10 @@
 
 Trains a small CNN on scikit-learn's bundled digits in float, quantizes it to int8 (see
 :mod:`mxe.sim.demo` for the scheme), computes the int8 reference with the numpy golden model,
-runs the held-out samples through the engine RTL (:mod:`mxe.sim.tb_demo`: every layer one GEMM
-with bias, ReLU and requantization in hardware), and checks the engine's outputs against the
-reference bit for bit. Exit status 1 if they differ.
+runs the held-out samples through the engine RTL (:mod:`mxe.sim.tb_demo`: every dense layer one
+GEMM, the convolution one GEMM of its patches or, with ``--conv-unit true``, convolution
+descriptors, one per image; bias, ReLU and requantization in hardware), and checks the engine's
+outputs against the reference bit for bit. Exit status 1 if they differ.
 """
 
 import contextlib
@@ -259,17 +260,19 @@ def run(args):
 
     macs_per_cycle = config.rows * config.cols
     print()
-    print(f"per layer, summed over {n} images ({-(-n // args.batch)} GEMMs each; "
-          f"utilization = MACs / ({config.rows}*{config.cols} * cycles)):")
-    head = (f"  {'layer':<7}{'GEMM (batch)':>15}{'MACs':>11}{'cycles':>10}{'busy':>10}"
-            f"{'MAC-act':>10}{'util':>8}{'util(busy)':>11}{'stall ld/st/dep':>20}")
+    print(f"per layer, summed over {n} images in {-(-n // args.batch)} batches (a GEMM per "
+          f"batch, or a convolution descriptor per image; utilization = MACs / "
+          f"({config.rows}*{config.cols} * cycles)):")
+    head = (f"  {'layer':<7}{'run as':>11}{'GEMM (batch)':>15}{'MACs':>11}{'cycles':>10}"
+            f"{'busy':>10}{'MAC-act':>10}{'util':>8}{'util(busy)':>11}{'stall ld/st/dep':>20}")
     print(head)
     rows = []
     tot = {"macs": 0, "CYCLES": 0, "BUSY_CYCLES": 0, "MAC_ACTIVE_CYCLES": 0}
     for st in result["layers"]:
         cn = st["counters"]
         M, K, N = st["shapes"][0]
-        row = {"layer": st["name"], "gemm_first_batch": [M, K, N], "gemms": st["gemms"],
+        row = {"layer": st["name"], "run_as": st["run_as"], "gemm_first_batch": [M, K, N],
+               "gemms": st["gemms"], "descriptors": st["descriptors"],
                "commands": st.get("commands"), "macs": st["macs"], "cycles": cn["CYCLES"],
                "busy_cycles": cn["BUSY_CYCLES"], "mac_active_cycles": cn["MAC_ACTIVE_CYCLES"],
                "stall_load": cn["STALL_LOAD"], "stall_store": cn["STALL_STORE"],
@@ -283,13 +286,18 @@ def run(args):
             tot[k] += cn[k]
         tot["macs"] += st["macs"]
         stalls = f"{cn['STALL_LOAD']}/{cn['STALL_STORE']}/{cn['STALL_DEP']}"
-        print(f"  {st['name']:<7}{f'{M}x{K}x{N}':>15}{st['macs']:>11}{cn['CYCLES']:>10}"
-              f"{cn['BUSY_CYCLES']:>10}{cn['MAC_ACTIVE_CYCLES']:>10}{row['utilization']:>8.1%}"
-              f"{row['utilization_busy']:>11.1%}{stalls:>20}")
+        print(f"  {st['name']:<7}{st['run_as']:>11}{f'{M}x{K}x{N}':>15}{st['macs']:>11}"
+              f"{cn['CYCLES']:>10}{cn['BUSY_CYCLES']:>10}{cn['MAC_ACTIVE_CYCLES']:>10}"
+              f"{row['utilization']:>8.1%}{row['utilization_busy']:>11.1%}{stalls:>20}")
     util_all = tot["macs"] / (macs_per_cycle * max(1, tot["CYCLES"]))
     util_busy = tot["macs"] / (macs_per_cycle * max(1, tot["BUSY_CYCLES"]))
-    print(f"  {'total':<7}{'':>15}{tot['macs']:>11}{tot['CYCLES']:>10}{tot['BUSY_CYCLES']:>10}"
+    print(f"  {'total':<7}{'':>26}{tot['macs']:>11}{tot['CYCLES']:>10}{tot['BUSY_CYCLES']:>10}"
           f"{tot['MAC_ACTIVE_CYCLES']:>10}{util_all:>8.1%}{util_busy:>11.1%}")
+    for st in result["layers"]:
+        if st["run_as"] == "descriptor":
+            print(f"  {st['name']}: {st['descriptors']} convolution descriptors (CONV_A/B/C, one "
+                  f"per image), {st['commands']} commands; the GEMM column is the im2col GEMM "
+                  f"they compute")
     per_inf = tot["CYCLES"] / n
     per_inf_busy = tot["BUSY_CYCLES"] / n
     print(f"cycles per inference: {per_inf:.0f} end to end (the simulated host pushes commands "

@@ -12,9 +12,11 @@ scaled to 0..1::
     dense 64 -> 32, ReLU                              (GEMM K=64,  N=32)
     dense 32 -> 10, raw int32 logits                  (GEMM K=32,  N=10), argmax on the host
 
-Every layer is one engine GEMM ``C = A @ W`` per batch (``M`` = batch size, or batch x 36
-output positions for the convolution, lowered with :func:`im2col` on the host); the engine
-adds the bias, applies ReLU and requantizes; the host only reshapes between layers.
+Every dense layer is one engine GEMM ``C = A @ W`` per batch (``M`` = batch size); the
+convolution goes through :meth:`MXEDriver.conv2d <mxe.sim.driver.MXEDriver.conv2d>`: on an engine
+with the convolution unit (``conv_unit``) as convolution descriptors, one per image, otherwise
+lowered on the host to one GEMM of batch x 36 output positions (the patches of :func:`im2col`).
+The engine adds the bias, applies ReLU and requantizes; the host only reshapes between layers.
 
 Quantization
 ------------
@@ -56,7 +58,7 @@ from mxe.sim.model import Requant, matmul, postprocess_columns
 
 __all__ = ["quantize_multiplier", "im2col", "conv2d_direct", "load_data", "FloatNet",
            "train", "QLayer", "quantize_tensor", "quantize_network", "layer_input",
-           "layer_output", "gemm_ref", "reference_forward", "compare", "accuracy",
+           "layer_output", "conv_weights", "gemm_ref", "reference_forward", "compare", "accuracy",
            "save_network", "load_network", "quantize_input", "IMAGE_SHAPE",
            "ACTIVATION_ZERO_POINT"]
 
@@ -361,6 +363,16 @@ def layer_output(layer, c, batch):
     return c
 
 
+def conv_weights(layer):
+    """A convolution layer's weights as :meth:`MXEDriver.conv2d
+    <mxe.sim.driver.MXEDriver.conv2d>` takes them, ``(Cout, KH, KW, C)``: the im2col matrix
+    ``(KH * KW * C, Cout)`` has its rows in (dy, dx, c) order, the order of the driver's
+    patches (:func:`mxe.sim.conv.patches`), so this is a transpose and a reshape."""
+    kh, kw = layer["kernel"]
+    w = np.asarray(layer["w"])
+    return w.T.reshape(w.shape[1], kh, kw, w.shape[0] // (kh * kw))
+
+
 def gemm_ref(a, w, config, *, bias=None, relu=False, requant=None):
     """The int8 golden model of one engine GEMM (any N): :func:`mxe.sim.model.matmul`, then
     :func:`mxe.sim.model.postprocess_columns`, the same model the engine is verified against.
@@ -383,30 +395,50 @@ def reference_forward(layers, x_q, config):
 
 async def run_network(drv, layers, x_q, *, batch=32, done=None):
     """The network on an engine through ``drv`` (an :class:`~mxe.sim.driver.MXEDriver` on any
-    transport), batch by batch, every layer one GEMM whose input is the engine's own output of
-    the layer before.
+    transport), batch by batch, each layer's input the engine's own output of the layer before:
+    a dense layer one :meth:`~mxe.sim.driver.MXEDriver.gemm`, a convolution one
+    :meth:`~mxe.sim.driver.MXEDriver.conv2d` (convolution descriptors where the engine has the
+    convolution unit, else the host's im2col lowering: one GEMM).
 
-    Returns ``(outputs, stats)``: every layer's outputs (int64, all samples) and per layer
-    ``name``, ``gemms``, ``macs``, ``shapes``, ``schedule``, ``commands`` and the summed
-    ``counters``. ``done(samples)`` is called after every batch.
+    Returns ``(outputs, stats)``: every layer's outputs (int64, all samples; a convolution's as
+    the im2col GEMM's ``(B * Ho * Wo, Cout)`` rows) and per layer ``name``, ``run_as``
+    (``"GEMM"``, or ``"descriptor"`` where the convolution unit ran it), ``gemms``,
+    ``descriptors``, ``macs``, ``shapes`` (the GEMM's, or the im2col GEMM's a descriptor
+    computes), ``schedule``, ``commands`` and the summed ``counters``. ``done(samples)`` is
+    called after every batch.
     """
+    from mxe.sim.conv_model import ConvPlan
     outputs = [[] for _ in layers]
-    stats = [{"name": layer.name, "gemms": 0, "macs": 0, "shapes": [], "counters": {}}
-             for layer in layers]
+    stats = [{"name": layer.name, "run_as": "GEMM", "gemms": 0, "descriptors": 0, "macs": 0,
+              "shapes": [], "counters": {}} for layer in layers]
     for start in range(0, len(x_q), batch):
         a = x_q[start:start + batch]
         n = len(a)
         for i, layer in enumerate(layers):
-            A = layer_input(layer, a)
-            C, counters = await drv.gemm(A, layer.w, bias=layer.bias, relu=layer.relu,
-                                         requant=layer.requant)
+            K, N = layer.w.shape
+            if layer.kind == "conv":
+                y, counters = await drv.conv2d(np.asarray(a), conv_weights(layer),
+                                               bias=layer.bias, relu=layer.relu,
+                                               requant=layer.requant)
+                C = y.reshape(-1, N)
+            else:
+                C, counters = await drv.gemm(layer_input(layer, a), layer.w, bias=layer.bias,
+                                             relu=layer.relu, requant=layer.requant)
+            plan = drv.last_plan
             st = stats[i]
-            st["gemms"] += 1
-            st["macs"] += A.shape[0] * A.shape[1] * layer.w.shape[1]
-            st["shapes"].append([A.shape[0], A.shape[1], layer.w.shape[1]])
-            st["schedule"] = {k: v for k, v in drv.last_plan.schedule.items()
-                              if isinstance(v, (int, str))}
-            st["commands"] = st.get("commands", 0) + len(drv.last_plan.commands)
+            if isinstance(plan, ConvPlan):
+                st["run_as"] = "descriptor"
+                st["descriptors"] += plan.descriptors
+                st["schedule"] = {"descriptor": "CONV_A/B/C, one per image",
+                                  "descriptors": plan.descriptors}
+            else:
+                st["gemms"] += 1   # the demo's convolution has one group: one GEMM
+                st["schedule"] = {k: v for k, v in plan.schedule.items()
+                                  if isinstance(v, (int, str))}
+            M = C.shape[0]
+            st["macs"] += M * K * N
+            st["shapes"].append([M, K, N])
+            st["commands"] = st.get("commands", 0) + len(plan.commands)
             for name, value in counters.items():
                 st["counters"][name] = st["counters"].get(name, 0) + int(value)
             outputs[i].append(np.asarray(C, dtype=np.int64))

@@ -598,6 +598,13 @@ class MXEDriver:
     timeout_cycles : int or None
         Engine cycles to wait for a FENCE before :class:`MXETimeout`; ``None`` estimates from
         the plan.
+
+    Members
+    -------
+    last_plan
+        What the last call ran: the :func:`plan_gemm` plan of :meth:`gemm` (of a convolution
+        lowered on the host, its last GEMM's), the list of plans of :meth:`gemm_chain`, or
+        the :class:`~mxe.sim.conv_model.ConvPlan` of a convolution that ran as descriptors.
     """
 
     def __init__(self, transport, *, window=None, use_irq=True, timeout_cycles=None, log=None):
@@ -925,6 +932,7 @@ class MXEDriver:
         end = max(end, plan.out_offset + plan.out_bytes)
         if base + end > limit:
             return None
+        self.last_plan = plan
         for offset, blob in plan.blobs.items():
             await self.transport.write_mem(base + offset, blob)
         subs = []

@@ -1,17 +1,19 @@
 """cocotb bench of ``mxe demo``: the quantized digits network on the engine RTL.
 
 The host side (:mod:`mxe.scripts.cmd_demo` / ``tests/test_demo.py``) trains and quantizes the
-network and writes it with :func:`mxe.sim.demo.save_network`; this bench runs it batch by batch,
-every layer one :meth:`MXEDriver.gemm <mxe.sim.driver.MXEDriver.gemm>` (bias, ReLU and
-requantization in the engine's post-processor), each layer's input being the engine's own
-output of the layer before (reshaped, or lowered with im2col, on the host). It computes no
+network and writes it with :func:`mxe.sim.demo.save_network`; this bench runs it batch by batch
+with :func:`mxe.sim.demo.run_network`: every dense layer one :meth:`MXEDriver.gemm
+<mxe.sim.driver.MXEDriver.gemm>`, the convolution one :meth:`MXEDriver.conv2d
+<mxe.sim.driver.MXEDriver.conv2d>` (convolution descriptors on an engine with the convolution
+unit, else one GEMM of its patches); bias, ReLU and requantization in the engine's
+post-processor, each layer's input the engine's own output of the layer before. It computes no
 reference: the caller compares the outputs with the int8 golden model it computed itself.
 
 Parameters (``MXE_PARAMS``, JSON): ``network`` (path of the ``.npz``), ``batch`` (samples per
 GEMM), ``progress`` (optional path: the number of samples done is written there after every
 batch), ``pause`` (probability of a pause cycle on every AXI channel, default 0), ``latency``
 (memory latency, default 4). Results go to ``demo.npz`` (every layer's outputs ``out<i>``) and
-``demo.json`` (per-layer counter sums, GEMM shapes) in the test directory.
+``demo.json`` (per-layer counter sums, GEMM shapes, how each layer ran) in the test directory.
 """
 
 import json
