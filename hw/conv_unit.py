@@ -18,14 +18,15 @@ MATMUL is a plain one (``m = OW`` rows, one tap and channel block of weights) wh
 the padding columns of a slot are loaded from the zero-point row once, the padding lines are a
 slot of their own. See the architecture page for the schedule and its traffic.
 
-Set-up derives the sizes from ``CONV_C`` to the first sub-command: ``ceil(C / rows)`` and
+Set-up derives the sizes from ``CONV_C`` to the first sub-command, in a state machine of its
+own (its states stay out of the expansion's next-state logic): ``ceil(C / rows)`` and
 ``ceil(N / cols)`` by a shift and a mask for power-of-two sides (else on a sequential divider),
 the divisions by the strides by shifts for strides 1, 2 and 4 (a stride of 3 takes the divider,
-a numerator bit a cycle), the products by strides and power-of-two sides by shifts and adds, and
-six products (eight for other sides) on a shift-add multiplier that stops when no multiplier bit
-is left, each started as the one before is taken: 33 to 39 cycles on ``tiny``, ``small`` and
-``default`` for strides 1, 2 and 4 (Amaranth simulation, 3x3 on 8x8x8 -> 8 to 32x32x16 -> 16,
-7x7 stride 2, 1x1 on 16x16x64 -> 64).
+a numerator bit a cycle), the products by strides and power-of-two sides by shifts and an adder,
+and six products (eight for other sides) on a shift-add multiplier that stops when no multiplier
+bit is left, each started as the one before is taken: 34 to 40 cycles on ``tiny``, ``small``
+and ``default`` for strides 1, 2 and 4, 116 to 118 with a stride of 3 (Amaranth simulation,
+3x3 on 8x8x8 -> 8 to 32x32x16 -> 16, 7x7 stride 2, 1x1 on 16x16x64 -> 64, 3x3 stride 3).
 
 A descriptor is refused at ``CONV_C`` by expanding to one command the controller refuses: a
 MATMUL with ``m = 0`` (BAD_DIM: a zero or out-of-range size, kernel, stride or dilation, or a
@@ -73,8 +74,13 @@ _NUM_BITS = 17
 
 
 def _times_small(x, k):
-    """``x * k`` for a ``k`` of 1..7 (a stride or a dilation): two adders, no multiplier."""
+    """``x * k`` for a ``k`` of 1..7 (a kernel side): two adders, no multiplier."""
     return Mux(k[0], x, 0) + Mux(k[1], x << 1, 0) + Mux(k[2], x << 2, 0)
+
+
+def _times_stride(x, k):
+    """``x * k`` for a stride ``k`` of 1..4: one adder (for 3) and a choice of shifts."""
+    return Mux(k == 3, x + (x << 1), Mux(k[2], x << 2, Mux(k[1], x << 1, x)))
 
 
 def _divmod_pow2(x, d):
@@ -144,7 +150,8 @@ class ConvUnit(wiring.Component):
         oh_num, ow_num, q_num = signals(_NUM_BITS, "oh_num ow_num q_num")
         OH, OW, cb, kc_last, nc, nt, n_tail, Q, qW, rW, pl_q, pl_p = signals(
             16, "OH OW cb kc_last nc nt n_tail Q qW rW pl_q pl_p")
-        oh1, oh2, nt2, cb1, cb2, kw1, kh1, sw1 = signals(16, "oh1 oh2 nt2 cb1 cb2 kw1 kh1 sw1")
+        oh1, oh2, nt2, cb1, cb2, kw1, kh1 = signals(16, "oh1 oh2 nt2 cb1 cb2 kw1 kh1")
+        sh1, sw1 = signals(2, "sh1 sw1")   # stride - 1: a phase's last value, no adder
         # divmod(dil_w, stride_w): a kernel column's step in column phase and position.
         dw_q, dw_p = signals(2, "dw_q dw_p")
         nt_one, cb_one = signals(1, "nt_one cb_one")
@@ -324,6 +331,8 @@ class ConvUnit(wiring.Component):
             return [count.eq((size >> (side.bit_length() - 1)) + (low != 0)),
                     tail.eq(Mux(low == 0, side, low))]
 
+        setup_go, su_done, su_bad_dim, su_bad_addr = signals(
+            1, "setup_go su_done su_bad_dim su_bad_addr")
         is_real = (ld_ih >= pt) & (ld_ih < h_end)
         is_conv = (opcode == Opcode.CONV_A) | (opcode == Opcode.CONV_B) | \
             (opcode == Opcode.CONV_C)
@@ -351,112 +360,24 @@ class ConvUnit(wiring.Component):
                                          zp_off.eq(cbv.zp_offset)]
                         with m.Case(Opcode.CONV_C):
                             m.d.sync += [in_pitch.eq(cc.in_pitch), out_off.eq(cc.out_offset),
-                                         w_stride.eq(cc.w_stride), out_pitch.eq(cc.out_pitch),
-                                         big.eq(0)]
-                            m.next = "DIMS"
-            with m.State("DIMS"):
-                bad = ((H == 0) | (W == 0) | (C == 0) | (N == 0) | (kh == 0) | (kw == 0)
-                       | (sh == 0) | (sh > STRIDE_MAX) | (sw == 0) | (sw > STRIDE_MAX)
-                       | (dh == 0) | (dh > DILATION_MAX) | (dw == 0) | (dw > DILATION_MAX))
-                with m.If(bad):
-                    m.next = "BAD_DIM"
-                with m.Else():
-                    m.d.sync += [
-                        eh.eq(Mux(dh[1], (kh << 1) - 1, kh)), ew.eq(Mux(dw[1], (kw << 1) - 1, kw)),
-                        hp.eq(pt + H + pb), wp.eq(pl + W + pr), h_end.eq(pt + H),
-                        nc.eq(_min(c.cols, N)), zp_e.eq(_min(c.rows, C)),
-                        # KH * KW by shift-add: a multiplier here would take a DSP block.
-                        taps.eq(_times_small(kh, kw)),
-                        kh1.eq(kh - 1),
-                        dw_q.eq(Mux(sw == 1, dw, Mux((sw == 2) & dw[1], 1, 0))),
-                        dw_p.eq(Mux(sw == 1, 0, Mux(sw == 2, dw[0], dw))),
-                        kw1.eq(kw - 1), sw1.eq(sw - 1), sw_pitch.eq(_times_small(in_pitch, sw)),
-                        rq_base.eq(ch_off + Mux(d_bias, N << ab_shift, 0)),
-                    ]
-                    if rows_pow2:
-                        m.d.sync += pow2_tiles(C, c.rows, cb, kc_last)
-                    if cols_pow2:
-                        m.d.sync += pow2_tiles(N, c.cols, nt, n_tail)
-                    m.next = "CB" if not rows_pow2 else "NT" if not cols_pow2 else "SPAN"
-            if not rows_pow2:
-                divide("CB", C + c.rows - 1, _NUM_BITS, c.rows, "NT" if not cols_pow2 else "SPAN",
-                       lambda q, r: [cb.eq(q), kc_last.eq(r + 1)])
-            if not cols_pow2:
-                divide("NT", N + nc - 1, _NUM_BITS, nc, "SPAN",
-                       lambda q, r: [nt.eq(q), n_tail.eq(r + 1)])
-            with m.State("SPAN"):
-                # What the loops need of cb and nt in registers (no adder behind a compare),
-                # and the numerators of the divisions by the strides.
-                m.d.sync += [cb1.eq(cb - 1), cb2.eq(cb - 2), cb_one.eq(cb == 1),
-                             nt2.eq(nt - 2), nt_one.eq(nt == 1),
-                             lines.eq(eh + (sh << 1)), oh_num.eq(hp - eh), ow_num.eq(wp - ew),
-                             q_num.eq(wp + sw1)]
-                if rows_pow2:
-                    m.d.sync += fits(cb << rows_log, cbkr)
-                with m.If((eh > hp) | (ew > wp)):
-                    m.next = "BAD_DIM"
-                with m.Elif((sh == 3) | (sw == 3)):
-                    m.next = "OH"
-                with m.Else():
-                    m.next = "STRIDES"
-
-            def oh_results(q):
-                return [OH.eq(q + 1), oh1.eq(q), oh2.eq(q - 1)]
-
-            def sw_results(ow_q, q_q, w_qr, pl_qr):
-                return [OW.eq(ow_q + 1), Q.eq(q_q), qW.eq(w_qr[0]), rW.eq(w_qr[1]),
-                        pl_q.eq(pl_qr[0]), pl_p.eq(pl_qr[1])]
-
-            with m.State("STRIDES"):
-                # Strides 1, 2 and 4: the divisions are shifts and masks.
-                m.d.sync += oh_results(_divmod_pow2(oh_num, sh)[0])
-                m.d.sync += sw_results(_divmod_pow2(ow_num, sw)[0], _divmod_pow2(q_num, sw)[0],
-                                       _divmod_pow2(W, sw), _divmod_pow2(pl, sw))
-                m.next = "MUL"
-            # A stride of 3: the divider, one numerator bit a cycle.
-            divide("OH", oh_num, _NUM_BITS, sh, "OW", lambda q, r: oh_results(q))
-            divide("OW", ow_num, _NUM_BITS, sw, "Q", lambda q, r: [OW.eq(q + 1)])
-            divide("Q", q_num, _NUM_BITS, sw, "WS", lambda q, r: [Q.eq(q)])
-            divide("WS", W, 16, sw, "PL", lambda q, r: [qW.eq(q), rW.eq(r)])
-            divide("PL", pl, 4, sw, "MUL", lambda q, r: [pl_q.eq(q), pl_p.eq(r)])
-
-            def cbq_results(p):
-                # S = stride_w * cbq: small, so a shift-add here.
-                return [*fits(p, cbq), *fits(_times_small(p[:_SA], sw), S)]
-
-            def tcb_results(p):
-                return [*fits(p, tcb), *(fits(p << rows_log, WP) if rows_pow2 else [])]
-
-            # The products, multipliers first (their bits cost cycles): the sizes the fit
-            # depends on, then the memory steps (32 bits, they wrap).
-            multiply("MUL", [
-                (cb, Q, cbq_results),
-                (taps, cb, tcb_results),
-                (lines, S, lambda p: fits(p, LS)),
-                *([] if rows_pow2 else [(c.rows, tcb, lambda p: fits(p, WP)),
-                                        (c.rows, cb, lambda p: fits(p, cbkr))]),
-                (W, in_pitch, lambda p: [line_step.eq(p)]),
-                (C, w_stride, lambda p: [tap_step.eq(p)]),
-                (OW, out_pitch, lambda p: [out_line.eq(p)]),
-            ], "FIT")
-            with m.State("FIT"):
-                m.d.sync += [rows_used.eq(LS + S + Mux(nt_one, WP, WP << 1)),
-                             w_base.eq(LS + S), hook.eq(Mux(tcb > HOOK, HOOK, tcb - 1)),
-                             *fits(_times_small(S, sh), shS), *fits(_times_small(Q, sw), swQ)]
-                m.next = "CHECK"
-            with m.State("CHECK"):
-                with m.If((rows_used > c.spad_depth) | big | (S > 0xFFFF)
-                          | ((OW << 1) > c.acc_depth)):
-                    m.next = "BAD_ADDR"
-                with m.Else():
-                    m.d.sync += [
-                        ni.eq(0), n_last.eq(nt_one), wplace_sel.eq(0), wplace.eq(w_base),
-                        bias_n.eq(ch_off), rq_n.eq(rq_base), w_n.eq(w_off), out_n.eq(out_off),
-                        cur_n.eq(Mux(nt_one, n_tail, nc)), filled.eq(0),
-                        ld_slot.eq(0), ld_slot_base.eq(0), acc_sel.eq(0), pending.eq(0),
-                        bias_valid.eq(0),
-                    ]
-                    m.next = "ZP"
+                                         w_stride.eq(cc.w_stride), out_pitch.eq(cc.out_pitch)]
+                            m.d.comb += setup_go.eq(1)
+                            m.next = "SETUP"
+            with m.State("SETUP"):
+                with m.If(su_done):
+                    with m.If(su_bad_dim):
+                        m.next = "BAD_DIM"
+                    with m.Elif(su_bad_addr):
+                        m.next = "BAD_ADDR"
+                    with m.Else():
+                        m.d.sync += [
+                            ni.eq(0), n_last.eq(nt_one), wplace_sel.eq(0), wplace.eq(w_base),
+                            bias_n.eq(ch_off), rq_n.eq(rq_base), w_n.eq(w_off),
+                            out_n.eq(out_off), cur_n.eq(Mux(nt_one, n_tail, nc)), filled.eq(0),
+                            ld_slot.eq(0), ld_slot_base.eq(0), acc_sel.eq(0), pending.eq(0),
+                            bias_valid.eq(0),
+                        ]
+                        m.next = "ZP"
             with m.State("ZP"):
                 # The slot of padding lines, all zero points, once per descriptor.
                 with m.If((pt != 0) | (pb != 0)):
@@ -501,7 +422,7 @@ class ConvUnit(wiring.Component):
                 with m.Else():
                     m.next = "LNEXT"
             with m.State("LNEXT"):
-                m.d.sync += [ld_ih.eq(ld_ih + 1), ld_ph.eq(Mux(ld_ph + 1 == sh, 0, ld_ph + 1))]
+                m.d.sync += [ld_ih.eq(ld_ih + 1), ld_ph.eq(Mux(ld_ph == sh1, 0, ld_ph + 1))]
                 m.d.sync += wrap_add(ld_slot, ld_slot_base, 1, S)
                 with m.If(is_real):
                     m.d.sync += ld_roff.eq(ld_roff + line_step)
@@ -547,7 +468,7 @@ class ConvUnit(wiring.Component):
                                      ld_kc.eq(Mux(ld_cbi == cb2, kc_last, c.rows))]
                         m.next = "XINIT"
                 with m.Else():
-                    wrap = ld_p + 1 == sw
+                    wrap = ld_p == sw1
                     m.d.sync += [ld_x.eq(ld_x + 1), ld_xoff.eq(ld_xoff + in_pitch),
                                  ld_nrows.eq(qW + (ld_x + 1 < rW)),
                                  ld_p.eq(Mux(wrap, 0, ld_p + 1)),
@@ -700,5 +621,113 @@ class ConvUnit(wiring.Component):
                 emit_matmul(c.spad_depth, 0, 1, 1, 0, 0)
                 with m.If(sent):
                     m.next = "IDLE"
+
+        # The set-up, a machine of its own (for timing: its states do not widen the main
+        # machine's next-state logic). It starts with CONV_C and ends with ``su_done`` (a
+        # cycle), refusing with ``su_bad_dim`` or ``su_bad_addr``.
+        m.d.sync += su_done.eq(0)
+        with m.FSM(name="setup"):
+            with m.State("IDLE"):
+                with m.If(setup_go):
+                    m.d.sync += [su_bad_dim.eq(0), su_bad_addr.eq(0), big.eq(0)]
+                    m.next = "DIMS"
+            with m.State("DIMS"):
+                bad = ((H == 0) | (W == 0) | (C == 0) | (N == 0) | (kh == 0) | (kw == 0)
+                       | (sh == 0) | (sh > STRIDE_MAX) | (sw == 0) | (sw > STRIDE_MAX)
+                       | (dh == 0) | (dh > DILATION_MAX) | (dw == 0) | (dw > DILATION_MAX))
+                with m.If(bad):
+                    m.d.sync += [su_bad_dim.eq(1), su_done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [
+                        eh.eq(Mux(dh[1], (kh << 1) - 1, kh)), ew.eq(Mux(dw[1], (kw << 1) - 1, kw)),
+                        hp.eq(pt + H + pb), wp.eq(pl + W + pr), h_end.eq(pt + H),
+                        nc.eq(_min(c.cols, N)), zp_e.eq(_min(c.rows, C)),
+                        # KH * KW by shift-add: a multiplier here would take a DSP block.
+                        taps.eq(_times_small(kh, kw)),
+                        kh1.eq(kh - 1),
+                        dw_q.eq(Mux(sw == 1, dw, Mux((sw == 2) & dw[1], 1, 0))),
+                        dw_p.eq(Mux(sw == 1, 0, Mux(sw == 2, dw[0], dw))),
+                        kw1.eq(kw - 1), sh1.eq(sh - 1), sw1.eq(sw - 1),
+                        sw_pitch.eq(_times_stride(in_pitch, sw)),
+                        rq_base.eq(ch_off + Mux(d_bias, N << ab_shift, 0)),
+                    ]
+                    if rows_pow2:
+                        m.d.sync += pow2_tiles(C, c.rows, cb, kc_last)
+                    if cols_pow2:
+                        m.d.sync += pow2_tiles(N, c.cols, nt, n_tail)
+                    m.next = "CB" if not rows_pow2 else "NT" if not cols_pow2 else "SPAN"
+            if not rows_pow2:
+                divide("CB", C + c.rows - 1, _NUM_BITS, c.rows, "NT" if not cols_pow2 else "SPAN",
+                       lambda q, r: [cb.eq(q), kc_last.eq(r + 1)])
+            if not cols_pow2:
+                divide("NT", N + nc - 1, _NUM_BITS, nc, "SPAN",
+                       lambda q, r: [nt.eq(q), n_tail.eq(r + 1)])
+            with m.State("SPAN"):
+                # What the loops need of cb and nt in registers (no adder behind a compare),
+                # and the numerators of the divisions by the strides.
+                m.d.sync += [cb1.eq(cb - 1), cb2.eq(cb - 2), cb_one.eq(cb == 1),
+                             nt2.eq(nt - 2), nt_one.eq(nt == 1),
+                             lines.eq(eh + (sh << 1)), oh_num.eq(hp - eh), ow_num.eq(wp - ew),
+                             q_num.eq(wp + sw1)]
+                if rows_pow2:
+                    m.d.sync += fits(cb << rows_log, cbkr)
+                with m.If((eh > hp) | (ew > wp)):
+                    m.d.sync += [su_bad_dim.eq(1), su_done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif((sh == 3) | (sw == 3)):
+                    m.next = "OH"
+                with m.Else():
+                    m.next = "STRIDES"
+
+            def oh_results(q):
+                return [OH.eq(q + 1), oh1.eq(q), oh2.eq(q - 1)]
+
+            def sw_results(ow_q, q_q, w_qr, pl_qr):
+                return [OW.eq(ow_q + 1), Q.eq(q_q), qW.eq(w_qr[0]), rW.eq(w_qr[1]),
+                        pl_q.eq(pl_qr[0]), pl_p.eq(pl_qr[1])]
+
+            with m.State("STRIDES"):
+                # Strides 1, 2 and 4: the divisions are shifts and masks.
+                m.d.sync += oh_results(_divmod_pow2(oh_num, sh)[0])
+                m.d.sync += sw_results(_divmod_pow2(ow_num, sw)[0], _divmod_pow2(q_num, sw)[0],
+                                       _divmod_pow2(W, sw), _divmod_pow2(pl, sw))
+                m.next = "MUL"
+            # A stride of 3: the divider, one numerator bit a cycle.
+            divide("OH", oh_num, _NUM_BITS, sh, "OW", lambda q, r: oh_results(q))
+            divide("OW", ow_num, _NUM_BITS, sw, "Q", lambda q, r: [OW.eq(q + 1)])
+            divide("Q", q_num, _NUM_BITS, sw, "WS", lambda q, r: [Q.eq(q)])
+            divide("WS", W, 16, sw, "PL", lambda q, r: [qW.eq(q), rW.eq(r)])
+            divide("PL", pl, 4, sw, "MUL", lambda q, r: [pl_q.eq(q), pl_p.eq(r)])
+
+            def cbq_results(p):
+                # S = stride_w * cbq: a stride, so shifts and an adder here.
+                return [*fits(p, cbq), *fits(_times_stride(p[:_SA], sw), S)]
+
+            def tcb_results(p):
+                return [*fits(p, tcb), *(fits(p << rows_log, WP) if rows_pow2 else [])]
+
+            # The products, multipliers first (their bits cost cycles): the sizes the fit
+            # depends on, then the memory steps (32 bits, they wrap).
+            multiply("MUL", [
+                (cb, Q, cbq_results),
+                (taps, cb, tcb_results),
+                (lines, S, lambda p: fits(p, LS)),
+                *([] if rows_pow2 else [(c.rows, tcb, lambda p: fits(p, WP)),
+                                        (c.rows, cb, lambda p: fits(p, cbkr))]),
+                (W, in_pitch, lambda p: [line_step.eq(p)]),
+                (C, w_stride, lambda p: [tap_step.eq(p)]),
+                (OW, out_pitch, lambda p: [out_line.eq(p)]),
+            ], "FIT")
+            with m.State("FIT"):
+                m.d.sync += [rows_used.eq(LS + S + Mux(nt_one, WP, WP << 1)),
+                             w_base.eq(LS + S), hook.eq(Mux(tcb > HOOK, HOOK, tcb - 1)),
+                             *fits(_times_stride(S, sh), shS), *fits(_times_stride(Q, sw), swQ)]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += [su_done.eq(1),
+                             su_bad_addr.eq((rows_used > c.spad_depth) | big | (S > 0xFFFF)
+                                            | ((OW << 1) > c.acc_depth))]
+                m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.o_cmd.valid)
         return m
