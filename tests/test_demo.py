@@ -253,3 +253,54 @@ def test_demo_on_engine(seed, tmp_path, capsys):
         assert 0 < row["utilization"] <= row["utilization_busy"] <= 1
     assert (tmp_path / "demo.png").stat().st_size > 1000
     assert "bit-exact: YES" in text and f"seed {seed}" in text
+
+
+def test_conv_weights_lower_to_the_im2col_gemm(small_net):
+    """The convolution through ``MXEDriver.conv2d`` without the convolution unit is the GEMM the
+    demo ran before: one group, the same patches and weights (so the same plan and cycles)."""
+    from mxe.sim.conv import ConvGeometry, lower_groups
+    _net, layers, s_in, _x_tr, x_te, _y = small_net
+    conv = layers[0]
+    x_q = demo.quantize_input(x_te[:3], s_in)
+    w = demo.conv_weights(conv)
+    assert w.shape == (8, 3, 3, 1)
+    gemms = lower_groups(x_q, w, ConvGeometry.of(conv.kernel), pack=8)
+    assert len(gemms) == 1
+    A, B, cols = gemms[0]
+    np.testing.assert_array_equal(A, demo.im2col(x_q, *conv.kernel))
+    np.testing.assert_array_equal(B, conv.w)
+    assert cols == slice(0, 8)
+
+
+def test_demo_with_conv_unit(seed, tmp_path, capsys):
+    """``mxe demo --conv-unit true`` (small preset, Verilator: the engine build of
+    ``tests/test_conv_unit.py``'s bench, shared): the convolution runs as convolution
+    descriptors, one per image, and every layer is bit-exact with the int8 reference
+    recomputed here."""
+    from mxe.cli import main
+    from mxe.sim.runner import simulator_missing
+    if simulator_missing("verilator"):
+        pytest.skip(simulator_missing("verilator"))
+    samples, batch = 5, 3           # a last batch of 2
+    status = main(["demo", "--preset", "small", "--conv-unit", "true", "--samples",
+                   str(samples), "--batch", str(batch), "--seed", str(seed), "--epochs", "4",
+                   "-o", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["bit_exact"] is True and summary["config"]["conv_unit"] is True
+    config = EngineConfig.preset("small", conv_unit=True)
+    assert summary["config_key"] == config.key()
+    layers, x_q = demo.load_network(tmp_path / "network.npz")
+    ref = demo.reference_forward(layers, x_q, config)
+    with np.load(f"{summary['run_dir']}/demo.npz") as f:
+        engine = [f[f"out{i}"] for i in range(len(layers))]
+    for layer, got, want in zip(layers, engine, ref):
+        np.testing.assert_array_equal(got, want, err_msg=layer.name)
+    conv, *dense = summary["layers"]
+    assert conv["run_as"] == "descriptor" and conv["descriptors"] == samples
+    assert conv["gemms"] == 0 and conv["gemm_first_batch"] == [batch * 36, 9, 8]
+    assert conv["macs"] <= config.rows * config.cols * conv["mac_active_cycles"]
+    for row in dense:
+        assert row["run_as"] == "GEMM" and row["gemms"] == math.ceil(samples / batch)
+    assert "convolution descriptors (CONV_A/B/C, one per image)" in text
