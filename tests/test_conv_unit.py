@@ -7,6 +7,7 @@
 - The gateware in Amaranth's simulator generates the reference's sub-command stream command by
   command, with random back-pressure; ordinary commands pass through.
 - Refusals: each rule of LIMITS_DOC gives its error code.
+- The set-up's cycles (CONV_C to the first sub-command) stay within the architecture page's.
 
 Reproduce a failure with the printed seed: ``MXE_SEED=<seed> pytest tests/test_conv_unit.py``.
 """
@@ -225,6 +226,56 @@ def test_unit_stream_equals_reference(name, seed):
     for i, case in enumerate(cases):
         desc = unit_case(rng, c, **case)
         check_unit(c, desc, seed + i)
+
+
+def setup_cycles(config, desc):
+    """Cycles from the unit taking CONV_C to its first sub-command, the consumer always ready."""
+    dut = ConvUnit(config)
+    cycles = []
+
+    async def testbench(ctx):
+        ctx.set(dut.enable, 1)
+        ctx.set(dut.o_cmd.ready, 1)
+        taken = None
+        pushed = 0
+        for i in range(10_000):
+            valid = pushed < len(desc)
+            ctx.set(dut.i_cmd.valid, valid)
+            ctx.set(dut.i_cmd.payload, desc[pushed] if valid else 0)
+            if ctx.get(dut.o_cmd.valid):
+                cycles.append(i - taken)
+                return
+            popped = valid and ctx.get(dut.i_cmd.ready)
+            await ctx.tick()
+            if popped:
+                pushed += 1
+                if pushed == len(desc):
+                    taken = i + 1
+        raise AssertionError("no sub-command in 10000 cycles")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    return cycles[0]
+
+
+#: (stride, set-up cycles at most): the architecture page's figures (38 for stride 1 here).
+SETUP_BOUNDS = [((1, 1), 40), ((2, 2), 40), ((3, 3), 120)]
+
+
+@pytest.mark.parametrize("stride,bound", SETUP_BOUNDS, ids=[str(s) for s, _ in SETUP_BOUNDS])
+def test_unit_setup_cycles(stride, bound):
+    """The set-up of a 3x3 16x16x16 -> 16 descriptor on small stays within the cycles the
+    architecture page gives: shifts for strides 1, 2, 4, the divider for 3."""
+    c = CONFIGS["small"]
+    desc = descriptor(h=16, w=16, c=16, n=16, kernel=(3, 3), stride=stride, dilation=(1, 1),
+                      pads=(1, 1, 1, 1), in_offset=0x1000, in_pitch=16, w_offset=0x8000,
+                      w_stride=16, out_offset=0x20000, out_pitch=64, zp_offset=0x100,
+                      channel_offset=0x300, bias=True)
+    cycles = setup_cycles(c, desc)
+    print(f"stride {stride}: set-up {cycles} cycles")
+    assert cycles <= bound, f"set-up {cycles} cycles, more than {bound}"
 
 
 def test_unit_passes_other_commands(seed):
