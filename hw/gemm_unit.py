@@ -80,7 +80,7 @@ busy : Out(1)
     A GEMM is being set up or expanded, or a command waits on ``o_cmd``.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,6 +88,7 @@ from .array import signals
 from .config import REQUANT_ELEM_BYTES
 from .isa import COMMAND_BITS, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT
+from .seqmath import Divider
 
 
 __all__ = ["GemmUnit", "STRIP_CHOICES", "TILES_AHEAD"]
@@ -105,43 +106,6 @@ _DIV_BITS = 17
 STRIP_CHOICES = ((2, True), (8, False))
 #: With single B tiles, LOADs run this many MATMULs ahead: as many as the load unit holds.
 TILES_AHEAD = LOADS_IN_FLIGHT
-
-
-class _Divider(wiring.Component):
-    """Restoring divider, a quotient bit a cycle: ``quotient, remainder = divmod(num, den)``
-    ``steps`` cycles after ``start`` (``done`` is high from then until the next start).
-
-    ``num`` must be below ``2 ** steps`` and come aligned to the top: ``num << (width -
-    steps)``, so a narrow numerator takes only its own bits' cycles (``steps`` is a constant
-    of each use, the shift a wiring)."""
-
-    def __init__(self, width):
-        self._width = width
-        super().__init__({
-            "start": In(1), "steps": In(range(width + 1)),
-            "num": In(width), "den": In(width),
-            "quotient": Out(width), "remainder": Out(width), "done": Out(1),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        w = self._width
-        count = Signal(range(w + 1))
-        den = Signal(w)
-        shifted = Cat(self.quotient[w - 1], self.remainder)  # (remainder << 1) | next bit
-        m.d.comb += self.done.eq(count == 0)
-        with m.If(self.start):
-            m.d.sync += [self.quotient.eq(self.num), self.remainder.eq(0), den.eq(self.den),
-                         count.eq(self.steps)]
-        with m.Elif(count != 0):
-            m.d.sync += count.eq(count - 1)
-            with m.If(shifted >= den):
-                m.d.sync += [self.remainder.eq(shifted - den),
-                             self.quotient.eq(Cat(1, self.quotient[:w - 1]))]
-            with m.Else():
-                m.d.sync += [self.remainder.eq(shifted),
-                             self.quotient.eq(Cat(0, self.quotient[:w - 1]))]
-        return m
 
 
 def _min(a, b):
@@ -169,7 +133,7 @@ class GemmUnit(wiring.Component):
         m = Module()
         c = self._config
         spad_bits = (c.spad_depth - 1).bit_length()      # spad_depth - rows_b fits
-        m.submodules.div = div = _Divider(max(_DIV_BITS, spad_bits))
+        m.submodules.div = div = Divider(max(_DIV_BITS, spad_bits))
         # Power-of-two array sides (the presets') tile K and N with a shift and a mask; other
         # sides take the divider.
         rows_pow2 = c.rows & (c.rows - 1) == 0

@@ -1,8 +1,7 @@
 """Sequential arithmetic for the command expanders' set-up: a divider and a multiplier that
 take a bit a cycle and only as many cycles as their operands have bits.
 
-The convolution unit uses both; the GEMM unit's own ``_Divider`` (``hw/gemm_unit.py``) is the
-same divider with ``den_width = width`` and could switch to this one.
+The convolution unit uses both, the GEMM unit the divider.
 """
 
 from amaranth import Cat, Module, Signal
