@@ -55,14 +55,41 @@ STORE_B_TO_DONE = 6
 #: At most, from the last read beat (R) of a LOAD to irq, a FENCE queued behind it.
 LOAD_R_TO_DONE = 13
 #: A GEMM descriptor queued before CTRL.start: start to irq when GEMM_C refuses it for a zero
-#: dimension; for the buffers, GEMM_REFUSED_ADDR plus its layout tests (GEMM_TEST_CYCLES, see
-#: descriptor_tests); start to the first ARVALID of an accepted descriptor, GEMM_FIRST_READ
-#: plus its layout tests plus check_latency of that LOAD's rows.
+#: dimension; for the buffers, GEMM_REFUSED_ADDR plus its set-up to the layout tests
+#: (:func:`shape_cycles`) and the tests (:func:`layout_cycles`, see descriptor_tests); start to
+#: the first ARVALID of an accepted descriptor, GEMM_FIRST_READ plus the same, the tiling's
+#: products (:func:`tiling_cycles`) and check_latency of that LOAD's rows.
 GEMM_REFUSED_DIM = 14
-GEMM_REFUSED_ADDR = 66
-GEMM_FIRST_READ = 136
-#: A layout test: 2 cycles when B's rows do not fit, 28 when they do (a division follows).
-GEMM_TEST_CYCLES = {"b": 2, "a": 28, "fits": 28}
+GEMM_REFUSED_ADDR = 13
+GEMM_FIRST_READ = 14
+#: One division of the set-up's tiling (17 quotient bits), its start included.
+DIVISION_CYCLES = 19
+
+
+def shape_cycles(config):
+    """GEMM_C's set-up before its first layout test: 2 cycles, and a division for each side of
+    the array that is not a power of two (the tiles of K over the rows, of N over the columns;
+    a shift and a mask otherwise)."""
+    sides = (config.rows, config.cols)
+    return 2 + DIVISION_CYCLES * sum(side & (side - 1) != 0 for side in sides)
+
+
+def layout_cycles(config, tests):
+    """GEMM_C's cycles for the layout tests ``tests`` (:func:`descriptor_tests`): 2 for a test
+    that B's rows fail; a test they pass divides the scratchpad rows left by the A panels,
+    a quotient bit a cycle for the bits of ``spad_depth - 1``, 4 cycles more."""
+    passed = (config.spad_depth - 1).bit_length() + 4
+    return sum(2 if t == "b" else passed for t in tests)
+
+
+def tiling_cycles(config, M, K, N):
+    """GEMM_C's cycles after its last layout test, for an accepted descriptor: the products of
+    the chunk rows ``mc`` and ``kr``, a cycle per bit of the wider (at least one), and a cycle
+    to start the loop; with more than one chunk of M, two divisions before (the chunks and
+    their balanced size)."""
+    s, _ = schedule(config, M, K, N)
+    bits = max(s.mc.bit_length(), s.kr.bit_length(), 1)
+    return bits + 1 + (2 * DIVISION_CYCLES if s.mt > 1 else 0)
 
 
 def field(reg, name, word):
@@ -293,11 +320,6 @@ def descriptor_refusal(config, M, K, N):
     if 0 in (M, K, N):
         return ErrorCode.BAD_DIM
     return ErrorCode.OK if descriptor_tests(config, M, K)[-1] == "fits" else ErrorCode.BAD_ADDR
-
-
-def layout_cycles(tests):
-    """GEMM_C's set-up cycles for the layout tests ``tests`` (:func:`descriptor_tests`)."""
-    return sum(GEMM_TEST_CYCLES[t] for t in tests)
 
 
 # Tests ----------------------------------------------------------------------------------------
@@ -765,9 +787,11 @@ async def test_latency(dut):
             if code == ErrorCode.BAD_DIM:
                 want = GEMM_REFUSED_DIM
             elif code == ErrorCode.BAD_ADDR:
-                want = GEMM_REFUSED_ADDR + layout_cycles(descriptor_tests(c, M, K))
+                want = GEMM_REFUSED_ADDR + shape_cycles(c) \
+                    + layout_cycles(c, descriptor_tests(c, M, K))
             else:   # its first LOAD: A's first tile, a chunk of M (the unit's model's mc)
-                want = GEMM_FIRST_READ + layout_cycles(descriptor_tests(c, M, K)) \
+                want = GEMM_FIRST_READ + shape_cycles(c) \
+                    + layout_cycles(c, descriptor_tests(c, M, K)) + tiling_cycles(c, M, K, N) \
                     + check_latency(schedule(c, M, K, N)[0].mc)
             end = watch.after("arvalid", t0) if code == ErrorCode.OK else watch.last("irq")
             check(f"GEMM {M}x{K}x{N} ({name}, tests {descriptor_tests(c, M, K)})", end - t0,
@@ -804,8 +828,8 @@ async def test_latency(dut):
 @cocotb.test()
 async def test_refusal_paths(dut):
     """Every K up to 16 that GEMM_C refuses for the buffers (M = N = 1) is refused after
-    GEMM_REFUSED_ADDR plus its layout tests: on a tiny scratchpad, layouts fail their first test
-    or their second in every combination the configuration allows."""
+    GEMM_REFUSED_ADDR plus its set-up and layout tests: on a tiny scratchpad, layouts fail their
+    first test or their second in every combination the configuration allows."""
     tb, host = await guide_setup(dut, pause=0)
     watch = Watch(dut)
     c = tb.config
@@ -827,7 +851,8 @@ async def test_refusal_paths(dut):
         tests = descriptor_tests(c, 1, K)
         got = watch.last("irq") - t0
         tb.log.info("1x%dx1, tests %s: refused after %d cycles", K, tests, got)
-        assert got == GEMM_REFUSED_ADDR + layout_cycles(tests), (K, tests, got)
+        assert got == GEMM_REFUSED_ADDR + shape_cycles(c) + layout_cycles(c, tests), \
+            (K, tests, got)
         seen.add(tuple(tests))
     assert seen, f"{c.key()} refuses no descriptor with K up to 16"
     tb.log.info("paths: %s", sorted(seen))
