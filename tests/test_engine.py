@@ -119,6 +119,7 @@ def test_engine_chain(sim, seed):
     _run(sim, "tiny", "test_chain", seed, chain={"m": 20, "widths": [12, 9, 7, 5]})
 
 
+@pytest.mark.slow
 def test_engine_chain_small(seed):
     """Three 64x64x64 layers chained on small, with a slow write channel and long memory
     latency (Verilator)."""
