@@ -54,7 +54,7 @@ from amaranth.lib.wiring import In, Out
 from .array import signals
 from .config import REQUANT_ELEM_BYTES
 from .isa import COMMAND_BITS, Opcode, command_layout
-from .seqmath import Divider, Multiplier
+from .seqmath import Divider, Multiplier, pow2_tiles
 
 
 __all__ = ["ConvUnit", "KERNEL_MAX", "STRIDE_MAX", "DILATION_MAX", "HOOK"]
@@ -323,13 +323,6 @@ class ConvUnit(wiring.Component):
             over = index + step >= lines
             return [index.eq(Mux(over, index + step - lines, index + step)),
                     base.eq(Mux(over, base + step_base - LS, base + step_base))]
-
-        def pow2_tiles(size, side, count, tail):
-            """``count = ceil(size / side)`` and the last tile's ``tail`` (``side`` if whole)
-            for a power-of-two ``side``: a shift and a mask."""
-            low = size[:side.bit_length() - 1]
-            return [count.eq((size >> (side.bit_length() - 1)) + (low != 0)),
-                    tail.eq(Mux(low == 0, side, low))]
 
         setup_go, su_done, su_bad_dim, su_bad_addr = signals(
             1, "setup_go su_done su_bad_dim su_bad_addr")

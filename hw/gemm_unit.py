@@ -88,7 +88,7 @@ from .array import signals
 from .config import REQUANT_ELEM_BYTES
 from .isa import COMMAND_BITS, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT
-from .seqmath import Divider
+from .seqmath import Divider, pow2_tiles
 
 
 __all__ = ["GemmUnit", "STRIP_CHOICES", "TILES_AHEAD"]
@@ -332,13 +332,6 @@ class GemmUnit(wiring.Component):
                     m.d.sync += results(div.quotient, div.remainder)
                     m.next = then
 
-        def pow2_tiles(size, side, count, tail):
-            """``count = ceil(size / min(side, size))`` and the last tile's ``tail`` for a
-            power-of-two ``side``: a shift and a mask."""
-            low = size[:side.bit_length() - 1]
-            return [count.eq((size >> (side.bit_length() - 1)) + (low != 0)),
-                    tail.eq(Mux(low == 0, side, low))]
-
         def chunks(q):
             return [mt.eq(q), mt1.eq(q - 1), mt2.eq(q - 2), mt_one.eq(q == 1)]
 
@@ -352,6 +345,16 @@ class GemmUnit(wiring.Component):
                 m.d.sync += [b_slot.eq(0), b_next.eq(b_base)]
             with m.Else():
                 m.d.sync += [b_slot.eq(b_slot + 1), b_next.eq(b_next + strip_rows)]
+
+        def load_first_strip(then, early=0):
+            """The first output tile's strip of B (n0 = 0, k0 = 0) into the next ring place;
+            ``early``: ahead of the bias and A LOADs (``EARLY_B``), so not again in STEP_B."""
+            emit_load(b_next, b_off, K, cur_n, b_stride)
+            with m.If(sent):
+                m.d.sync += [cur_strip.eq(b_next), w_row.eq(b_next), b_early.eq(early)]
+                advance_ring()
+                m.next = then
+
         is_gemm = (opcode == Opcode.GEMM_A) | (opcode == Opcode.GEMM_B) | \
             (opcode == Opcode.GEMM_C)
 
@@ -482,11 +485,7 @@ class GemmUnit(wiring.Component):
                 # A chained GEMM: the first strip of B goes ahead of the bias LOADs (which wait
                 # for a running STORE) and of A's first LOAD (which waits for every earlier
                 # STORE: after_stores), so it streams while the previous GEMM's STOREs drain.
-                emit_load(b_next, b_off, K, cur_n, b_stride)   # the first tile: n0 = 0
-                with m.If(sent):
-                    m.d.sync += [cur_strip.eq(b_next), w_row.eq(b_next), b_early.eq(1)]
-                    advance_ring()
-                    m.next = "PAIR"
+                load_first_strip("PAIR", early=1)
             with m.State("PAIR"):
                 with m.If((d_bias | d_pc) & (~nt_one | first)):
                     with m.If(pending):
@@ -523,11 +522,7 @@ class GemmUnit(wiring.Component):
                     m.next = "STEP_B"
             with m.State("STEP_B"):
                 with m.If(whole & first_tile & ki_zero & ~b_early):
-                    emit_load(b_next, b_off, K, cur_n, b_stride)   # the first tile: n0 = 0
-                    with m.If(sent):
-                        m.d.sync += [cur_strip.eq(b_next), w_row.eq(b_next)]    # k0 = 0
-                        advance_ring()
-                        m.next = "STEP_M"
+                    load_first_strip("STEP_M")
                 with m.Elif(~whole & ~ldone & (tiles_ahead != TILES_AHEAD)):
                     # The next single tile, up to TILES_AHEAD MATMULs ahead; then again.
                     emit_load(b_next, lb_off, l_k, l_n, b_stride)

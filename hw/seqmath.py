@@ -1,15 +1,16 @@
 """Sequential arithmetic for the command expanders' set-up: a divider and a multiplier that
 take a bit a cycle and only as many cycles as their operands have bits.
 
-The convolution unit uses both, the GEMM unit the divider.
+The convolution unit uses both, the GEMM unit the divider; both tile by a power-of-two side with
+:func:`pow2_tiles`.
 """
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["Divider", "Multiplier"]
+__all__ = ["Divider", "Multiplier", "pow2_tiles"]
 
 
 class Divider(wiring.Component):
@@ -118,3 +119,11 @@ class Multiplier(wiring.Component):
                 m.d.sync += self.product.eq(self.product + b)
             m.d.sync += [a.eq(a >> 1), b.eq(b << 1), self.done.eq(a[1:] == 0)]
         return m
+
+
+def pow2_tiles(size, side, count, tail):
+    """The assignments ``count = ceil(size / side)`` and ``tail`` = the last tile's size
+    (``side`` when whole) for a power-of-two ``side``: a shift and a mask, no divider."""
+    low = size[:side.bit_length() - 1]
+    return [count.eq((size >> (side.bit_length() - 1)) + (low != 0)),
+            tail.eq(Mux(low == 0, side, low))]
