@@ -91,9 +91,16 @@ class EngineConfig:
         Build the performance counters. Without them every counter register reads 0 except
         ``CYCLES``, which stays: a driver times its waits with it over a link that has no clock
         of its own (:class:`mxe.sim.transport.UARTBoneTransport`).
+    unaligned_dma : bool
+        Let the DMA move rows at any byte address and stride, realigning them on the bus.
+        Without it the DMA has no byte shifters: a LOAD or STORE whose address (``WIN_BASE +
+        mem_offset``) or, over more than one row, whose stride is not a multiple of the bus
+        width in bytes is refused with ``UNSUPPORTED``, and a driver lays every operand out on
+        bus-aligned rows. It needs the array's tiles to start on the bus too: ``rows`` operands
+        and ``cols`` bytes each a multiple of the bus width.
 
-    Features a user may leave out (``gemm_unit``, ``conv_unit``, ``perf_counters``) are
-    advertised in the ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).
+    Features a user may leave out (``gemm_unit``, ``conv_unit``, ``perf_counters``,
+    ``unaligned_dma``) are advertised in the ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).
 
     Raises
     ------
@@ -125,6 +132,7 @@ class EngineConfig:
     perf_counters: bool = True
     postproc_lanes: int = 0
     conv_unit: bool = False
+    unaligned_dma: bool = True
 
     def __post_init__(self):
         def integer(name, lo, hi):
@@ -187,6 +195,13 @@ class EngineConfig:
             raise ValueError(f"postproc_lanes must be 0 (every column) or a divisor of cols "
                              f"{self.cols} ({', '.join(map(str, divisors))}), "
                              f"not {self.postproc_lanes}")
+        boolean("unaligned_dma")
+        if not self.unaligned_dma and (self.rows * self.elem_bytes % self.axi_bytes
+                                       or self.cols % self.axi_bytes):
+            raise ValueError(f"unaligned_dma=False needs rows x element bytes and cols to be "
+                             f"multiples of the bus's {self.axi_bytes} bytes (axi_data_width "
+                             f"{self.axi_data_width}), not rows {self.rows} x "
+                             f"{self.elem_bytes} and cols {self.cols}")
 
     # Derived numbers. Everything that depends only on the parameters lives here, once.
 

@@ -37,6 +37,10 @@ class DMAError(enum.Enum, shape=3):
     WINDOW = 3
     #: ``rows`` or ``row_bytes`` is zero; nothing was issued.
     BAD_CMD = 4
+    #: The DMA was built without unaligned transfers (``config.unaligned_dma``) and ``addr``
+    #: or, over more than one row, ``stride`` is not a multiple of the bus width in bytes;
+    #: nothing was issued.
+    UNALIGNED = 5
 
 
 def cmd_layout(config):
@@ -97,6 +101,9 @@ def _row_start(config, addr, geometry):
         more than it reads).
     """
     s = _log2(config.axi_bytes)
+    if not config.unaligned_dma:          # every row starts on lane 0
+        return {"off": Const(0, s), "last_lane": geometry.tail, "beats": geometry.in_beats,
+                "one": geometry.in_one, "fits": Const(1, 1)}
     off = addr[:s]
     end = off + geometry.tail
     wraps = end[s]                        # the row spills into one more bus beat
@@ -133,7 +140,7 @@ def _burst_row(config, addr, tails):
     adder from registers: ``ceil((off + row_bytes) / b) - 1 = (off + row_bytes - 1) >> s``."""
     b = config.axi_bytes
     s = _log2(b)
-    off = Cat(addr[:s], Const(0, 1))
+    off = Cat(addr[:s] if config.unaligned_dma else Const(0, s), Const(0, 1))
     return {
         "beat_addr": Cat(Const(0, s), addr[s:]),
         "left1": (off + tails.tail) >> s,
@@ -152,8 +159,10 @@ def check_latency(rows):
 
 
 class _Checker(wiring.Component):
-    """Checks a command before anything is issued: rows and row_bytes non-zero, and the whole
-    extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` inside ``[base, limit)``.
+    """Checks a command before anything is issued: rows and row_bytes non-zero, ``addr`` and
+    (over more than one row) ``stride`` on the bus's lane 0 if the DMA is built without
+    unaligned transfers, and the whole extent ``[addr, addr + (rows - 1) * stride + row_bytes)``
+    inside ``[base, limit)``.
 
     A sequential shift-add over the bits of ``rows - 1``, two a cycle, with no multiplier
     (:func:`check_latency` cycles a command, 2 to 10): accept (``addr + row_bytes``,
@@ -274,11 +283,15 @@ class _Checker(wiring.Component):
             bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
             beyond = ~(even + odd)[-1]            # end - limit - 1 >= 0
             outside = (cmd.addr < self.window_base) | over | beyond
+            s = _log2(self._config.axi_bytes)
+            unaligned = Const(0, 1) if self._config.unaligned_dma else \
+                cmd.addr[:s].any() | (cmd.rows[1:].any() & cmd.stride[:s].any())
             m.d.sync += [
                 full.eq(0), out_valid.eq(1),
                 out.cmd.eq(cmd),
                 out.error.eq(Mux(bad, DMAError.BAD_CMD,
-                                 Mux(outside, DMAError.WINDOW, DMAError.OK))),
+                                 Mux(unaligned, DMAError.UNALIGNED,
+                                     Mux(outside, DMAError.WINDOW, DMAError.OK)))),
                 out.geometry.eq(geometry),
                 out.geometry.in_one.eq(geometry.in_beats == 1),
                 out.beats.eq(beats_even + beats_odd),
@@ -478,7 +491,9 @@ class DMA(wiring.Component):
     or write responses are still on their way, so back-to-back commands keep the bus busy.
 
     Before anything is issued, each command is checked: ``rows == 0`` or ``row_bytes == 0`` is
-    refused with ``BAD_CMD``; an extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` not
+    refused with ``BAD_CMD``; without ``config.unaligned_dma``, an ``addr`` or (over more than
+    one row) a ``stride`` that is not a multiple of the bus width in bytes is refused with
+    ``UNALIGNED`` (such a DMA has no byte shifters: rows start on lane 0); an extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` not
     inside ``[window_base, window_limit)`` is refused with ``WINDOW``. A refused command touches
     no memory and still produces its done entry (in order).
 
@@ -502,8 +517,8 @@ class DMA(wiring.Component):
     Parameters
     ----------
     config : EngineConfig
-        ``axi_data_width``, ``axi_addr_width``, ``axi_id_width``, ``max_burst_len`` and
-        ``max_outstanding_reads`` are used.
+        ``axi_data_width``, ``axi_addr_width``, ``axi_id_width``, ``max_burst_len``,
+        ``max_outstanding_reads`` and ``unaligned_dma`` are used.
 
     Members
     -------
@@ -690,7 +705,7 @@ class DMA(wiring.Component):
             """Set up the row at ``addr``, its row registers' values given."""
             return [
                 *(row[name].eq(value) for name, value in registers.items()),
-                produces.eq(addr[:s] == 0),
+                produces.eq(addr[:s] == 0 if config.unaligned_dma else 1),
                 out_left.eq(row_bytes),
                 beat_addr.eq(Cat(Const(0, s), addr[s:])),
             ]
@@ -780,7 +795,8 @@ class DMA(wiring.Component):
             room = ~produces | out_room
             m.d.comb += [
                 r_skid.o.ready.eq(room),
-                out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))),
+                out_data.data.eq(Mux(off == 0, r_beat.data, shifted(r_beat.data))
+                                 if config.unaligned_dma else r_beat.data),
             ]
             # The row's registers move on every beat taken, a failing one too (the command then
             # ends in DRAIN, and the next one sets them afresh): the response code stays out of
@@ -804,7 +820,8 @@ class DMA(wiring.Component):
                 with m.Elif(last_beat & flush):
                     goto(in_run, in_flush)
 
-        with m.If(in_flush):
+        # FLUSH (only a row that starts off lane 0 gets there).
+        with m.If(in_flush if config.unaligned_dma else Const(0, 1)):
             m.d.comb += [
                 out_data.data.eq(shifted(Const(0, dw))),
                 out_en.eq(out_room),
@@ -1042,7 +1059,8 @@ class DMA(wiring.Component):
                     w.valid.eq(bursts.r_rdy & (~needs_in | self.i_wr_data.valid)),
                     w.payload.strb.eq(strb),
                     w.payload.data.eq(Cat(carry, self.i_wr_data.payload.data)
-                                 .bit_select((Const(b, s + 1) - off)[:s + 1] << 3, dw)),
+                                      .bit_select((Const(b, s + 1) - off)[:s + 1] << 3, dw)
+                                      if config.unaligned_dma else self.i_wr_data.payload.data),
                     self.i_wr_data.ready.eq(bursts.r_rdy & needs_in & w.ready),
                 ]
                 with m.If(w_fire):

@@ -61,8 +61,9 @@ class ErrorCode(enum.Enum, shape=4):
     #: The transfer would leave the DMA window [WIN_BASE, WIN_LIMIT); nothing was accessed.
     DMA_WINDOW = 6
     #: The command needs a feature the engine was built without (GEMM_A/B/C without the GEMM
-    #: unit, CONV_A/B/C without the convolution unit); the CAPABILITIES register lists the
-    #: features.
+    #: unit, CONV_A/B/C without the convolution unit, a LOAD or STORE off the bus's alignment
+    #: without unaligned DMA: then ``ERR_ADDR`` holds its address); the CAPABILITIES register
+    #: lists the features.
     UNSUPPORTED = 7
 
 
@@ -270,8 +271,11 @@ A command is refused (STATUS.error, nothing of it runs) when:
   (two, when N > cols) output-channel tiles, or the accumulator two output lines
   (2 * OW > acc_depth) (BAD_ADDR; the sizes are in the architecture page). Expanded into
   LOAD/MATMUL/STORE sub-commands like a GEMM descriptor, counted the same way.
-A LOAD or STORE whose memory extent leaves [WIN_BASE, WIN_LIMIT) is refused by the DMA before
-any access (DMA_WINDOW)."""
+On an engine built without unaligned DMA (CAPABILITIES.unaligned_dma = 0), a LOAD or STORE
+whose address WIN_BASE + mem_offset or, with rows > 1, whose stride is not a multiple of the
+bus width in bytes is refused by the DMA before any access (UNSUPPORTED; ERR_ADDR holds the
+address). A LOAD or STORE whose memory extent leaves [WIN_BASE, WIN_LIMIT) is refused by the
+DMA before any access (DMA_WINDOW)."""
 
 
 def command_layout(opcode):

@@ -47,6 +47,8 @@ def dma_error_code(m, dma_error):
             m.d.comb += code.eq(ErrorCode.DMA_DECERR)
         with m.Case(DMAError.WINDOW):
             m.d.comb += code.eq(ErrorCode.DMA_WINDOW)
+        with m.Case(DMAError.UNALIGNED):
+            m.d.comb += code.eq(ErrorCode.UNSUPPORTED)
         with m.Default():
             m.d.comb += code.eq(ErrorCode.BAD_DIM)
     return code

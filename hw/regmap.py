@@ -41,6 +41,7 @@ from typing import Callable, Optional
 
 __all__ = ["ACCESS_KINDS", "Field", "Register", "REGISTERS", "ID_MAGIC", "VERSION", "ID_VALUE",
            "ADDR_WIDTH", "REGMAP", "OFFSETS", "COUNTERS", "CORE_COUNTERS", "CAPABILITIES",
+           "CAPABILITIES_SINCE", "capabilities_of",
            "CONFIG_REGISTERS", "present_counters", "by_name", "ports", "register_map_markdown"]
 
 
@@ -50,8 +51,9 @@ ID_MAGIC = 0x4D5845
 #: Register map version, the low 8 bits of the ID register, bumped whenever a driver must tell
 #: the maps apart. 1: the first map; 2: adds CAPABILITIES (an engine of version 1 has every
 #: feature, and reading CAPABILITIES there would answer SLVERR); 3: CONFIG's output zero point,
-#: clamp and rounding fields (an engine of version 2 or less ignores them).
-VERSION = 3
+#: clamp and rounding fields (an engine of version 2 or less ignores them); 4: CAPABILITIES'
+#: unaligned_dma bit (an engine of version 3 or less has unaligned DMA and reads 0 there).
+VERSION = 4
 ID_VALUE = ID_MAGIC << 8 | VERSION
 #: Byte address bits the CSR block decodes (a 4 KiB window).
 ADDR_WIDTH = 12
@@ -184,14 +186,33 @@ CORE_COUNTERS = ("CYCLES",)
 #: Features a user may leave out: the EngineConfig parameter (a bool), which is also the name of
 #: its CAPABILITIES field, and what it brings. Bit i of CAPABILITIES is entry i; new features
 #: take the next bits (unaligned DMA, per-channel requantization, convolution, ...), so an engine
-#: that predates one reads 0 for it.
+#: that predates one reads 0 for it (:data:`CAPABILITIES_SINCE` says which of those it has all
+#: the same).
 CAPABILITIES = [
     ("gemm_unit", "the GEMM descriptor unit: GEMM_A/B/C run (0: they are refused with "
                   "UNSUPPORTED; issue LOAD/MATMUL/STORE instead)"),
     ("perf_counters", "the performance counters (0: every counter register but CYCLES reads 0)"),
     ("conv_unit", "the convolution descriptor unit: CONV_A/B/C run (0: they are refused with "
                   "UNSUPPORTED; lower the convolution to GEMMs instead)"),
+    ("unaligned_dma", "LOAD and STORE at any byte address and stride (0: an address "
+                      "WIN_BASE + mem_offset or, over more than one row, a stride that is not a "
+                      "multiple of the bus width in bytes is refused with UNSUPPORTED)"),
 ]
+
+#: Features every engine had before its CAPABILITIES bit came: the bit's name and the register
+#: map version that brought it. An engine of an older version reads 0 there and has it.
+CAPABILITIES_SINCE = {"unaligned_dma": 4}
+
+
+def capabilities_of(version, word):
+    """The features (CAPABILITIES field name to bool) of an engine of register map ``version``
+    whose CAPABILITIES register reads ``word`` (ignored before version 2, which had every
+    feature)."""
+    features = {}
+    for bit, (name, _doc) in enumerate(CAPABILITIES):
+        since = CAPABILITIES_SINCE.get(name, 2)
+        features[name] = version < since or bool(word >> bit & 1)
+    return features
 
 #: Configuration read-back: register name, config attribute (in the order of their offsets).
 CONFIG_REGISTERS = [

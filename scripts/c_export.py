@@ -21,8 +21,8 @@ from pathlib import Path
 
 from mxe.hw.config import REQUANT_ELEM_BYTES, EngineConfig
 from mxe.hw.isa import COMMAND_BITS, FIELDS, ErrorCode, Opcode
-from mxe.hw.regmap import (ADDR_WIDTH, CAPABILITIES, CONFIG_REGISTERS, COUNTERS, ID_MAGIC,
-                           ID_VALUE, REGISTERS, VERSION)
+from mxe.hw.regmap import (ADDR_WIDTH, CAPABILITIES, CAPABILITIES_SINCE, CONFIG_REGISTERS,
+                           COUNTERS, ID_MAGIC, ID_VALUE, REGISTERS, VERSION)
 
 
 __all__ = ["DRIVER_DIR", "DRIVER_FILES", "HEADER_FILES", "regs_header", "cmds_header",
@@ -207,6 +207,11 @@ def regs_header(config):
     out += ["", "/* X(NAME, member) for each CAPABILITIES bit (MXE_CAPABILITIES_<NAME>_MASK). */"]
     out += _x_list("MXE_CAPABILITY_LIST",
                    [f"{_c_name(name)}, {name}" for name, _doc in CAPABILITIES])
+    implied = " | ".join(f"((version) < {since}u ? MXE_CAPABILITIES_{_c_name(name)}_MASK : 0u)"
+                         for name, since in CAPABILITIES_SINCE.items()) or "0u"
+    out += _define("MXE_CAPABILITIES_IMPLIED(version)", f"({implied})",
+                   "CAPABILITIES bits an engine of an older register map version has without "
+                   "advertising them")
     out += ["", "/* X(register offset, member) for each configuration register (CFG_*). */"]
     out += _x_list("MXE_CFG_REGISTER_LIST",
                    [f"MXE_REG_{reg}, {_member(attr)}" for reg, attr in CONFIG_REGISTERS])

@@ -56,7 +56,7 @@ import numpy as np
 
 from mxe.hw.config import REQUANT_ELEM_BYTES, EngineConfig
 from mxe.hw.isa import ErrorCode
-from mxe.hw.regmap import (CAPABILITIES, CONFIG_REGISTERS, ID_MAGIC, OFFSETS, REGMAP, VERSION,
+from mxe.hw.regmap import (CONFIG_REGISTERS, ID_MAGIC, OFFSETS, REGMAP, VERSION, capabilities_of,
                            present_counters)
 from mxe.sim import commands as cmds
 from mxe.sim.engine_model import decode_elems, encode_elems
@@ -66,7 +66,7 @@ from mxe.sim.quant import lower
 
 __all__ = ["plan_gemm", "config_command", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
            "pack_operands", "unpack_result", "counter_names", "descriptor_commands",
-           "plan_chain", "chain_commands"]
+           "descriptor_layout", "plan_chain", "chain_commands"]
 
 
 # Planning ----------------------------------------------------------------------------------
@@ -270,7 +270,9 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     base : int
         Window offset of the first byte the layout may use.
     align : int
-        Alignment of every region (1 for none).
+        Alignment of every region (1 for none). On an engine without unaligned DMA, ``align`` and
+        ``pitch`` must be multiples of the bus width in bytes, and the per-column tables start
+        and run on it.
     pitch : int, optional
         Row strides of A, B and C are multiples of ``pitch`` bytes. The default is the bus width
         (``axi_bytes``): every row starts on a bus beat, so a row of up to ``axi_bytes`` bytes
@@ -303,10 +305,16 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     pitch = c.axi_bytes if pitch is None else pitch
     if not isinstance(pitch, int) or pitch < 1:
         raise ValueError(f"pitch must be a positive number of bytes, not {pitch!r}")
+    # An engine without unaligned DMA refuses a row off the bus's lane 0.
+    lane0 = 1 if c.unaligned_dma else c.axi_bytes
+    if pitch % lane0 or align % lane0:
+        raise ValueError(f"pitch and align must be multiples of the bus's {lane0} bytes on an "
+                         f"engine without unaligned DMA, not {pitch} and {align}")
     s = _choose(c, M, K, N, bias and bias_fence, force)
 
     # Memory layout. The per-column multipliers and shifts (two rows) follow the bias values
-    # directly, as a GEMM descriptor expects them.
+    # directly, as a GEMM descriptor expects them (without unaligned DMA, from the bus's next
+    # lane 0 on, rows padded to it).
     per_column = requant is not None and requant.per_column
     if per_column and len(requant.multiplier) != N:
         raise ValueError(f"requant has {len(requant.multiplier)} per-column multipliers for "
@@ -324,7 +332,8 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
                 layout["bias"] = Region(offset, *shapes["bias"], pitch=1)
                 offset = layout["bias"].end
             if per_column:
-                layout["requant"] = Region(offset, 2, N, REQUANT_ELEM_BYTES, pitch=1)
+                layout["requant"] = Region(_align(offset, lane0), 2, N, REQUANT_ELEM_BYTES,
+                                           pitch=lane0)
                 offset = layout["requant"].end
             offset = _align(offset, align)
             continue
@@ -478,12 +487,29 @@ def counter_names(config=None):
     return [name for name, _port, _doc in present_counters(config)]
 
 
+def descriptor_layout(plan):
+    """Whether the GEMM descriptor can describe ``plan``'s layout: its per-column
+    requantization tables (multipliers, then shifts) right after the bias, rows of ``N`` values.
+    On an engine without unaligned DMA, :func:`plan_gemm` pads them to the bus when ``N * 4``
+    bytes are not a multiple of it."""
+    L = plan.layout
+    if "requant" not in L:
+        return True
+    table = L["requant"]
+    return table.stride == table.row_bytes and \
+        ("bias" not in L or table.offset == L["bias"].end)
+
+
 def descriptor_commands(plan, *, after_stores=False, fence=True):
     """``plan``'s GEMM as the hardware GEMM command (:mod:`mxe.hw.gemm_unit`): CONFIG (when
     requantizing), the GEMM_A/B/C descriptor for the plan's layout and options, FENCE (unless
     ``fence`` is false). ``after_stores`` sets GEMM_A's bit of that name: A is read only after
-    every earlier STORE has finished. Only for an engine with the GEMM unit (``gemm_unit``)."""
+    every earlier STORE has finished. Only for an engine with the GEMM unit (``gemm_unit``), and a
+    layout the descriptor describes (:func:`descriptor_layout`)."""
     from mxe.sim.gemm_model import descriptor
+    if not descriptor_layout(plan):
+        raise ValueError("the GEMM descriptor cannot describe this plan's padded per-column "
+                         "tables: issue plan.commands")
     L = plan.layout
     out = [config_command(plan.requant)] if plan.requant is not None else []
     channel = L.get("bias", L.get("requant"))
@@ -665,9 +691,8 @@ class MXEDriver:
             values[attr] = await self.read(reg)
         values["signed"] = bool(values["signed"])
         # Version 1 had no CAPABILITIES register, and every feature.
-        capabilities = await self.read("CAPABILITIES") if version >= 2 else ~0
-        for name, _doc in CAPABILITIES:
-            values[name] = bool(_field("CAPABILITIES", name, capabilities))
+        capabilities = await self.read("CAPABILITIES") if version >= 2 else 0
+        values.update(capabilities_of(version, capabilities))
         self.version = version
         self.config = EngineConfig(**values)
         return self.config
@@ -806,8 +831,10 @@ class MXEDriver:
         """The commands :meth:`gemm` pushes for ``plan``: the hardware GEMM descriptor
         (:func:`descriptor_commands`) if ``descriptor`` and the engine has the GEMM unit
         (``CAPABILITIES.gemm_unit``, read by :meth:`discover`); otherwise the plan's
-        LOAD/MATMUL/STORE stream, as an engine without the unit refuses GEMM_A/B/C."""
-        if descriptor and self.config.gemm_unit:
+        LOAD/MATMUL/STORE stream, as an engine without the unit refuses GEMM_A/B/C (and as the
+        descriptor cannot describe padding in the per-column tables: see
+        :func:`descriptor_layout`)."""
+        if descriptor and self.config.gemm_unit and descriptor_layout(plan):
             return descriptor_commands(plan)
         return plan.commands
 
@@ -833,8 +860,8 @@ class MXEDriver:
             As for :meth:`gemm`, per output channel where they have one value per column
             (``descriptor``: the GEMMs of a convolution lowered on the host).
         conv_descriptor : bool
-            Use the convolution unit where the engine has it (``CAPABILITIES.conv_unit``) and
-            the geometry fits it (:func:`mxe.sim.conv_model.plan_conv`); ``False``: always
+            Use the convolution unit where the engine has it (``CAPABILITIES.conv_unit``, with
+            ``unaligned_dma``: it gathers pixels at any byte offset) and the geometry fits it (:func:`mxe.sim.conv_model.plan_conv`); ``False``: always
             lower on the host. A quantized convolution whose weight zero points make the
             weights leave int8 is lowered on the host too.
 
@@ -859,7 +886,7 @@ class MXEDriver:
             pad_value = int(quant.a_zero_point)
         if self.config is None:
             await self.discover()
-        if conv_descriptor and self.config.conv_unit:
+        if conv_descriptor and self.config.conv_unit and self.config.unaligned_dma:
             done = await self._conv_descriptor(x, w, geometry, bias=bias, relu=relu,
                                                requant=requant, quant=quant)
             if done is not None:

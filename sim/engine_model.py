@@ -295,6 +295,14 @@ class EngineModel:
                        clamp=(f["clamp_min"], f["clamp_max"]) if f["clamp"] else None,
                        round_even=bool(f["round_even"]))
 
+    def _unaligned(self, offset, rows, stride):
+        """The address of a transfer an engine without unaligned DMA refuses, or None."""
+        addr = (self.win_base + offset) % (1 << self.config.axi_addr_width)
+        bus = self.config.axi_bytes
+        if self.config.unaligned_dma or (addr % bus == 0 and (rows == 1 or stride % bus == 0)):
+            return None
+        return addr
+
     def _window(self, offset, rows, row_bytes, stride):
         addr = self.win_base + offset
         end = addr + (rows - 1) * stride + row_bytes
@@ -317,6 +325,9 @@ class EngineModel:
             nbytes = c.acc_elem_bytes if f["to_bias"] else \
                 REQUANT_ELEM_BYTES if f["to_requant"] else c.elem_bytes
             row_bytes = f["elems"] * nbytes
+            unaligned = self._unaligned(f["mem_offset"], f["rows"], f["stride"])
+            if unaligned is not None:
+                return ErrorCode.UNSUPPORTED, unaligned
             addr = self._window(f["mem_offset"], f["rows"], row_bytes, f["stride"])
             if addr is None:
                 return ErrorCode.DMA_WINDOW, None
@@ -355,6 +366,9 @@ class EngineModel:
         elif name == "STORE":
             nbytes = 1 if f["requant"] else c.acc_elem_bytes
             row_bytes = f["elems"] * nbytes
+            unaligned = self._unaligned(f["mem_offset"], f["rows"], f["stride"])
+            if unaligned is not None:
+                return ErrorCode.UNSUPPORTED, unaligned
             addr = self._window(f["mem_offset"], f["rows"], row_bytes, f["stride"])
             if addr is None:
                 return ErrorCode.DMA_WINDOW, None

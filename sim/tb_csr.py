@@ -160,7 +160,7 @@ async def setup(dut):
 async def test_id_and_config(dut):
     """ID and every configuration register against the EngineConfig."""
     tb = await setup(dut)
-    assert await tb.read(OFFSETS["ID"]) == ID_VALUE == 0x4D584503
+    assert await tb.read(OFFSETS["ID"]) == ID_VALUE == 0x4D584504
     for reg, attr in CONFIG_REGISTERS:
         got = await tb.read(OFFSETS[reg])
         assert got == int(getattr(tb.config, attr)), f"{reg}: {got}, config.{attr} = " \

@@ -44,6 +44,8 @@ from mxe.sim.runner import bench_config, bench_params, bench_seed, bus_channels
 
 BOUNDARY = 4096
 CLOCK_NS = 10
+#: Codes of commands the DMA refuses before any access.
+REFUSED = (DMAError.WINDOW, DMAError.BAD_CMD, DMAError.UNALIGNED)
 
 
 def pack_fields(layout, **values):
@@ -358,11 +360,18 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
             rows = max(1, rows // 2)
             stride = min(stride, (hi - lo - row_bytes) // max(1, rows - 1)) if rows > 1 else stride
             span = (rows - 1) * stride + row_bytes
-        addr = int(rng.integers(lo, hi - span + 1))
+        if config.unaligned_dma:
+            addr = int(rng.integers(lo, hi - span + 1))
+        else:   # rows on the bus's lane 0: the stride (over more than one row) and the address
+            if rows > 1:
+                stride -= stride % b
+                span = (rows - 1) * stride + row_bytes
+            first = -(-lo // b)
+            addr = b * int(rng.integers(first, (hi - span) // b + 1))
         t = Transfer(kind, addr, rows, row_bytes, stride)
         u = rng.random()
         if u < bad:
-            choice = rng.integers(4)
+            choice = rng.integers(4 if config.unaligned_dma else 6)
             if choice == 0:
                 t.rows = 0
                 t.expect = DMAError.BAD_CMD
@@ -371,10 +380,18 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
                 t.expect = DMAError.BAD_CMD
             elif choice == 2:
                 t.addr = window[1] - span + int(rng.integers(1, 64))   # runs past the window's end
+                t.addr += -t.addr % (1 if config.unaligned_dma else b)
                 t.expect = DMAError.WINDOW
-            else:
+            elif choice == 3:
                 t.addr = window[0] - int(rng.integers(1, 64))  # starts below the window
+                t.addr -= t.addr % (1 if config.unaligned_dma else b)
                 t.expect = DMAError.WINDOW
+            elif choice == 4 or rows == 1:
+                t.addr += int(rng.integers(1, b))              # off the bus's lane 0
+                t.expect = DMAError.UNALIGNED
+            else:
+                t.stride += int(rng.integers(1, b))            # rows off lane 0
+                t.expect = DMAError.UNALIGNED
         elif u < bad + errors and error_region is not None:
             # aim at the error region
             elo, ehi = error_region
@@ -416,7 +433,7 @@ def check_bursts(bus, transfers, config, slack):
     b = config.axi_bytes
     pos = 0
     for t in transfers:
-        if t.expect in (DMAError.WINDOW, DMAError.BAD_CMD):
+        if t.expect in REFUSED:
             continue
         model = split_bursts(t.addr, t.rows, t.row_bytes, t.stride, b, config.max_burst_len)
         if t.expect == DMAError.OK:
@@ -465,7 +482,7 @@ def check_reads(tb, rd, mem, config):
         assert err == t.expect, f"{t}: done error {err.name}, expected {t.expect.name}"
         want_addr = t.error_addr if t.error_addr is not None else t.addr
         assert addr == want_addr, f"{t}: done addr {addr:#x}, expected {want_addr:#x}"
-        if t.expect in (DMAError.WINDOW, DMAError.BAD_CMD):
+        if t.expect in REFUSED:
             continue
         expected = []
         for r in range(t.rows):
@@ -511,7 +528,7 @@ def check_writes(tb, wr, wr_rows, model, mem_now, config):
         assert err == t.expect, f"{t}: done error {err.name}, expected {t.expect.name}"
         want_addr = t.error_addr if t.error_addr is not None else t.addr
         assert addr == want_addr, f"{t}: done addr {addr:#x}, expected {want_addr:#x}"
-        if t.expect in (DMAError.WINDOW, DMAError.BAD_CMD):
+        if t.expect in REFUSED:
             continue
         for r, row in enumerate(rows):
             start = t.addr + r * t.stride
@@ -564,7 +581,7 @@ async def random_run(dut, *, commands, pause, latency, errors, bad, decerr=None)
     for t in wr:
         expected_error(t, config, err_wr, code)
     tb.ram.error_regions = [r for r in (err_rd, err_wr) if r]
-    total = sum(t.rows * t.row_bytes for t in rd + wr if t.expect != DMAError.WINDOW)
+    total = sum(t.rows * t.row_bytes for t in rd + wr if t.expect not in REFUSED)
     timeout = 2000 + total * (4 + lat) // config.axi_bytes * (3 if pause else 1)
     timeout = int(timeout / max(0.05, 1 - pause) ** 2)
     wr_rows = await run_transfers(tb, rd, wr, config, init, err_rd, timeout)

@@ -475,7 +475,8 @@ async def test_error_index_across_streams(dut):
 async def test_unsupported(dut):
     """On an engine without the GEMM unit, each of GEMM_A/B/C (and a whole descriptor) is
     refused with UNSUPPORTED at its own index, as the model says: nothing of it or after it
-    runs, memory as the model leaves it. After a soft reset the engine runs GEMMs (issued as
+    runs, memory as the model leaves it. Without unaligned DMA, so are misaligned LOADs and
+    STOREs (:func:`misaligned_transfers`). After a soft reset the engine runs GEMMs (issued as
     descriptors: the driver falls back to the command stream) bit-exactly."""
     tb = await setup(dut)
     c = tb.config
@@ -500,10 +501,45 @@ async def test_unsupported(dut):
             check_image(tb.image(), model_mem, plan, tb.drv.window[0])
             st = await tb.drv.status()
             assert not st["busy"], f"{name}: busy after the error"
+    if not c.unaligned_dma:
+        await misaligned_transfers(tb, plan)
     await tb.drv.soft_reset()
     tb.params["descriptor"] = True
     for M, K, N in ((c.rows + 3, 2 * c.rows + 1, c.cols + 2), (1, 1, 1)):
         await tb.gemm_checked(M, K, N, what="after UNSUPPORTED")
+
+
+async def misaligned_transfers(tb, plan):
+    """Without unaligned DMA: a LOAD or STORE off the bus's lane 0 (its address, or its
+    stride over two rows) is refused with UNSUPPORTED at its index, ERR_ADDR its address, after
+    a random prefix of real work; memory as the model leaves it, nothing after it runs; the
+    same transfers on lane 0 run."""
+    c = tb.config
+    eb, ab, bus = c.elem_bytes, c.acc_elem_bytes, c.axi_bytes
+    row = c.spad_row_elems * eb
+    lane0 = -(-max(row, c.cols * ab) // bus) * bus    # a stride that keeps rows on lane 0
+    for kind in ("load", "store"):
+        for what in ("address", "stride"):
+            off = int(tb.rng.integers(1, bus))
+            base = 0x800 + (off if what == "address" else 0)
+            stride = lane0 + (off if what == "stride" else 0)
+            bad = cmds.load(0, base, 2, c.spad_row_elems, stride) if kind == "load" else \
+                cmds.store(0, base, 2, c.cols, stride)
+            await tb.drv.soft_reset()
+            prefix = [cmds.load(0, 0, 2, c.spad_row_elems, lane0),
+                      cmds.matmul(0, 0, 2, 1, 0),
+                      cmds.store(0, 0xA00, 2, c.cols, lane0)][:int(tb.rng.integers(0, 4))]
+            stream = [*prefix, bad, cmds.store(0, 0x900, 1, c.cols, 0), cmds.fence()]
+            model_mem = tb.image()
+            label = f"{kind} with its {what} {off} bytes off lane 0"
+            outcome = await expect_error(tb, stream, model_mem, what=label)
+            assert outcome.error == ErrorCode.UNSUPPORTED and outcome.index == len(prefix), label
+            assert outcome.addr == tb.drv.window[0] + base, label
+            check_image(tb.image(), model_mem, plan, tb.drv.window[0])
+    # The same transfers on lane 0 run.
+    await tb.drv.soft_reset()
+    await tb.drv.run([cmds.load(0, 0x800, 2, c.spad_row_elems, lane0), cmds.matmul(0, 0, 2, 1, 0),
+                      cmds.store(0, 0x800, 2, c.cols, lane0), cmds.fence()])
 
 
 @cocotb.test()

@@ -247,8 +247,12 @@ int main(void)
     regs[MXE_REG_ID / 4] = MXE_ID_VALUE;
     regs[MXE_REG_CAPABILITIES / 4] = MXE_CAPABILITIES_PERF_COUNTERS_MASK;
     rc = mxe_discover(&dev);
-    printf("lean %s %d %d\n", mxe_strerror(rc), dev.config.gemm_unit,
-           dev.config.perf_counters);
+    printf("lean %s %d %d %d\n", mxe_strerror(rc), dev.config.gemm_unit,
+           dev.config.perf_counters, dev.config.unaligned_dma);
+    regs[MXE_REG_ID / 4] = MXE_ID_MAGIC << MXE_ID_MAGIC_SHIFT | 3u;
+    rc = mxe_discover(&dev);
+    printf("v3 %s %d %d\n", mxe_strerror(rc), dev.config.gemm_unit, dev.config.unaligned_dma);
+    regs[MXE_REG_ID / 4] = MXE_ID_VALUE;
     printf("nogemm %s\n", mxe_strerror(mxe_gemm(&dev, &gemm, 100)));
     regs[MXE_REG_CAPABILITIES / 4] |= MXE_CAPABILITIES_GEMM_UNIT_MASK;
     mxe_discover(&dev);
@@ -296,7 +300,9 @@ def test_driver_paths_on_a_mock(exported):
         # Version 1 had no CAPABILITIES register and every feature; 12-bit operands take 2
         # bytes, 40-bit sums 8.
         "v1": "MXE_OK 1 1 2 8 8",
-        "lean": "MXE_OK 0 1",
+        "lean": "MXE_OK 0 1 0",
+        # Version 3 had unaligned DMA without a CAPABILITIES bit for it.
+        "v3": "MXE_OK 0 1",
         "nogemm": "MXE_ERR_UNSUPPORTED",
         "zero": "MXE_ERR_INVAL 0",
         "wide": "MXE_ERR_INVAL",

@@ -20,6 +20,8 @@ CONFIGS = {
     # 256-bit bus, 64-beat bursts (4 KiB splits bite), 64-bit addresses
     "wide": EngineConfig.preset("small", axi_data_width=256, max_burst_len=64,
                                 max_outstanding_reads=8, axi_addr_width=64),
+    # 32-bit bus without unaligned transfers: no byte shifters, misaligned commands refused
+    "aligned": EngineConfig.preset("tiny", unaligned_dma=False),
 }
 
 
@@ -162,9 +164,11 @@ def _checked(config, base, limit, addr, rows, row_bytes, stride):
     in_beats = -(-row_bytes // b)
     tail = (row_bytes - 1) & 0xFFFF
     tail_over = row_bytes - 1 - config.max_burst_len * b
-    off = addr % b
+    off = addr % b if config.unaligned_dma else 0      # an aligned-only DMA has no lane offset
     if rows == 0 or row_bytes == 0:
         error = DMAError.BAD_CMD
+    elif not config.unaligned_dma and (addr % b or (rows > 1 and stride % b)):
+        error = DMAError.UNALIGNED
     else:
         # exact: an end at 2**aw or beyond is outside, however it would wrap
         end = addr + (rows - 1) * stride + row_bytes
@@ -175,7 +179,7 @@ def _checked(config, base, limit, addr, rows, row_bytes, stride):
         "in_beats": in_beats, "in_one": in_beats == 1, "tail": tail % b,
         "tails": (tail, tail_over),
         "second": (addr + stride) % 2 ** aw,
-        "row0": (addr - off, (off + tail) >> s, (off + tail_over) >> s,
+        "row0": (addr - addr % b, (off + tail) >> s, (off + tail_over) >> s,
                  ~(addr >> s) % 2 ** (12 - s)),
     }
 

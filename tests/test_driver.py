@@ -546,6 +546,52 @@ def test_discover_version_1_engine_has_every_feature():
     assert OFFSETS["CAPABILITIES"] not in addresses
 
 
+def test_discover_version_3_engine_has_unaligned_dma():
+    """An engine of register map version 3 moves rows at any alignment without a CAPABILITIES
+    bit saying so; a version-4 engine says whether it does."""
+    import asyncio
+    from mxe.hw.regmap import ID_MAGIC, OFFSETS, VERSION
+    from mxe.sim.driver import MXEDriver
+    from mxe.sim.transport import CocotbTransport
+    lean = EngineConfig.preset("tiny", gemm_unit=False, unaligned_dma=False)
+    for version, want in ((3, True), (VERSION, False)):
+        image = _csr_image(lean, ID_MAGIC << 8 | version)
+        drv = MXEDriver(CocotbTransport(_FakeAxil(image), None, None))
+        got = asyncio.run(drv.discover())
+        assert image[OFFSETS["CAPABILITIES"]] == 0b0010       # perf_counters only
+        assert got.unaligned_dma == want and not got.gemm_unit, version
+
+
+def test_plan_without_unaligned_dma():
+    """On an engine without unaligned DMA every transfer of a plan starts on the bus's lane 0
+    (checked against the model's refusal), the per-column tables are padded where N * 4 bytes
+    are not a multiple of the bus, and the driver then issues the stream, not the descriptor
+    (which cannot describe the padding); a pitch off the bus is refused."""
+    from mxe.sim.driver import descriptor_layout
+    from mxe.sim.model import Requant
+    cfg = EngineConfig.preset("small", unaligned_dma=False)
+
+    def requant(N):
+        return Requant(multiplier=tuple(range(1 << 20, (1 << 20) + N)), shift=(20,) * N)
+
+    for N, padded in ((9, True), (16, False)):
+        plan = plan_gemm(cfg, 11, 13, N, bias=True, requant=requant(N))
+        assert descriptor_layout(plan) == (not padded), N
+        table = plan.layout["requant"]
+        assert table.offset % cfg.axi_bytes == 0 and table.stride % cfg.axi_bytes == 0
+        commands = plan.commands if padded else descriptor_commands(plan)
+        model = EngineModel(cfg, bytearray(plan.size), 0, plan.size)
+        assert model.run(commands).ok, N
+        if padded:
+            with pytest.raises(ValueError, match="padded per-column tables"):
+                descriptor_commands(plan)
+    with pytest.raises(ValueError, match="multiples of the bus's 8 bytes"):
+        plan_gemm(cfg, 4, 4, 4, pitch=4)
+    # The same plan on an engine with unaligned DMA keeps the tables unpadded.
+    assert descriptor_layout(plan_gemm(cfg.replace(unaligned_dma=True), 11, 13, 9, bias=True,
+                                       requant=requant(9)))
+
+
 @pytest.mark.parametrize("ident,match", [(0xDEADBEEF, "no MXE engine"), (0, "no MXE engine"),
                                          ((0x4D5845 << 8) | 0x7F, "version")])
 def test_discover_refuses_wrong_id(ident, match):

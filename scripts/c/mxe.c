@@ -9,7 +9,8 @@
 #include <string.h>
 
 /* Register map version 1 had no CAPABILITIES register (reading it answers SLVERR) and every
- * feature; mxe.hw.regmap.VERSION's history says so. */
+ * feature; a later version has the features MXE_CAPABILITIES_IMPLIED names without advertising
+ * them. mxe.hw.regmap.VERSION's history says so. */
 #define CAPABILITIES_SINCE_VERSION 2u
 
 static uint32_t rd(struct mxe_dev *dev, uint32_t offset)
@@ -105,8 +106,9 @@ int mxe_discover(struct mxe_dev *dev)
 #define MXE_X_(offset, member) cfg->member = rd(dev, offset);
     MXE_CFG_REGISTER_LIST(MXE_X_)
 #undef MXE_X_
-    cfg->capabilities = version >= CAPABILITIES_SINCE_VERSION ? rd(dev, MXE_REG_CAPABILITIES)
-                                                              : ~(uint32_t)0;
+    cfg->capabilities = version >= CAPABILITIES_SINCE_VERSION
+                            ? rd(dev, MXE_REG_CAPABILITIES) | MXE_CAPABILITIES_IMPLIED(version)
+                            : ~(uint32_t)0;
 #define MXE_X_(name, member) cfg->member = MXE_GET(MXE_CAPABILITIES_##name, cfg->capabilities);
     MXE_CAPABILITY_LIST(MXE_X_)
 #undef MXE_X_

@@ -78,12 +78,12 @@ struct mxe_config {
 #define MXE_X_(offset, member) uint32_t member;
     MXE_CFG_REGISTER_LIST(MXE_X_)
 #undef MXE_X_
-    /* One member per CAPABILITIES bit (gemm_unit, perf_counters): the feature is present. */
+    /* One member per CAPABILITIES bit (gemm_unit, unaligned_dma, ...): the feature is present. */
 #define MXE_X_(name, member) bool member;
     MXE_CAPABILITY_LIST(MXE_X_)
 #undef MXE_X_
     uint32_t version;        /**< ID.version */
-    uint32_t capabilities;   /**< the CAPABILITIES word (all ones on a version 1 engine) */
+    uint32_t capabilities;   /**< CAPABILITIES, with MXE_CAPABILITIES_IMPLIED (all ones on version 1) */
     uint32_t elem_bytes;     /**< bytes of an operand in memory: 1 up to 8 bits, else 2 */
     uint32_t acc_elem_bytes; /**< bytes of a raw result or bias: 1, 2, 4 or 8 */
     uint32_t axi_bytes;      /**< bytes per DMA bus beat */
