@@ -372,6 +372,9 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
         u = rng.random()
         if u < bad:
             choice = rng.integers(4 if config.unaligned_dma else 6)
+            if not config.unaligned_dma and not any(
+                    x.expect == DMAError.UNALIGNED for x in transfers):
+                choice = 4 + rng.integers(2)      # at least one misaligned command each plan
             if choice == 0:
                 t.rows = 0
                 t.expect = DMAError.BAD_CMD
@@ -396,6 +399,9 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
             # aim at the error region
             elo, ehi = error_region
             t.addr = max(lo, min(hi - span, int(rng.integers(elo - span + 1, ehi))))
+            if not config.unaligned_dma:
+                t.addr -= t.addr % b
+                t.addr += b if t.addr < lo else 0
         transfers.append(t)
     return transfers
 
@@ -622,14 +628,15 @@ async def test_random(dut):
 
 @cocotb.test()
 async def test_errors(dut):
-    """Slave errors, window violations and zero dimensions mixed with good transfers; every
-    transfer after a failure must work."""
+    """Slave errors, window violations, zero dimensions and (without unaligned DMA) misaligned
+    commands mixed with good transfers; every transfer after a failure must work."""
     p = bench_params()
     counts = await random_run(dut, commands=p.get("commands", 24), pause=p.get("pause", 0.2),
                               latency=p.get("latency", [0, 20]), errors=0.3, bad=0.25,
                               decerr=p.get("decerr"))
     assert counts["SLVERR"] + counts["DECERR"] and counts["WINDOW"] and counts["BAD_CMD"] \
         and counts["OK"], counts
+    assert bool(counts["UNALIGNED"]) == (not bench_config().unaligned_dma), counts
 
 
 @cocotb.test()
