@@ -493,9 +493,10 @@ class DMA(wiring.Component):
     Before anything is issued, each command is checked: ``rows == 0`` or ``row_bytes == 0`` is
     refused with ``BAD_CMD``; without ``config.unaligned_dma``, an ``addr`` or (over more than
     one row) a ``stride`` that is not a multiple of the bus width in bytes is refused with
-    ``UNALIGNED`` (such a DMA has no byte shifters: rows start on lane 0); an extent ``[addr, addr + (rows - 1) * stride + row_bytes)`` not
-    inside ``[window_base, window_limit)`` is refused with ``WINDOW``. A refused command touches
-    no memory and still produces its done entry (in order).
+    ``UNALIGNED`` (such a DMA has no byte shifters: rows start on lane 0); an extent
+    ``[addr, addr + (rows - 1) * stride + row_bytes)`` not inside ``[window_base,
+    window_limit)`` is refused with ``WINDOW``. A refused command touches no memory and still
+    produces its done entry (in order).
 
     Read data is realigned: the first beat of every row on ``o_rd_data`` carries row byte 0 in
     byte lane 0; a row takes ``ceil(row_bytes / bus_bytes)`` beats and only its last beat may

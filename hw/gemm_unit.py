@@ -93,7 +93,8 @@ from .seqmath import Divider, pow2_tiles
 
 __all__ = ["GemmUnit", "STRIP_CHOICES", "TILES_AHEAD"]
 
-#: Scratchpad rows and row counts of the schedule (all below ``spad_depth``, at most 2**20).
+#: Row counts of the schedule before it is known to fit (``kt * kr``, the rows B takes; a
+#: scratchpad holds at most 2**20 rows).
 _ROW_WIDTH = 24
 #: The divider's width: ``K + kr - 1`` (the widest numerator, with ``M + cap - 1`` and
 #: ``M + mt - 1``) needs 17 bits, the chunk cap's ``spad_depth - rows_b`` log2(spad_depth).
@@ -133,6 +134,14 @@ class GemmUnit(wiring.Component):
         m = Module()
         c = self._config
         spad_bits = (c.spad_depth - 1).bit_length()      # spad_depth - rows_b fits
+        # Register widths from the configuration, no wider than their values get once the
+        # schedule fits: a scratchpad row of a running GEMM, or a count of them, is below
+        # spad_depth (one bit more: a pointer moved past its last use never wraps onto a row
+        # in use); a K tile's rows at most ``rows``, an N tile's columns at most ``cols``, an
+        # M chunk's rows at most ``acc_depth / 2``.
+        row_bits = spad_bits + 1
+        k_bits, n_bits = c.rows.bit_length(), c.cols.bit_length()
+        m_bits = (c.acc_depth // 2).bit_length()
         m.submodules.div = div = Divider(max(_DIV_BITS, spad_bits))
         # Power-of-two array sides (the presets') tile K and N with a shift and a mask; other
         # sides take the divider.
@@ -159,30 +168,32 @@ class GemmUnit(wiring.Component):
         b_stride, c_off, c_stride = signals(32, "b_stride c_off c_stride")
 
         # Schedule.
-        kr, kt, nc, nt, mc, mt = signals(16, "kr kt nc nt mc mt")
+        kt, nt, mt = signals(16, "kt nt mt")
+        kr, nc, mc = (Signal(k_bits, name="kr"), Signal(n_bits, name="nc"),
+                      Signal(m_bits, name="mc"))
         nt1, mt1 = signals(16, "nt1 mt1")  # nt - 1, mt - 1: no subtractor
         # kt - 2, nt - 2, mt - 2: ki + 1 == kt - 1 is ki == kt2, no adder
         kt2, nt2, mt2 = signals(16, "kt2 nt2 mt2")
         kt_one, nt_one, mt_one = signals(1, "kt_one nt_one mt_one")   # kt == 1, nt == 1, mt == 1
         # The last K tile's rows and the last N tile's columns (K - (kt - 1) * kr, N - nt1 * nc):
         # every other tile is whole (kr, nc), so a tile's size is a choice, not a subtraction.
-        k_tail, n_tail = signals(16, "k_tail n_tail")
+        k_tail, n_tail = Signal(k_bits, name="k_tail"), Signal(n_bits, name="n_tail")
         ahead = Signal()                   # strips load one tile ahead (whole and nt != 1)
-        cap = Signal(16)
+        cap = Signal(m_bits)
         one_chunk = Signal()               # cap == M, set with cap: no compare in front of MUL
-        m_cap = Signal(16)                 # min(M, acc_depth / 2): the bound on cap known early
-        m_rows = Signal(16)                # min(M, rows): the smallest cap worth a strip
+        m_cap = Signal(m_bits)             # min(M, acc_depth / 2): the bound on cap known early
+        m_rows = Signal(k_bits)            # min(M, rows): the smallest cap worth a strip
         krk = Signal(_ROW_WIDTH)           # kt * kr
         places = max(n for n, _ in STRIP_CHOICES)
         strips = Signal(range(places + 1))
         whole = Signal()
-        strip_rows = Signal(_ROW_WIDTH)
-        panel = Signal(_ROW_WIDTH)         # kt * mc
+        strip_rows = Signal(row_bits)      # read only once the schedule fits
+        panel = Signal(row_bits)           # kt * mc
         a_step, c_step, bk_step = signals(32, "a_step c_step bk_step")
         tiles = Signal()                   # B by single tiles (no two strips fit)
         rows_b = Signal(_ROW_WIDTH + places.bit_length())   # scratchpad rows B takes
-        mc_sh, kr_sh = signals(16, "mc_sh kr_sh")
-        kt_sh = Signal(_ROW_WIDTH)
+        mc_sh, kr_sh = Signal(m_bits, name="mc_sh"), Signal(k_bits, name="kr_sh")
+        kt_sh = Signal(row_bits)           # added to panel only while kt * mc's bits last
         as_sh, cs_sh, bs_sh = signals(32, "as_sh cs_sh bs_sh")
 
         # Loop state.
@@ -201,13 +212,13 @@ class GemmUnit(wiring.Component):
         a_koff, a_next, pf_off, bias_n, b_n = signals(32, "a_koff a_next pf_off bias_n b_n")
         rq_n = Signal(32)         # rq_base + n0 multipliers
         bias_sent = Signal()      # this tile's bias LOAD is out; its requant LOAD is next
-        w_row = Signal(_ROW_WIDTH)
+        w_row = Signal(row_bits)
         panel_sel, acc_sel = signals(1, "panel_sel acc_sel")
-        a_row = Signal(_ROW_WIDTH)
+        a_row = Signal(row_bits)
         b_slot = Signal(range(places))
-        b_next = Signal(_ROW_WIDTH)        # the ring place the next B load goes to
-        cur_strip = Signal(_ROW_WIDTH)
-        next_strip = Signal(_ROW_WIDTH)    # the strip loaded ahead for the next output tile
+        b_next = Signal(row_bits)          # the ring place the next B load goes to
+        cur_strip = Signal(row_bits)
+        next_strip = Signal(row_bits)      # the strip loaded ahead for the next output tile
         # Single B tiles: the load cursor runs up to TILES_AHEAD MATMULs ahead of the MATMULs.
         lmi, lni, lki = signals(16, "lmi lni lki")
         # lki == kt - 1, lni == nt1, lmi == mt1
@@ -218,14 +229,15 @@ class GemmUnit(wiring.Component):
         ldone = Signal()
         tiles_ahead = Signal(range(TILES_AHEAD + 1))
         m_slot = Signal(range(places))
-        m_place = Signal(_ROW_WIDTH)       # the ring place of the next MATMUL's B tile
+        m_place = Signal(row_bits)         # the ring place of the next MATMUL's B tile
         pf_cnt = Signal(16)
         pf_last = Signal()                 # pf_cnt == nt1, set with pf_cnt
-        pf_row = Signal(_ROW_WIDTH)
+        pf_row = Signal(row_bits)
         pf_hit = Signal()
         first = Signal()
         pending = Signal()
-        pend_acc, pend_m, pend_n = signals(16, "pend_acc pend_m pend_n")
+        pend_acc, pend_m = Signal(m_bits, name="pend_acc"), Signal(m_bits, name="pend_m")
+        pend_n = Signal(n_bits, name="pend_n")
         pend_off = Signal(32)
 
         rows_c, cols_c = c.rows, c.cols
@@ -234,8 +246,9 @@ class GemmUnit(wiring.Component):
         # chosen with the index flag that says so; an M chunk is min(mc, rows left), the
         # prefetch's a cycle behind pf_mrem (read only in PREFETCH, at least two cycles after
         # ADVANCE or INIT change it) and passed on to cur_m when the loop reaches that chunk.
-        cur_m, cur_n, cur_k, pf_m, pf_k, l_k, l_n = signals(
-            16, "cur_m cur_n cur_k pf_m pf_k l_k l_n")
+        cur_m, pf_m = signals(m_bits, "cur_m pf_m")
+        cur_k, pf_k, l_k = signals(k_bits, "cur_k pf_k l_k")
+        cur_n, l_n = signals(n_bits, "cur_n l_n")
         m.d.sync += [pf_m.eq(_min(mc, pf_mrem)), pf_k.eq(_min(kr, pf_krem))]
 
         panel_base = Mux(panel_sel, panel, 0)
@@ -249,7 +262,7 @@ class GemmUnit(wiring.Component):
         first_tile, n_last, m_last = signals(1, "first_tile n_last m_last")
         last_tile = m_last & n_last
         n_bytes = nc << eb_shift           # one N tile of B's elements, in bytes
-        ahead_off, ahead_n = Signal(32), Signal(16)
+        ahead_off, ahead_n = Signal(32), Signal(n_bits)
         m.d.sync += [
             first_tile.eq((mi == 0) & (ni == 0)),
             n_last.eq(ni == nt1),

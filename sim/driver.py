@@ -861,9 +861,10 @@ class MXEDriver:
             (``descriptor``: the GEMMs of a convolution lowered on the host).
         conv_descriptor : bool
             Use the convolution unit where the engine has it (``CAPABILITIES.conv_unit``, with
-            ``unaligned_dma``: it gathers pixels at any byte offset) and the geometry fits it (:func:`mxe.sim.conv_model.plan_conv`); ``False``: always
-            lower on the host. A quantized convolution whose weight zero points make the
-            weights leave int8 is lowered on the host too.
+            ``unaligned_dma``: it gathers pixels at any byte offset) and the geometry fits it
+            (:func:`mxe.sim.conv_model.plan_conv`); ``False``: always lower on the host. A
+            quantized convolution whose weight zero points make the weights leave int8 is
+            lowered on the host too.
 
         Returns
         -------

@@ -83,7 +83,7 @@ struct mxe_config {
     MXE_CAPABILITY_LIST(MXE_X_)
 #undef MXE_X_
     uint32_t version;        /**< ID.version */
-    uint32_t capabilities;   /**< CAPABILITIES, with MXE_CAPABILITIES_IMPLIED (all ones on version 1) */
+    uint32_t capabilities;   /**< CAPABILITIES | MXE_CAPABILITIES_IMPLIED (all ones: version 1) */
     uint32_t elem_bytes;     /**< bytes of an operand in memory: 1 up to 8 bits, else 2 */
     uint32_t acc_elem_bytes; /**< bytes of a raw result or bias: 1, 2, 4 or 8 */
     uint32_t axi_bytes;      /**< bytes per DMA bus beat */
