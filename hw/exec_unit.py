@@ -21,11 +21,13 @@ def ranges_overlap(lo_a, hi_a, lo_b, hi_b):
 
 
 def matmul_cmd_layout(config):
+    """A MATMUL as the controller dispatches it: checked, so its rows fit the accumulator
+    (``m`` at most ``acc_depth``)."""
     return data.StructLayout({
         "act_addr": spad_addr_width(config),
         "weight_addr": spad_addr_width(config),
         "acc_addr": acc_addr_width(config),
-        "m": 16,
+        "m": range(config.acc_depth + 1),
         "k": range(config.rows + 1),
         "accumulate": 1,
     })
@@ -109,7 +111,8 @@ class ExecUnit(wiring.Component):
         wiring.connect(m, act_fetch=act_fetch.read, unit=wiring.flipped(self.read_act))
 
         table = Signal(data.ArrayLayout(matmul_cmd_layout(config), slots))
-        m_last = Signal(data.ArrayLayout(16, slots))   # m - 1 of each slot, set on accept
+        m_width = acc_addr_width(config)
+        m_last = Signal(data.ArrayLayout(m_width, slots))  # m - 1 of each slot, set on accept
         # The ends of each slot's ranges, added on accept: no adder before the hazard answers.
         # A dispatched MATMUL passed the controller's checks, so they fit an address plus one.
         spad_end, acc_end = spad_addr_width(config) + 1, acc_addr_width(config) + 1
@@ -192,7 +195,7 @@ class ExecUnit(wiring.Component):
         a_cur, a_loaded = cursor(
             a_ptr, a_done, lambda i: valid.bit_select(i, 1) & ~acts_done.bit_select(i, 1),
             {"addr": (aw, lambda i: table[i].act_addr),
-             "left": (16, lambda i: m_last[i])}, "a_cur")
+             "left": (m_width, lambda i: m_last[i])}, "a_cur")
         a_last = a_cur["left"] == 0
         m.d.comb += a_done.eq(a_fire & a_last)
         m.d.comb += [
