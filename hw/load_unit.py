@@ -19,11 +19,13 @@ __all__ = ["LoadUnit", "LOADS_IN_FLIGHT", "load_cmd_layout", "unit_done_layout",
 
 
 def load_cmd_layout(config):
+    """A LOAD as the controller dispatches it: checked, so its rows fit the scratchpad (or are
+    one or two, into the post-processor) and its elements a row."""
     return data.StructLayout({
         "addr": config.axi_addr_width,       # absolute byte address (WIN_BASE + offset)
         "stride": config.axi_addr_width,
-        "rows": 16,
-        "elems": 16,
+        "rows": range(config.spad_depth + 1),
+        "elems": range(config.spad_row_elems + 1),
         "spad_addr": spad_addr_width(config),
         "to_bias": 1,
         "to_requant": 1,
@@ -126,7 +128,7 @@ class LoadUnit(wiring.Component):
         # What the data side needs of each command issued to the DMA, in order.
         meta_layout = data.StructLayout({
             "spad_addr": spad_addr_width(config),
-            "elems": 16,
+            "elems": range(config.spad_row_elems + 1),
             "to_bias": 1,
             "to_requant": 1,
         })
@@ -168,7 +170,7 @@ class LoadUnit(wiring.Component):
             ]
 
         # Data side: row assembly; each beat fills its slice of the row buffer.
-        row = Signal(16)
+        row = Signal(range(config.spad_depth + 1))
         beat = Signal(range(beats_max + 1))
         buffer = Signal(8 * beats_max * bus_bytes)
         m.d.comb += [self.i_rd_data.ready.eq(1), self.i_rd_done.ready.eq(1)]

@@ -18,11 +18,13 @@ __all__ = ["StoreUnit", "store_cmd_layout"]
 
 
 def store_cmd_layout(config):
+    """A STORE as the controller dispatches it: checked, so its rows fit the accumulator and
+    its elements a row."""
     return data.StructLayout({
         "addr": config.axi_addr_width,       # absolute byte address (WIN_BASE + offset)
         "stride": config.axi_addr_width,
-        "rows": 16,
-        "elems": 16,
+        "rows": range(config.acc_depth + 1),
+        "elems": range(config.cols + 1),
         "acc_addr": acc_addr_width(config),
         "bias": 1,
         "relu": 1,
@@ -90,8 +92,8 @@ class StoreUnit(wiring.Component):
 
         cmd = Signal(store_cmd_layout(config))
         active = Signal()
-        req_row = Signal(16)
-        rows_sent = Signal(16)
+        req_row = Signal(range(config.acc_depth + 1))
+        rows_sent = Signal(range(config.acc_depth + 1))
         beats_per_row = Signal(range(beats_max + 1))
         dma_done = Signal()
         error = Signal(ErrorCode)
