@@ -1,16 +1,19 @@
 """The DMA: an AXI4 master with independent read and write engines for 2-D strided transfers."""
 
+from dataclasses import dataclass
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, RESP_DECERR, RESP_OKAY, axi4_signature
-from .config import EngineConfig
+from .config import REQUANT_ELEM_BYTES, EngineConfig
 from .skid import SkidBuffer
 
 
-__all__ = ["DMA", "DMAError", "check_latency", "ROWS_WIDTH", "ROW_BYTES_WIDTH", "cmd_layout",
+__all__ = ["DMA", "DMAError", "DMALimits", "FULL_LIMITS", "engine_limits", "check_latency",
+           "ROWS_WIDTH", "ROW_BYTES_WIDTH", "cmd_layout",
            "rd_data_layout", "wr_data_layout", "done_layout", "COUNTER_WIDTH"]
 
 #: Width of the ``rows`` field of a command (up to 65535 rows).
@@ -23,6 +26,31 @@ COUNTER_WIDTH = 32
 BOUNDARY = 4096
 #: Bits of the command tag that tells a read command's bursts from the next command's.
 _TAG_BITS = 3
+
+
+@dataclass(frozen=True)
+class DMALimits:
+    """Widths of a command's ``rows`` and ``row_bytes``, and with them of every count the DMA
+    keeps. ``row_bytes`` must also hold a whole burst's bytes (``max_burst_len * bus_bytes``):
+    the burst arithmetic works in it."""
+    rows: int = ROWS_WIDTH
+    row_bytes: int = ROW_BYTES_WIDTH
+
+
+#: The standalone DMA's limits: up to 65535 rows of up to 65535 bytes.
+FULL_LIMITS = DMALimits()
+
+
+def engine_limits(config):
+    """The limits of an engine's DMA: its commands come from LOAD and STORE, whose rows fit the
+    scratchpad or the accumulator and whose row is one buffer row (operands, accumulators or
+    requantization values)."""
+    rows = max(config.spad_depth, config.acc_depth)
+    row_bytes = max(config.spad_row_elems * config.elem_bytes,
+                    config.cols * max(config.acc_elem_bytes, REQUANT_ELEM_BYTES))
+    return DMALimits(rows=rows.bit_length(),
+                     row_bytes=max(row_bytes, config.max_burst_len * config.axi_bytes)
+                     .bit_length())
 
 
 class DMAError(enum.Enum, shape=3):
@@ -43,12 +71,12 @@ class DMAError(enum.Enum, shape=3):
     UNALIGNED = 5
 
 
-def cmd_layout(config):
+def cmd_layout(config, limits=FULL_LIMITS):
     """A 2-D transfer: ``rows`` rows of ``row_bytes`` bytes, row ``r`` at ``addr + r * stride``."""
     return data.StructLayout({
         "addr": config.axi_addr_width,
-        "rows": ROWS_WIDTH,
-        "row_bytes": ROW_BYTES_WIDTH,
+        "rows": limits.rows,
+        "row_bytes": limits.row_bytes,
         "stride": config.axi_addr_width,
     })
 
@@ -80,11 +108,11 @@ def _in_beats(config, row_bytes):
     return (row_bytes + config.axi_bytes - 1) >> s
 
 
-def _geometry_layout(config):
+def _geometry_layout(config, limits):
     """What every row of a command shares, worked out once by the checker: ``in_beats`` (beats
     of a row packed from lane 0), ``in_one`` (that is one) and ``tail`` (``(row_bytes - 1) mod
     bus_bytes``, the last packed byte's lane)."""
-    return data.StructLayout({"in_beats": ROW_BYTES_WIDTH, "in_one": 1,
+    return data.StructLayout({"in_beats": limits.row_bytes, "in_one": 1,
                               "tail": _log2(config.axi_bytes)})
 
 
@@ -111,13 +139,13 @@ def _row_start(config, addr, geometry):
             "one": geometry.in_one & ~wraps, "fits": ~wraps}
 
 
-def _burst_row_layout(config):
+def _burst_row_layout(config, limits):
     """The burst generator's registers for a row (see :func:`_burst_row`)."""
     s = _log2(config.axi_bytes)
     return data.StructLayout({
         "beat_addr": config.axi_addr_width,
-        "left1": ROW_BYTES_WIDTH + 1,
-        "over1": signed(ROW_BYTES_WIDTH + 2),
+        "left1": limits.row_bytes + 1,
+        "over1": signed(limits.row_bytes + 2),
         "bnd1": _log2(BOUNDARY) - s,
     })
 
@@ -129,8 +157,9 @@ def _row_tails(config, row_bytes):
             "tail_over": (row_bytes - 1 - config.max_burst_len * config.axi_bytes).as_signed()}
 
 
-def _tails_layout():
-    return data.StructLayout({"tail": ROW_BYTES_WIDTH, "tail_over": signed(ROW_BYTES_WIDTH + 2)})
+def _tails_layout(limits):
+    return data.StructLayout({"tail": limits.row_bytes,
+                              "tail_over": signed(limits.row_bytes + 2)})
 
 
 def _burst_row(config, addr, tails):
@@ -183,17 +212,19 @@ class _Checker(wiring.Component):
     no rows) for the write engine.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, limits=FULL_LIMITS):
         self._config = config
+        self._limits = limits
         super().__init__({
             "window_base": In(config.axi_addr_width),
             "window_limit": In(config.axi_addr_width),
-            "i_cmd": In(stream.Signature(cmd_layout(config))),
+            "i_cmd": In(stream.Signature(cmd_layout(config, limits))),
             "o_cmd": Out(stream.Signature(data.StructLayout({
-                "cmd": cmd_layout(config), "error": DMAError, "geometry": _geometry_layout(config),
-                "row0": _burst_row_layout(config), "second": config.axi_addr_width,
-                "tails": _tails_layout(),
-                "beats": ROWS_WIDTH + ROW_BYTES_WIDTH}))),  # input beats of the whole command
+                "cmd": cmd_layout(config, limits), "error": DMAError,
+                "geometry": _geometry_layout(config, limits),
+                "row0": _burst_row_layout(config, limits), "second": config.axi_addr_width,
+                "tails": _tails_layout(limits),
+                "beats": limits.rows + limits.row_bytes}))),  # input beats of the command
             "busy": Out(1),
         })
 
@@ -201,12 +232,13 @@ class _Checker(wiring.Component):
         m = Module()
         aw = self._config.axi_addr_width
         # beats < 2**16 * 2**(16 - s): in_beats is at most 2**(16 - s) with s = log2(bus_bytes)
-        beats_width = ROWS_WIDTH + ROW_BYTES_WIDTH - _log2(self._config.axi_bytes)
+        limits = self._limits
+        beats_width = limits.rows + limits.row_bytes - _log2(self._config.axi_bytes)
         # The command being checked (``full``) and, in an output register of its own, the
         # command checked before it: the next command is taken while that one waits.
-        cmd = Signal(cmd_layout(self._config))
+        cmd = Signal(cmd_layout(self._config, limits))
         full = Signal()
-        rows_m1 = Signal(ROWS_WIDTH)          # the bits of rows - 1 still to add, shifted down
+        rows_m1 = Signal(limits.rows)          # the bits of rows - 1 still to add, shifted down
         last = Signal()                       # rows_m1 == 0: compare
         # The stride and in_beats at the place of rows_m1's bit 0; the stride's top bit is
         # sticky (set once it reaches 2**aw).
@@ -222,8 +254,8 @@ class _Checker(wiring.Component):
         over = Signal()
         beats_even = Signal(beats_width)
         beats_odd = Signal(beats_width)
-        geometry = Signal(_geometry_layout(self._config))     # in_beats from the accepting cycle
-        tails = Signal(_tails_layout())
+        geometry = Signal(_geometry_layout(self._config, limits))  # in_beats from accepting
+        tails = Signal(_tails_layout(limits))
         out = Signal.like(self.o_cmd.payload)
         out_valid = Signal()
 
@@ -320,12 +352,13 @@ class _BurstGenerator(wiring.Component):
     adder.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, limits=FULL_LIMITS):
         self._config = config
+        self._limits = limits
         super().__init__({
             "i_cmd": In(stream.Signature(data.StructLayout({
-                "cmd": cmd_layout(config), "tag": _TAG_BITS, "row0": _burst_row_layout(config),
-                "tails": _tails_layout(),
+                "cmd": cmd_layout(config, limits), "tag": _TAG_BITS,
+                "row0": _burst_row_layout(config, limits), "tails": _tails_layout(limits),
                 "second": config.axi_addr_width}))),
             "o_burst": Out(stream.Signature(data.StructLayout({
                 "addr": config.axi_addr_width, "len": 8, "tag": _TAG_BITS}))),
@@ -346,21 +379,24 @@ class _BurstGenerator(wiring.Component):
         max_len = config.max_burst_len
         active = Signal()
         tag = Signal(_TAG_BITS)
-        rows_left = Signal(ROWS_WIDTH)
+        rows_left = Signal(self._limits.rows)
         final_row = Signal()               # rows_left == 1
         next_row = Signal(aw)
         stride = Signal(aw)
-        tails = Signal(_tails_layout())
+        tails = Signal(_tails_layout(self._limits))
         # The position in the current row, with what the next burst's length needs kept in
         # registers (for timing: one short compare decides a burst, no adder follows it).
-        row = Signal(_burst_row_layout(config))
+        row = Signal(_burst_row_layout(config, self._limits))
         beat_addr, left1, over1, bnd1 = row.beat_addr, row.left1, row.over1, row.bnd1
         len_bits = max(max_len - 1, 1).bit_length()
 
         def minus_to_bnd(value):
-            """``value - (bnd1 + 1)``, as one adder: ``value + ~bnd1`` at ``value``'s width."""
+            """``value - (bnd1 + 1)``, as one adder: ``value + ~bnd1`` at ``value``'s width. Only
+            when the boundary comes first: then ``bnd1`` < ``capped1`` < ``max_len``, which
+            fits ``value``'s width however narrow the limits."""
             width = len(value)
-            return (value + ~Cat(bnd1, Const(0, width - len(bnd1))))[:width]
+            bnd = bnd1[:width] if len(bnd1) > width else Cat(bnd1, Const(0, width - len(bnd1)))
+            return (value + ~bnd)[:width]
 
         m.submodules.skid = skid = SkidBuffer(self.o_burst.payload.shape())
         wiring.connect(m, skid=skid.o, gen=wiring.flipped(self.o_burst))
@@ -520,6 +556,9 @@ class DMA(wiring.Component):
     config : EngineConfig
         ``axi_data_width``, ``axi_addr_width``, ``axi_id_width``, ``max_burst_len``,
         ``max_outstanding_reads`` and ``unaligned_dma`` are used.
+    limits : DMALimits
+        Widths of ``rows`` and ``row_bytes`` (:data:`FULL_LIMITS`: 16 bits each). An engine's
+        DMA takes :func:`engine_limits`: its LOADs and STOREs move a buffer's rows, no more.
 
     Members
     -------
@@ -555,20 +594,27 @@ class DMA(wiring.Component):
     (each W beat takes at most one input beat, shifted through one carry register).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, limits=FULL_LIMITS):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
+        burst_bytes = config.max_burst_len * config.axi_bytes
+        if limits.rows < 1 or limits.rows > ROWS_WIDTH or limits.row_bytes > ROW_BYTES_WIDTH \
+                or burst_bytes.bit_length() > limits.row_bytes:
+            raise ValueError(f"limits must be 1..{ROWS_WIDTH} row bits and up to "
+                             f"{ROW_BYTES_WIDTH} row-byte bits holding a burst's "
+                             f"{burst_bytes} bytes, not {limits}")
         self._config = config
+        self._limits = limits
         aw = config.axi_addr_width
         super().__init__({
             "axi": Out(axi4_signature(addr_width=aw, data_width=config.axi_data_width,
                                       id_width=config.axi_id_width)),
             "window_base": In(aw),
             "window_limit": In(aw),
-            "i_rd_cmd": In(stream.Signature(cmd_layout(config))),
+            "i_rd_cmd": In(stream.Signature(cmd_layout(config, limits))),
             "o_rd_data": Out(stream.Signature(rd_data_layout(config))),
             "o_rd_done": Out(stream.Signature(done_layout(config))),
-            "i_wr_cmd": In(stream.Signature(cmd_layout(config))),
+            "i_wr_cmd": In(stream.Signature(cmd_layout(config, limits))),
             "i_wr_data": In(stream.Signature(wr_data_layout(config))),
             "o_wr_done": Out(stream.Signature(done_layout(config))),
             "rd_busy": Out(1),
@@ -597,12 +643,13 @@ class DMA(wiring.Component):
         s = _log2(b)
         axi = self.axi
 
-        m.submodules.rd_check = check = _Checker(config)
-        m.submodules.rd_gen = gen = _BurstGenerator(config)
+        limits = self._limits
+        m.submodules.rd_check = check = _Checker(config, limits)
+        m.submodules.rd_gen = gen = _BurstGenerator(config, limits)
         # The data side's row registers (besides the counts and addresses).
         row_layout = data.StructLayout({
             "off": s,                          # byte offset of the row in its first beat
-            "mem_left": ROW_BYTES_WIDTH + 1,   # bus beats left in the row
+            "mem_left": limits.row_bytes + 1,  # bus beats left in the row
             "last_beat": 1,                    # mem_left == 1, kept with it: no compare
             "flush": 1,                        # one more output beat than input beats
         })
@@ -612,8 +659,9 @@ class DMA(wiring.Component):
             return {"off": row["off"], "mem_left": row["beats"], "last_beat": row["one"],
                     "flush": (row["off"] != 0) & row["fits"]}
 
-        desc_layout = data.StructLayout({"cmd": cmd_layout(config), "error": DMAError,
-                                         "tag": _TAG_BITS, "geometry": _geometry_layout(config),
+        desc_layout = data.StructLayout({"cmd": cmd_layout(config, limits), "error": DMAError,
+                                         "tag": _TAG_BITS,
+                                         "geometry": _geometry_layout(config, limits),
                                          "second": aw, "row0": row_layout})
         # Commands handed from the address side to the data side (in order, with refusals),
         # with their first row worked out: the data side copies it into its row registers, and
@@ -688,12 +736,12 @@ class DMA(wiring.Component):
         m.d.comb += flight.r_en.eq(r_fire & r_beat.last)
 
         cur = Signal(desc_layout)           # the command being received
-        rows_left = Signal(ROWS_WIDTH)
+        rows_left = Signal(limits.rows)
         last_row = Signal()                 # rows_left == 1, kept with it
         next_row = Signal(aw)
         row = Signal(row_layout)
         off, mem_left, last_beat, flush = row.off, row.mem_left, row.last_beat, row.flush
-        out_left = Signal(ROW_BYTES_WIDTH + 1)
+        out_left = Signal(limits.row_bytes + 1)
         # A beat goes to the output unless it is the first of a row that starts off lane 0
         # (its bytes wait for the next beat).
         produces = Signal()
@@ -867,8 +915,9 @@ class DMA(wiring.Component):
         axi = self.axi
         all_lanes = (1 << b) - 1
 
-        m.submodules.wr_check = check = _Checker(config)
-        m.submodules.wr_gen = gen = _BurstGenerator(config)
+        limits = self._limits
+        m.submodules.wr_check = check = _Checker(config, limits)
+        m.submodules.wr_gen = gen = _BurstGenerator(config, limits)
         # Lengths of the bursts whose AW went out and whose W beats are still to send (read
         # from a register: the beat count is compared with it for WLAST).
         m.submodules.wr_bursts = bursts = SyncFIFOBuffered(width=8, depth=4)
@@ -898,23 +947,23 @@ class DMA(wiring.Component):
             flight.w_en.eq(aw_fire), flight.w_data.eq(flight_in),
         ]
 
-        cmd = Signal(cmd_layout(config))
-        geometry = Signal(_geometry_layout(config))
+        cmd = Signal(cmd_layout(config, limits))
+        geometry = Signal(_geometry_layout(config, limits))
         tag = Signal(_TAG_BITS)         # the command on the W side
         next_tag = Signal(_TAG_BITS)
         abort = Signal()
-        rows_left = Signal(ROWS_WIDTH)
+        rows_left = Signal(limits.rows)
         next_row = Signal(aw)
         off = Signal(s)
-        in_left = Signal(ROW_BYTES_WIDTH + 1)    # input beats left in the row
-        mem_left = Signal(ROW_BYTES_WIDTH + 1)   # bus beats left in the row
+        in_left = Signal(limits.row_bytes + 1)    # input beats left in the row
+        mem_left = Signal(limits.row_bytes + 1)   # bus beats left in the row
         # in_left != 0, mem_left == 1 and rows_left == 1, kept in registers as the counts move:
         # no compare in front of the handshake and the row's enables.
         needs_in, mem_last, rows_last = Signal(), Signal(), Signal()
         first = Signal()
         mask_first = Signal(b)
         mask_last = Signal(b)
-        remaining = Signal(ROWS_WIDTH + ROW_BYTES_WIDTH + 1)  # input beats left in the command
+        remaining = Signal(limits.rows + limits.row_bytes + 1)  # input beats left in the command
         drained = Signal()                       # remaining == 0, set with it
         carry = Signal(dw)
         w_beat = Signal(8)

@@ -10,7 +10,7 @@ from .axi import axi4_signature, axilite_signature, connect_flat, flat_members
 from .controller import Controller
 from .counter import EventCounter
 from .csr import CSRBlock
-from .dma import DMA, wr_data_layout
+from .dma import DMA, engine_limits, wr_data_layout
 from .exec_unit import ExecUnit
 from .conv_unit import ConvUnit
 from .gemm_unit import GemmUnit
@@ -87,7 +87,7 @@ class Engine(wiring.Component):
         m.submodules.store = store = StoreUnit(config)
         m.submodules.spad = spad = Scratchpad(config)
         m.submodules.acc = acc = Accumulator(config)
-        m.submodules.dma = dma = DMA(config)
+        m.submodules.dma = dma = DMA(config, engine_limits(config))
 
         connect_flat(m, self, "m_axi", dma.axi)
         connect_flat(m, self, "s_axil", csr.bus)

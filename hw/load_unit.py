@@ -6,7 +6,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .dma import DMAError, cmd_layout, done_layout, rd_data_layout
+from .dma import DMAError, cmd_layout, engine_limits, done_layout, rd_data_layout
 from .isa import ErrorCode
 from .config import REQUANT_ELEM_BYTES
 from .pe import acc_shape
@@ -106,7 +106,7 @@ class LoadUnit(wiring.Component):
         super().__init__({
             "i_cmd": In(stream.Signature(load_cmd_layout(config))),
             "o_done": Out(stream.Signature(unit_done_layout(config), always_ready=True)),
-            "o_rd_cmd": Out(stream.Signature(cmd_layout(config))),
+            "o_rd_cmd": Out(stream.Signature(cmd_layout(config, engine_limits(config)))),
             "i_rd_data": In(stream.Signature(rd_data_layout(config))),
             "i_rd_done": In(stream.Signature(done_layout(config))),
             "o_spad_write": Out(stream.Signature(spad_write, always_ready=True)),

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .accumulator import ACC_READ_LATENCY, acc_addr_width, acc_row_layout
-from .dma import cmd_layout, done_layout, wr_data_layout
+from .dma import cmd_layout, engine_limits, done_layout, wr_data_layout
 from .fetch import RowFetcher
 from .isa import ErrorCode
 from .load_unit import dma_error_code, unit_done_layout
@@ -70,7 +70,7 @@ class StoreUnit(wiring.Component):
             "read": Out(ReadPortSignature(acc_addr_width(config), acc_row_layout(config))),
             "bias": In(data.ArrayLayout(acc_shape(config), config.cols)),
             "column_quant": In(data.ArrayLayout(column_requant_layout(), config.cols)),
-            "o_wr_cmd": Out(stream.Signature(cmd_layout(config))),
+            "o_wr_cmd": Out(stream.Signature(cmd_layout(config, engine_limits(config)))),
             "o_wr_data": Out(stream.Signature(wr_data_layout(config))),
             "i_wr_done": In(stream.Signature(done_layout(config))),
             "busy": Out(1),

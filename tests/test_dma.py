@@ -93,6 +93,31 @@ def test_dma_ports():
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_engine_limits():
+    """An engine's DMA is as wide as its LOADs and STOREs get: rows up to the deeper buffer,
+    row bytes up to a buffer row of the widest element (or a burst); limits that cannot hold a
+    burst are refused."""
+    from mxe.hw.config import REQUANT_ELEM_BYTES
+    from mxe.hw.dma import DMALimits, FULL_LIMITS, engine_limits
+    for config in [*CONFIGS.values(), EngineConfig.preset("default"),
+                   EngineConfig(rows=3, cols=5, input_width=12, acc_width=40, spad_depth=32,
+                                acc_depth=4096, axi_data_width=32, max_burst_len=1)]:
+        limits = engine_limits(config)
+        deepest = max(config.spad_depth, config.acc_depth)
+        widest = max(config.spad_row_elems * config.elem_bytes,
+                     config.cols * max(config.acc_elem_bytes, REQUANT_ELEM_BYTES),
+                     config.max_burst_len * config.axi_bytes)
+        assert 2 ** (limits.rows - 1) <= deepest < 2 ** limits.rows, (config, limits)
+        assert 2 ** (limits.row_bytes - 1) <= widest < 2 ** limits.row_bytes, (config, limits)
+        DMA(config, limits)
+    with pytest.raises(ValueError, match="holding a burst's 64 bytes"):
+        DMA(CONFIGS["narrow"].replace(max_burst_len=16), DMALimits(rows=8, row_bytes=6))
+    with pytest.raises(ValueError, match="limits must be"):
+        DMA(CONFIGS["small"], DMALimits(rows=17))
+    assert FULL_LIMITS == DMALimits(16, 16)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_dma_bad_config():
     with pytest.raises(TypeError, match="config"):
         DMA({"axi_data_width": 64})
