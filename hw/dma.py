@@ -231,7 +231,8 @@ class _Checker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = self._config.axi_addr_width
-        # beats < 2**16 * 2**(16 - s): in_beats is at most 2**(16 - s) with s = log2(bus_bytes)
+        # beats < 2**rows * 2**(row_bytes - s) (the limits' widths): in_beats is below
+        # 2**(row_bytes - s) with s = log2(bus_bytes)
         limits = self._limits
         beats_width = limits.rows + limits.row_bytes - _log2(self._config.axi_bytes)
         # The command being checked (``full``) and, in an output register of its own, the
