@@ -185,9 +185,8 @@ CORE_COUNTERS = ("CYCLES",)
 
 #: Features a user may leave out: the EngineConfig parameter (a bool), which is also the name of
 #: its CAPABILITIES field, and what it brings. Bit i of CAPABILITIES is entry i; new features
-#: take the next bits (unaligned DMA, per-channel requantization, convolution, ...), so an engine
-#: that predates one reads 0 for it (:data:`CAPABILITIES_SINCE` says which of those it has all
-#: the same).
+#: take the next bits, so an engine that predates one reads 0 for it (:data:`CAPABILITIES_SINCE`
+#: says which of those it has all the same).
 CAPABILITIES = [
     ("gemm_unit", "the GEMM descriptor unit: GEMM_A/B/C run (0: they are refused with "
                   "UNSUPPORTED; issue LOAD/MATMUL/STORE instead)"),
