@@ -41,6 +41,10 @@ def test_json_round_trip():
     ({"cols": 6, "postproc_lanes": 4}, ValueError,
      r"postproc_lanes must be 0 \(every column\) or a divisor of cols 6 \(1, 2, 3, 6\), not 4"),
     ({"postproc_lanes": -1}, ValueError, "postproc_lanes must be in 0..64"),
+    ({"unaligned_dma": 0}, TypeError, "unaligned_dma must be a bool"),
+    ({"rows": 4, "cols": 4, "axi_data_width": 64, "unaligned_dma": False}, ValueError,
+     r"unaligned_dma=False needs rows x element bytes and cols to be multiples of the bus's 8 "
+     r"bytes \(axi_data_width 64\), not rows 4 x 1 and cols 4"),
 ])
 def test_validation_names_parameter(changes, error, words):
     with pytest.raises(error, match=words):
@@ -62,13 +66,17 @@ def test_features_default_in():
     survives JSON."""
     config = EngineConfig()
     assert config.gemm_unit is True and config.perf_counters is True
-    assert all(p.gemm_unit and p.perf_counters for p in PRESETS.values())
+    assert config.unaligned_dma is True
+    assert all(p.gemm_unit and p.perf_counters and p.unaligned_dma for p in PRESETS.values())
+    # Every preset can leave unaligned DMA out: its tiles start on the bus.
+    for p in PRESETS.values():
+        assert not p.replace(unaligned_dma=False).unaligned_dma
     lean = EngineConfig.preset("tiny", gemm_unit=False, perf_counters=False)
     assert lean.key() != PRESETS["tiny"].key() and "gemm_unitFalse" in lean.key()
     assert EngineConfig.from_json(lean.to_json()) == lean
     # A configuration written before the features existed reads with them in.
     old = {k: v for k, v in PRESETS["tiny"].to_dict().items()
-           if k not in ("gemm_unit", "perf_counters")}
+           if k not in ("gemm_unit", "perf_counters", "unaligned_dma")}
     assert EngineConfig.from_dict(old) == PRESETS["tiny"]
 
 
