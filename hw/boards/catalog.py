@@ -375,7 +375,7 @@ def _boards():
               # the 12F as the 25F die it is (24288 LUTs, 56 DP16KD), which Lattice does not
               # promise, so the fit check holds it to the data sheet.
               capacity={"lut_equiv": 12000, "ff": 12000, "dsp": 28, "bram": 32, "io": 197},
-              note="tiny needs about 20k LUTs: more than the 12F's 12k (data sheet)",
+              note="tiny needs about 19k LUTs: more than the 12F's 12k (data sheet)",
               **ulx3s),
         # No USB-UART on board: its UART resource is J19's two pins (the LED and the button),
         # for an adapter wired there; 115200 baud suits any adapter (--baud for a faster one).
@@ -389,7 +389,7 @@ def _boards():
               platform=ICEBreakerPlatform, preset="tiny", clock_mhz=12, baud=1_000_000,
               mem_size=8 * KIB, reset=("button", 0), leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
-              note="tiny needs about 19k LUTs: more than the UP5K's 5280"),
+              note="tiny needs about 17k LUTs: more than the UP5K's 5280"),
         Board("arty-a7-35", "Digilent Arty A7-35T, XC7A35T", family="xilinx", device="xc7a35t",
               platform=ArtyA7_35Platform, preset="tiny", clock_mhz=50, baud=3_000_000,
               mem_size=64 * KIB, reset=("rst", 0),
