@@ -54,7 +54,7 @@ from amaranth.lib.wiring import In, Out
 from .array import signals
 from .config import REQUANT_ELEM_BYTES
 from .isa import COMMAND_BITS, Opcode, command_layout
-from .seqmath import Divider, Multiplier, pow2_tiles
+from .seqmath import Divider, Multiplier, division_states, pow2_tiles
 
 
 __all__ = ["ConvUnit", "KERNEL_MAX", "STRIDE_MAX", "DILATION_MAX", "HOOK"]
@@ -281,18 +281,6 @@ class ConvUnit(wiring.Component):
             m.d.sync += self.o_cmd.valid.eq(0)
         with m.If(sent):
             m.d.sync += [self.o_cmd.payload.eq(out), self.o_cmd.valid.eq(out_valid)]
-
-        def divide(state, num, steps, den, then, results):
-            """States ``state`` and ``state_WAIT``: ``divmod(num, den)`` on the divider (``num``
-            below ``2 ** steps``), then the assignments ``results(quotient, remainder)``."""
-            with m.State(state):
-                m.d.comb += [div.start.eq(1), div.steps.eq(steps), div.den.eq(den),
-                             div.num.eq(num << (_NUM_BITS - steps))]
-                m.next = f"{state}_WAIT"
-            with m.State(f"{state}_WAIT"):
-                with m.If(div.done):
-                    m.d.sync += results(div.quotient, div.remainder)
-                    m.next = then
 
         def multiply(state, steps, then):
             """States ``state`` and ``state_<i>``: the products ``steps`` (``(a, b,
@@ -651,11 +639,12 @@ class ConvUnit(wiring.Component):
                         m.d.sync += pow2_tiles(N, c.cols, nt, n_tail)
                     m.next = "CB" if not rows_pow2 else "NT" if not cols_pow2 else "SPAN"
             if not rows_pow2:
-                divide("CB", C + c.rows - 1, _NUM_BITS, c.rows, "NT" if not cols_pow2 else "SPAN",
-                       lambda q, r: [cb.eq(q), kc_last.eq(r + 1)])
+                division_states(m, div, "CB", C + c.rows - 1, c.rows, _NUM_BITS,
+                                "NT" if not cols_pow2 else "SPAN",
+                                lambda q, r: [cb.eq(q), kc_last.eq(r + 1)])
             if not cols_pow2:
-                divide("NT", N + nc - 1, _NUM_BITS, nc, "SPAN",
-                       lambda q, r: [nt.eq(q), n_tail.eq(r + 1)])
+                division_states(m, div, "NT", N + nc - 1, nc, _NUM_BITS, "SPAN",
+                                lambda q, r: [nt.eq(q), n_tail.eq(r + 1)])
             with m.State("SPAN"):
                 # What the loops need of cb and nt in registers (no adder behind a compare),
                 # and the numerators of the divisions by the strides.
@@ -687,11 +676,11 @@ class ConvUnit(wiring.Component):
                                        _divmod_pow2(W, sw), _divmod_pow2(pl, sw))
                 m.next = "MUL"
             # A stride of 3: the divider, one numerator bit a cycle.
-            divide("OH", oh_num, _NUM_BITS, sh, "OW", lambda q, r: oh_results(q))
-            divide("OW", ow_num, _NUM_BITS, sw, "Q", lambda q, r: [OW.eq(q + 1)])
-            divide("Q", q_num, _NUM_BITS, sw, "WS", lambda q, r: [Q.eq(q)])
-            divide("WS", W, 16, sw, "PL", lambda q, r: [qW.eq(q), rW.eq(r)])
-            divide("PL", pl, 4, sw, "MUL", lambda q, r: [pl_q.eq(q), pl_p.eq(r)])
+            division_states(m, div, "OH", oh_num, sh, _NUM_BITS, "OW", lambda q, r: oh_results(q))
+            division_states(m, div, "OW", ow_num, sw, _NUM_BITS, "Q", lambda q, r: [OW.eq(q + 1)])
+            division_states(m, div, "Q", q_num, sw, _NUM_BITS, "WS", lambda q, r: [Q.eq(q)])
+            division_states(m, div, "WS", W, sw, 16, "PL", lambda q, r: [qW.eq(q), rW.eq(r)])
+            division_states(m, div, "PL", pl, sw, 4, "MUL", lambda q, r: [pl_q.eq(q), pl_p.eq(r)])
 
             def cbq_results(p):
                 # S = stride_w * cbq: a stride, so shifts and an adder here.

@@ -88,7 +88,7 @@ from .array import signals
 from .config import REQUANT_ELEM_BYTES
 from .isa import COMMAND_BITS, Opcode, command_layout
 from .load_unit import LOADS_IN_FLIGHT
-from .seqmath import Divider, pow2_tiles
+from .seqmath import Divider, division_states, pow2_tiles
 
 
 __all__ = ["GemmUnit", "STRIP_CHOICES", "TILES_AHEAD"]
@@ -328,22 +328,11 @@ class GemmUnit(wiring.Component):
             with m.Else():
                 m.next = "ADVANCE"
 
-        def divide(num, den, steps):
-            """Start the divider on ``num`` (below ``2 ** steps``) and ``den``."""
-            m.d.comb += [div.start.eq(1), div.steps.eq(steps),
-                         div.num.eq(num << (len(div.num) - steps)), div.den.eq(den)]
-
         def ceil_divide(state, num, den, then, results):
             """States ``state`` and ``state_WAIT``: ``ceil(num / den)`` on the divider (``num + den
             - 1`` below 2**17: ``_DIV_BITS``), then the assignments ``results(quotient,
             remainder)`` and on to ``then``."""
-            with m.State(state):
-                divide(num + den - 1, den, _DIV_BITS)
-                m.next = f"{state}_WAIT"
-            with m.State(f"{state}_WAIT"):
-                with m.If(div.done):
-                    m.d.sync += results(div.quotient, div.remainder)
-                    m.next = then
+            division_states(m, div, state, num + den - 1, den, _DIV_BITS, then, results)
 
         def chunks(q):
             return [mt.eq(q), mt1.eq(q - 1), mt2.eq(q - 2), mt_one.eq(q == 1)]
@@ -432,7 +421,7 @@ class GemmUnit(wiring.Component):
                         m.d.sync += tiles.eq(1)
                         m.next = "TRY"
                 with m.Else():
-                    divide(c.spad_depth - rows_b, kt << 1, spad_bits)
+                    m.d.comb += div.begin(c.spad_depth - rows_b, kt << 1, spad_bits)
                     m.next = "TRY_WAIT"
             with m.State("TRY_WAIT"):
                 with m.If(div.done):

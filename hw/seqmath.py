@@ -1,8 +1,8 @@
 """Sequential arithmetic for the command expanders' set-up: a divider and a multiplier that
 take a bit a cycle and only as many cycles as their operands have bits.
 
-The convolution unit uses both, the GEMM unit the divider; both tile by a power-of-two side with
-:func:`pow2_tiles`.
+The convolution unit uses both, the GEMM unit the divider, each through
+:func:`division_states`; both tile by a power-of-two side with :func:`pow2_tiles`.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["Divider", "Multiplier", "pow2_tiles"]
+__all__ = ["Divider", "Multiplier", "division_states", "pow2_tiles"]
 
 
 class Divider(wiring.Component):
@@ -53,6 +53,12 @@ class Divider(wiring.Component):
             "num": In(width), "den": In(den_width),
             "quotient": Out(width), "remainder": Out(den_width), "done": Out(1),
         })
+
+    def begin(self, num, den, steps):
+        """The combinational assignments that start ``divmod(num, den)`` this cycle, ``num``
+        below ``2 ** steps`` (aligned to the top here)."""
+        return [self.start.eq(1), self.steps.eq(steps),
+                self.num.eq(num << (self._width - steps)), self.den.eq(den)]
 
     def elaborate(self, platform):
         m = Module()
@@ -119,6 +125,20 @@ class Multiplier(wiring.Component):
                 m.d.sync += self.product.eq(self.product + b)
             m.d.sync += [a.eq(a >> 1), b.eq(b << 1), self.done.eq(a[1:] == 0)]
         return m
+
+
+def division_states(m, div, state, num, den, steps, then, results):
+    """States ``state`` and ``state_WAIT`` of the FSM being built in ``m``: ``state`` starts
+    ``divmod(num, den)`` on the :class:`Divider` ``div`` (``num`` below ``2 ** steps``);
+    ``state_WAIT`` waits for its ``done``, then makes the assignments ``results(quotient,
+    remainder)`` and goes on to ``then``."""
+    with m.State(state):
+        m.d.comb += div.begin(num, den, steps)
+        m.next = f"{state}_WAIT"
+    with m.State(f"{state}_WAIT"):
+        with m.If(div.done):
+            m.d.sync += results(div.quotient, div.remainder)
+            m.next = then
 
 
 def pow2_tiles(size, side, count, tail):
