@@ -270,6 +270,12 @@ class EngineConfig:
         """Bytes per AXI data beat."""
         return self.axi_data_width // 8
 
+    @property
+    def dma_alignment(self):
+        """Bytes a LOAD's or STORE's address (and, over more than one row, its stride) must be
+        a multiple of: 1 with ``unaligned_dma``, else the bus width."""
+        return 1 if self.unaligned_dma else self.axi_bytes
+
     # Construction and export.
 
     def replace(self, **changes):

@@ -306,7 +306,7 @@ def plan_gemm(config, M, K, N, *, bias=False, relu=False, requant=None, base=0, 
     if not isinstance(pitch, int) or pitch < 1:
         raise ValueError(f"pitch must be a positive number of bytes, not {pitch!r}")
     # An engine without unaligned DMA refuses a row off the bus's lane 0.
-    lane0 = 1 if c.unaligned_dma else c.axi_bytes
+    lane0 = c.dma_alignment
     if pitch % lane0 or align % lane0:
         raise ValueError(f"pitch and align must be multiples of the bus's {lane0} bytes on an "
                          f"engine without unaligned DMA, not {pitch} and {align}")

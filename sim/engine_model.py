@@ -298,8 +298,8 @@ class EngineModel:
     def _unaligned(self, offset, rows, stride):
         """The address of a transfer an engine without unaligned DMA refuses, or None."""
         addr = (self.win_base + offset) % (1 << self.config.axi_addr_width)
-        bus = self.config.axi_bytes
-        if self.config.unaligned_dma or (addr % bus == 0 and (rows == 1 or stride % bus == 0)):
+        lane0 = self.config.dma_alignment
+        if addr % lane0 == 0 and (rows == 1 or stride % lane0 == 0):
             return None
         return addr
 

@@ -360,14 +360,13 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
             rows = max(1, rows // 2)
             stride = min(stride, (hi - lo - row_bytes) // max(1, rows - 1)) if rows > 1 else stride
             span = (rows - 1) * stride + row_bytes
-        if config.unaligned_dma:
-            addr = int(rng.integers(lo, hi - span + 1))
-        else:   # rows on the bus's lane 0: the stride (over more than one row) and the address
-            if rows > 1:
-                stride -= stride % b
-                span = (rows - 1) * stride + row_bytes
-            first = -(-lo // b)
-            addr = b * int(rng.integers(first, (hi - span) // b + 1))
+        # Without unaligned DMA, rows on the bus's lane 0: the stride (over more than one row)
+        # and the address.
+        lane0 = config.dma_alignment
+        if rows > 1:
+            stride -= stride % lane0
+            span = (rows - 1) * stride + row_bytes
+        addr = lane0 * int(rng.integers(-(-lo // lane0), (hi - span) // lane0 + 1))
         t = Transfer(kind, addr, rows, row_bytes, stride)
         u = rng.random()
         if u < bad:
@@ -383,11 +382,11 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
                 t.expect = DMAError.BAD_CMD
             elif choice == 2:
                 t.addr = window[1] - span + int(rng.integers(1, 64))   # runs past the window's end
-                t.addr += -t.addr % (1 if config.unaligned_dma else b)
+                t.addr += -t.addr % lane0
                 t.expect = DMAError.WINDOW
             elif choice == 3:
                 t.addr = window[0] - int(rng.integers(1, 64))  # starts below the window
-                t.addr -= t.addr % (1 if config.unaligned_dma else b)
+                t.addr -= t.addr % lane0
                 t.expect = DMAError.WINDOW
             elif choice == 4 or rows == 1:
                 t.addr += int(rng.integers(1, b))              # off the bus's lane 0
@@ -399,9 +398,8 @@ def plan(rng, config, count, region, *, errors, bad, kind, error_region, window)
             # aim at the error region
             elo, ehi = error_region
             t.addr = max(lo, min(hi - span, int(rng.integers(elo - span + 1, ehi))))
-            if not config.unaligned_dma:
-                t.addr -= t.addr % b
-                t.addr += b if t.addr < lo else 0
+            t.addr -= t.addr % lane0
+            t.addr += lane0 if t.addr < lo else 0
         transfers.append(t)
     return transfers
 

@@ -801,7 +801,7 @@ async def test_latency(dut):
     worst = {"store": 0, "load": 0}
     best = {"store": 1 << 30, "load": 1 << 30}
     rng = tb.rng
-    lane0 = 1 if c.unaligned_dma else c.axi_bytes    # where an engine's DMA may start a row
+    lane0 = c.dma_alignment                          # where an engine's DMA may start a row
 
     def on_lane0(offset, stride):
         return offset - offset % lane0, stride + -stride % lane0
