@@ -66,7 +66,7 @@ from mxe.sim.quant import lower
 
 __all__ = ["plan_gemm", "config_command", "GemmPlan", "Region", "MXEDriver", "MXEError", "MXETimeout",
            "pack_operands", "unpack_result", "counter_names", "descriptor_commands",
-           "descriptor_layout", "plan_chain", "chain_commands"]
+           "descriptor_layout", "plan_chain", "chain_operands", "chain_commands"]
 
 
 # Planning ----------------------------------------------------------------------------------
@@ -549,6 +549,21 @@ def plan_chain(config, M, widths, *, requants, biases=None, relus=None, base=0, 
         plans.append(plan)
         offset = plan.size
     return plans
+
+
+def chain_operands(plans, A, layers):
+    """The bytes to write for a :func:`plan_chain` (window offset to bytes): the first layer's
+    ``A``, and every layer's ``B`` and ``bias`` (``layers``: dicts as
+    :meth:`MXEDriver.gemm_chain` takes them). A later layer's A is the layer before's C, which
+    the engine writes."""
+    out = {}
+    for i, (plan, layer) in enumerate(zip(plans, layers)):
+        # A zero matrix stands in for later layers' A, whose bytes are left out.
+        a = A if i == 0 else np.zeros((plan.M, plan.K), dtype=np.int64)
+        for offset, data in pack_operands(plan, a, layer["B"], layer.get("bias")).items():
+            if not i or offset != plan.layout["a"].offset:
+                out[offset] = data
+    return out
 
 
 def chain_commands(plans, *, after_stores=True, wait=False):
@@ -1109,13 +1124,8 @@ class MXEDriver:
                            relus=[bool(layer.get("relu")) for layer in layers],
                            base=base, align=align)
         win = self._region(plans[-1])
-        for i, (plan, layer) in enumerate(zip(plans, layers)):
-            # A zero matrix stands in for later layers' A: their "a" is the previous C.
-            a = A if i == 0 else np.zeros((plan.M, plan.K), dtype=np.int64)
-            for offset, data in pack_operands(plan, a, layer["B"], layer.get("bias")).items():
-                if i and offset == plan.layout["a"].offset:
-                    continue
-                await self.transport.write_mem(win + offset, data)
+        for offset, data in chain_operands(plans, A, layers).items():
+            await self.transport.write_mem(win + offset, data)
         commands = chain_commands(plans, after_stores=after_stores, wait=wait)
         self.last_plan = plans
         before = await self.counters()

@@ -42,8 +42,9 @@ from mxe.hw.isa import REQUIRES, ErrorCode
 from mxe.hw.regmap import CAPABILITIES, CONFIG_REGISTERS, COUNTERS, REGISTERS
 from mxe.sim import commands as cmds
 from mxe.sim.cycle_model import lower_bound, naive_cycles
-from mxe.sim.driver import (MXEDriver, MXEError, chain_commands, counter_names,
-                            descriptor_commands, pack_operands, plan_chain, plan_gemm)
+from mxe.sim.driver import (MXEDriver, MXEError, chain_commands, chain_operands,
+                            counter_names, descriptor_commands, pack_operands, plan_chain,
+                            plan_gemm)
 from mxe.sim.transport import CocotbTransport
 from mxe.sim.engine_model import EngineModel, bad_commands, read_bursts
 from mxe.sim.model import Requant, matmul, postprocess_columns, random_operands
@@ -755,12 +756,8 @@ async def test_chain(dut):
                        biases=[layer["bias"] is not None for layer in layers],
                        relus=[layer["relu"] for layer in layers])
     model_mem = tb.image()
-    for i, (plan, layer) in enumerate(zip(plans, layers)):
-        a = A if i == 0 else np.zeros((plan.M, plan.K), dtype=np.int64)
-        for offset, data in pack_operands(plan, a, layer["B"], layer["bias"]).items():
-            if i and offset == plan.layout["a"].offset:
-                continue
-            model_mem[WINDOW[0] + offset:WINDOW[0] + offset + len(data)] = data
+    for offset, data in chain_operands(plans, A, layers).items():
+        model_mem[WINDOW[0] + offset:WINDOW[0] + offset + len(data)] = data
     assert EngineModel(c, model_mem, *WINDOW).run(
         chain_commands(plans, after_stores=p["after_stores"])).ok
 
