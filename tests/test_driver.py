@@ -12,8 +12,8 @@ import pytest
 from mxe.hw.config import EngineConfig
 from mxe.hw.isa import REQUIRES, ErrorCode
 from mxe.sim import commands as cmds
-from mxe.sim.driver import (chain_commands, counter_names, descriptor_commands, pack_operands,
-                            plan_chain, plan_gemm, unpack_result)
+from mxe.sim.driver import (chain_commands, chain_operands, counter_names, descriptor_commands,
+                            pack_operands, plan_chain, plan_gemm, unpack_result)
 from mxe.sim.gemm_model import expand
 from mxe.sim.engine_model import (EngineModel, ModelStopped, bad_commands, decode_elems,
                                   encode_elems, read_bursts)
@@ -272,11 +272,9 @@ def test_chain_model(wait, seed):
     A = random_operands(rng, (M, widths[0]), cfg)
     Bs = [random_operands(rng, (k, n), cfg) for k, n in zip(widths, widths[1:])]
     mem = bytearray(rng.integers(0, 256, size=plans[-1].size + 64, dtype=np.uint8).tobytes())
-    for i, (plan, B, bias) in enumerate(zip(plans, Bs, biases)):
-        a = A if i == 0 else np.zeros((M, plan.K), dtype=np.int64)
-        for offset, data in pack_operands(plan, a, B, bias).items():
-            if i == 0 or offset != plan.layout["a"].offset:
-                mem[offset:offset + len(data)] = data
+    layers = [{"B": B, "bias": bias} for B, bias in zip(Bs, biases)]
+    for offset, data in chain_operands(plans, A, layers).items():
+        mem[offset:offset + len(data)] = data
     commands = chain_commands(plans, wait=wait)
     descs = [cmds.decode(c)[1] for c in commands if cmds.decode(c)[0] == "GEMM_A"]
     assert [d["after_stores"] for d in descs] == [0, int(not wait), int(not wait)]
