@@ -94,7 +94,9 @@ class Bench:
                 await ctx.tick().repeat(pause)
 
     async def idle(self, ctx, cycles):
-        await ctx.tick().repeat(cycles)
+        """Idle ``cycles`` cycles (none for 0: Amaranth's repeat refuses a count of 0)."""
+        if cycles:
+            await ctx.tick().repeat(cycles)
 
     async def settle(self, ctx):
         """Wait until the last byte sent has been acted on and the bus is quiet."""
