@@ -333,6 +333,10 @@ _DEFAULT = dict(rows=16, cols=16, spad_depth=4096, spad_banks=2, acc_depth=1024,
 #: The named configurations. Each fits the device its comment names, with the board top and host
 #: link where a board is named (checked by the slow tests of ``tests/test_boards.py``).
 PRESETS = {
+    # ECP5-12F (ULX3S-12F; 12k LUTs, 28 MULT18X18D, 32 EBR): tiny's array without the features a
+    # user may leave out, one requantization lane (4 DSPs) and every PE in a DSP (16).
+    "lean": EngineConfig(**_TINY, multiplier="dsp", gemm_unit=False, perf_counters=False,
+                         postproc_lanes=1, unaligned_dma=False),
     # ECP5-25F (ULX3S-25F, Colorlight 5A-75B; 28 MULT18X18D): 8 DSP PEs (the iCE40 UP5K's DSP
     # count), 8 in LUTs, and 16 multipliers in the post-processor, 4 DSPs to spare. Not yet the
     # UP5K itself (5280 LUT4, 8 DSP, 30 EBR).

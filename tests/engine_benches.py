@@ -12,10 +12,10 @@ CONFIGS = {
     # Not square, unsigned 12-bit operands (2-byte elements), 40-bit accumulators (8 bytes).
     "odd": EngineConfig.preset("tiny", rows=4, cols=6, input_width=12, signed=False,
                                acc_width=40, spad_depth=256, acc_depth=64, axi_data_width=64),
-    # tiny without the features a user may leave out (no GEMM unit, only the CYCLES counter,
-    # no unaligned DMA) and with one requantization lane shared by its four columns.
-    "lean": EngineConfig.preset("tiny", gemm_unit=False, perf_counters=False, postproc_lanes=1,
-                                unaligned_dma=False),
+    # The lean preset: tiny without the features a user may leave out (no GEMM unit, only the
+    # CYCLES counter, no unaligned DMA), with one requantization lane shared by its four
+    # columns.
+    "lean": EngineConfig.preset("lean"),
 }
 
 

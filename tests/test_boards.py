@@ -115,7 +115,8 @@ def test_registry():
     b = BOARDS["ulx3s-85f"]
     assert (b.preset, b.clock_mhz, b.baud, b.mem_size) == ("small", 45, 3_000_000, 65536)
     assert b.clock_hz == 45e6
-    assert BOARDS["icebreaker"].preset == "tiny" and BOARDS["icebreaker"].clock_mhz == 12
+    assert BOARDS["icebreaker"].preset == "lean" and BOARDS["icebreaker"].clock_mhz == 12
+    assert BOARDS["ulx3s-12f"].preset == "lean" and BOARDS["ulx3s-12f"].mem_size == 32 * 1024
     with pytest.raises(ValueError, match="board must be one of"):
         find_board("de10-nano")
 
@@ -259,7 +260,8 @@ def test_fit_message_is_one_line():
                     capacity(board))
     message = fit_message(board, fit)
     assert "\n" not in message
-    assert message == ("icebreaker: the design (tiny engine and the SoC) does not fit the up5k: "
+    assert message == ("icebreaker: the design (lean, multiplier=auto, dsp_budget=8 engine and "
+                       "the SoC) does not fit the up5k: "
                        "LUTs 17845 of 5280, FFs 17712 of 5280, DSPs 37 of 8, BRAMs 44 of 30")
 
 
@@ -336,26 +338,28 @@ def test_default_preset_fits_the_ecp5_85f(tmp_path):
 
 @pytest.mark.slow
 def test_icebreaker_build_stops_at_the_fit_check(tmp_path, capsys):
-    """tiny does not fit the UP5K: Yosys's numbers stop the build with one line, before
+    """Even the lean engine does not fit the UP5K: Yosys's numbers stop the build with one line, before
     nextpnr (about 2 minutes: one synthesis of the engine)."""
     assert main(["board", "build", "icebreaker", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
-    assert re.fullmatch(r"mxe board: error: icebreaker: the design \(tiny engine and the SoC\) "
-                        r"does not fit the up5k: LUTs \d+ of 5280, .*; report: .*report\.md", err)
+    assert re.fullmatch(r"mxe board: error: icebreaker: the design \(lean, multiplier=auto, "
+                        r"dsp_budget=8 engine and the SoC\) does not fit the up5k: LUTs \d+ of 5280, .*; report: .*report\.md", err)
     assert not (tmp_path / "mxe_icebreaker.tim").exists()     # nextpnr never ran
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["fit"]["fits"] is False and report["pnr"] is None
 
 
 @pytest.mark.slow
-def test_ulx3s_85f_bitstream(tmp_path, capsys):
-    """The whole flow: Yosys, nextpnr, ecppack (about 80 minutes on one core)."""
-    assert main(["board", "build", "ulx3s-85f", "--out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("name, mhz", [("ulx3s-12f", 50), ("ulx3s-85f", 45)])
+def test_ulx3s_bitstream(tmp_path, capsys, name, mhz):
+    """The whole flow: Yosys, nextpnr, ecppack (on one core about 5 minutes for the 12F with
+    the lean engine, 80 for the 85F with small)."""
+    assert main(["board", "build", name, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["fit"]["fits"]
-    assert report["pnr"]["met"] and report["pnr"]["target_mhz"] == pytest.approx(45)
-    bit = tmp_path / "mxe_ulx3s_85f.bit"
+    assert report["pnr"]["met"] and report["pnr"]["target_mhz"] == pytest.approx(mhz)
+    bit = tmp_path / f"{BOARDS[name].top_name}.bit"
     assert report["bitstream"] == str(bit) and bit.stat().st_size > 100_000
 
 

@@ -8,8 +8,13 @@ from mxe.hw.config import PRESETS, EngineConfig
 
 
 def test_presets():
-    assert [(PRESETS[p].rows, PRESETS[p].cols) for p in ("tiny", "small", "default", "large")] \
-        == [(4, 4), (8, 8), (16, 16), (32, 32)]
+    assert [(PRESETS[p].rows, PRESETS[p].cols) for p in ("lean", "tiny", "small", "default",
+                                                          "large")] \
+        == [(4, 4), (4, 4), (8, 8), (16, 16), (32, 32)]
+    # lean is tiny without the features a user may leave out, and one requantization lane.
+    assert PRESETS["lean"] == PRESETS["tiny"].replace(
+        multiplier="dsp", dsp_budget=0, gemm_unit=False, perf_counters=False, postproc_lanes=1,
+        unaligned_dma=False)
     assert EngineConfig.preset("small", rows=4).rows == 4
 
 
@@ -67,7 +72,8 @@ def test_features_default_in():
     config = EngineConfig()
     assert config.gemm_unit is True and config.perf_counters is True
     assert config.unaligned_dma is True
-    assert all(p.gemm_unit and p.perf_counters and p.unaligned_dma for p in PRESETS.values())
+    assert all(p.gemm_unit and p.perf_counters and p.unaligned_dma
+               for name, p in PRESETS.items() if name != "lean")
     # Every preset can leave unaligned DMA out: its tiles start on the bus.
     for p in PRESETS.values():
         assert not p.replace(unaligned_dma=False).unaligned_dma

@@ -37,8 +37,7 @@ ENGINES = {
     "tiny": EngineConfig.preset("tiny"),
     "small": EngineConfig.preset("small"),
     "default": EngineConfig.preset("default"),
-    "tiny-lean": EngineConfig.preset("tiny", gemm_unit=False, perf_counters=False,
-                                     postproc_lanes=1, unaligned_dma=False),
+    "lean": EngineConfig.preset("lean"),
     "odd": EngineConfig(rows=3, cols=5, input_width=12, signed=False, acc_width=40,
                         axi_data_width=64),
 }

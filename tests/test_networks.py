@@ -95,6 +95,10 @@ def test_bench_network_bad_arguments(tmp_path, capsys):
     assert main(["bench", "--network", "ae", "--presets", "tiny", "--synth-report",
                  str(report), "-o", str(tmp_path)]) != 0
     assert "is for none of the presets run (tiny)" in capsys.readouterr().err
+    # The lean preset has no performance counters: one line saying how to add them.
+    assert main(["bench", "--presets", "lean", "-o", str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "lean is built without here: add --set perf_counters=true" in err
 
 
 @pytest.mark.skipif(bool(simulator_missing("verilator")), reason="needs Verilator")

@@ -369,14 +369,15 @@ def _boards():
               platform=ULX3S_45F_Platform, preset="small", **ulx3s),
         Board("ulx3s-25f", "Radiona ULX3S, LFE5U-25F", device="LFE5U-25F",
               platform=ULX3S_25F_Platform, preset="tiny", **ulx3s),
+        # 32 KiB of memory (16 EBR) leave the engine 16 of the 12F's 32.
         Board("ulx3s-12f", "Radiona ULX3S, LFE5U-12F", device="LFE5U-12F",
-              platform=ULX3S_12F_Platform, preset="tiny",
+              platform=ULX3S_12F_Platform, preset="lean",
               # Not in mxe.synth.devices. The data sheet's 12k LUTs and 32 EBR: nextpnr places
               # the 12F as the 25F die it is (24288 LUTs, 56 DP16KD), which Lattice does not
               # promise, so the fit check holds it to the data sheet.
               capacity={"lut_equiv": 12000, "ff": 12000, "dsp": 28, "bram": 32, "io": 197},
-              note="tiny needs about 19k LUTs: more than the 12F's 12k (data sheet)",
-              **ulx3s),
+              note="the lean engine: no GEMM unit, counters or unaligned DMA; 32 KiB memory",
+              **{**ulx3s, "mem_size": 32 * KIB}),
         # No USB-UART on board: its UART resource is J19's two pins (the LED and the button),
         # for an adapter wired there; 115200 baud suits any adapter (--baud for a faster one).
         Board("colorlight-5a-75b", "Colorlight 5A-75B v7.0, LFE5U-25F", family="ecp5",
@@ -386,10 +387,12 @@ def _boards():
               note="UART on J19 (the LED and button pins): no LEDs, no reset button"),
         # The FT2232H's second channel is the UART; 12 MHz allows 1 Mbaud at 12 clocks a bit.
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
-              platform=ICEBreakerPlatform, preset="tiny", clock_mhz=12, baud=1_000_000,
+              platform=ICEBreakerPlatform, preset="lean",
+              config_changes={"multiplier": "auto", "dsp_budget": 8},
+              clock_mhz=12, baud=1_000_000,
               mem_size=8 * KIB, reset=("button", 0), leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
-              note="tiny needs about 17k LUTs: more than the UP5K's 5280"),
+              note="the lean engine needs about 10k LUTs and 12k FFs: twice the UP5K's 5280"),
         Board("arty-a7-35", "Digilent Arty A7-35T, XC7A35T", family="xilinx", device="xc7a35t",
               platform=ArtyA7_35Platform, preset="tiny", clock_mhz=50, baud=3_000_000,
               mem_size=64 * KIB, reset=("rst", 0),
@@ -411,7 +414,7 @@ BOARDS = _boards()
 #: The board whose device each preset is built to fit, unchanged, with the board top and host
 #: link (``mxe board build BOARD --synth-only`` says ``fits``; a slow test checks each).
 #: ``default`` has no board of its own: ``mxe synth --preset default`` fits the ECP5-85F.
-PRESET_BOARDS = {"tiny": "ulx3s-25f", "small": "ulx3s-45f"}
+PRESET_BOARDS = {"lean": "ulx3s-12f", "tiny": "ulx3s-25f", "small": "ulx3s-45f"}
 
 
 def board(name):
