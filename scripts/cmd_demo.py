@@ -138,7 +138,8 @@ def run(args):
                            f"32 bits, not {config.key()}")
     if not config.perf_counters:
         raise CommandError("the demo reports the engine's performance counters: it needs "
-                           "perf_counters (leave --perf-counters at its default)")
+                           "perf_counters (add --perf-counters true; they only count, the "
+                           "cycles are the same)")
     missing = simulator_missing(args.simulator)
     if missing:
         raise CommandError(f"simulator {args.simulator} is not available: {missing}")
