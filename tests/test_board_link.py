@@ -226,11 +226,13 @@ def test_link_throughput(board, seed):
 
 
 @pytest.mark.parametrize("name", ["ulx3s-85f", pytest.param("ulx3s-25f", marks=pytest.mark.slow),
+                                  pytest.param("ulx3s-12f", marks=pytest.mark.slow),
                                   pytest.param("arty-a7-35", marks=pytest.mark.slow)])
 def test_board_gemm_command(name, capsys):
     """``mxe board gemm BOARD --port sim``: the command a user runs, against the board's own
-    engine configuration simulated on Verilator (the ECP5-25F and Arty engines differ from the
-    85F's: another simulation build each, so those run with ``-m slow``)."""
+    engine configuration simulated on Verilator (the ECP5-25F, ECP5-12F (the lean engine: the
+    driver issues commands on bus-aligned rows) and Arty engines differ from the 85F's: another
+    simulation build each, so those run with ``-m slow``)."""
     from mxe.cli import main
     from mxe.sim.runner import simulator_missing
     if simulator_missing("verilator"):
