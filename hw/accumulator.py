@@ -1,6 +1,6 @@
 """The accumulator: block-RAM rows of ``cols`` partial sums, overwritten or added to per row."""
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
@@ -10,14 +10,20 @@ from .pe import acc_shape
 from .scratchpad import ReadPortSignature, _check_config
 
 
-__all__ = ["Accumulator", "acc_row_layout", "acc_addr_width", "ACC_WRITE_LATENCY",
-           "ACC_READ_LATENCY"]
+__all__ = ["Accumulator", "acc_row_layout", "acc_addr_width", "acc_write_latency",
+           "ACC_WRITE_LATENCY_MAX", "ACC_READ_LATENCY"]
 
-#: Cycles from a write accepted on ``i_write`` (cycle t) to the first read issued on ``read`` that
-#: returns the updated row (a read issued in cycle t + 4 or later sees it).
-ACC_WRITE_LATENCY = 4
+#: The longest :func:`acc_write_latency` of any configuration.
+ACC_WRITE_LATENCY_MAX = 4
 #: Cycles from ``read.en`` to ``read.data``.
 ACC_READ_LATENCY = 1
+
+
+def acc_write_latency(config):
+    """Cycles from a write accepted on ``i_write`` (cycle t) to the first read issued on
+    ``read`` that returns the updated row: 4 with ``deep_pipeline`` (a read issued in cycle
+    t + 4 or later sees it), else 2."""
+    return ACC_WRITE_LATENCY_MAX if config.deep_pipeline else 2
 
 
 def acc_row_layout(config):
@@ -43,6 +49,11 @@ class Accumulator(wiring.Component):
     rows written for the three writes behind them, so back-to-back writes to the same address
     (the normal case while K is tiled) accumulate correctly.
 
+    Without ``config.deep_pipeline`` (for a slow clock) the read-modify-write takes two cycles:
+    the stored row is read in the cycle the write is accepted, and in the next the sum is formed
+    from the block RAM's output and written. One bypass register keeps the row written last for
+    the write behind it, whose read of the block RAM did not see it.
+
     Parameters
     ----------
     config : EngineConfig
@@ -55,7 +66,8 @@ class Accumulator(wiring.Component):
     read : In(ReadPortSignature(addr_width, row))
         Read port for the store path: ``data`` is valid :data:`ACC_READ_LATENCY` (1) cycle after
         ``en``, and holds while ``en`` is low. A write accepted in cycle t is visible to reads
-        issued in cycle t + :data:`ACC_WRITE_LATENCY` (4) or later.
+        issued in cycle t + :func:`acc_write_latency` (4, or 2 without ``deep_pipeline``) or
+        later.
     """
 
     def __init__(self, config):
@@ -80,7 +92,6 @@ class Accumulator(wiring.Component):
         m = Module()
         config = self._config
         aw = acc_addr_width(config)
-        width = config.acc_width
         row_bits = config.acc_row_bits
 
         mem = Memory(shape=unsigned(row_bits), depth=config.acc_depth, init=[])
@@ -88,6 +99,14 @@ class Accumulator(wiring.Component):
         wp = mem.write_port()
         rmw = mem.read_port(domain="sync")
         store = mem.read_port(domain="sync")
+        m.d.comb += [
+            store.addr.eq(self.read.addr),
+            store.en.eq(self.read.en),
+            self.read.data.eq(store.data),
+        ]
+        if not config.deep_pipeline:
+            self._read_modify_write_shallow(m, wp, rmw)
+            return m
 
         # Stage 0: the write is accepted and the stored row read. Stage 1: the row read is
         # registered as it leaves the block RAM (nothing between them). Stage 2: the row
@@ -130,22 +149,47 @@ class Accumulator(wiring.Component):
             s4_valid.eq(s3_valid),
             s4_addr.eq(s3_addr),
         ]
-        old = Mux(hit1, fwd, s3_old)
         new = Signal(row_bits)
-        for c in range(config.cols):
-            lo = c * width
-            m.d.comb += new[lo:lo + width].eq(
-                Mux(s3_acc, old[lo:lo + width] + s3_data[lo:lo + width], s3_data[lo:lo + width]))
+        m.d.comb += new.eq(_accumulated(config, Mux(hit1, fwd, s3_old), s3_data, s3_acc))
         m.d.comb += [
             wp.addr.eq(s3_addr),
             wp.data.eq(new),
             wp.en.eq(s3_valid),
         ]
         m.d.sync += [fwd.eq(new), fwd_old.eq(fwd)]
-
-        m.d.comb += [
-            store.addr.eq(self.read.addr),
-            store.en.eq(self.read.en),
-            self.read.data.eq(store.data),
-        ]
         return m
+
+    def _read_modify_write_shallow(self, m, wp, rmw):
+        """The two-cycle read-modify-write: read as the write is accepted (stage 1 next cycle),
+        add and write in stage 1. The block RAM's read of a write accepted while the write ahead
+        of it is written does not see that row, so it comes from ``fwd``."""
+        config = self._config
+        w = self.i_write
+        m.d.comb += rmw.addr.eq(w.payload.addr)
+        s1_valid, s1_acc, hit = signals(1, "s1_valid s1_acc hit")
+        (s1_addr,) = signals(acc_addr_width(config), "s1_addr")
+        s1_data, fwd = signals(config.acc_row_bits, "s1_data fwd")
+        m.d.sync += [
+            s1_valid.eq(w.valid),
+            s1_addr.eq(w.payload.addr),
+            s1_data.eq(w.payload.data.as_value()),
+            s1_acc.eq(w.payload.accumulate),
+            hit.eq(s1_valid & (s1_addr == w.payload.addr)),
+        ]
+        new = Signal(config.acc_row_bits)
+        m.d.comb += [
+            new.eq(_accumulated(config, Mux(hit, fwd, rmw.data), s1_data, s1_acc)),
+            wp.addr.eq(s1_addr),
+            wp.data.eq(new),
+            wp.en.eq(s1_valid),
+        ]
+        m.d.sync += fwd.eq(new)
+
+
+def _accumulated(config, old, data, accumulate):
+    """``old + data`` column by column (each wrapping at ``acc_width``) if ``accumulate``, else
+    ``data``."""
+    width = config.acc_width
+    return Cat(*(Mux(accumulate, old[lo:lo + width] + data[lo:lo + width],
+                     data[lo:lo + width])[:width]
+                 for lo in range(0, config.acc_row_bits, width)))

@@ -15,11 +15,11 @@ def array_latency(config):
     """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
 
     The input register and ``rows - 1`` cycles of input skew, ``cols - 1`` of de-skew, one
-    register hop per PE east and south, the PE's activation register, three multiply stages and
-    sum register, and a cycle at the bottom edge that realigns the low halves of the sums with
-    their high halves (which the PEs add a cycle later).
+    register hop per PE east and south, the PE's activation register, three multiply stages (one
+    without ``deep_pipeline``) and sum register, and a cycle at the bottom edge that realigns the
+    low halves of the sums with their high halves (which the PEs add a cycle later).
     """
-    return config.rows + config.cols + 5
+    return config.rows + config.cols + (5 if config.deep_pipeline else 3)
 
 
 def wrapping_increment(counter, modulus):

@@ -99,6 +99,13 @@ class EngineConfig:
         bus-aligned rows. It needs the array's tiles to start on the bus too: ``rows`` operands
         and ``cols`` bytes each a multiple of the bus width.
 
+    deep_pipeline : bool
+        Pipeline registers that let the engine close timing near 150 MHz on ECP5: three
+        multiply stages in every PE and a four-stage read-modify-write in the accumulator.
+        Without them (one multiply stage, two read-modify-write stages) the engine takes fewer
+        flip-flops and LUTs and suits a slower clock (an iCE40's 12 to 48 MHz, an ECP5 board's
+        50 MHz); the array's latency is two cycles shorter, so a MATMUL's results come sooner.
+
     Features a user may leave out (``gemm_unit``, ``conv_unit``, ``perf_counters``,
     ``unaligned_dma``) are advertised in the ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).
 
@@ -133,6 +140,7 @@ class EngineConfig:
     postproc_lanes: int = 0
     conv_unit: bool = False
     unaligned_dma: bool = True
+    deep_pipeline: bool = True
 
     def __post_init__(self):
         def integer(name, lo, hi):
@@ -196,6 +204,7 @@ class EngineConfig:
                              f"{self.cols} ({', '.join(map(str, divisors))}), "
                              f"not {self.postproc_lanes}")
         boolean("unaligned_dma")
+        boolean("deep_pipeline")
         if not self.unaligned_dma and (self.rows * self.elem_bytes % self.axi_bytes
                                        or self.cols % self.axi_bytes):
             raise ValueError(f"unaligned_dma=False needs rows x element bytes and cols to be "
@@ -334,9 +343,10 @@ _DEFAULT = dict(rows=16, cols=16, spad_depth=4096, spad_banks=2, acc_depth=1024,
 #: link where a board is named (checked by the slow tests of ``tests/test_boards.py``).
 PRESETS = {
     # ECP5-12F (ULX3S-12F; 12k LUTs, 28 MULT18X18D, 32 EBR): tiny's array without the features a
-    # user may leave out, one requantization lane (4 DSPs) and every PE in a DSP (16).
+    # user may leave out, one requantization lane (4 DSPs), every PE in a DSP (16) and the
+    # pipeline of a 50 MHz clock.
     "lean": EngineConfig(**_TINY, multiplier="dsp", gemm_unit=False, perf_counters=False,
-                         postproc_lanes=1, unaligned_dma=False),
+                         postproc_lanes=1, unaligned_dma=False, deep_pipeline=False),
     # ECP5-25F (ULX3S-25F, Colorlight 5A-75B; 28 MULT18X18D): 8 DSP PEs (the iCE40 UP5K's DSP
     # count), 8 in LUTs, and 16 multipliers in the post-processor, 4 DSPs to spare. Not yet the
     # UP5K itself (5280 LUT4, 8 DSP, 30 EBR).

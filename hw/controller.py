@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .accumulator import ACC_WRITE_LATENCY, acc_addr_width
+from .accumulator import ACC_WRITE_LATENCY_MAX, acc_addr_width
 from .array import signals, wrapping_increment
 from .exec_unit import exec_slots, matmul_cmd_layout, ranges_overlap
 from .isa import COMMAND_BITS, ErrorCode, Opcode, command_layout, unsupported
@@ -17,9 +17,9 @@ from .store_unit import store_cmd_layout
 # A STORE that waited on a MATMUL issues its first accumulator read 4 cycles after the execute
 # unit freed the MATMUL's slot with its last row write: the execute unit's answer register,
 # this unit's evaluation and go registers, the store unit's active register. The accumulator
-# shows a write to reads issued ACC_WRITE_LATENCY cycles after it, so that may not exceed 4 (a
-# 1x1x1 GEMM on the small preset in tests/test_engine.py reads a stale sum if it does).
-assert ACC_WRITE_LATENCY <= 4, "the STORE-after-MATMUL hazard needs re-arguing"
+# shows a write to reads issued acc_write_latency(config) cycles after it, so that may not exceed
+# 4 (a 1x1x1 GEMM on the small preset in tests/test_engine.py reads a stale sum if it does).
+assert ACC_WRITE_LATENCY_MAX <= 4, "the STORE-after-MATMUL hazard needs re-arguing"
 
 
 __all__ = ["Controller"]

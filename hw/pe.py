@@ -146,6 +146,9 @@ class ProcessingElement(wiring.Component):
     ``t + 3``; the low half of the sum appears on ``o_psum`` in ``t + 4``, the high half (the
     ``i_psum`` high half of cycle ``t + 4`` plus the carry) in ``t + 5``. Every PE has the same
     latency whatever its multiplier, so DSP and LUT PEs mix freely (``multiplier="auto"``).
+    Without ``config.deep_pipeline`` (for a slow clock) the product is registered in ``t + 1``
+    (one multiply stage, from the activation and weight registers) and everything after it
+    comes two cycles sooner.
 
     Timing: the multiplier's operand registers are loaded from plain registers (the activation
     register and ``w_sel``, the weight of the activation's bank selected one cycle early) and
@@ -219,7 +222,12 @@ class ProcessingElement(wiring.Component):
         # AND gates folded into its LUTs), two sums of half of the pairs, their sum, then
         # psum = i_psum + product.
         product = Signal(Shape(config.product_width, config.signed), reset_less=True)
-        if self._dsp:
+        if not config.deep_pipeline:
+            # One multiply stage: the product of the two registers, registered (in the DSP
+            # block's output register, or after the partial products' adder tree).
+            m.d.sync += product.eq(act_data * w_sel if self._dsp else
+                                   lut_multiply(act_data, w_sel, signed_operands=config.signed))
+        elif self._dsp:
             a_reg = Signal(operand, reset_less=True)
             b_reg = Signal(operand, reset_less=True)
             # No adder follows the product directly (the accumulate is split in halves), so

@@ -14,7 +14,7 @@ CONFIGS = {
                                acc_width=40, spad_depth=256, acc_depth=64, axi_data_width=64),
     # The lean preset: tiny without the features a user may leave out (no GEMM unit, only the
     # CYCLES counter, no unaligned DMA), with one requantization lane shared by its four
-    # columns.
+    # columns and the shallow pipeline of a slow clock.
     "lean": EngineConfig.preset("lean"),
 }
 

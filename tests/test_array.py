@@ -22,6 +22,8 @@ CONFIGS = [
     EngineConfig(rows=4, cols=4, input_width=16, acc_width=48, signed=False),
     # int8 with a 16-bit accumulator: -128 * -128 summed over K wraps.
     EngineConfig(rows=4, cols=4, acc_width=16),
+    # One multiply stage (no deep_pipeline), in both kinds of PE: 8 DSP, 8 LUT.
+    EngineConfig(rows=4, cols=4, deep_pipeline=False, multiplier="auto", dsp_budget=8),
 ]
 
 

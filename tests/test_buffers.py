@@ -10,7 +10,7 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from mxe.hw.accumulator import ACC_WRITE_LATENCY, Accumulator
+from mxe.hw.accumulator import Accumulator, acc_write_latency
 from mxe.hw.config import EngineConfig
 from mxe.hw.fetch import RowFetcher
 from mxe.hw.scratchpad import SPAD_READ_LATENCY, Scratchpad
@@ -24,6 +24,11 @@ CONFIGS = {
     "tiny-unsigned": EngineConfig.preset("tiny", signed=False, acc_width=20),
     "odd": EngineConfig(rows=3, cols=5, input_width=6, acc_width=13, spad_depth=64,
                         spad_banks=4, acc_depth=32, axi_data_width=32),
+    # The two-cycle read-modify-write (without deep_pipeline).
+    "lean": EngineConfig.preset("lean"),
+    "odd-shallow": EngineConfig(rows=3, cols=5, input_width=6, acc_width=13, spad_depth=64,
+                                spad_banks=4, acc_depth=32, axi_data_width=32,
+                                deep_pipeline=False),
 }
 
 
@@ -51,8 +56,8 @@ def run_sim(dut, testbench):
 def test_accumulator_rmw(name, seed):
     """Random overwrite/accumulate streams, mostly to a few hot rows so that back-to-back writes
     to the same address are frequent; every read is compared with a numpy model in which a write
-    accepted in cycle t is visible to reads issued from cycle t + ACC_WRITE_LATENCY on (memory
-    starts at zero)."""
+    accepted in cycle t is visible to reads issued from cycle t + acc_write_latency(config) on,
+    not before (memory starts at zero)."""
     config = CONFIGS[name]
     print(f"seed {seed} config {name}")
     rng = np.random.default_rng(seed)
@@ -93,7 +98,7 @@ def test_accumulator_rmw(name, seed):
             if ren:
                 expect = model[raddr].copy()
             if valid:
-                pending.append((t + ACC_WRITE_LATENCY, addr, row, acc))
+                pending.append((t + acc_write_latency(config), addr, row, acc))
                 stats["same_addr_b2b"] += last_addr == addr and acc
             last_addr = addr if valid else None
             await ctx.tick()
@@ -115,9 +120,10 @@ def test_accumulator_rmw(name, seed):
     assert stats["reads"] > 400 and stats["same_addr_b2b"] > 30, stats
 
 
-def test_accumulator_same_address_burst():
+@pytest.mark.parametrize("name", ["small", "lean"])
+def test_accumulator_same_address_burst(name):
     """A directed case: eight accumulates to one row on consecutive cycles add up exactly."""
-    config = CONFIGS["small"]
+    config = CONFIGS[name]
     dut = Accumulator(config)
     rows = np.arange(8 * config.cols).reshape(8, config.cols) * 1000 - 20000
 
@@ -129,7 +135,7 @@ def test_accumulator_same_address_burst():
             ctx.set(dut.i_write.payload.accumulate, i > 0)
             await ctx.tick()
         ctx.set(dut.i_write.valid, 0)
-        for _ in range(ACC_WRITE_LATENCY - 1):   # the last write was accepted a cycle ago
+        for _ in range(acc_write_latency(config) - 1):   # the last write was accepted a cycle ago
             await ctx.tick()
         ctx.set(dut.read.en, 1)
         ctx.set(dut.read.addr, 5)

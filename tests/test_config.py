@@ -14,7 +14,7 @@ def test_presets():
     # lean is tiny without the features a user may leave out, and one requantization lane.
     assert PRESETS["lean"] == PRESETS["tiny"].replace(
         multiplier="dsp", dsp_budget=0, gemm_unit=False, perf_counters=False, postproc_lanes=1,
-        unaligned_dma=False)
+        unaligned_dma=False, deep_pipeline=False)
     assert EngineConfig.preset("small", rows=4).rows == 4
 
 
@@ -72,7 +72,7 @@ def test_features_default_in():
     config = EngineConfig()
     assert config.gemm_unit is True and config.perf_counters is True
     assert config.unaligned_dma is True
-    assert all(p.gemm_unit and p.perf_counters and p.unaligned_dma
+    assert all(p.gemm_unit and p.perf_counters and p.unaligned_dma and p.deep_pipeline
                for name, p in PRESETS.items() if name != "lean")
     # Every preset can leave unaligned DMA out: its tiles start on the bus.
     for p in PRESETS.values():

@@ -54,6 +54,8 @@ def run_pe(config, row, program, *, dsp=True):
     EngineConfig(rows=4, cols=4, signed=False),
     EngineConfig(rows=4, cols=4, input_width=16, acc_width=32),
     EngineConfig(rows=2, cols=2, acc_width=16),
+    EngineConfig(rows=4, cols=4, deep_pipeline=False),
+    EngineConfig(rows=4, cols=4, input_width=16, acc_width=32, deep_pipeline=False),
 ], ids=lambda c: c.key())
 @pytest.mark.parametrize("dsp", [True, False], ids=["dsp", "lut"])
 def test_multiply_accumulate(config, dsp, seed):
