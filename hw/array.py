@@ -15,11 +15,12 @@ def array_latency(config):
     """Cycles from an activation row accepted on ``i_act`` to its result row on ``o_out``.
 
     The input register and ``rows - 1`` cycles of input skew, ``cols - 1`` of de-skew, one
-    register hop per PE east and south, the PE's activation register, three multiply stages (one
-    without ``deep_pipeline``) and sum register, and a cycle at the bottom edge that realigns the
-    low halves of the sums with their high halves (which the PEs add a cycle later).
+    register hop per PE east and south, the PE's activation register, three multiply stages and
+    sum register, and a cycle at the bottom edge that realigns the low halves of the sums with
+    their high halves (which the PEs add a cycle later). Without ``deep_pipeline``: one multiply
+    stage, and sums added whole, so nothing to realign.
     """
-    return config.rows + config.cols + (5 if config.deep_pipeline else 3)
+    return config.rows + config.cols + (5 if config.deep_pipeline else 2)
 
 
 def wrapping_increment(counter, modulus):
@@ -201,8 +202,11 @@ class SystolicArray(wiring.Component):
         for c in range(cols):
             psum = pes[rows - 1][c].o_psum
             aligned = Signal(acc_shape(config), name=f"out_aligned_{c}")
-            m.d.comb += aligned.eq(Cat(delayed(m, psum[:split], 1, name=f"out_low_{c}"),
-                                       psum[split:]))
+            if split == config.acc_width:
+                m.d.comb += aligned.eq(psum)
+            else:
+                m.d.comb += aligned.eq(Cat(delayed(m, psum[:split], 1, name=f"out_low_{c}"),
+                                           psum[split:]))
             m.d.comb += self.o_out.payload.data[c].eq(
                 delayed(m, aligned, cols - 1 - c, name=f"out_deskew_{c}"))
         latency = array_latency(config)

@@ -52,8 +52,9 @@ def add_with_carry(a, b, carry):
 
 
 def psum_split(config):
-    """Bits of the low half of a partial sum: the PE adds it a cycle before the high half."""
-    return config.acc_width // 2
+    """Bits of the low half of a partial sum: the PE adds it a cycle before the high half.
+    Without ``deep_pipeline`` all of them: one adder, no high half."""
+    return config.acc_width // 2 if config.deep_pipeline else config.acc_width
 
 
 def pe_uses_dsp(config, row, col):
@@ -147,8 +148,8 @@ class ProcessingElement(wiring.Component):
     ``i_psum`` high half of cycle ``t + 4`` plus the carry) in ``t + 5``. Every PE has the same
     latency whatever its multiplier, so DSP and LUT PEs mix freely (``multiplier="auto"``).
     Without ``config.deep_pipeline`` (for a slow clock) the product is registered in ``t + 1``
-    (one multiply stage, from the activation and weight registers) and everything after it
-    comes two cycles sooner.
+    (one multiply stage, from the activation and weight registers) and added to the whole
+    ``i_psum`` of that cycle in one adder: the sum appears on ``o_psum`` in ``t + 2``.
 
     Timing: the multiplier's operand registers are loaded from plain registers (the activation
     register and ``w_sel``, the weight of the activation's bank selected one cycle early) and
@@ -264,6 +265,11 @@ class ProcessingElement(wiring.Component):
         split = psum_split(config)
         wide = Signal(acc_shape(config))
         m.d.comb += wide.eq(product)
+        if split == config.acc_width:
+            total = Signal(acc_shape(config), reset_less=True)
+            m.d.sync += total.eq(self.i_psum + wide)
+            m.d.comb += self.o_psum.eq(total)
+            return m
         low = Signal(split + 1, reset_less=True)          # with its carry out
         high_term = Signal(config.acc_width - split, reset_less=True)
         high = Signal(config.acc_width - split, reset_less=True)

@@ -353,7 +353,7 @@ def test_icebreaker_build_stops_at_the_fit_check(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, mhz", [("ulx3s-12f", 50), ("ulx3s-85f", 45)])
 def test_ulx3s_bitstream(tmp_path, capsys, name, mhz):
-    """The whole flow: Yosys, nextpnr, ecppack (on one core about 7 minutes for the 12F with
+    """The whole flow: Yosys, nextpnr, ecppack (on one core about 5 minutes for the 12F with
     the lean engine, 80 for the 85F with small)."""
     assert main(["board", "build", name, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())

@@ -14,8 +14,10 @@ def sum_offset(config):
     """Cycles from an activation presented to a PE to the ``i_psum`` low half it is added to:
     the array's latency less its input register, ``rows - 1`` cycles of skew, ``cols - 1`` of
     de-skew, one hop per PE east and south (the top-left PE's activation register) and the cycle
-    that realigns the halves of the sums at the bottom edge."""
-    return array_latency(config) - config.rows - config.cols - 1
+    that realigns the halves of the sums at the bottom edge (none when a PE adds its sum whole,
+    without deep_pipeline)."""
+    realign = int(psum_split(config) < config.acc_width)
+    return array_latency(config) - config.rows - config.cols - realign
 
 
 def run_pe(config, row, program, *, dsp=True):
