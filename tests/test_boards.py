@@ -338,13 +338,14 @@ def test_default_preset_fits_the_ecp5_85f(tmp_path):
 
 @pytest.mark.slow
 def test_icebreaker_build_stops_at_the_fit_check(tmp_path, capsys):
-    """Even the lean engine does not fit the UP5K: Yosys's numbers stop the build with one line, before
-    nextpnr (about 2 minutes: one synthesis of the engine)."""
+    """Even the lean engine does not fit the UP5K: Yosys's numbers stop the build with one
+    line, before nextpnr (about 2 minutes: one synthesis of the engine)."""
     assert main(["board", "build", "icebreaker", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert re.fullmatch(r"mxe board: error: icebreaker: the design \(lean, multiplier=auto, "
-                        r"dsp_budget=8 engine and the SoC\) does not fit the up5k: LUTs \d+ of 5280, .*; report: .*report\.md", err)
+                        r"dsp_budget=8 engine and the SoC\) does not fit the up5k: "
+                        r"LUTs \d+ of 5280, .*; report: .*report\.md", err)
     assert not (tmp_path / "mxe_icebreaker.tim").exists()     # nextpnr never ran
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["fit"]["fits"] is False and report["pnr"] is None
