@@ -47,7 +47,13 @@ def float_cnn(rng, *, size=8, channels=3, classes=5):
 def quantized(model, rng, path, *, fmt, samples=16):
     """``model`` quantized by ``onnxruntime.quantization.quantize_static`` (``fmt``:
     ``"qop"`` or ``"qdq"``; int8 weights per channel, uint8 activations) on random
-    calibration inputs; written to ``path`` and returned."""
+    calibration inputs; written to ``path`` and returned.
+
+    The weights take 7 bits (``reduce_range``): with the whole int8 range, ONNX Runtime's
+    uint8-by-int8 kernels on x86 saturate a 16-bit intermediate sum on some inputs, and it
+    then differs from onnx.reference by up to 60 steps on the first convolution of
+    :func:`float_cnn` (one random model in two failed the ONNX Runtime comparison of
+    tests/test_onnx_import.py that way). MXE equals onnx.reference with either."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -64,5 +70,5 @@ def quantized(model, rng, path, *, fmt, samples=16):
     quantize_static(str(source), str(path), Reader(),
                     quant_format=QuantFormat.QOperator if fmt == "qop" else QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8, reduce_range=True)
     return onnx.load(str(path))
