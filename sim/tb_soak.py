@@ -64,11 +64,13 @@ class Soak:
         return tuple(int(x) for x in self.rng.integers(1, hi, size=3, endpoint=True))
 
     def layout_options(self):
-        """Random placement in the window: base offset, region alignment, row pitch."""
-        b = self.c.axi_bytes
+        """Random placement in the window: base offset, region alignment, row pitch (on an
+        engine without unaligned DMA, only those on the bus)."""
+        b, lane = self.c.axi_bytes, self.c.dma_alignment
         return dict(base=int(self.rng.integers(0, 4096)),
-                    align=int(self.rng.choice([1, 2, 4, b, 64])),
-                    pitch=int(self.rng.choice([1, 3, b, 2 * b + 1])))
+                    align=int(self.rng.choice([a for a in (1, 2, 4, b, 64) if a % lane == 0])),
+                    pitch=int(self.rng.choice([p for p in (1, 3, b, 2 * b + 1)
+                                               if p % lane == 0])))
 
     def new_gemm(self, **fixed):
         """Operands, options and plan of a random GEMM; its operands written to the memory and

@@ -18,9 +18,11 @@ def _soak(capsys, *args):
     return status, capsys.readouterr().out
 
 
-def test_soak_runs_clean(seed, capsys):
-    """A short soak on tiny (Verilator): every kind of step, memory equal to the model."""
-    status, out = _soak(capsys, "--preset", "tiny", "--steps", 100, "--seed", seed)
+@pytest.mark.parametrize("preset", ["tiny", "lean"])
+def test_soak_runs_clean(preset, seed, capsys):
+    """A short soak (Verilator): every kind of step, memory equal to the model. On lean too:
+    no GEMM unit, bus-aligned layouts only, the shallow pipeline."""
+    status, out = _soak(capsys, "--preset", preset, "--steps", 100, "--seed", seed)
     assert status == 0, out
     assert "clean: the memory equalled the model after every step" in out
     counts = dict(re.findall(r"(\w+) (\d+)(?:,|$)", out.splitlines()[-2].split(": ", 1)[1]))
