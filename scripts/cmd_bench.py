@@ -286,9 +286,9 @@ def run(args):
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         if not config.perf_counters:
-            raise CommandError(f"mxe bench reports the engine's performance counters, which "
+            raise CommandError("mxe bench reports the engine's performance counters, which "
                                f"{preset} is built without here: add --set perf_counters=true "
-                               f"(they only count: the cycles are the same)")
+                               "(they only count: the cycles are the same)")
         configs.append(config)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     out = Path(args.output)

@@ -19,16 +19,16 @@ from mxe.sim.runner import SIMULATORS, simulator_missing
 
 SEEDS = [int(os.environ["MXE_SEED"])] if "MXE_SEED" in os.environ else [1, 2]
 
+_ODD = EngineConfig(rows=3, cols=5, input_width=6, acc_width=13, spad_depth=64, spad_banks=4,
+                    acc_depth=32, axi_data_width=32)
+
 CONFIGS = {
     "small": EngineConfig.preset("small"),
     "tiny-unsigned": EngineConfig.preset("tiny", signed=False, acc_width=20),
-    "odd": EngineConfig(rows=3, cols=5, input_width=6, acc_width=13, spad_depth=64,
-                        spad_banks=4, acc_depth=32, axi_data_width=32),
+    "odd": _ODD,
     # The two-cycle read-modify-write (without deep_pipeline).
     "lean": EngineConfig.preset("lean"),
-    "odd-shallow": EngineConfig(rows=3, cols=5, input_width=6, acc_width=13, spad_depth=64,
-                                spad_banks=4, acc_depth=32, axi_data_width=32,
-                                deep_pipeline=False),
+    "odd-shallow": _ODD.replace(deep_pipeline=False),
 }
 
 
