@@ -40,6 +40,12 @@ ENV_COVERAGE = "MXE_COVERAGE"
 
 _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
 
+#: Optimization of the model's hot C++ code (``OPT_FAST`` of Verilator's makefiles, ``-Os`` by
+#: default). ``-O1`` compiles the 8x8 engine in about a third less time than ``-Os`` and runs the
+#: demo's network on the 4x4 engine faster too; ``-O0`` compiles faster still but runs ~1.5x
+#: slower than ``-Os``.
+VERILATOR_OPT_FAST = "-O1"
+
 
 def build_root():
     """Where builds and test runs go: ``$MXE_BUILD_DIR`` or ``./build``."""
@@ -97,6 +103,21 @@ def _gateware_hash():
 
 
 @contextlib.contextmanager
+def _make_variables(**variables):
+    """Pass ``variables`` to every ``make`` started inside (through ``MAKEFLAGS``)."""
+    before = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(
+        [before or "", *(f"{name}={value}" for name, value in variables.items())]).strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = before
+
+
+@contextlib.contextmanager
 def _locked(directory):
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as lock:
@@ -135,9 +156,10 @@ def _build(sim, name, make_component, config, build_dir, waves, coverage=False):
                               *(["--coverage-line", "--coverage-toggle"] if coverage else [])]
             log = build_dir / "build.log"
             try:
-                runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
-                             build_args=build_args, timescale=("1ns", "1ps"), always=True,
-                             waves=waves, log_file=log)
+                with _make_variables(OPT_FAST=VERILATOR_OPT_FAST):
+                    runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                                 build_args=build_args, timescale=("1ns", "1ps"),
+                                 always=True, waves=waves, log_file=log)
             except (SystemExit, subprocess.CalledProcessError) as exc:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) \
                     if log.exists() else ""
