@@ -224,8 +224,14 @@ class ProcessingElement(wiring.Component):
         # psum = i_psum + product.
         product = Signal(Shape(config.product_width, config.signed), reset_less=True)
         if not config.deep_pipeline:
-            # One multiply stage: the product of the two registers, registered (in the DSP
-            # block's output register, or after the partial products' adder tree).
+            # One multiply stage: the product of the two registers, registered (after the DSP
+            # block, or after the partial products' adder tree). A DSP's product is asked for
+            # at the sum's width: at the product's width, Yosys's ice40_dsp (0.70) packs its
+            # register and the sum into the SB_MAC16's accumulator, and the netlist's sums are
+            # wrong (the gate-level array bench in tests/test_synth.py fails). ECP5's netlist
+            # is the same either way.
+            if self._dsp:
+                product = Signal(acc_shape(config), reset_less=True)
             m.d.sync += product.eq(act_data * w_sel if self._dsp else
                                    lut_multiply(act_data, w_sel, signed_operands=config.signed))
         elif self._dsp:

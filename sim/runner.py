@@ -39,6 +39,7 @@ ENV_WAVES = "MXE_WAVES"
 ENV_COVERAGE = "MXE_COVERAGE"
 
 _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
+_SYNTH_DIR = _HW_DIR.parent / "synth"
 
 #: Optimization of the model's hot C++ code (``OPT_FAST`` of Verilator's makefiles, ``-Os`` by
 #: default). ``-O1`` compiles the 8x8 engine in about a third less time than ``-Os`` and runs the
@@ -93,10 +94,10 @@ def available_simulators():
     return [sim for sim in SIMULATORS if simulator_missing(sim) is None]
 
 
-def _gateware_hash():
-    """Hash of everything that shapes a build: the gateware and this file."""
+def _gateware_hash(*extra):
+    """Hash of everything that shapes a build: the gateware, this file and ``extra`` files."""
     digest = hashlib.sha256()
-    for path in [*sorted(_HW_DIR.rglob("*.py")), Path(__file__)]:
+    for path in [*sorted(_HW_DIR.rglob("*.py")), Path(__file__), *extra]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
@@ -128,21 +129,27 @@ def _locked(directory):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build(sim, name, make_component, config, build_dir, waves, coverage=False):
+def _build(sim, name, make_component, config, build_dir, waves, coverage=False, gates=None):
     """Build once per generated Verilog: the gateware sources' hash skips regeneration, the
     Verilog's hash skips recompilation when a source change does not change this design.
     ``coverage``: Verilator line and toggle coverage, on Verilog that keeps the gateware's
-    source locations (``src`` attributes) for :mod:`mxe.sim.coverage`."""
+    source locations (``src`` attributes) for :mod:`mxe.sim.coverage`. ``gates``: the
+    netlist the synthesis flow maps for that family (:mod:`mxe.synth.gates`)."""
     from cocotb_tools.runner import get_runner
 
     runner = get_runner(sim)
     with _locked(build_dir):
         stamp = build_dir / ".built"
         built = json.loads(stamp.read_text()) if stamp.exists() else {}
-        hw_hash = _gateware_hash()
+        hw_hash = _gateware_hash(*(sorted(_SYNTH_DIR.glob("*.py")) if gates else ()))
         if built.get("hw") == hw_hash:
             return runner
-        verilog = to_verilog(make_component(config), name=name, src=coverage)
+        if gates:
+            from mxe.synth.gates import gate_level_verilog
+            verilog = gate_level_verilog(make_component(config), name, gates,
+                                         build_dir / "synth")
+        else:
+            verilog = to_verilog(make_component(config), name=name, src=coverage)
         verilog_hash = hashlib.sha256(verilog.encode()).hexdigest()
         if built.get("verilog") != verilog_hash:
             stamp.unlink(missing_ok=True)
@@ -156,7 +163,8 @@ def _build(sim, name, make_component, config, build_dir, waves, coverage=False):
                               *(["--coverage-line", "--coverage-toggle"] if coverage else [])]
             log = build_dir / "build.log"
             try:
-                with _make_variables(OPT_FAST=VERILATOR_OPT_FAST):
+                # A gate-level model runs briefly and compiles long: no optimization.
+                with _make_variables(OPT_FAST="-O0" if gates else VERILATOR_OPT_FAST):
                     runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
                                  build_args=build_args, timescale=("1ns", "1ps"),
                                  always=True, waves=waves, log_file=log)
@@ -169,7 +177,7 @@ def _build(sim, name, make_component, config, build_dir, waves, coverage=False):
 
 
 def run_bench(*, sim, name, make_component, config, test_module, testcase=None, seed=0,
-              params=None, waves=None):
+              params=None, waves=None, gates=None):
     """Build ``make_component(config)`` as module ``name`` and run ``test_module`` on it.
 
     Parameters
@@ -191,6 +199,10 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
         JSON-serializable parameters handed to the bench as ``MXE_PARAMS``.
     waves : bool, optional
         Record waveforms; defaults to ``MXE_WAVES=1`` in the environment.
+    gates : str, optional
+        Run the bench on the gate-level netlist the synthesis flow maps for this family
+        (``"ice40"`` or ``"ecp5"``, :mod:`mxe.synth.gates`), on Verilator only: the models'
+        registers start at zero there, as the devices' do after configuration.
 
     Returns
     -------
@@ -206,6 +218,9 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
 
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {config!r}")
+    if gates and sim != "verilator":
+        raise ValueError(f"gate-level benches run on Verilator, not {sim!r}: the DSP models' "
+                         f"registers start unknown on Icarus")
     missing = simulator_missing(sim)
     if missing:
         raise RuntimeError(f"cannot run {sim}: {missing}")
@@ -215,9 +230,10 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
         waves = os.environ.get(ENV_WAVES, "0") == "1"
     coverage = sim == "verilator" and os.environ.get(ENV_COVERAGE, "0") == "1"
 
-    suffix = ("-waves" if waves else "") + ("-cov" if coverage else "")
+    suffix = ("-waves" if waves else "") + ("-cov" if coverage else "") + \
+        (f"-gates-{gates}" if gates else "")
     build_dir = build_root() / "sim" / f"{name}-{sim}-{config.key()}{suffix}"
-    runner = _build(sim, name, make_component, config, build_dir, waves, coverage)
+    runner = _build(sim, name, make_component, config, build_dir, waves, coverage, gates)
 
     test_dir = build_dir / "runs" / f"{testcase or 'all'}-{seed}-{uuid.uuid4().hex[:8]}"
     test_dir.mkdir(parents=True)

@@ -164,3 +164,19 @@ def test_engine_conv(seed):
 @pytest.mark.slow
 def test_engine_conv_icarus(seed):
     _run("icarus", "tiny", "test_conv", seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board_name", ["icebreaker", "ulx3s-12f"])
+def test_engine_gates(board_name, seed):
+    """The engine of a board as the synthesis flow maps it for the board's family (Yosys's
+    cells replaced by their models), DSP PEs and the post-processor's DSP multipliers with
+    them: every output kind bit-exact, as on the gateware. Slow: Verilator takes many minutes
+    to build the netlist."""
+    from mxe.hw.boards.catalog import board as find_board
+    from mxe.hw.generate import TOPS
+    from mxe.sim.runner import run_bench
+    board = find_board(board_name)
+    run_bench(sim="verilator", name="mxe_engine", make_component=TOPS["engine"][0],
+              config=board.config, test_module="mxe.sim.tb_engine", testcase="test_output_kinds",
+              seed=seed, gates=board.family)
