@@ -28,7 +28,7 @@ from mxe.hw.boards.catalog import BOARDS, board as find_board
 from mxe.synth.devices import FAMILIES, classify_cells, device as find_device
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (ROUTERS, SynthError, check_drivers, check_fit, dsp_packing_line,
-                             parse_nextpnr_report, parse_stat, tool_path, tool_versions,
+                             dsp_pairing_line, pair_netlist, parse_nextpnr_report, parse_stat, tool_path, tool_versions,
                              yosys_script)
 
 NAME = "board"
@@ -160,7 +160,9 @@ def add_build_arguments(parser):
     parser.add_argument("--no-dsp-pack", action="store_true",
                         help="ECP5: leave the multiplier registers in the fabric, as Yosys maps "
                              "them (by default they move into the MULT18X18D before place and "
-                             "route, as mxe synth does and Lattice's tools do)")
+                             "route, as mxe synth does and Lattice's tools do); iCE40: leave "
+                             "each 8x8 product in an SB_MAC16 of its own (by default two share "
+                             "one)")
     parser.add_argument("--synth-only", action="store_true",
                         help="stop after Yosys and the fit check (minutes, not the half hour "
                              "of place and route); Xilinx: add a Yosys resource estimate to "
@@ -336,6 +338,8 @@ def build_lattice(board, top, args, env, out, report):
         progress.done("yosys", runtime["yosys"])
 
         cells = parse_stat(json.loads((Path(out) / "stat.json").read_text()), name)
+        if board.family == "ice40" and not args.no_dsp_pack:
+            report["dsp_pairs"] = pair_netlist(Path(out) / f"{name}.json", name, cells)
         resources = classify_cells(family, cells)
         report["resources"] = resources
         report["fit"] = fit = check_fit(resources, capacity(board))
@@ -502,6 +506,8 @@ def markdown_report(r):
             util = "–" if i["utilization"] is None else f"{i['utilization']:.1f}%"
             lines.append(f"| {i['resource']} | {i['used']:g} | {i['available']} | {util} |")
         lines.append("")
+        if r.get("dsp_pairs") and r["dsp_pairs"]["pairs"]:
+            lines += [dsp_pairing_line(r["dsp_pairs"]), ""]
     pnr = r.get("pnr")
     if pnr:
         met = "met" if pnr["met"] else "NOT met"

@@ -57,7 +57,8 @@ def add_synth_arguments(parser, *, families=False):
                             "routing takes hours); Fmax is nextpnr's post-placement estimate "
                             "and the longest paths are ranked on the placement")
     group.add_argument("--no-dsp-pack", action="store_true",
-                       help="ECP5: leave multiplier registers in the fabric (as Yosys maps them)")
+                       help="ECP5: leave multiplier registers in the fabric (as Yosys maps "
+                            "them); iCE40: leave each 8x8 product in an SB_MAC16 of its own")
     group.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
     group.add_argument("--seeds", type=int, default=1, metavar="N",
                        help="with --pnr: place and route each configuration with N nextpnr "

@@ -29,11 +29,12 @@ from mxe.hw.generate import TOPS, component_ports
 from .depth import longest_paths, register_of
 from .devices import classify_cells, device as find_device, family as find_family
 from .dsp_pack import pack_mult_registers
+from .dsp_pair import pair_mult8x8
 from .wrapper import PinWrapper, port_bits
 
 
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
-           "dsp_packing_line", "parse_nextpnr_report", "parse_placement", "markdown_table", "markdown_report",
+           "dsp_packing_line", "dsp_pairing_line", "pair_netlist", "parse_nextpnr_report", "parse_placement", "markdown_table", "markdown_report",
            "REPORT_VERSION", "check_drivers", "default_top", "tool_path", "tool_versions"]
 
 
@@ -85,7 +86,9 @@ class SynthOptions:
     breakdown : bool
         Also run the hierarchical synthesis for the per-module breakdown.
     dsp_pack : bool
-        ECP5: absorb multiplier registers into the MULT18X18D before place and route.
+        ECP5: absorb multiplier registers into the MULT18X18D before place and route. iCE40:
+        merge SB_MAC16s that each compute one 8x8 product two by two (8x8 mode,
+        :mod:`mxe.synth.dsp_pair`), before the resources are counted.
     seed : int
         nextpnr placer seed.
     router : str
@@ -494,6 +497,19 @@ def _elaborate(top, config, workdir, *, wrap):
     return name, component
 
 
+def pair_netlist(path, module, cells=None):
+    """Merge the 8x8-product SB_MAC16s of the netlist at ``path`` two by two
+    (:func:`mxe.synth.dsp_pair.pair_mult8x8`, in the file) and count them in ``cells`` (Yosys's
+    cell counts, updated in place) if given. Returns the pass's result."""
+    netlist = json.loads(Path(path).read_text())
+    paired = pair_mult8x8(netlist, module)
+    if paired["pairs"]:
+        Path(path).write_text(json.dumps(netlist))
+        if cells is not None:
+            cells["SB_MAC16"] -= paired["pairs"]
+    return paired
+
+
 def _yosys(workdir, fam, module, *, classic=False):
     """The flattened Yosys run; :class:`SynthError` if it fails or leaves a net with two
     drivers (:func:`check_drivers`)."""
@@ -600,6 +616,12 @@ def synthesize(config, opts, workdir, *, top=None):
         warnings.append(f"LUTs mapped by classic ABC: ABC9 failed on this design "
                         f"({abc9_failure})")
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), module)
+    paired = None
+    if fam.name == "ice40" and opts.dsp_pack:
+        paired = pair_netlist(workdir / "netlist.json", module, cells)
+        if paired["pairs"] and opts.breakdown:
+            warnings.append(f"breakdown by block: DSPs before {paired['pairs']} pairs of 8x8 "
+                            f"products were merged into one SB_MAC16 each")
     paths = None
     if fam.name == "ecp5":
         netlist = json.loads((workdir / "netlist.json").read_text())
@@ -640,6 +662,8 @@ def synthesize(config, opts, workdir, *, top=None):
                 pnr_dir = workdir / "pnr_wrapped"
                 wmodule, _ = _elaborate(top, config, pnr_dir, wrap=True)
                 runtime["yosys_wrapped_s"] = _yosys(pnr_dir, fam, wmodule)
+                if fam.name == "ice40" and opts.dsp_pack:
+                    pair_netlist(pnr_dir / "netlist.json", wmodule)
             packed = None
             if fam.name == "ecp5" and opts.dsp_pack:
                 netlist_path = pnr_dir / "netlist.json"
@@ -676,6 +700,7 @@ def synthesize(config, opts, workdir, *, top=None):
         "config_key": config.key(),
         "macs": config.macs,
         "luts_per_mac": round(resources["lut_equiv"] / config.macs, 1),
+        "dsp_pairs": paired,
         "resources": resources,
         "array": array,
         "cells": cells,
@@ -742,6 +767,14 @@ def markdown_table(reports, columns=None):
     return "\n".join([head, rule, *rows]) + "\n"
 
 
+def dsp_pairing_line(paired):
+    """One sentence of a report on :func:`mxe.synth.dsp_pair.pair_mult8x8`'s result."""
+    n = paired["pairs"]
+    return (f"DSP pairing: {2 * n} of Yosys's {paired['dsps']} SB_MAC16s each computed one 8x8 "
+            f"product; they are merged into {n} in 8x8 mode (two products each), which the DSP "
+            f"count above includes.")
+
+
 def dsp_packing_line(packed):
     """One sentence of a report on :func:`mxe.synth.dsp_pack.pack_mult_registers`'s result."""
     n = packed["dsps"]
@@ -781,6 +814,8 @@ def markdown_report(report):
               f"{_fmt(res['lutram'])} LUT RAM cells, {_fmt(res['widemux'])} wide-mux cells)."]
     if res.get("other"):
         lines.append("Other cells: " + ", ".join(f"{k} {v}" for k, v in res["other"].items()))
+    if r.get("dsp_pairs") and r["dsp_pairs"]["pairs"]:
+        lines += ["", dsp_pairing_line(r["dsp_pairs"])]
     per_mac = []
     if r.get("luts_per_mac") is not None:
         per_mac.append(f"**Per MAC:** {_fmt(r['luts_per_mac'])} LUTs (all LUTs over the "

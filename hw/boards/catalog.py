@@ -387,9 +387,7 @@ def _boards():
               note="UART on J19 (the LED and button pins): no LEDs, no reset button"),
         # The FT2232H's second channel is the UART; 12 MHz allows 1 Mbaud at 12 clocks a bit.
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
-              platform=ICEBreakerPlatform, preset="lean",
-              config_changes={"multiplier": "auto", "dsp_budget": 8},
-              clock_mhz=12, baud=1_000_000,
+              platform=ICEBreakerPlatform, preset="lean", clock_mhz=12, baud=1_000_000,
               mem_size=8 * KIB, reset=("button", 0), leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
               note="the lean engine and the SoC need about 11k LUTs and 11k FFs: twice the "
