@@ -28,8 +28,8 @@ from mxe.hw.boards.catalog import BOARDS, board as find_board
 from mxe.synth.devices import FAMILIES, classify_cells, device as find_device
 from mxe.synth.dsp_pack import pack_mult_registers
 from mxe.synth.flow import (ROUTERS, SynthError, check_drivers, check_fit, dsp_packing_line,
-                             dsp_pairing_line, pair_netlist, parse_nextpnr_report, parse_stat, tool_path, tool_versions,
-                             yosys_script)
+                             dsp_pairing_line, pair_netlist, parse_nextpnr_report, parse_stat,
+                             tool_path, tool_versions, yosys_script)
 
 NAME = "board"
 HELP = "FPGA boards: list them, build a bitstream (report: resources, Fmax), program a board"

@@ -34,8 +34,9 @@ from .wrapper import PinWrapper, port_bits
 
 
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
-           "dsp_packing_line", "dsp_pairing_line", "pair_netlist", "parse_nextpnr_report", "parse_placement", "markdown_table", "markdown_report",
-           "REPORT_VERSION", "check_drivers", "default_top", "tool_path", "tool_versions"]
+           "dsp_packing_line", "dsp_pairing_line", "pair_netlist", "parse_nextpnr_report",
+           "parse_placement", "markdown_table", "markdown_report", "REPORT_VERSION",
+           "check_drivers", "default_top", "tool_path", "tool_versions"]
 
 
 REPORT_VERSION = 1

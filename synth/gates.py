@@ -2,10 +2,11 @@
 
 The flow's own Yosys script (:func:`mxe.synth.flow.yosys_script`) maps the block for a family;
 a second Yosys run replaces every cell of the netlist by its simulation model and flattens the
-result into one module of plain Verilog. On iCE40 the netlist is the one the flow counts and
-places: 8x8 products paired into SB_MAC16s (:mod:`mxe.synth.dsp_pair`). A bench run on it (``run_bench(..., gates=family)``)
-checks the netlist the reports count and nextpnr places, not only the gateware: Yosys's DSP
-inference has packed registers and adders into DSP blocks in ways that changed the results.
+result into one module of plain Verilog. On iCE40 its 8x8 products are paired into SB_MAC16s
+first (:mod:`mxe.synth.dsp_pair`), as the flow does. A bench run on it (``run_bench(...,
+gates=family)``) checks the netlist the reports count and nextpnr places, not only the gateware:
+Yosys's DSP inference has packed registers and adders into DSP blocks in ways that changed the
+results.
 
 Models: Yosys's ``cells_sim.v`` of the family. Yosys has none for ECP5's MULT18X18D; its
 mapping leaves the block's registers off (``REG_*`` ``"NONE"``, their default; the flow moves
