@@ -1,8 +1,10 @@
 """Engine configurations and the bench runner shared by the end-to-end engine tests."""
 
+import pytest
+
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS
-from mxe.sim.runner import run_bench
+from mxe.sim.runner import run_bench, simulator_missing
 
 CONFIGS = {
     # 4x4, 32-bit bus, 8-entry queue: many tiles and queue-full waits for small shapes.
@@ -19,10 +21,18 @@ CONFIGS = {
 }
 
 
+#: The odd configuration builds in seconds on Icarus and in a minute and a half on Verilator,
+#: whose runs of it are behind slow.
+ODD_SIMULATORS = ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
+
+
 def run_engine(sim, name, module, testcase, seed, **params):
     """Run ``testcase`` of the cocotb module ``module`` on the engine built with config
     ``CONFIGS[name]``; the parameters reach the bench as MXE_PARAMS. Returns the run's
-    directory (its build directory, with the Verilog simulated, is two levels up)."""
+    directory (its build directory, with the Verilog simulated, is two levels up). Skips the
+    test if ``sim`` is not installed."""
+    if simulator_missing(sim):
+        pytest.skip(simulator_missing(sim))
     return run_bench(sim=sim, name="mxe_engine", make_component=TOPS["engine"][0],
                      config=CONFIGS[name], test_module=module, testcase=testcase, seed=seed,
                      params=params)

@@ -7,7 +7,7 @@ Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest 
 
 import pytest
 
-from engine_benches import CONFIGS, run_engine
+from engine_benches import CONFIGS, ODD_SIMULATORS, run_engine
 
 
 def _run(sim, name, testcase, seed, **params):
@@ -58,9 +58,10 @@ def test_engine_gemm(sim, name, seed):
          random=[2 if sim == "verilator" else 1, 30])
 
 
-def test_engine_gemm_odd(seed):
-    """rows != cols, unsigned 12-bit operands, 40-bit accumulators (Verilator only)."""
-    _run("verilator", "odd", "test_gemm", seed, shapes=[[7, 9, 13], [1, 5, 2]], random=[2, 30])
+@pytest.mark.parametrize("odd_sim", ODD_SIMULATORS)
+def test_engine_gemm_odd(odd_sim, seed):
+    """rows != cols, unsigned 12-bit operands, 40-bit accumulators."""
+    _run(odd_sim, "odd", "test_gemm", seed, shapes=[[7, 9, 13], [1, 5, 2]], random=[2, 30])
 
 
 @pytest.mark.parametrize("name", ["tiny", "lean"])
