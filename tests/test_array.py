@@ -78,8 +78,8 @@ GATE_CASES = [
 @pytest.mark.parametrize("family, config", GATE_CASES)
 def test_array_gates(family, config, seed):
     """The array's netlist from the synthesis flow (Yosys's cells replaced by their models) on
-    the array bench: every output bit-exact, cycles exact, as the gateware itself. Slow: each
-    netlist takes Verilator 1.5 to 3.5 minutes to build."""
+    the array bench: every output bit-exact, cycles exact, as the gateware itself. Slow: the
+    five take about 3 minutes."""
     params = {"gap": 0.3, "tiles": 4, "m": 2 * config.rows + 3, "k": 8 * config.rows,
               "n": 2 * config.cols, "extremes": 0.3}
     run_bench(sim="verilator", name="mxe_array", make_component=SystolicArray, config=config,
