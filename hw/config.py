@@ -87,6 +87,12 @@ class EngineConfig:
         or a divisor of ``cols``. With fewer lanes a row takes ``cols / postproc_lanes`` cycles
         and its multipliers are shared: :attr:`postproc_multipliers` shrinks by the same factor
         (a lean engine's STORE then runs at that rate; its results are the same).
+    serial_requant : bool
+        Requantize with one bit of the multiplier a cycle, in LUTs, instead of the partial
+        products of :attr:`postproc_multipliers` DSP blocks: no DSP at all, for a device whose
+        DSPs the array takes (the iCE40 UP5K's 8). A requantized row then takes
+        :attr:`postproc_row_cycles` (33 per pass) instead of one cycle per pass; rows that are
+        not requantized go at the full rate, and every result is the same.
     perf_counters : bool
         Build the performance counters. Without them every counter register reads 0 except
         ``CYCLES``, which stays: a driver times its waits with it over a link that has no clock
@@ -139,6 +145,7 @@ class EngineConfig:
     gemm_unit: bool = True
     perf_counters: bool = True
     postproc_lanes: int = 0
+    serial_requant: bool = False
     conv_unit: bool = False
     unaligned_dma: bool = True
     deep_pipeline: bool = True
@@ -204,6 +211,7 @@ class EngineConfig:
             raise ValueError(f"postproc_lanes must be 0 (every column) or a divisor of cols "
                              f"{self.cols} ({', '.join(map(str, divisors))}), "
                              f"not {self.postproc_lanes}")
+        boolean("serial_requant")
         boolean("unaligned_dma")
         boolean("deep_pipeline")
         if not self.unaligned_dma and (self.rows * self.elem_bytes % self.axi_bytes
@@ -269,11 +277,20 @@ class EngineConfig:
     def postproc_multipliers(self):
         """18x18 multipliers of the post-processor's requantization: one per pair of
         :data:`DSP_CHUNK_WIDTH`-bit pieces of an accumulator and the multiplier, per lane
-        (four per lane for 32-bit accumulators). On ECP5 each is a MULT18X18D, beside the
-        array's ``dsp_budget``."""
+        (four per lane for 32-bit accumulators), none with ``serial_requant``. On ECP5 each is
+        a MULT18X18D, beside the array's ``dsp_budget``."""
+        if self.serial_requant:
+            return 0
         pieces = -(-self.acc_width // DSP_CHUNK_WIDTH) * \
             -(-REQUANT_MULTIPLIER_WIDTH // DSP_CHUNK_WIDTH)
         return self.lanes * pieces
+
+    @property
+    def postproc_row_cycles(self):
+        """Cycles between requantized rows through the post-processor: one per pass, or with
+        ``serial_requant`` one per multiplier bit plus one to start, per pass."""
+        step = REQUANT_MULTIPLIER_WIDTH + 1 if self.serial_requant else 1
+        return step * self.postproc_passes
 
     @property
     def axi_bytes(self):

@@ -131,21 +131,31 @@ def _tree_levels(terms):
 _FIFO_LATENCY = 3
 
 
-def _stages(config):
+#: Cycles a slice spends in the serial multiplier (``serial_requant``): one to load, one per
+#: bit of the multiplier.
+_SERIAL_CYCLES = MULTIPLIER_WIDTH + 1
+
+
+def _stages(config, requant):
+    if config.serial_requant:
+        return 5 + (_SERIAL_CYCLES if requant else 1)
     return 6 + _tree_levels(config.postproc_multipliers // config.lanes)
 
 
-def postproc_latency(config):
-    """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``.
+def postproc_latency(config, requant=True):
+    """Cycles from a row accepted on ``i_data`` to the same row offered on ``o_data``, for
+    rows requantized or not (``requant``).
 
     One cycle each for the bias add, the ReLU, the partial products, every level of the
     partial-product adder tree, the two steps that pick and round the shifted product's low
     bits and the saturation, then three through the output FIFO and skid buffer. With a 32-bit
     accumulator (4 partial products, 2 tree levels) the latency is 11; with 64 bits (8 products)
-    it is 12. With fewer lanes than columns a row is accepted with its last pass (its earlier
-    passes went in the cycles before), so the latency is the same.
+    it is 12, in every mode. With fewer lanes than columns a row is accepted with its last pass
+    (its earlier passes went in the cycles before), so the latency is the same. With
+    ``serial_requant`` the multiply takes 33 cycles instead of the products and the tree, so a
+    requantized row takes 41, and a row that is not requantized skips it and takes 9.
     """
-    return _stages(config) + _FIFO_LATENCY
+    return _stages(config, requant) + _FIFO_LATENCY
 
 
 class PostProcessor(wiring.Component):
@@ -188,6 +198,12 @@ class PostProcessor(wiring.Component):
     one a cycle, each with its pass number; the per-column bias, multiplier and shift are
     chosen by that number where each is used, and the slices of a row meet again in registers
     in front of the FIFO. ``i_data.ready`` rises with the row's last pass.
+
+    Serial multiplier (``config.serial_requant``): the partial products and their tree give
+    way to one adder per lane that takes a bit of the multiplier a cycle, and no DSP block. A
+    requantized slice spends 33 cycles there, and the next one enters no sooner, so a row
+    takes ``config.postproc_row_cycles``; a slice that is not requantized passes in one cycle,
+    a row per pass as above.
 
     Flow control: the pipeline never stalls (no enable reaches its registers, which spread over
     the DSP columns); rows leave it into an output FIFO with room for every row in flight, and
@@ -239,6 +255,7 @@ class PostProcessor(wiring.Component):
 
     @property
     def latency(self):
+        """Of a requantized row (:func:`postproc_latency`)."""
         return postproc_latency(self._config)
 
     def elaborate(self, platform):
@@ -251,9 +268,9 @@ class PostProcessor(wiring.Component):
         # The exact product.
         prod_shape = signed(acc_width + MULTIPLIER_WIDTH + (0 if is_signed else 1))
 
-        # The output FIFO and its credits: FIFO places not yet promised to a row.
-        stages = _stages(config)
-        depth = stages + _FIFO_LATENCY + 2    # credits return in time for a row a cycle
+        # The output FIFO and its credits: FIFO places not yet promised to a row. Credits
+        # return in time for a row a cycle (the serial multiplier's rows are further apart).
+        depth = _stages(config, requant=False) + _FIFO_LATENCY + 2
         row_layout = postproc_row_layout(config)
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=row_layout.size, depth=depth)
         credits = Signal(range(depth + 1), init=depth)
@@ -268,11 +285,22 @@ class PostProcessor(wiring.Component):
         # A row goes through the pipeline as `passes` slices of `lanes` columns, one a cycle;
         # the pass number travels with its slice. The input row stays offered (stream rules)
         # until its last slice is taken, and takes its FIFO credit then.
+        # With the serial multiplier, a requantized slice enters only when the one before it
+        # has had its cycles there (`wait`).
         pass_in = Signal(range(passes), name="pass_in")
         last_pass = pass_in == passes - 1
-        fed = self.i_data.valid & (credits != 0)
+        open_ = credits != 0
+        if config.serial_requant:
+            wait = Signal(range(_SERIAL_CYCLES), name="serial_wait")
+            open_ &= wait == 0
+        fed = self.i_data.valid & open_
         taken = fed & last_pass
-        m.d.comb += self.i_data.ready.eq((credits != 0) & last_pass)
+        m.d.comb += self.i_data.ready.eq(open_ & last_pass)
+        if config.serial_requant:
+            with m.If(fed & self.cfg.requant):
+                m.d.sync += wait.eq(_SERIAL_CYCLES - 1)
+            with m.Elif(wait != 0):
+                m.d.sync += wait.eq(wait - 1)
         m.d.sync += credits.eq(credits - taken + (fifo.r_en & fifo.r_rdy))
         if passes > 1:
             with m.If(fed):
@@ -284,12 +312,9 @@ class PostProcessor(wiring.Component):
                 return values[lane]
             return Array(values[q * lanes + lane] for q in range(passes))[p]
 
-        stage_passes = []   # the pass number entering each stage
-
         def stage(name, values, last_prev, valid_prev, pass_prev):
             """Register ``values`` (a list, one per lane) with the slice's valid, last and pass
             number."""
-            stage_passes.append(pass_prev)
             regs = []
             for c, value in enumerate(values):
                 reg = Signal(value.shape(), name=f"{name}_{c}")
@@ -342,51 +367,12 @@ class PostProcessor(wiring.Component):
             relu.append(relu_x)
         relu, last, valid, pass_ = stage("s2_relu", relu, last, valid, pass_)
 
-        # Stage 3: partial products, one small multiplier each, fed straight from registers
-        # (which move into the DSP blocks, like the product registers).
-        # Plain copies of the multiplier registers: those take their constant (1) by synchronous
-        # set and reset, which a DSP's input register cannot absorb.
-        products, weights = [], []  # per lane: list of products; shared: their bit offsets
-        for lane in range(lanes):
-            mult_copy = Signal.like(multiplier[lane], name=f"multiplier_copy_{lane}")
-            m.d.sync += mult_copy.eq(multiplier[lane])
-            mult_chunks = _chunks(mult_copy, MULTIPLIER_WIDTH, True)
-            row_products = []
-            for i, xc in enumerate(_chunks(relu[lane], acc_width, is_signed)):
-                for j, mc in enumerate(mult_chunks):
-                    row_products.append(xc * mc)
-                    if lane == 0:
-                        weights.append(CHUNK_WIDTH * (i + j))
-            products.append(row_products)
-        n_terms = len(weights)
-        flat, last, valid, pass_ = stage("s3_pp", [p for row in products for p in row], last,
-                                         valid, pass_)
-        terms = [[(flat[lane * n_terms + t], weights[t]) for t in range(n_terms)]
-                 for lane in range(lanes)]
+        # The product of each lane's value and multiplier.
+        make_products = self._serial_products if config.serial_requant else \
+            self._parallel_products
+        terms, raw_values, last, valid, pass_, mask_pass = make_products(
+            m, stage, relu, multiplier, last, valid, pass_)
 
-        # Adder tree, one register per level. Sums are kept modulo 2**prod_shape.width, which
-        # loses nothing: the final product fits that width.
-        level = 0
-        while len(terms[0]) > 1:
-            level += 1
-            new_terms = []
-            for lane in range(lanes):
-                row_terms = terms[lane]
-                row_new = []
-                for k in range(0, len(row_terms), 2):
-                    pair = row_terms[k:k + 2]
-                    base = min(w for _, w in pair)
-                    row_new.append((_weighted_sum(pair, base), base))
-                new_terms.append(row_new)
-            per_lane = len(new_terms[0])
-            values = []
-            for lane in range(lanes):
-                for total, base in new_terms[lane]:
-                    width = max(prod_shape.width - base, 1)
-                    values.append(total.as_signed()[:width].as_signed())
-            regs, last, valid, pass_ = stage(f"s{3 + level}_sum", values, last, valid, pass_)
-            terms = [[(regs[lane * per_lane + k], new_terms[lane][k][1]) for k in range(per_lane)]
-                     for lane in range(lanes)]
         # Rounding, shift and saturation without a wide adder or a wide shifter. With the
         # product doubled (p2 = 2p, so that shift 0 needs no case of its own), t = p2 >> shift
         # is p / 2**(shift - 1) rounded down: p / 2**shift rounded down is t >> 1, t's lowest
@@ -398,9 +384,6 @@ class PostProcessor(wiring.Component):
         # sign bits, |t| >= 1024 and the result is beyond every clamp bound whatever the zero
         # point.
         width = prod_shape.width + 1                 # p2, signed
-        # The shift masks are registered a stage ahead of their use: chosen by the pass number
-        # of the slice entering the last sum's stage.
-        mask_pass = stage_passes[-1]
         windows, flags, raws = [], [], []
         for lane in range(lanes):
             # The bits of p2 below shift (sticky), and from shift + 10 up (outside).
@@ -420,7 +403,7 @@ class PostProcessor(wiring.Component):
             outside = (not_sign & high_mask).any()
             windows.append(window)
             flags.append(Cat(sticky, outside, sign))
-            raws.append(p2[1:acc_width + 1])
+            raws.append(p2[1:acc_width + 1] if raw_values is None else raw_values[lane])
         regs, last, valid, pass_ = stage("s_window", windows + flags + raws, last, valid, pass_)
         windows, flags, raws = regs[:lanes], regs[lanes:2 * lanes], regs[2 * lanes:]
 
@@ -474,3 +457,110 @@ class PostProcessor(wiring.Component):
             fifo.w_en.eq(result_valid & (result_pass == passes - 1)),
         ]
         return m
+
+    def _parallel_products(self, m, stage, relu, multiplier, last, valid, pass_):
+        """The products of the ReLU stage's values by their multipliers, a slice a cycle: the
+        partial products of :data:`CHUNK_WIDTH`-bit pieces (one DSP multiplier each), summed
+        by a tree. Returns, per lane, the product as ``(value, weight)``; ``None`` for the raw
+        values (the product by 1 is the raw value); the slice's ``last``, ``valid`` and pass
+        number; and the pass number of the slice entering the last stage, which chooses the
+        shift masks a cycle ahead."""
+        config = self._config
+        acc_width, is_signed, lanes = config.acc_width, config.signed, config.lanes
+        prod_shape = signed(acc_width + MULTIPLIER_WIDTH + (0 if is_signed else 1))
+        # Stage 3: partial products, one small multiplier each, fed straight from registers
+        # (which move into the DSP blocks, like the product registers).
+        # Plain copies of the multiplier registers: those take their constant (1) by synchronous
+        # set and reset, which a DSP's input register cannot absorb.
+        products, weights = [], []  # per lane: list of products; shared: their bit offsets
+        for lane in range(lanes):
+            mult_copy = Signal.like(multiplier[lane], name=f"multiplier_copy_{lane}")
+            m.d.sync += mult_copy.eq(multiplier[lane])
+            mult_chunks = _chunks(mult_copy, MULTIPLIER_WIDTH, True)
+            row_products = []
+            for i, xc in enumerate(_chunks(relu[lane], acc_width, is_signed)):
+                for j, mc in enumerate(mult_chunks):
+                    row_products.append(xc * mc)
+                    if lane == 0:
+                        weights.append(CHUNK_WIDTH * (i + j))
+            products.append(row_products)
+        n_terms = len(weights)
+        entering = pass_
+        flat, last, valid, pass_ = stage("s3_pp", [p for row in products for p in row], last,
+                                         valid, pass_)
+        terms = [[(flat[lane * n_terms + t], weights[t]) for t in range(n_terms)]
+                 for lane in range(lanes)]
+
+        # Adder tree, one register per level. Sums are kept modulo 2**prod_shape.width, which
+        # loses nothing: the final product fits that width.
+        level = 0
+        while len(terms[0]) > 1:
+            level += 1
+            new_terms = []
+            for lane in range(lanes):
+                row_terms = terms[lane]
+                row_new = []
+                for k in range(0, len(row_terms), 2):
+                    pair = row_terms[k:k + 2]
+                    base = min(w for _, w in pair)
+                    row_new.append((_weighted_sum(pair, base), base))
+                new_terms.append(row_new)
+            per_lane = len(new_terms[0])
+            values = []
+            for lane in range(lanes):
+                for total, base in new_terms[lane]:
+                    width = max(prod_shape.width - base, 1)
+                    values.append(total.as_signed()[:width].as_signed())
+            entering = pass_
+            regs, last, valid, pass_ = stage(f"s{3 + level}_sum", values, last, valid, pass_)
+            terms = [[(regs[lane * per_lane + k], new_terms[lane][k][1]) for k in range(per_lane)]
+                     for lane in range(lanes)]
+        return terms, None, last, valid, pass_, entering
+
+    def _serial_products(self, m, stage, relu, multiplier, last, valid, pass_):
+        """The products of the ReLU stage's values by their multipliers, one multiplier bit a
+        cycle (``serial_requant``): for each lane the product (an adder and three registers of
+        about ``acc_width`` bits, no DSP), the raw value, and the slice's ``last``, ``valid``
+        and pass number beside them, and the pass number to choose the shift masks by.
+
+        A slice is taken in the cycle it is valid here. Requantized, its product is ready
+        :data:`_SERIAL_CYCLES` cycles later (right-shift multiplication: the multiplicand added
+        for every set bit of the multiplier, subtracted for its sign bit, the sum shifted
+        right with the bit it loses shifted into the product's low half); the input lets the
+        next slice in no sooner. Otherwise the slice passes in one cycle and its product,
+        unused, is not formed."""
+        config = self._config
+        acc_width, lanes = config.acc_width, config.lanes
+        requant = self.cfg.requant
+        count = Signal(range(MULTIPLIER_WIDTH + 1), name="serial_count")
+        with m.If(valid & requant):
+            m.d.sync += count.eq(MULTIPLIER_WIDTH)
+        with m.Elif(count != 0):
+            m.d.sync += count.eq(count - 1)
+        sign_step = count == 1
+        held_last, held_pass = Signal(name="serial_last"), Signal.like(pass_, name="serial_pass")
+        out_valid = Signal(name="serial_valid")
+        with m.If(valid):
+            m.d.sync += [held_last.eq(last), held_pass.eq(pass_)]
+        m.d.sync += out_valid.eq(Mux(requant, sign_step, valid))
+
+        terms, raws = [], []
+        for lane in range(lanes):
+            # Two register steps from the pass number, as for the parallel products.
+            mult_copy = Signal.like(multiplier[lane], name=f"multiplier_copy_{lane}")
+            m.d.sync += mult_copy.eq(multiplier[lane])
+            x = Signal(signed(acc_width + 1), name=f"serial_x_{lane}")
+            high = Signal(signed(acc_width + 1), name=f"serial_high_{lane}")
+            low = Signal(MULTIPLIER_WIDTH, name=f"serial_low_{lane}")
+            addend = Mux(low[0], x, 0)
+            total = Signal(signed(acc_width + 2), name=f"serial_sum_{lane}")
+            m.d.comb += total.eq(Mux(sign_step, high - addend, high + addend))
+            with m.If(valid):
+                m.d.sync += [x.eq(relu[lane]), high.eq(0), low.eq(mult_copy)]
+            with m.Elif(count != 0):
+                m.d.sync += [high.eq(total[1:]), low.eq(Cat(low[1:], total[0]))]
+            product = Cat(low, high).as_signed()
+            terms.append([(product, 0)])
+            raws.append(x[:acc_width])
+        return terms, raws, held_last, out_valid, held_pass, held_pass
+

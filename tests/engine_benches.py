@@ -18,12 +18,14 @@ CONFIGS = {
     # CYCLES counter, no unaligned DMA), with one requantization lane shared by its four
     # columns and the shallow pipeline of a slow clock.
     "lean": EngineConfig.preset("lean"),
+    # The iCEBreaker's engine: lean, requantizing with the serial multiplier (no DSP).
+    "lean-serial": EngineConfig.preset("lean", serial_requant=True),
 }
 
 
-#: The odd configuration builds in seconds on Icarus and in a minute and a half on Verilator,
-#: whose runs of it are behind slow.
-ODD_SIMULATORS = ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
+#: For configurations used by a test or two: each builds in seconds on Icarus and in a minute
+#: or more on Verilator, whose runs are behind slow.
+ICARUS_FIRST = ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
 
 
 def run_engine(sim, name, module, testcase, seed, **params):

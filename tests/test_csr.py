@@ -30,8 +30,17 @@ def fresh_build(tmp_path, monkeypatch):
     monkeypatch.setenv("MXE_BUILD_DIR", str(tmp_path))
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.key())
-@pytest.mark.parametrize("sim", SIMULATORS)
+def _bench_cases():
+    """Every configuration on Icarus (a build takes a second); on Verilator the first, the
+    others behind slow (20 s a build, and the CSR block's Verilog is the same for both)."""
+    for i, config in enumerate(CONFIGS):
+        for sim in SIMULATORS:
+            slow = sim == "verilator" and i > 0
+            yield pytest.param(sim, config, id=f"{sim}-{config.key()}",
+                               marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("sim, config", list(_bench_cases()))
 def test_csr_bench(sim, config, fresh_build):
     missing = simulator_missing(sim)
     if missing:

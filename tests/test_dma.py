@@ -40,8 +40,17 @@ def _run(sim, name, testcase, seed, **params):
               test_module="mxe.sim.tb_dma", testcase=testcase, seed=seed, params=params)
 
 
-@pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+def _random_cases():
+    """Every configuration on both simulators; the wide one's Verilator build (30 s, for this
+    test alone) behind slow."""
+    for name in sorted(CONFIGS):
+        for sim in SIMULATORS:
+            slow = name == "wide" and sim == "verilator"
+            yield pytest.param(sim, name, id=f"{name}-{sim}",
+                               marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("sim, name", list(_random_cases()))
 def test_dma_random(sim, name):
     """Random sizes, strides, alignments; random pauses on all AXI channels and streams;
     random memory latency; whole-memory check (guard bytes); bursts checked on the bus."""

@@ -7,7 +7,7 @@ Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest 
 
 import pytest
 
-from engine_benches import CONFIGS, ODD_SIMULATORS, run_engine
+from engine_benches import CONFIGS, ICARUS_FIRST, run_engine
 
 
 def _run(sim, name, testcase, seed, **params):
@@ -58,7 +58,7 @@ def test_engine_gemm(sim, name, seed):
          random=[2 if sim == "verilator" else 1, 30])
 
 
-@pytest.mark.parametrize("odd_sim", ODD_SIMULATORS)
+@pytest.mark.parametrize("odd_sim", ICARUS_FIRST)
 def test_engine_gemm_odd(odd_sim, seed):
     """rows != cols, unsigned 12-bit operands, 40-bit accumulators."""
     _run(odd_sim, "odd", "test_gemm", seed, shapes=[[7, 9, 13], [1, 5, 2]], random=[2, 30])
@@ -67,6 +67,13 @@ def test_engine_gemm_odd(odd_sim, seed):
 @pytest.mark.parametrize("name", ["tiny", "lean"])
 def test_engine_output_kinds(sim, name, seed):
     _run(sim, name, "test_output_kinds", seed)
+
+
+@pytest.mark.parametrize("serial_sim", ICARUS_FIRST)
+def test_engine_output_kinds_serial(serial_sim, seed):
+    """Every output kind through the serial requantization multiplier (the iCEBreaker's
+    engine)."""
+    _run(serial_sim, "lean-serial", "test_output_kinds", seed)
 
 
 def test_engine_onnx(seed):

@@ -7,7 +7,7 @@ Reproduce a failure with the seed printed by the test: ``MXE_SEED=<seed> pytest 
 
 import pytest
 
-from engine_benches import ODD_SIMULATORS, run_engine
+from engine_benches import ICARUS_FIRST, run_engine
 
 
 def _run(sim, name, testcase, seed, **params):
@@ -24,7 +24,7 @@ def test_gemm_cmd(sim, name, seed):
          random=[2 if sim == "verilator" else 1, 30])
 
 
-@pytest.mark.parametrize("odd_sim", ODD_SIMULATORS)
+@pytest.mark.parametrize("odd_sim", ICARUS_FIRST)
 def test_gemm_cmd_odd(odd_sim, seed):
     """rows != cols, 2-byte operands, 8-byte accumulators."""
     _run(odd_sim, "odd", "test_gemm_cmd", seed, shapes=[[7, 9, 13], [30, 20, 3]],

@@ -36,8 +36,8 @@ def lint(component, name, tmp_path):
 ENGINES = {
     "tiny": EngineConfig.preset("tiny"),
     "small": EngineConfig.preset("small"),
-    "default": EngineConfig.preset("default"),
     "lean": EngineConfig.preset("lean"),
+    "lean-serial": EngineConfig.preset("lean", serial_requant=True),     # the iCEBreaker's
     "odd": EngineConfig(rows=3, cols=5, input_width=12, signed=False, acc_width=40,
                         axi_data_width=64),
 }
@@ -49,8 +49,11 @@ def test_engine_lints_clean(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_large_engine_lints_clean(tmp_path):
-    lint(TOPS["engine"][0](EngineConfig.preset("large")), "mxe_engine", tmp_path)
+@pytest.mark.parametrize("preset", ["default", "large"])
+def test_big_engine_lints_clean(preset, tmp_path):
+    """The 16x16 and 32x32 engines: the same gateware as small's at a size whose lint takes
+    half a minute and more."""
+    lint(TOPS["engine"][0](EngineConfig.preset(preset)), "mxe_engine", tmp_path)
 
 
 @pytest.mark.parametrize("config", [EngineConfig(rows=4, cols=8), EngineConfig(rows=1, cols=1),

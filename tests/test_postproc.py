@@ -347,7 +347,8 @@ def run_gateware(config, stores, rng, *, gap, stall):
                 if valid and ready:
                     rows.append(([int(v) for v in payload.data], int(payload.last)))
                 cycles += 1
-                assert cycles < 100 * (len(store["rows"]) + 20), "post-processor stalled"
+                assert cycles < 100 * config.postproc_row_cycles * (len(store["rows"]) + 20), \
+                    "post-processor stalled"
             ctx.set(dut.o_data.ready, 0)
             results.append(rows)
 
@@ -367,6 +368,11 @@ CONFIGS = [
     EngineConfig(rows=4, cols=4, postproc_lanes=1),
     EngineConfig(rows=4, cols=6, postproc_lanes=2, signed=False),
     EngineConfig(rows=4, cols=3, acc_width=64, postproc_lanes=1),
+    # The serial multiplier: one lane (the iCEBreaker's engine), every lane, two lanes.
+    EngineConfig(rows=4, cols=4, postproc_lanes=1, serial_requant=True),
+    EngineConfig(rows=4, cols=3, acc_width=64, signed=False, serial_requant=True),
+    EngineConfig(rows=4, cols=4, postproc_lanes=2, input_width=4, acc_width=8,
+                 serial_requant=True),
 ]
 
 
@@ -375,7 +381,9 @@ CONFIGS = [
 def test_gateware_against_model(config, gap, stall):
     seed = _seed(20240 + CONFIGS.index(config))
     rng = random.Random(seed)
-    stores = make_stores(rng, config, n_stores=32, rows_per_store=24)
+    # The serial multiplier's requantized rows take 33 cycles a pass: fewer of them.
+    stores = make_stores(rng, config, n_stores=32,
+                         rows_per_store=6 if config.serial_requant else 24)
     results = run_gateware(config, stores, rng, gap=gap, stall=stall)
     checked = 0
     for k, (store, got) in enumerate(zip(stores, results)):
@@ -395,15 +403,21 @@ def test_gateware_against_model(config, gap, stall):
     assert checked == sum(len(s["rows"]) for s in stores)
 
 
-@pytest.mark.parametrize("lanes", [0, 1])
-def test_throughput_and_latency(lanes):
-    """With no gaps and no backpressure, one row per pass count (one cycle with a lane per
-    column) after the documented latency, counted from the cycle the row is accepted."""
-    config = EngineConfig(rows=4, cols=2, postproc_lanes=lanes)
+@pytest.mark.parametrize("lanes, serial, requant, interval, latency", [
+    (0, False, True, 1, 11), (1, False, True, 2, 11), (1, False, False, 2, 11),
+    (0, True, True, 33, 41), (1, True, True, 66, 41), (1, True, False, 2, 9)])
+def test_throughput_and_latency(lanes, serial, requant, interval, latency):
+    """With no gaps and no backpressure, a row every ``postproc_row_cycles`` (one cycle a pass,
+    33 with the serial multiplier; one a pass for rows not requantized) after the documented
+    latency, counted from the cycle the row is accepted."""
+    config = EngineConfig(rows=4, cols=2, postproc_lanes=lanes, serial_requant=serial)
     passes = config.postproc_passes
     assert passes == (1 if lanes == 0 else 2)
+    if requant:
+        assert config.postproc_row_cycles == interval
     dut = PostProcessor(config)
-    assert dut.latency == postproc_latency(config) == 11
+    assert postproc_latency(config, requant=requant) == latency
+    assert dut.latency == postproc_latency(config)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     n = 20
@@ -411,10 +425,10 @@ def test_throughput_and_latency(lanes):
 
     async def tb(ctx):
         ctx.set(dut.o_data.ready, 1)
-        ctx.set(dut.cfg.requant, 1)
+        ctx.set(dut.cfg.requant, requant)
         ctx.set(dut.cfg.quant, {"multiplier": 1, "shift": 0, "clamp_min": -128,
                                 "clamp_max": 127})
-        for cycle in range(passes * n + 20):
+        for cycle in range(interval * n + latency + 10):
             k = len(accepted)
             ctx.set(dut.i_data.valid, k < n)
             ctx.set(dut.i_data.payload, {"data": [k, -k], "last": 0})
@@ -427,9 +441,10 @@ def test_throughput_and_latency(lanes):
 
     sim.add_testbench(tb)
     sim.run()
-    assert accepted == [passes * k + passes - 1 for k in range(n)]
+    first = interval - interval // passes      # the first row's earlier passes
+    assert accepted == [interval * k + first for k in range(n)]
     assert [data for _, data in seen] == [[k, -k] for k in range(n)]
-    assert [cycle for cycle, _ in seen] == [a + dut.latency for a in accepted]
+    assert [cycle for cycle, _ in seen] == [a + latency for a in accepted]
 
 
 def test_constructor_rejects_non_config():

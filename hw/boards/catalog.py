@@ -386,11 +386,14 @@ def _boards():
               mem_size=64 * KIB, programmer=("-c", "ft232"),
               note="UART on J19 (the LED and button pins): no LEDs, no reset button"),
         # The FT2232H's second channel is the UART; 12 MHz allows 1 Mbaud at 12 clocks a bit.
+        # The array's 16 products take the UP5K's 8 DSPs (two each): the post-processor
+        # requantizes with the serial multiplier, in LUTs.
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
-              platform=ICEBreakerPlatform, preset="lean", clock_mhz=12, baud=1_000_000,
+              platform=ICEBreakerPlatform, preset="lean",
+              config_changes={"serial_requant": True}, clock_mhz=12, baud=1_000_000,
               mem_size=8 * KIB, reset=("button", 0), leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
-              note="the lean engine and the SoC need about 11k LUTs and 11k FFs: twice the "
+              note="the lean engine and the SoC need about 9.6k LUTs and 11k FFs: twice the "
                    "UP5K's 5280"),
         Board("arty-a7-35", "Digilent Arty A7-35T, XC7A35T", family="xilinx", device="xc7a35t",
               platform=ArtyA7_35Platform, preset="tiny", clock_mhz=50, baud=3_000_000,
