@@ -299,13 +299,14 @@ def test_bad_config():
 # cocotb benches on Verilator and Icarus
 
 # The Amaranth-level tests above cover every configuration; the benches check the generated
-# Verilog on both simulators (each Verilator build costs ~20 s, so one configuration by default).
+# Verilog on Icarus, and on Verilator with -m slow (each Verilator build costs ~20 s; every
+# engine bench runs both buffers on Verilator too).
 BENCH_CONFIGS = {"small": CONFIGS["small"]}
 if os.environ.get("MXE_SLOW"):
     BENCH_CONFIGS["odd"] = CONFIGS["odd"]
 
 
-@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("sim", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", sorted(BENCH_CONFIGS))
 @pytest.mark.parametrize("block", ["scratchpad", "accumulator"])
 def test_buffers_cocotb(block, name, sim):

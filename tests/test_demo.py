@@ -222,7 +222,7 @@ def test_demo_on_engine(seed, tmp_path, capsys):
     from mxe.sim.runner import simulator_missing
     if simulator_missing("verilator"):
         pytest.skip(simulator_missing("verilator"))
-    samples, batch = 10, 4          # a last batch of 2: a ragged M
+    samples, batch = 6, 4           # a last batch of 2: a ragged M
     status = main(["demo", "--preset", "tiny", "--samples", str(samples), "--batch", str(batch),
                    "--seed", str(seed), "--epochs", "8", "-o", str(tmp_path)])
     text = capsys.readouterr().out

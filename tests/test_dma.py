@@ -40,25 +40,28 @@ def _run(sim, name, testcase, seed, **params):
               test_module="mxe.sim.tb_dma", testcase=testcase, seed=seed, params=params)
 
 
-def _random_cases():
-    """Every configuration on both simulators; the wide one's Verilator build (30 s, for this
-    test alone) behind slow."""
-    for name in sorted(CONFIGS):
+#: Configurations whose Verilator builds (30 s each) run behind slow: the wide bus, and the
+#: aligned-only DMA, which the lean engine's benches run on Verilator.
+VERILATOR_SLOW = {"wide", "aligned"}
+
+
+def _cases(names):
+    """``names`` on both simulators, Verilator behind slow for :data:`VERILATOR_SLOW`."""
+    for name in names:
         for sim in SIMULATORS:
-            slow = name == "wide" and sim == "verilator"
+            slow = name in VERILATOR_SLOW and sim == "verilator"
             yield pytest.param(sim, name, id=f"{name}-{sim}",
                                marks=[pytest.mark.slow] if slow else [])
 
 
-@pytest.mark.parametrize("sim, name", list(_random_cases()))
+@pytest.mark.parametrize("sim, name", list(_cases(sorted(CONFIGS))))
 def test_dma_random(sim, name):
     """Random sizes, strides, alignments; random pauses on all AXI channels and streams;
     random memory latency; whole-memory check (guard bytes); bursts checked on the bus."""
     _run(_sim(sim), name, "test_random", SEED)
 
 
-@pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("name", ["small", "narrow", "aligned"])
+@pytest.mark.parametrize("sim, name", list(_cases(["small", "narrow", "aligned"])))
 def test_dma_errors(sim, name):
     """SLVERR (small) or DECERR (narrow) on reads and writes, window violations, zero
     dimensions, misaligned commands (aligned); recovery."""

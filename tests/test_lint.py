@@ -63,7 +63,8 @@ def test_array_lints_clean(config, tmp_path):
     lint(SystolicArray(config), "mxe_array", tmp_path)
 
 
-@pytest.mark.parametrize("board", ["ulx3s-85f", "ulx3s-25f"])
+@pytest.mark.parametrize("board", [pytest.param("ulx3s-85f", marks=pytest.mark.slow),
+                                   "ulx3s-25f"])
 def test_board_soc_lints_clean(board, tmp_path):
     """The board top's SoC: the engine, the memory, the UART and its UARTBone bridge."""
     b = BOARDS[board]
