@@ -107,11 +107,13 @@ class EngineConfig:
 
     deep_pipeline : bool
         Pipeline registers that let the engine close timing near 150 MHz on ECP5: three
-        multiply stages in every PE and its sum added in two halves a cycle apart, and a
-        four-stage read-modify-write in the accumulator. Without them (one multiply stage, one
-        adder, two read-modify-write stages) the engine takes fewer flip-flops and LUTs and
-        suits a slower clock (an iCE40's 12 to 48 MHz, an ECP5 board's 50 MHz); the array's
-        latency is three cycles shorter, so a MATMUL's results come sooner.
+        multiply stages in every PE and its sum added in two halves a cycle apart, a
+        four-stage read-modify-write in the accumulator and two registers after each
+        scratchpad bank's block RAM. Without them (one multiply stage, one adder, two
+        read-modify-write stages, scratchpad reads in one cycle) the engine takes fewer
+        flip-flops and LUTs and suits a slower clock (an iCE40's 12 to 48 MHz, an ECP5
+        board's 50 MHz); the array's latency is three cycles shorter and the scratchpad's two,
+        so a MATMUL's results come sooner.
 
     Features a user may leave out (``gemm_unit``, ``conv_unit``, ``perf_counters``,
     ``unaligned_dma``) are advertised in the ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).

@@ -8,8 +8,7 @@ from .accumulator import acc_addr_width, acc_row_layout
 from .array import SystolicArray, array_latency, wrapping_increment
 from .fetch import RowFetcher
 from .pe import operand_shape
-from .scratchpad import (SPAD_READ_LATENCY, ReadPortSignature, spad_addr_width,
-                         spad_row_layout)
+from .scratchpad import ReadPortSignature, spad_addr_width, spad_read_latency, spad_row_layout
 
 
 __all__ = ["ExecUnit", "matmul_cmd_layout", "exec_slots", "ranges_overlap"]
@@ -103,10 +102,11 @@ class ExecUnit(wiring.Component):
         m.submodules.array = array = SystolicArray(config)
         aw, cw = spad_addr_width(config), acc_addr_width(config)
         row_layout = spad_row_layout(config)
+        latency = spad_read_latency(config)
         m.submodules.weight_fetch = weight_fetch = RowFetcher(aw, row_layout, tag_width=1,
-                                                              latency=SPAD_READ_LATENCY)
+                                                              latency=latency)
         m.submodules.act_fetch = act_fetch = RowFetcher(aw, row_layout, tag_width=1,
-                                                        latency=SPAD_READ_LATENCY)
+                                                        latency=latency)
         wiring.connect(m, weight_fetch=weight_fetch.read, unit=wiring.flipped(self.read_weight))
         wiring.connect(m, act_fetch=act_fetch.read, unit=wiring.flipped(self.read_act))
 

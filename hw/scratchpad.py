@@ -10,11 +10,17 @@ from .pe import operand_shape
 
 
 __all__ = ["Scratchpad", "ReadPortSignature", "spad_row_layout", "spad_addr_width",
-           "SPAD_READ_LATENCY"]
+           "SPAD_READ_LATENCY", "spad_read_latency"]
 
-#: Cycles from ``en`` to ``data`` on a scratchpad read port: the block RAM's read, then two
-#: registers per bank before the bank multiplexer.
+#: Cycles from ``en`` to ``data`` on a scratchpad read port with ``deep_pipeline``: the block
+#: RAM's read, then two registers per bank before the bank multiplexer.
 SPAD_READ_LATENCY = 3
+
+
+def spad_read_latency(config):
+    """Cycles from ``en`` to ``data`` on a scratchpad read port: :data:`SPAD_READ_LATENCY` (3)
+    with ``deep_pipeline``, else 1 (the block RAM's read alone, for a slow clock)."""
+    return SPAD_READ_LATENCY if config.deep_pipeline else 1
 
 
 def spad_row_layout(config):
@@ -37,7 +43,7 @@ class ReadPortSignature(wiring.Signature):
         Read ``addr`` in this cycle. While ``en`` is low, ``data`` holds its value.
     data : In(row_layout)
         The row addressed a fixed number of cycles earlier (the buffer's read latency: 1 for the
-        accumulator, :data:`SPAD_READ_LATENCY` for the scratchpad).
+        accumulator, :func:`spad_read_latency` for the scratchpad).
     """
 
     def __init__(self, addr_width, row_layout):
@@ -77,7 +83,9 @@ class Scratchpad(wiring.Component):
     not infer and nextpnr does not time) leaves no time for routing, so the first register has
     no other load than the second and the placer is free to put it beside the block RAM (with
     one register, whose loads sat at the multiplexer, the routed path still had 3.4 ns of
-    routing). The read latency is therefore :data:`SPAD_READ_LATENCY` (3).
+    routing). The read latency is therefore :data:`SPAD_READ_LATENCY` (3). Without
+    ``config.deep_pipeline`` (a slow clock) those registers are left out: the latency is 1
+    (:func:`spad_read_latency`).
 
     Parameters
     ----------
@@ -89,8 +97,8 @@ class Scratchpad(wiring.Component):
               always_ready=True))
         Row writes, one per cycle, no back-pressure. ``mask`` bit ``i`` enables operand ``i``.
     read_a, read_b : In(ReadPortSignature(addr_width, row))
-        Read ports; ``data`` is valid :data:`SPAD_READ_LATENCY` (3) cycles after ``en`` and holds
-        while ``en`` is low.
+        Read ports; ``data`` is valid :func:`spad_read_latency` (3, or 1 without
+        ``deep_pipeline``) cycles after ``en`` and holds while ``en`` is low.
     """
 
     def __init__(self, config):
@@ -120,6 +128,7 @@ class Scratchpad(wiring.Component):
         bank_aw = (bank_depth - 1).bit_length()
         bank_bits = (banks - 1).bit_length()
         width = config.spad_row_bits
+        latency = spad_read_latency(config)
 
         def bank_of(addr):
             return addr[bank_aw:] if bank_bits else 0
@@ -150,7 +159,7 @@ class Scratchpad(wiring.Component):
                 # Loaded every cycle and never reset: an enable or a reset here would fan out
                 # over the whole row. They hold while en is low because ram_out does.
                 data = ram_out
-                for stage in range(1, SPAD_READ_LATENCY):
+                for stage in range(1, latency):
                     reg = Signal(width, name=f"read_{'ab'[i]}_data{b}_{stage}", reset_less=True)
                     m.d.sync += reg.eq(data)
                     data = reg
@@ -166,7 +175,7 @@ class Scratchpad(wiring.Component):
                     bank.eq(bank_of(port.addr)),
                     collided.eq(self.i_write.valid & (self.i_write.payload.addr == port.addr)),
                 ]
-            for stage in range(2, SPAD_READ_LATENCY + 1):
+            for stage in range(2, latency + 1):
                 bank_next = Signal.like(bank, name=f"{name}_bank{stage}")
                 collided_next = Signal(name=f"{name}_collided{stage}")
                 m.d.sync += [bank_next.eq(bank), collided_next.eq(collided)]

@@ -16,7 +16,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from mxe.hw.accumulator import ACC_READ_LATENCY, acc_row_layout
-from mxe.hw.scratchpad import SPAD_READ_LATENCY, spad_row_layout
+from mxe.hw.scratchpad import spad_read_latency, spad_row_layout
 from mxe.sim.runner import bench_config, bench_seed
 
 
@@ -104,7 +104,8 @@ async def test_scratchpad(dut):
     dut.i_write__valid.value = 0
     order = rng.permutation(config.spad_depth)
     for port, addrs in (("read_a", order), ("read_b", order[::-1])):
-        rows = await read_rows(dut, port, addrs, SPAD_READ_LATENCY, n, w, config.signed)
+        rows = await read_rows(dut, port, addrs, spad_read_latency(config), n, w,
+                               config.signed)
         for a, row in zip(addrs, rows):
             assert (row == model[a]).all(), f"{port} row {a}: {row} != {model[a]}"
 

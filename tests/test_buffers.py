@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from mxe.hw.accumulator import Accumulator, acc_write_latency
 from mxe.hw.config import EngineConfig
 from mxe.hw.fetch import RowFetcher
-from mxe.hw.scratchpad import SPAD_READ_LATENCY, Scratchpad
+from mxe.hw.scratchpad import SPAD_READ_LATENCY, Scratchpad, spad_read_latency
 from mxe.sim.runner import run_bench
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
@@ -150,9 +150,11 @@ def test_accumulator_same_address_burst(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_scratchpad(name, seed):
     """Random masked writes and two random reads per cycle across all banks, against numpy; each
-    read's row is checked SPAD_READ_LATENCY cycles later, and while en is low it must hold. A read
-    of the row written in the same cycle (a collision) returns zeros."""
+    read's row is checked spad_read_latency cycles later (3, or 1 without deep_pipeline), and
+    while en is low it must hold. A read of the row written in the same cycle (a collision)
+    returns zeros."""
     config = CONFIGS[name]
+    latency = spad_read_latency(config)
     print(f"seed {seed} config {name}")
     rng = np.random.default_rng(seed)
     dut = Scratchpad(config)
@@ -192,10 +194,10 @@ def test_scratchpad(name, seed):
             if valid:
                 model[addr] = np.where(mask.astype(bool), row, model[addr])
             await ctx.tick()
-            # now in cycle t + 1: data is the last read issued SPAD_READ_LATENCY cycles ago or
-            # earlier (it holds while en is low)
+            # now in cycle t + 1: data is the last read issued `latency` cycles ago or earlier
+            # (it holds while en is low)
             for i, port in enumerate(ports):
-                done = [e for c, e in issued[i] if c <= t + 1 - SPAD_READ_LATENCY]
+                done = [e for c, e in issued[i] if c <= t + 1 - latency]
                 if done:
                     got = np.array([ctx.get(port.data[e]) for e in range(n)])
                     assert (got == done[-1]).all(), f"cycle {t} port {i}: {got} != {done[-1]}"
@@ -338,5 +340,5 @@ def test_buffers_map_to_block_ram():
         if block == "scratchpad":
             # the registers beside the banks and a few flags: no collision bypass
             # (no_rw_check), which would add a row of flip-flops per port and bank
-            regs = 2 * config.spad_banks * (SPAD_READ_LATENCY - 1) * config.spad_row_bits
+            regs = 2 * config.spad_banks * (spad_read_latency(config) - 1) * config.spad_row_bits
             assert ff <= regs + 16, (family, ff)

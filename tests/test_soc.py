@@ -88,7 +88,7 @@ def run_soc(config, script):
     sim.run()
 
 
-@pytest.mark.parametrize("preset", ["small", "tiny"])
+@pytest.mark.parametrize("preset", [pytest.param("small", marks=pytest.mark.slow), "tiny"])
 def test_soc_over_uart(preset):
     config = EngineConfig.preset(preset)
 
