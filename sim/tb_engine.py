@@ -291,14 +291,14 @@ async def test_gemm(dut):
 async def test_output_kinds(dut):
     """int8 and uint8 (requant, the second with a zero point and half-to-even rounding, a third
     with per-column multipliers and shifts) and raw accumulator outputs, with and without bias
-    and ReLU, on one shape that spans several tiles in every direction. Parameter ``both``
-    (default true): false runs every output kind with bias and ReLU only."""
+    and ReLU, on one shape that spans several tiles in every direction. Parameter
+    ``bias_relu_off`` (default true): false runs every output kind with bias and ReLU on only."""
     tb = await setup(dut)
     c = tb.config
     M, K, N = c.rows * 2 + 1, c.rows + 3, c.cols * 2 + 1
-    both = (False, True) if tb.params.get("both", True) else (True,)
-    for bias_on in both:
-        for relu in both:
+    settings = (False, True) if tb.params.get("bias_relu_off", True) else (True,)
+    for bias_on in settings:
+        for relu in settings:
             mult = int(tb.rng.integers(1, 1 << 20))
             per_column = Requant(tb.rng.integers(1, 1 << 20, size=N).tolist(),
                                  tb.rng.integers(10, 24, size=N).tolist(), zero_point=-5,

@@ -26,10 +26,32 @@ def pytest_report_header(config):
     return f"MXE_SEED={BASE_SEED} (set it to reproduce this run's random tests)"
 
 
+#: Tests that build a Verilator model other tests share, and the longest: they run first, so
+#: with ``-n`` the workers make different models side by side instead of one waiting for the
+#: model the other is building, and no long test is left for the end of the run.
+BUILDS_FIRST = (
+    "test_conv_unit.py::test_engine_conv_descriptor",
+    "test_demo.py::test_demo_on_engine",
+    "test_engine.py::test_engine_gemm[verilator-small]",
+    "test_board_link.py::test_gemm_over_link",
+    "test_c_driver.py::test_gemms_on_the_engine[0]",
+    "test_engine.py::test_engine_discover[verilator-lean]",
+    "test_dma.py::test_dma_back_to_back[verilator]",
+    "test_dma.py::test_dma_read_error_edges[narrow-verilator]",
+    "test_array.py::test_array[verilator-4x4]",
+)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if not item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S, method="thread"))
+    rank = {name: i for i, name in enumerate(BUILDS_FIRST)}
+
+    def order(item):
+        name = item.nodeid.split("/")[-1]
+        return rank.get(name, len(rank))
+    items.sort(key=order)           # stable: the others keep their order
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_engine_output_kinds_serial(serial_sim, seed):
     """Every output kind through the serial requantization multiplier (the iCEBreaker's
     engine), with bias and ReLU (their combinations are the post-processor's own, tested
     beside it; a requantized row takes 132 cycles here)."""
-    _run(serial_sim, "lean-serial", "test_output_kinds", seed, both=False)
+    _run(serial_sim, "lean-serial", "test_output_kinds", seed, bias_relu_off=False)
 
 
 def test_engine_onnx(seed):
