@@ -26,9 +26,10 @@ def pytest_report_header(config):
     return f"MXE_SEED={BASE_SEED} (set it to reproduce this run's random tests)"
 
 
-#: Tests that build a Verilator model other tests share, and the longest: they run first, so
-#: with ``-n`` the workers make different models side by side instead of one waiting for the
-#: model the other is building, and no long test is left for the end of the run.
+#: Tests that build a Verilator model other tests share, and the longest: they run first, the
+#: tests that need no Verilator model next, the other Verilator tests last. With ``-n`` the
+#: workers then make different models side by side, and a test that needs a model finds it
+#: built instead of waiting for the other worker to finish it.
 BUILDS_FIRST = (
     "test_conv_unit.py::test_engine_conv_descriptor",
     "test_demo.py::test_demo_on_engine",
@@ -50,7 +51,7 @@ def pytest_collection_modifyitems(config, items):
 
     def order(item):
         name = item.nodeid.split("/")[-1]
-        return rank.get(name, len(rank))
+        return rank.get(name, len(rank) + ("verilator" in name))
     items.sort(key=order)           # stable: the others keep their order
 
 
