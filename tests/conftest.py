@@ -26,10 +26,10 @@ def pytest_report_header(config):
     return f"MXE_SEED={BASE_SEED} (set it to reproduce this run's random tests)"
 
 
-#: Tests that build a Verilator model other tests share, and the longest: they run first, the
-#: tests that need no Verilator model next, the other Verilator tests last. With ``-n`` the
-#: workers then make different models side by side, and a test that needs a model finds it
-#: built instead of waiting for the other worker to finish it.
+#: Tests that build a Verilator model other tests share, and the longest: they run first, then
+#: the tests whose ID does not name Verilator, then those that do. With ``-n`` the workers then
+#: make different models side by side, and most tests that need a model find it built instead
+#: of waiting for the other worker to finish it.
 BUILDS_FIRST = (
     "test_conv_unit.py::test_engine_conv_descriptor",
     "test_demo.py::test_demo_on_engine",
