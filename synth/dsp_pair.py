@@ -58,6 +58,18 @@ def _key(cell):
     return params, tuple(tuple(conn.get(port, ["0"])) for port in _SHARED_INPUTS)
 
 
+def _sink_lists(module):
+    """``(holder, key)`` of every list of bits the module reads: the cells' input connections
+    and the module's output ports."""
+    for cell in module["cells"].values():
+        for port in cell["connections"]:
+            if cell.get("port_directions", {}).get(port, "input") == "input":
+                yield cell["connections"], port
+    for port in module["ports"].values():
+        if port["direction"] == "output":
+            yield port, "bits"
+
+
 def pair_mult8x8(netlist, top):
     """Merge the 8x8-product SB_MAC16s of module ``top`` two by two (in place).
 
@@ -68,16 +80,7 @@ def pair_mult8x8(netlist, top):
     """
     module = netlist["modules"][top]
     cells = module["cells"]
-    sinks = {}
-    for cell in cells.values():
-        for port, bits in cell["connections"].items():
-            if cell.get("port_directions", {}).get(port, "input") == "input":
-                for bit in bits:
-                    sinks[bit] = True
-    for port in module["ports"].values():
-        if port["direction"] == "output":
-            for bit in port["bits"]:
-                sinks[bit] = True
+    sinks = {bit: True for holder, key in _sink_lists(module) for bit in holder[key]}
 
     groups = {}
     total = 0
@@ -111,13 +114,8 @@ def pair_mult8x8(netlist, top):
             pairs += 1
 
     if replace:
-        for cell in cells.values():
-            for port, bits in cell["connections"].items():
-                if cell.get("port_directions", {}).get(port, "input") == "input":
-                    cell["connections"][port] = [replace.get(bit, bit) for bit in bits]
-        for port in module["ports"].values():
-            if port["direction"] == "output":
-                port["bits"] = [replace.get(bit, bit) for bit in port["bits"]]
+        for holder, key in _sink_lists(module):
+            holder[key] = [replace.get(bit, bit) for bit in holder[key]]
         for net in module.get("netnames", {}).values():
             net["bits"] = [replace.get(bit, bit) for bit in net["bits"]]
     return {"dsps": total, "pairs": pairs}

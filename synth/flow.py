@@ -36,7 +36,7 @@ from .wrapper import PinWrapper, port_bits
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
            "dsp_packing_line", "dsp_pairing_line", "pair_netlist", "parse_nextpnr_report",
            "parse_placement", "markdown_table", "markdown_report", "REPORT_VERSION",
-           "check_drivers", "default_top", "tool_path", "tool_versions"]
+           "check_drivers", "default_top", "tool_path", "tool_versions", "write_design"]
 
 
 REPORT_VERSION = 1
@@ -488,14 +488,21 @@ def _elaborate(top, config, workdir, *, wrap):
     if wrap:
         wrapper = PinWrapper(component)
         name = "mxe_pnr_top"
-        text = rtlil.convert(wrapper, name=name, ports=wrapper.ports(), emit_src=False)
+        write_design(wrapper, name, workdir, ports=wrapper.ports())
     else:
         name = module_name
-        text = rtlil.convert(component, name=name, ports=component_ports(component),
-                             emit_src=False)
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    (Path(workdir) / "design.il").write_text(text)
+        write_design(component, name, workdir)
     return name, component
+
+
+def write_design(component, name, workdir, *, ports=None):
+    """``component`` as module ``name`` into ``workdir/design.il``, the file the flow's Yosys
+    scripts read; its ports are :func:`~mxe.hw.generate.component_ports`' unless given."""
+    if ports is None:
+        ports = component_ports(component)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "design.il").write_text(
+        rtlil.convert(component, name=name, ports=ports, emit_src=False))
 
 
 def pair_netlist(path, module, cells=None):

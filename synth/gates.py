@@ -19,8 +19,6 @@ import json
 import re
 from pathlib import Path
 
-from mxe.hw.generate import component_ports
-
 from .devices import family as find_family
 
 
@@ -97,18 +95,15 @@ def gate_level_verilog(component, name, family, workdir):
     mxe.synth.flow.SynthError
         If a Yosys run fails, or a cell is in a mode no model covers.
     """
-    from amaranth.back import rtlil
-
-    from .flow import SynthError, _abc9_else_classic, _run, _yosys, pair_netlist, tool_path
+    from .flow import (SynthError, _abc9_else_classic, _run, _yosys, pair_netlist, tool_path,
+                       write_design)
 
     if family not in GATE_FAMILIES:
         raise ValueError(f"family must be one of {', '.join(GATE_FAMILIES)} for gate-level "
                          f"simulation, not {family!r}")
     library, only_used, extra = GATE_FAMILIES[family]
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "design.il").write_text(
-        rtlil.convert(component, name=name, ports=component_ports(component), emit_src=False))
+    write_design(component, name, workdir)
     # The flow's flattened run, as mxe synth makes it (classic ABC where ABC9 fails).
     fam = find_family(family)
     _abc9_else_classic(fam, lambda classic: _yosys(workdir, fam, name, classic=classic))
