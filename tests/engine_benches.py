@@ -1,10 +1,11 @@
-"""Engine configurations and the bench runner shared by the end-to-end engine tests."""
+"""Engine configurations and the bench runner shared by the end-to-end engine tests, and the
+simulator parameters of benches that run some configurations on one simulator by default."""
 
 import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS
-from mxe.sim.runner import run_bench, simulator_missing
+from mxe.sim.runner import SIMULATORS, run_bench, simulator_missing
 
 CONFIGS = {
     # 4x4, 32-bit bus, 8-entry queue: many tiles and queue-full waits for small shapes.
@@ -26,6 +27,14 @@ CONFIGS = {
 #: For configurations used by a test or two: each builds in seconds on Icarus and in a minute
 #: or more on Verilator, whose runs are behind slow.
 ICARUS_FIRST = ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
+
+
+def sim_cases(items, *, ident, slow):
+    """pytest parameters ``(sim, item)``: every item on every simulator, with the ID
+    ``ident(sim, item)``, behind the ``slow`` marker where ``slow(sim, item)``."""
+    return [pytest.param(sim, item, id=ident(sim, item),
+                         marks=[pytest.mark.slow] if slow(sim, item) else [])
+            for item in items for sim in SIMULATORS]
 
 
 def run_engine(sim, name, module, testcase, seed, **params):

@@ -4,7 +4,9 @@ import pytest
 
 from mxe.hw.array import SystolicArray
 from mxe.hw.config import EngineConfig
-from mxe.sim.runner import SIMULATORS, run_bench
+from mxe.sim.runner import run_bench
+
+from engine_benches import sim_cases
 
 CONFIGS = [
     EngineConfig(rows=1, cols=1),
@@ -34,16 +36,13 @@ VERILATOR_DEFAULT = {EngineConfig(rows=4, cols=4).key()}
 ICARUS_SLOW = {EngineConfig(rows=16, cols=16).key()}
 
 
-def _cases():
-    for config in CONFIGS:
-        for sim in SIMULATORS:
-            slow = config.key() not in VERILATOR_DEFAULT if sim == "verilator" else \
-                config.key() in ICARUS_SLOW
-            yield pytest.param(sim, config, id=f"{sim}-{config.key()}",
-                               marks=[pytest.mark.slow] if slow else [])
+def _slow(sim, config):
+    return config.key() not in VERILATOR_DEFAULT if sim == "verilator" else \
+        config.key() in ICARUS_SLOW
 
 
-@pytest.mark.parametrize("sim, config", _cases(), indirect=["sim"])
+@pytest.mark.parametrize("sim, config", sim_cases(
+    CONFIGS, ident=lambda sim, config: f"{sim}-{config.key()}", slow=_slow), indirect=["sim"])
 def test_array(sim, config, seed):
     """Random tiles with random gaps, back-to-back tiles of every length, and a GEMM with long K
     (a chain of weight tiles, 30% extreme operands): every output bit-exact, cycles exact."""

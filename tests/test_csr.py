@@ -11,8 +11,10 @@ from mxe.hw.csr import CSRBlock
 from mxe.hw.regmap import (ADDR_WIDTH, CAPABILITIES, CONFIG_REGISTERS, CORE_COUNTERS, COUNTERS,
                            ID_VALUE, OFFSETS, REGISTERS, REGMAP, Field, Register, ports,
                            register_map_markdown)
-from mxe.sim.runner import SIMULATORS, run_bench, simulator_missing
+from mxe.sim.runner import run_bench, simulator_missing
 from mxe.sim.tb_csr import csr_bench_top
+
+from engine_benches import sim_cases
 
 
 # Every feature of CAPABILITIES present and missing once, in configurations that tell the bits
@@ -30,17 +32,11 @@ def fresh_build(tmp_path, monkeypatch):
     monkeypatch.setenv("MXE_BUILD_DIR", str(tmp_path))
 
 
-def _bench_cases():
-    """Every configuration on Icarus (a build takes a second); on Verilator the first, the
-    others behind slow (20 s a build, and the CSR block's Verilog is the same for both)."""
-    for i, config in enumerate(CONFIGS):
-        for sim in SIMULATORS:
-            slow = sim == "verilator" and i > 0
-            yield pytest.param(sim, config, id=f"{sim}-{config.key()}",
-                               marks=[pytest.mark.slow] if slow else [])
-
-
-@pytest.mark.parametrize("sim, config", list(_bench_cases()))
+# Every configuration on Icarus (a build takes a second); on Verilator the first, the others
+# behind slow (20 s a build, and the CSR block's Verilog is the same for both).
+@pytest.mark.parametrize("sim, config", sim_cases(
+    CONFIGS, ident=lambda sim, config: f"{sim}-{config.key()}",
+    slow=lambda sim, config: sim == "verilator" and config is not CONFIGS[0]))
 def test_csr_bench(sim, config, fresh_build):
     missing = simulator_missing(sim)
     if missing:

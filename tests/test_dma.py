@@ -10,6 +10,8 @@ from mxe.hw.dma import DMA, DMAError
 from mxe.sim.runner import run_bench
 from mxe.sim.runner import SIMULATORS, simulator_missing
 
+from engine_benches import sim_cases
+
 SEED = int(os.environ.get("MXE_SEED", "1"))
 
 CONFIGS = {
@@ -47,21 +49,18 @@ VERILATOR_SLOW = {"wide", "aligned"}
 
 def _cases(names):
     """``names`` on both simulators, Verilator behind slow for :data:`VERILATOR_SLOW`."""
-    for name in names:
-        for sim in SIMULATORS:
-            slow = name in VERILATOR_SLOW and sim == "verilator"
-            yield pytest.param(sim, name, id=f"{name}-{sim}",
-                               marks=[pytest.mark.slow] if slow else [])
+    return sim_cases(names, ident=lambda sim, name: f"{name}-{sim}",
+                     slow=lambda sim, name: sim == "verilator" and name in VERILATOR_SLOW)
 
 
-@pytest.mark.parametrize("sim, name", list(_cases(sorted(CONFIGS))))
+@pytest.mark.parametrize("sim, name", _cases(sorted(CONFIGS)))
 def test_dma_random(sim, name):
     """Random sizes, strides, alignments; random pauses on all AXI channels and streams;
     random memory latency; whole-memory check (guard bytes); bursts checked on the bus."""
     _run(_sim(sim), name, "test_random", SEED)
 
 
-@pytest.mark.parametrize("sim, name", list(_cases(["small", "narrow", "aligned"])))
+@pytest.mark.parametrize("sim, name", _cases(["small", "narrow", "aligned"]))
 def test_dma_errors(sim, name):
     """SLVERR (small) or DECERR (narrow) on reads and writes, window violations, zero
     dimensions, misaligned commands (aligned); recovery."""
