@@ -343,8 +343,10 @@ class _BurstGenerator(wiring.Component):
     ``o_burst`` comes from a skid buffer (the address channel's register and one more): ``len``
     is AxLEN (beats - 1). The generator works out a burst whenever the skid buffer has room, so
     the address channel's ready (and the tracking FIFO's room behind it) reaches only the skid
-    buffer's registers, not the row registers' enables. ``abort`` stops the current command
-    (bursts already in the skid buffer, at most two, are still handed over). ``busy_tag`` tells
+    buffer's registers, not the row registers' enables. Without ``config.deep_pipeline`` the
+    skid buffer is a plain connection: a burst goes out in the cycle it is worked out, and the
+    ready reaches the row registers. ``abort`` stops the current command (bursts already in the
+    skid buffer, at most two, are still handed over). ``busy_tag`` tells
     whether bursts of command ``tag`` may still come.
 
     A command comes with its first row worked out (``row0``, from the checker's registers) and
@@ -399,7 +401,8 @@ class _BurstGenerator(wiring.Component):
             bnd = bnd1[:width] if len(bnd1) > width else Cat(bnd1, Const(0, width - len(bnd1)))
             return (value + ~bnd)[:width]
 
-        m.submodules.skid = skid = SkidBuffer(self.o_burst.payload.shape())
+        m.submodules.skid = skid = SkidBuffer(self.o_burst.payload.shape(),
+                                               registered=config.deep_pipeline)
         wiring.connect(m, skid=skid.o, gen=wiring.flipped(self.o_burst))
         burst = skid.i.payload
         last_tag = Signal(_TAG_BITS)        # the tag of the burst taken last
@@ -556,7 +559,7 @@ class DMA(wiring.Component):
     ----------
     config : EngineConfig
         ``axi_data_width``, ``axi_addr_width``, ``axi_id_width``, ``max_burst_len``,
-        ``max_outstanding_reads`` and ``unaligned_dma`` are used.
+        ``max_outstanding_reads``, ``unaligned_dma`` and ``deep_pipeline`` are used.
     limits : DMALimits
         Widths of ``rows`` and ``row_bytes`` (:data:`FULL_LIMITS`: 16 bits each). An engine's
         DMA takes :func:`engine_limits`: its LOADs and STOREs move a buffer's rows, no more.
@@ -593,6 +596,12 @@ class DMA(wiring.Component):
     ``wvalid``, ``wdata``, ``wstrb`` and ``wlast`` come from registers and ``wready`` reaches
     only the buffer's registers; ``i_wr_data.ready`` depends on the buffer's registered ready
     (each W beat takes at most one input beat, shifted through one carry register).
+
+    Without ``config.deep_pipeline`` (a slow clock) the three skid buffers are plain
+    connections: the first AR/AW comes in the cycle its burst is worked out, ``rready`` and
+    ``i_wr_data.ready`` follow the consumer's ready and ``wready`` in the same cycle, and a W
+    beat goes on the bus in the cycle it is made. AXI's rule holds all the same: no valid
+    depends on its own channel's ready.
     """
 
     def __init__(self, config, limits=FULL_LIMITS):
@@ -724,7 +733,7 @@ class DMA(wiring.Component):
         # The R channel passes a skid buffer, so rready comes from a register and no path runs
         # from the AXI port through the realignment into the output FIFO.
         m.submodules.r_skid = r_skid = SkidBuffer(data.StructLayout({
-            "data": dw, "resp": 2, "last": 1}))
+            "data": dw, "resp": 2, "last": 1}), registered=config.deep_pipeline)
         m.d.comb += [
             r_skid.i.valid.eq(axi.rvalid),
             r_skid.i.payload.data.eq(axi.rdata),
@@ -1021,7 +1030,7 @@ class DMA(wiring.Component):
         # The W channel's skid buffer: the beats are made on its input (``w``), whose ready is a
         # register, so ``wready`` reaches no logic of the row, the counters or i_wr_data.
         m.submodules.w_skid = w_skid = SkidBuffer(data.StructLayout({
-            "data": dw, "strb": b, "last": 1}))
+            "data": dw, "strb": b, "last": 1}), registered=config.deep_pipeline)
         w = w_skid.i
         m.d.comb += [
             axi.wvalid.eq(w_skid.o.valid),

@@ -167,7 +167,9 @@ class Engine(wiring.Component):
         wiring.connect(m, store=store.o_wr_cmd, dma=dma.i_wr_cmd)
         # Write data passes a skid buffer: the DMA hands AXI's wready to its data input
         # combinationally, and the store unit's packer and post-processor sit behind that.
-        m.submodules.wr_skid = wr_skid = SkidBuffer(wr_data_layout(config))
+        # Without the deep pipeline (a slow clock) it is a plain connection.
+        m.submodules.wr_skid = wr_skid = SkidBuffer(wr_data_layout(config),
+                                                     registered=config.deep_pipeline)
         wiring.connect(m, store=store.o_wr_data, skid=wr_skid.i)
         wiring.connect(m, skid=wr_skid.o, dma=dma.i_wr_data)
         wiring.connect(m, dma=dma.o_wr_done, store=store.i_wr_done)

@@ -126,9 +126,11 @@ def _tree_levels(terms):
     return levels
 
 
-#: Cycles from a row written into the output FIFO to the row offered on ``o_data``: two through
-#: the FIFO, one through the skid buffer behind it.
-_FIFO_LATENCY = 3
+def _fifo_latency(config):
+    """Cycles from a row written into the output FIFO to the row offered on ``o_data``: two
+    through the FIFO, and one through the skid buffer behind it if the engine has the deep
+    pipeline's registers (``config.deep_pipeline``)."""
+    return 3 if config.deep_pipeline else 2
 
 
 #: Cycles a slice spends in the serial multiplier (``serial_requant``): one to load, one per
@@ -153,9 +155,10 @@ def postproc_latency(config, requant=True):
     it is 12, in every mode. With fewer lanes than columns a row is accepted with its last pass
     (its earlier passes went in the cycles before), so the latency is the same. With
     ``serial_requant`` the multiply takes 33 cycles instead of the products and the tree, so a
-    requantized row takes 41, and a row that is not requantized skips it and takes 9.
+    requantized row takes 41, and a row that is not requantized skips it and takes 9. Without
+    ``deep_pipeline`` the skid buffer is left out: one cycle less in every case.
     """
-    return _stages(config, requant) + _FIFO_LATENCY
+    return _stages(config, requant) + _fifo_latency(config)
 
 
 class PostProcessor(wiring.Component):
@@ -270,11 +273,11 @@ class PostProcessor(wiring.Component):
 
         # The output FIFO and its credits: FIFO places not yet promised to a row. Credits
         # return in time for a row a cycle (the serial multiplier's rows are further apart).
-        depth = _stages(config, requant=False) + _FIFO_LATENCY + 2
+        depth = _stages(config, requant=False) + _fifo_latency(config) + 2
         row_layout = postproc_row_layout(config)
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=row_layout.size, depth=depth)
         credits = Signal(range(depth + 1), init=depth)
-        m.submodules.skid = skid = SkidBuffer(row_layout)
+        m.submodules.skid = skid = SkidBuffer(row_layout, registered=config.deep_pipeline)
         m.d.comb += [
             skid.i.valid.eq(fifo.r_rdy),
             skid.i.payload.eq(fifo.r_data),

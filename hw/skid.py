@@ -20,6 +20,10 @@ class SkidBuffer(wiring.Component):
     ----------
     shape : shape-castable
         The payload.
+    registered : bool
+        ``False`` builds a plain connection instead: the same stream, no register and no
+        cycle, for an engine whose clock is slow enough not to need the cut (one built without
+        ``deep_pipeline``). ``level`` is then 0.
 
     Members
     -------
@@ -29,7 +33,8 @@ class SkidBuffer(wiring.Component):
         Entries held.
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, registered=True):
+        self._registered = registered
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
@@ -38,6 +43,10 @@ class SkidBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        if not self._registered:
+            m.d.comb += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload),
+                         self.i.ready.eq(self.o.ready)]
+            return m
         # Named apart from the module (Verilator's VARHIDDEN, the instances being "skid").
         spare = Signal.like(self.o.payload, name="spare")
         skid_valid = Signal()

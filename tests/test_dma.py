@@ -22,10 +22,11 @@ CONFIGS = {
     # 256-bit bus, 64-beat bursts (4 KiB splits bite), 64-bit addresses
     "wide": EngineConfig.preset("small", axi_data_width=256, max_burst_len=64,
                                 max_outstanding_reads=8, axi_addr_width=64),
-    # 64-bit bus without unaligned transfers: no byte shifters, misaligned commands refused
-    # (the lean engine of the engine benches has a 32-bit one)
+    # 64-bit bus without unaligned transfers: no byte shifters, misaligned commands refused;
+    # and without the deep pipeline's skid buffers on the AR, AW, R and W channels (the lean
+    # engine of the engine benches has such a DMA with a 32-bit bus)
     "aligned": EngineConfig.preset("small", unaligned_dma=False, max_burst_len=8,
-                                   max_outstanding_reads=3),
+                                   max_outstanding_reads=3, deep_pipeline=False),
 }
 
 

@@ -368,8 +368,9 @@ CONFIGS = [
     EngineConfig(rows=4, cols=4, postproc_lanes=1),
     EngineConfig(rows=4, cols=6, postproc_lanes=2, signed=False),
     EngineConfig(rows=4, cols=3, acc_width=64, postproc_lanes=1),
-    # The serial multiplier: one lane (the iCEBreaker's engine), every lane, two lanes.
-    EngineConfig(rows=4, cols=4, postproc_lanes=1, serial_requant=True),
+    # The serial multiplier: one lane (the iCEBreaker's engine, without the deep pipeline's
+    # skid buffer), every lane, two lanes.
+    EngineConfig(rows=4, cols=4, postproc_lanes=1, serial_requant=True, deep_pipeline=False),
     EngineConfig(rows=4, cols=3, acc_width=64, signed=False, serial_requant=True),
     EngineConfig(rows=4, cols=4, postproc_lanes=2, input_width=4, acc_width=8,
                  serial_requant=True),
@@ -403,14 +404,18 @@ def test_gateware_against_model(config, gap, stall):
     assert checked == sum(len(s["rows"]) for s in stores)
 
 
-@pytest.mark.parametrize("lanes, serial, requant, interval, latency", [
-    (0, False, True, 1, 11), (1, False, True, 2, 11), (1, False, False, 2, 11),
-    (0, True, True, 33, 41), (1, True, True, 66, 41), (1, True, False, 2, 9)])
-def test_throughput_and_latency(lanes, serial, requant, interval, latency):
+@pytest.mark.parametrize("lanes, serial, requant, deep, interval, latency", [
+    (0, False, True, True, 1, 11), (1, False, True, True, 2, 11), (1, False, False, True, 2, 11),
+    (0, True, True, True, 33, 41), (1, True, True, True, 66, 41), (1, True, False, True, 2, 9),
+    (0, False, True, False, 1, 10), (1, True, True, False, 66, 40),
+    (1, True, False, False, 2, 8)])
+def test_throughput_and_latency(lanes, serial, requant, deep, interval, latency):
     """With no gaps and no backpressure, a row every ``postproc_row_cycles`` (one cycle a pass,
     33 with the serial multiplier; one a pass for rows not requantized) after the documented
-    latency, counted from the cycle the row is accepted."""
-    config = EngineConfig(rows=4, cols=2, postproc_lanes=lanes, serial_requant=serial)
+    latency, counted from the cycle the row is accepted; one cycle sooner without the deep
+    pipeline's skid buffer."""
+    config = EngineConfig(rows=4, cols=2, postproc_lanes=lanes, serial_requant=serial,
+                          deep_pipeline=deep)
     passes = config.postproc_passes
     assert passes == (1 if lanes == 0 else 2)
     if requant:

@@ -1,7 +1,7 @@
 """The skid buffer (hw/skid.py) in Amaranth's simulator: every payload comes out once and in
 order under random valid and ready, one transfer per cycle when neither side stalls, ``level``
 counts what it holds, and neither handshake output follows the other side's inputs within a
-cycle.
+cycle; built unregistered, it is a plain connection.
 
 Reproduce a failure with the printed seed: ``MXE_SEED=<seed> pytest tests/test_skid.py``.
 """
@@ -15,10 +15,10 @@ from amaranth.sim import Simulator
 from mxe.hw.skid import SkidBuffer
 
 
-def run(testbench):
-    dut = SkidBuffer(16)
+def run(testbench, registered=True):
+    dut = SkidBuffer(16, registered=registered)
     sim = Simulator(dut)
-    sim.add_clock(1e-8)
+    sim.add_clock(1e-8, if_exists=True)     # an unregistered buffer has no clock
 
     async def bench(ctx):
         await testbench(ctx, dut)
@@ -82,3 +82,21 @@ def test_one_transfer_per_cycle():
     run(testbench)
     # The first value comes out a cycle after it went in, then one every cycle.
     assert got == list(range(19))
+
+
+def test_unregistered_is_a_connection():
+    """``registered=False`` (an engine without the deep pipeline): each side sees the other's
+    handshake and payload in the same cycle, and the buffer holds nothing."""
+    rng = random.Random(7)
+
+    async def testbench(ctx, dut):
+        for cycle in range(50):
+            valid, ready, payload = rng.random() < 0.5, rng.random() < 0.5, rng.randrange(1 << 16)
+            ctx.set(dut.i.valid, valid)
+            ctx.set(dut.i.payload, payload)
+            ctx.set(dut.o.ready, ready)
+            assert (ctx.get(dut.o.valid), ctx.get(dut.i.ready), ctx.get(dut.level)) == \
+                (valid, ready, 0), cycle
+            assert ctx.get(dut.o.payload) == payload, cycle
+
+    run(testbench, registered=False)
