@@ -178,13 +178,15 @@ def _burst_row(config, addr, tails):
     }
 
 
-def check_latency(rows):
-    """Cycles from a command's acceptance to its checked result in the output register, for a
+def check_latency(config, rows):
+    """Cycles from a command's acceptance to its checked result on the checker's output, for a
     command of ``rows`` rows: accept, one step per two bits of ``rows - 1`` up to its highest
     one (none for one row or none), compare. 2 for one row, 3 up to 4 rows, 4 up to 16, 10 at
     most. The next command is taken the cycle after, so back to back the checker takes a
-    command every ``check_latency(rows)`` cycles."""
-    return 2 + (max(rows - 1, 0).bit_length() + 1) // 2
+    command every ``check_latency(config, rows)`` cycles. Without ``config.deep_pipeline`` the
+    compare has no register of its own: the result is offered a cycle sooner (1 for one row,
+    9 at most), and the next command is taken the cycle after this one is handed on."""
+    return (2 if config.deep_pipeline else 1) + (max(rows - 1, 0).bit_length() + 1) // 2
 
 
 class _Checker(wiring.Component):
@@ -194,16 +196,17 @@ class _Checker(wiring.Component):
     inside ``[base, limit)``.
 
     A sequential shift-add over the bits of ``rows - 1``, two a cycle, with no multiplier
-    (:func:`check_latency` cycles a command, 2 to 10): accept (``addr + row_bytes``,
+    (:func:`check_latency` cycles a command, 2 to 10, 1 to 9 without the deep pipeline): accept (``addr + row_bytes``,
     ``rows - 1``, ``in_beats``; ``window_limit`` is sampled here, ``window_base`` at the
     compare); then, while bits of ``rows - 1`` remain, each step adds the stride shifted to the
     place of the lowest remaining bit to one sum if that bit is set, and twice it to a second
     sum if the next bit is (two adders side by side, each from registers), and ``in_beats`` the
     same way to two beat counts; it stops as soon as the remaining bits are zero, a flag
     register telling it so. Then the compare, into the output register, which holds the result
-    while the next command is checked: the two sums added (the second starts at
-    ``-limit - 1``, so their sum's sign says whether the end is beyond the limit) and the two
-    beat counts added. It runs while the engine still works on the previous command. It also
+    while the next command is checked (without ``config.deep_pipeline`` the result is offered
+    from the command's registers, which hold it until it is taken): the two sums added (the
+    second starts at ``-limit - 1``, so their sum's sign says whether the end is beyond the
+    limit) and the two beat counts added. It runs while the engine still works on the previous command. It also
     works out what the command's rows share (``geometry``, :func:`_geometry_layout`;
     ``tails``, :func:`_row_tails`), the burst generator's registers for the first row
     (``row0``, :func:`_burst_row`) and the second row's address (``second``), so the generator
@@ -270,8 +273,9 @@ class _Checker(wiring.Component):
             self.o_cmd.valid.eq(out_valid),
             self.o_cmd.payload.eq(out),
         ]
-        with m.If(self.o_cmd.valid & self.o_cmd.ready):
-            m.d.sync += out_valid.eq(0)
+        if self._config.deep_pipeline:
+            with m.If(self.o_cmd.valid & self.o_cmd.ready):
+                m.d.sync += out_valid.eq(0)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             payload = self.i_cmd.payload
             row_tails = _row_tails(self._config, payload.row_bytes)
@@ -310,29 +314,36 @@ class _Checker(wiring.Component):
                 m.d.sync += [odd.eq(total), beats_odd.eq(beats_odd + (in_beats << 1))]
                 with m.If(~total[-1] | twice[aw]):
                     m.d.sync += over.eq(1)
-        # The compare, and everything the command hands on, straight into the output register
-        # once it is free (else the command waits).
-        with m.Elif(full & (~out_valid | self.o_cmd.ready)):
-            bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
-            beyond = ~(even + odd)[-1]            # end - limit - 1 >= 0
-            outside = (cmd.addr < self.window_base) | over | beyond
-            s = _log2(self._config.axi_bytes)
-            unaligned = Const(0, 1) if self._config.unaligned_dma else \
-                cmd.addr[:s].any() | (cmd.rows[1:].any() & cmd.stride[:s].any())
-            m.d.sync += [
-                full.eq(0), out_valid.eq(1),
-                out.cmd.eq(cmd),
-                out.error.eq(Mux(bad, DMAError.BAD_CMD,
-                                 Mux(unaligned, DMAError.UNALIGNED,
-                                     Mux(outside, DMAError.WINDOW, DMAError.OK)))),
-                out.geometry.eq(geometry),
-                out.geometry.in_one.eq(geometry.in_beats == 1),
-                out.beats.eq(beats_even + beats_odd),
-                out.second.eq(cmd.addr + cmd.stride),
-                out.tails.eq(tails),
-                *(out.row0[name].eq(value) for name, value in _burst_row(
-                    self._config, cmd.addr, tails).items()),
-            ]
+        # The compare, and everything the command hands on.
+        bad = (cmd.rows == 0) | (cmd.row_bytes == 0)
+        beyond = ~(even + odd)[-1]                # end - limit - 1 >= 0
+        outside = (cmd.addr < self.window_base) | over | beyond
+        s = _log2(self._config.axi_bytes)
+        unaligned = Const(0, 1) if self._config.unaligned_dma else \
+            cmd.addr[:s].any() | (cmd.rows[1:].any() & cmd.stride[:s].any())
+        result = [
+            out.cmd.eq(cmd),
+            out.error.eq(Mux(bad, DMAError.BAD_CMD,
+                             Mux(unaligned, DMAError.UNALIGNED,
+                                 Mux(outside, DMAError.WINDOW, DMAError.OK)))),
+            out.geometry.eq(geometry),
+            out.geometry.in_one.eq(geometry.in_beats == 1),
+            out.beats.eq(beats_even + beats_odd),
+            out.second.eq(cmd.addr + cmd.stride),
+            out.tails.eq(tails),
+            *(out.row0[name].eq(value) for name, value in _burst_row(
+                self._config, cmd.addr, tails).items()),
+        ]
+        if self._config.deep_pipeline:
+            # Straight into the output register once it is free (else the command waits).
+            with m.Elif(full & (~out_valid | self.o_cmd.ready)):
+                m.d.sync += [full.eq(0), out_valid.eq(1), *result]
+        else:
+            # For a slow clock the result is offered from the command's registers once the
+            # steps are done, and the command is held until it is taken.
+            m.d.comb += [out_valid.eq(full & last), *result]
+            with m.If(self.o_cmd.valid & self.o_cmd.ready):
+                m.d.sync += full.eq(0)
         return m
 
 
@@ -589,7 +600,7 @@ class DMA(wiring.Component):
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
     Latency: a command is checked in :func:`check_latency` cycles (2 for one row, one more per
-    two bits of ``rows - 1``, 10 at most), mostly while the engine still works on the command
+    two bits of ``rows - 1``, 10 at most; one less without the deep pipeline), mostly while the engine still works on the command
     before it; the first AR/AW follows one cycle later. Read data passes a skid buffer
     (``rready`` comes from a register) and a 4-entry buffer (``o_rd_data`` is registered and
     never combinationally depends on the AXI R channel). W beats leave through a skid buffer:

@@ -41,10 +41,10 @@ CONFIGS_THEN_DONE = 3
 PUSH_TO_DONE = {True: 8, False: 6}
 #: CMD_W3 to irq, a command that is refused, pushed the same way.
 PUSH_TO_REFUSED = {True: 10, False: 8}
-#: CMD_W3 to the first ARVALID of a LOAD pushed the same way, less check_latency(rows).
+#: CMD_W3 to the first ARVALID of a LOAD pushed the same way, less check_latency(config, rows).
 PUSH_TO_AR = {True: 10, False: 8}
 #: CTRL.start to the first ARVALID (AWVALID) of a LOAD (STORE) pushed before the start, less
-#: check_latency(rows).
+#: check_latency(config, rows).
 START_TO_AR = 5
 #: CTRL.start to the first WVALID of a STORE pushed before the start, less postproc_latency.
 START_TO_W = 9
@@ -753,7 +753,7 @@ async def test_latency(dut):
     await host.start()
     t0 = await pushed(cmds.load(0, 0, 3, 4, 4))
     check("push to AR", watch.after("arvalid", t0) - t0,
-          PUSH_TO_AR[unit] - ax_skids + check_latency(3))
+          PUSH_TO_AR[unit] - ax_skids + check_latency(c, 3))
     await fresh()
     await ClockCycles(dut.clk, 20)
     await host.write("CTRL", word("CTRL", soft_reset=1, irq_enable=1))
@@ -761,15 +761,15 @@ async def test_latency(dut):
     await ClockCycles(dut.clk, 20)
     check("soft reset", watch.after("idle", t0) - t0, SOFT_RESET_IDLE)
     # A queued LOAD or STORE: its first request follows CTRL.start after the DMA's check,
-    # check_latency(rows); a STORE's first data beat after the post-processor.
+    # check_latency(c, rows); a STORE's first data beat after the post-processor.
     for rows in (1, 4, 5, 17, 200):
         t0 = await queued_then_start([cmds.load(0, 0, rows, 4, 4), cmds.fence()])
         check(f"start to AR, {rows} rows", watch.after("arvalid", t0) - t0,
-              START_TO_AR - ax_skids + check_latency(rows))
+              START_TO_AR - ax_skids + check_latency(c, rows))
         rows = min(rows, 16)
         t0 = await queued_then_start([cmds.store(0, 0x100, rows, c.cols, 16), cmds.fence()])
         check(f"start to AW, {rows} rows", watch.after("awvalid", t0) - t0,
-              START_TO_AR - ax_skids + check_latency(rows))
+              START_TO_AR - ax_skids + check_latency(c, rows))
         check("start to W", watch.after("wvalid", t0) - t0,
               START_TO_W - w_skids + postproc_latency(c) + c.postproc_passes - 1)
     if unit:
@@ -799,7 +799,7 @@ async def test_latency(dut):
             else:   # its first LOAD: A's first tile, a chunk of M (the unit's model's mc)
                 want = GEMM_FIRST_READ + shape_cycles(c) \
                     + layout_cycles(c, descriptor_tests(c, M, K)) + tiling_cycles(c, M, K, N) \
-                    + check_latency(schedule(c, M, K, N)[0].mc)
+                    + check_latency(c, schedule(c, M, K, N)[0].mc)
             end = watch.after("arvalid", t0) if code == ErrorCode.OK else watch.last("irq")
             check(f"GEMM {M}x{K}x{N} ({name}, tests {descriptor_tests(c, M, K)})", end - t0,
                   want)

@@ -238,8 +238,8 @@ def test_dma_check_shift_add(name):
     """The command check's shift-add (Amaranth simulation), against a Python model of every
     field it hands on: one row and no rows (no steps), 65535 rows, strides that need every
     bit, products and sums past 2**aw whose wrapped end would lie inside the window, refused
-    commands' beat counts; each command checked in check_latency(rows) cycles when sent
-    alone, then the same commands back to back with a random ready on the output."""
+    commands' beat counts; each command checked in check_latency(config, rows) cycles when
+    sent alone, then the same commands back to back with a random ready on the output."""
     import numpy as np
     from amaranth.sim import Simulator
 
@@ -299,10 +299,11 @@ def test_dma_check_shift_add(name):
             ctx.set(dut.i_cmd.valid, 0)
             cycles = 1
             while not ctx.get(dut.o_cmd.valid):
-                assert cycles < check_latency(case[1]), f"{case}: no result after {cycles} cycles"
+                assert cycles < check_latency(config, case[1]), \
+                    f"{case}: no result after {cycles} cycles"
                 await ctx.tick()
                 cycles += 1
-            assert cycles == check_latency(case[1]), f"{case}: {cycles} cycles"
+            assert cycles == check_latency(config, case[1]), f"{case}: {cycles} cycles"
             want = _checked(config, base, limit, *case)
             assert _got(ctx.get(dut.o_cmd.payload)) == want, case
             ctx.set(dut.o_cmd.ready, 1)
@@ -324,7 +325,7 @@ def test_dma_check_shift_add(name):
 
         async def consumer(ctx):
             # Every command within its latency and the random ready's waits: a bound, no hang.
-            budget = sum(3 * check_latency(case[1]) + 8 for case in cases)
+            budget = sum(3 * check_latency(config, case[1]) + 8 for case in cases)
             while len(got) < len(cases):
                 budget -= 1
                 assert budget > 0, f"{len(got)} of {len(cases)} results"
