@@ -196,23 +196,22 @@ class _Checker(wiring.Component):
     inside ``[base, limit)``.
 
     A sequential shift-add over the bits of ``rows - 1``, two a cycle, with no multiplier
-    (:func:`check_latency` cycles a command, 2 to 10, 1 to 9 without the deep pipeline): accept (``addr + row_bytes``,
-    ``rows - 1``, ``in_beats``; ``window_limit`` is sampled here, ``window_base`` at the
-    compare); then, while bits of ``rows - 1`` remain, each step adds the stride shifted to the
-    place of the lowest remaining bit to one sum if that bit is set, and twice it to a second
-    sum if the next bit is (two adders side by side, each from registers), and ``in_beats`` the
-    same way to two beat counts; it stops as soon as the remaining bits are zero, a flag
-    register telling it so. Then the compare, into the output register, which holds the result
-    while the next command is checked (without ``config.deep_pipeline`` the result is offered
-    from the command's registers, which hold it until it is taken): the two sums added (the
-    second starts at ``-limit - 1``, so their sum's sign says whether the end is beyond the
-    limit) and the two beat counts added. It runs while the engine still works on the previous command. It also
-    works out what the command's rows share (``geometry``, :func:`_geometry_layout`;
-    ``tails``, :func:`_row_tails`), the burst generator's registers for the first row
-    (``row0``, :func:`_burst_row`) and the second row's address (``second``), so the generator
-    starts a command from registers and sets up every row with one adder per register, and
-    counts the command's input beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``, 0 for
-    no rows) for the write engine.
+    (:func:`check_latency` cycles a command, 2 to 10, 1 to 9 without the deep pipeline): accept
+    (``addr + row_bytes``, ``rows - 1``, ``in_beats``; ``window_limit`` is sampled here,
+    ``window_base`` at the compare); then, while bits of ``rows - 1`` remain, each step adds the
+    stride shifted to the place of the lowest remaining bit to one sum if that bit is set, and twice
+    it to a second sum if the next bit is (two adders side by side, each from registers), and
+    ``in_beats`` the same way to two beat counts; it stops as soon as the remaining bits are zero, a
+    flag register telling it so. Then the compare, into the output register, which holds the result
+    while the next command is checked (without ``config.deep_pipeline`` the result is offered from
+    the command's registers, which hold it until it is taken): the two sums added (the second starts
+    at ``-limit - 1``, so their sum's sign says whether the end is beyond the limit) and the two
+    beat counts added. It runs while the engine still works on the previous command. It also works
+    out what the command's rows share (``geometry``, :func:`_geometry_layout`; ``tails``,
+    :func:`_row_tails`), the burst generator's registers for the first row (``row0``,
+    :func:`_burst_row`) and the second row's address (``second``), so the generator starts a command
+    from registers and sets up every row with one adder per register, and counts the command's input
+    beats (``beats``, ``rows * ceil(row_bytes / bus_bytes)``, 0 for no rows) for the write engine.
     """
 
     def __init__(self, config, limits=FULL_LIMITS):
@@ -357,8 +356,8 @@ class _BurstGenerator(wiring.Component):
     buffer's registers, not the row registers' enables. Without ``config.deep_pipeline`` the
     skid buffer is a plain connection: a burst goes out in the cycle it is worked out, and the
     ready reaches the row registers. ``abort`` stops the current command (bursts already in the
-    skid buffer, at most two, are still handed over). ``busy_tag`` tells
-    whether bursts of command ``tag`` may still come.
+    skid buffer, at most two, are still handed over). ``busy_tag`` tells whether bursts of
+    command ``tag`` may still come.
 
     A command comes with its first row worked out (``row0``, from the checker's registers) and
     its second row's address, so every row's arithmetic (:func:`_burst_row`) starts from
@@ -599,14 +598,14 @@ class DMA(wiring.Component):
     bytes_read, bytes_written : Out(32)
         Payload bytes delivered on ``o_rd_data`` / written with WSTRB set (wrapping counters).
 
-    Latency: a command is checked in :func:`check_latency` cycles (2 for one row, one more per
-    two bits of ``rows - 1``, 10 at most; one less without the deep pipeline), mostly while the engine still works on the command
-    before it; the first AR/AW follows one cycle later. Read data passes a skid buffer
-    (``rready`` comes from a register) and a 4-entry buffer (``o_rd_data`` is registered and
-    never combinationally depends on the AXI R channel). W beats leave through a skid buffer:
-    ``wvalid``, ``wdata``, ``wstrb`` and ``wlast`` come from registers and ``wready`` reaches
-    only the buffer's registers; ``i_wr_data.ready`` depends on the buffer's registered ready
-    (each W beat takes at most one input beat, shifted through one carry register).
+    Latency: a command is checked in :func:`check_latency` cycles (2 for one row, one more per two
+    bits of ``rows - 1``, 10 at most; one less without the deep pipeline), mostly while the engine
+    still works on the command before it; the first AR/AW follows one cycle later. Read data passes
+    a skid buffer (``rready`` comes from a register) and a 4-entry buffer (``o_rd_data`` is
+    registered and never combinationally depends on the AXI R channel). W beats leave through a skid
+    buffer: ``wvalid``, ``wdata``, ``wstrb`` and ``wlast`` come from registers and ``wready``
+    reaches only the buffer's registers; ``i_wr_data.ready`` depends on the buffer's registered
+    ready (each W beat takes at most one input beat, shifted through one carry register).
 
     Without ``config.deep_pipeline`` (a slow clock) the three skid buffers are plain
     connections: the first AR/AW comes in the cycle its burst is worked out, ``rready`` and
