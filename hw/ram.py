@@ -36,6 +36,14 @@ class AXIRam(wiring.Component):
     (its accesses are one word each and far apart). AXI reads and writes proceed in the same
     cycle, as they use different ports.
 
+    With ``single_port`` the memory has one port for reads and writes, one access a cycle (the
+    host's write first, then the host's read, an AXI write beat, an AXI read beat), and is
+    marked ``ram_style = "huge"``: the shape Yosys maps to the iCE40 UP5K's SPRAM
+    (SB_SPRAM256KA, 32 KiB each, four on the device). Such RAM has no initial contents, so
+    neither has the memory: ``init`` is refused, and the contents after power-up are undefined
+    on the device (zeros in simulation). AXI reads and writes then take turns: a burst each way
+    at once moves a beat a cycle between them.
+
     AXI4 port: INCR bursts of any length (1..256 beats) with ``awsize``/``arsize`` equal to the
     bus width; the low address bits of an unaligned start are ignored (the manager's strobes
     say which bytes of the first beat it writes). Another burst type or size answers SLVERR
@@ -71,6 +79,8 @@ class AXIRam(wiring.Component):
         the host's 32-bit addresses.
     init : bytes-like, optional
         Initial contents from ``base`` on (at most ``size`` bytes); the rest is zero.
+    single_port : bool
+        One port for reads and writes, for single-port RAM (above); no ``init``.
 
     Members
     -------
@@ -87,7 +97,8 @@ class AXIRam(wiring.Component):
         If a parameter is out of range or they do not fit together.
     """
 
-    def __init__(self, *, size, data_width, addr_width, id_width, base=0, init=None):
+    def __init__(self, *, size, data_width, addr_width, id_width, base=0, init=None,
+                 single_port=False):
         for name, value in (("size", size), ("data_width", data_width),
                             ("addr_width", addr_width), ("id_width", id_width), ("base", base)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -96,6 +107,9 @@ class AXIRam(wiring.Component):
         if init is not None and not isinstance(init, (bytes, bytearray, memoryview)):
             self._MustUse__silence = True
             raise TypeError(f"init must be bytes-like, not {type(init).__name__}")
+        if not isinstance(single_port, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"single_port must be a bool, not {single_port!r}")
         checks = [
             (not _is_pow2(data_width) or not 32 <= data_width <= 1024,
              f"data_width must be a power of two from 32 to 1024, not {data_width}"),
@@ -110,6 +124,9 @@ class AXIRam(wiring.Component):
              f"not {base + size:#x}"),
             (init is not None and len(init) > size,
              f"init must be at most size ({size}) bytes, not {0 if init is None else len(init)}"),
+            (single_port and init is not None,
+             "init must be None with single_port=True: single-port RAM (SPRAM) has no initial "
+             "contents"),
         ]
         for failed, message in checks:
             if failed:
@@ -121,6 +138,7 @@ class AXIRam(wiring.Component):
         self._id_width = id_width
         self._base = base
         self._init = bytes(init or b"")
+        self._single_port = single_port
         super().__init__({
             "axi": In(axi4_signature(addr_width=addr_width, data_width=data_width,
                                      id_width=id_width)),
@@ -148,6 +166,10 @@ class AXIRam(wiring.Component):
         return self._base
 
     @property
+    def single_port(self):
+        return self._single_port
+
+    @property
     def depth(self):
         """Memory words."""
         return self._size * 8 // self._data_width
@@ -172,8 +194,11 @@ class AXIRam(wiring.Component):
 
         # no_rw_check: a read of a word being written in the same cycle may return either
         # value (AXI does not order them), so Yosys needs no bypass around the block RAM.
+        attrs = {"no_rw_check": 1}
+        if self._single_port:
+            attrs["ram_style"] = "huge"     # Yosys's name for the UP5K's SPRAM
         m.submodules.mem = mem = Memory(shape=unsigned(dw), depth=self.depth,
-                                        init=self._init_words(), attrs={"no_rw_check": 1})
+                                        init=self._init_words(), attrs=attrs)
         wp = mem.write_port(granularity=8)
         rp = mem.read_port(domain="sync")
 
@@ -229,7 +254,8 @@ class AXIRam(wiring.Component):
             m.d.sync += [h_ar_held.eq(1), h_ar_addr.eq(host.araddr),
                          h_ar_ok.eq(host_in_range(host.araddr))]
         host_rd_go = Signal()
-        m.d.comb += host_rd_go.eq(h_ar_held & h_ar_ok & ~h_rd_infl)
+        m.d.comb += host_rd_go.eq(h_ar_held & h_ar_ok & ~h_rd_infl
+                                  & ~(host_wr_go if self._single_port else 0))
         m.d.sync += h_rd_infl.eq(host_rd_go)
         with m.If(h_rd_infl):
             lane = h_ar_addr[2:offset_bits]
@@ -260,7 +286,8 @@ class AXIRam(wiring.Component):
         m.d.comb += [
             wr_last.eq(wr_left == 0),
             wr_ok.eq(~wr_bad & word_in_range(wr_addr)),
-            axi.wready.eq(wr_active & ~host_wr_go & (~wr_last | ~axi.bvalid | axi.bready)),
+            axi.wready.eq(wr_active & ~host_wr_go & ~(host_rd_go if self._single_port else 0)
+                          & (~wr_last | ~axi.bvalid | axi.bready)),
             w_fire.eq(axi.wvalid & axi.wready),
         ]
         with m.If(axi.awvalid & axi.awready):
@@ -285,9 +312,11 @@ class AXIRam(wiring.Component):
                          wr_left.eq(aw_len), wr_bad.eq(aw_bad), wr_dec.eq(0)]
 
         # The write port: the host's word, else the AXI beat.
+        w_addr = Signal(word_bits)
+        r_addr = Signal(word_bits)
         with m.If(host_wr_go):
             m.d.comb += [
-                wp.addr.eq(word_index(h_aw_addr[offset_bits:])),
+                w_addr.eq(word_index(h_aw_addr[offset_bits:])),
                 wp.data.eq(h_wdata.replicate(dw // 32)),
             ]
             with m.If(h_aw_ok):
@@ -295,7 +324,7 @@ class AXIRam(wiring.Component):
                                          for i in range(dw // 32)) if host_lane_bits
                                      else h_wstrb)
         with m.Else():
-            m.d.comb += [wp.addr.eq(word_index(wr_addr)), wp.data.eq(axi.wdata)]
+            m.d.comb += [w_addr.eq(word_index(wr_addr)), wp.data.eq(axi.wdata)]
             with m.If(w_fire & wr_ok):
                 m.d.comb += wp.en.eq(axi.wstrb)
 
@@ -332,7 +361,10 @@ class AXIRam(wiring.Component):
         held = Signal(range(4))
         m.d.comb += held.eq(axi.rvalid + skid_valid + infl)
         issue = Signal()
-        m.d.comb += issue.eq(rd_active & ~host_rd_go & ((held <= 1) | ((held == 2) & pop)))
+        # Single-ported, a read beat also waits for a cycle without a write.
+        port_free = ~host_wr_go & ~w_fire if self._single_port else 1
+        m.d.comb += issue.eq(rd_active & ~host_rd_go & port_free
+                             & ((held <= 1) | ((held == 2) & pop)))
         rd_last = rd_left == 0
         m.d.sync += infl.eq(issue)
         with m.If(issue):
@@ -350,10 +382,20 @@ class AXIRam(wiring.Component):
             m.d.sync += [ar_held.eq(0), rd_active.eq(1), rd_id.eq(ar_id), rd_addr.eq(ar_addr),
                          rd_left.eq(ar_len), rd_bad.eq(ar_bad)]
 
+        r_en = Signal()
         with m.If(host_rd_go):
-            m.d.comb += [rp.addr.eq(word_index(h_ar_addr[offset_bits:])), rp.en.eq(1)]
+            m.d.comb += [r_addr.eq(word_index(h_ar_addr[offset_bits:])), r_en.eq(1)]
         with m.Else():
-            m.d.comb += [rp.addr.eq(word_index(rd_addr)), rp.en.eq(issue)]
+            m.d.comb += [r_addr.eq(word_index(rd_addr)), r_en.eq(issue)]
+        if self._single_port:
+            # One address for both ports, and no read in a cycle with a write (no read then
+            # wants the port): what Yosys maps to the RAM's one port.
+            writing = host_wr_go | w_fire
+            addr = Signal(word_bits)
+            m.d.comb += [addr.eq(Mux(writing, w_addr, r_addr)), wp.addr.eq(addr),
+                         rp.addr.eq(addr), rp.en.eq(r_en & ~wp.en.any())]
+        else:
+            m.d.comb += [wp.addr.eq(w_addr), rp.addr.eq(r_addr), rp.en.eq(r_en)]
 
         # Error beats carry zeros rather than whatever the memory read.
         new_data = Mux(infl_resp == RESP_OKAY, rp.data, 0)

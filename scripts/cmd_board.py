@@ -27,9 +27,10 @@ from mxe.config_args import CommandError
 from mxe.hw.boards.catalog import BOARDS, board as find_board
 from mxe.synth.devices import FAMILIES, classify_cells, device as find_device
 from mxe.synth.dsp_pack import pack_mult_registers
-from mxe.synth.flow import (ROUTERS, SynthError, check_drivers, check_fit, dsp_packing_line,
-                             dsp_pairing_line, pair_netlist, parse_nextpnr_report, parse_stat,
-                             tool_path, tool_versions, yosys_script)
+from mxe.synth.flow import (HUGE_RAM_LINES, ROUTERS, SynthError, check_drivers, check_fit,
+                             dsp_packing_line, dsp_pairing_line, pair_netlist,
+                             parse_nextpnr_report, parse_stat, tool_path, tool_versions,
+                             yosys_script)
 
 NAME = "board"
 HELP = "FPGA boards: list them, build a bitstream (report: resources, Fmax), program a board"
@@ -277,7 +278,8 @@ def prepare(board, top, out):
         script = yosys_script(family, name, breakdown=False)
         overrides = {
             "script_after_read": "\n".join(l for l in script.splitlines()
-                                           if l.startswith("setattr")),
+                                           if l.startswith("setattr")
+                                           or l in HUGE_RAM_LINES),
             "synth_opts": " ".join(family.synth.split()[1:]),
             "script_after_synth": "tee -q -o check.txt check\ntee -q -o stat.json stat -json",
         }

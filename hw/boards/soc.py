@@ -208,6 +208,9 @@ class BoardSoC(wiring.Component):
     led_stretch : int
         Cycles ``led_error`` stays lit after a link timeout or a bus error (about 84 ms at
         50 MHz by default), so a one-cycle pulse can be seen.
+    single_port_memory : bool
+        Build the memory single-ported, for the iCE40 UP5K's SPRAM (``AXIRam``'s
+        ``single_port``): up to 128 KiB, its contents undefined after power-up.
 
     Members
     -------
@@ -238,7 +241,8 @@ class BoardSoC(wiring.Component):
     led_error: Out(1)
     irq: Out(1)
 
-    def __init__(self, config, *, mem_size, divisor, timeout_cycles, led_stretch=1 << 22):
+    def __init__(self, config, *, mem_size, divisor, timeout_cycles, led_stretch=1 << 22,
+                 single_port_memory=False):
         try:
             if not isinstance(config, EngineConfig):
                 raise TypeError(f"config must be an EngineConfig, not {config!r}")
@@ -247,6 +251,9 @@ class BoardSoC(wiring.Component):
                 raise TypeError(f"led_stretch must be an integer, not {led_stretch!r}")
             if led_stretch < 1:
                 raise ValueError(f"led_stretch must be at least 1 cycle, not {led_stretch}")
+            if not isinstance(single_port_memory, bool):
+                raise TypeError(f"single_port_memory must be a bool, not "
+                                f"{single_port_memory!r}")
             # Built here, so a bad divisor or timeout fails where it is given.
             self._bridge = UARTBone(divisor=divisor, timeout_cycles=timeout_cycles)
         except (TypeError, ValueError):
@@ -257,6 +264,7 @@ class BoardSoC(wiring.Component):
         self._divisor = divisor
         self._timeout_cycles = timeout_cycles
         self._led_stretch = led_stretch
+        self._single_port_memory = single_port_memory
         super().__init__()
 
     @property
@@ -280,6 +288,10 @@ class BoardSoC(wiring.Component):
         return self._led_stretch
 
     @property
+    def single_port_memory(self):
+        return self._single_port_memory
+
+    @property
     def memory_map(self):
         return soc_memory_map(self._mem_size)
 
@@ -290,7 +302,8 @@ class BoardSoC(wiring.Component):
         m.submodules.engine = engine = Engine(config)
         m.submodules.ram = ram = AXIRam(size=self._mem_size, data_width=config.axi_data_width,
                                         addr_width=config.axi_addr_width,
-                                        id_width=config.axi_id_width, base=MEM_BASE)
+                                        id_width=config.axi_id_width, base=MEM_BASE,
+                                        single_port=self._single_port_memory)
         m.submodules.bridge = bridge = self._bridge
         m.submodules.decoder = decoder = HostDecoder(self._mem_size)
 
