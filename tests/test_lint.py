@@ -12,6 +12,7 @@ import mxe.hw
 from mxe.hw.array import SystolicArray
 from mxe.hw.boards.catalog import BOARDS
 from mxe.hw.config import EngineConfig
+from mxe.hw.ram import AXIRam
 from mxe.hw.generate import TOPS, to_verilog
 from mxe.sim.runner import simulator_missing, verilator_root
 
@@ -69,6 +70,13 @@ def test_board_soc_lints_clean(board, tmp_path):
     """The board top's SoC: the engine, the memory, the UART and its UARTBone bridge."""
     b = BOARDS[board]
     lint(b.top_class(b).soc, "mxe_board_soc", tmp_path)
+
+
+def test_single_port_ram_lints_clean(tmp_path):
+    """The iCEBreaker's memory, single-ported for the UP5K's SPRAM (its SoC's other parts are
+    the ULX3S's and the lean engine's)."""
+    lint(AXIRam(size=4096, data_width=32, addr_width=32, id_width=4, single_port=True),
+         "mxe_ram", tmp_path)
 
 
 def test_lint_catches_a_real_warning(tmp_path):
