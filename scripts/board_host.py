@@ -88,8 +88,9 @@ def open_link(args, board):
                 raise CommandError(f"--port sim needs Verilator: {missing}")
             print(f"starting a simulated {board.name} on Verilator (a first run builds the "
                   f"model, a few minutes)")
-            port, _info = stack.enter_context(simulated_board(board.config,
-                                                              mem_size=board.mem_size))
+            port, _info = stack.enter_context(simulated_board(
+                board.config, mem_size=board.mem_size,
+                single_port_memory=board.mem_single_port))
             # The simulation is slow but loses no byte: the timeout only catches a hang, and
             # a retry could not help.
             timeout, retries, resync_s = args.timeout or 600.0, 0, 1.0

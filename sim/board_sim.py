@@ -26,8 +26,10 @@ SIM_CLOCK_NS = 10
 
 @contextlib.contextmanager
 def simulated_board(config, *, sim="verilator", mem_size=1 << 16, divisor=SIM_DIVISOR,
-                    timeout_cycles=4096, accept_s=300, start_timeout_s=900):
+                    timeout_cycles=4096, accept_s=300, start_timeout_s=900,
+                    single_port_memory=False):
     """Run a simulated board while the ``with`` block runs; yields ``(url, info)``.
+    ``single_port_memory`` builds the board memory as the iCEBreaker's (SPRAM).
 
     Clients connect to the URL one at a time (as to a serial port). Close every connection
     before leaving the block: the bench stops once none is open. ``info`` gets ``test_dir``
@@ -47,9 +49,11 @@ def simulated_board(config, *, sim="verilator", mem_size=1 << 16, divisor=SIM_DI
     def run():
         try:
             outcome["test_dir"] = run_bench(
-                sim=sim, name=f"mxe_board_{mem_size >> 10}k_d{divisor}_t{timeout_cycles}",
+                sim=sim, name=f"mxe_board_{mem_size >> 10}k_d{divisor}_t{timeout_cycles}"
+                              + ("_sp" if single_port_memory else ""),
                 make_component=lambda c: BoardSoC(c, mem_size=mem_size, divisor=divisor,
-                                                  timeout_cycles=timeout_cycles),
+                                                  timeout_cycles=timeout_cycles,
+                                                  single_port_memory=single_port_memory),
                 config=config, test_module="mxe.sim.tb_board", testcase="serve",
                 params=params)
         except BaseException as exc:  # handed to the caller's thread
