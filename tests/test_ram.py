@@ -1,5 +1,6 @@
-"""On-chip memory: the cocotb bench (sim/tb_ram.py) on Verilator and Icarus, parameter checks,
-and block-RAM inference on ECP5."""
+"""On-chip memory: the cocotb bench (sim/tb_ram.py) on Verilator and Icarus, dual- and
+single-ported, parameter checks, block-RAM inference on ECP5 and iCE40, and SPRAM on the iCE40
+UP5K."""
 
 import inspect
 import json

@@ -191,7 +191,8 @@ class BoardSoC(wiring.Component):
 
     The UARTBone bridge (:class:`mxe.hw.uartbone.UARTBone`, LiteX's frames) is the host's bus
     manager; :class:`HostDecoder` routes it to the engine's registers at :data:`CSR_BASE` and to
-    the memory (:class:`mxe.hw.ram.AXIRam`, block RAM) at :data:`MEM_BASE`. The engine's DMA
+    the memory (:class:`mxe.hw.ram.AXIRam`, block RAM, or the UP5K's SPRAM with
+    ``single_port_memory``) at :data:`MEM_BASE`. The engine's DMA
     reaches the same memory through its AXI4 port, at the same addresses.
 
     Parameters
