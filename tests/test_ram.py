@@ -12,6 +12,8 @@ from mxe.hw.ram import AXIRam
 from mxe.sim.runner import run_bench
 from mxe.sim.tb_ram import ram_bench_top
 
+from engine_benches import ICARUS_FIRST
+
 
 CONFIGS = {"64bit": EngineConfig.preset("small"), "32bit": EngineConfig.preset("tiny")}
 
@@ -44,8 +46,7 @@ def _single_port_top(config):
     return ram_bench_top(config, single_port=True)
 
 
-@pytest.mark.parametrize("sim", [pytest.param("icarus"),
-                                 pytest.param("verilator", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sim", ICARUS_FIRST)
 def test_ram_bench_single_port(sim, seed, fresh_build):
     """The single-ported memory (the iCEBreaker's SPRAM), 32-bit: the same traffic, errors and
     model; a beat a cycle on a read or a write alone, and between them when both run (Icarus
