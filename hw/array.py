@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .pe import (ProcessingElement, acc_shape, act_layout, operand_shape, pe_uses_dsp,
-                 psum_split, weight_layout)
+                 psum_shape, psum_split, weight_layout)
 
 
 __all__ = ["SystolicArray", "array_latency", "delayed", "signals", "wrapping_increment"]
@@ -197,11 +197,12 @@ class SystolicArray(wiring.Component):
                     ]
 
         # Bottom edge: realign the halves of each sum, then de-skew so a whole result row leaves
-        # at once, with its valid and last.
+        # at once, with its valid and last. The sums stay as narrow as the bottom row's
+        # (psum_shape) until they leave, extended to acc_width.
         split = psum_split(config)
         for c in range(cols):
             psum = pes[rows - 1][c].o_psum
-            aligned = Signal(acc_shape(config), name=f"out_aligned_{c}")
+            aligned = Signal(psum_shape(config, rows - 1), name=f"out_aligned_{c}")
             if split == config.acc_width:
                 m.d.comb += aligned.eq(psum)
             else:

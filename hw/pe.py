@@ -5,8 +5,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["ProcessingElement", "operand_shape", "acc_shape", "act_layout", "weight_layout",
-           "lut_multiply", "partial_products", "pe_uses_dsp", "psum_split", "add_with_carry"]
+__all__ = ["ProcessingElement", "operand_shape", "acc_shape", "psum_shape", "act_layout",
+           "weight_layout", "lut_multiply", "partial_products", "pe_uses_dsp", "psum_split",
+           "add_with_carry"]
 
 
 def operand_shape(config):
@@ -15,6 +16,19 @@ def operand_shape(config):
 
 def acc_shape(config):
     return signed(config.acc_width) if config.signed else unsigned(config.acc_width)
+
+
+def psum_shape(config, row):
+    """The partial sum leaving the PE of array row ``row``: wide enough for the sum of its
+    ``row + 1`` products without overflow (``product_width + ceil(log2(row + 1))`` bits) and
+    no wider than ``acc_width``, so sign-extending it (zero-extending when unsigned) gives the
+    sum modulo ``2**acc_width``. A split accumulate (:func:`psum_split`) keeps at least one bit in
+    its high half."""
+    width = min(config.acc_width, config.product_width + row.bit_length())
+    split = psum_split(config)
+    if split < config.acc_width:
+        width = max(width, split + 1)
+    return signed(width) if config.signed else unsigned(width)
 
 
 def tag_width(config):
@@ -135,12 +149,12 @@ class ProcessingElement(wiring.Component):
         Weight bus from the north neighbour (or the weight skew).
     o_w : Out(weight_layout)
         ``i_w`` delayed one cycle, to the south neighbour.
-    i_psum : In(acc_shape)
-        Partial sum from the north neighbour (zero at the top row), its high half
-        (``acc_width - psum_split`` bits) a cycle behind its low half.
-    o_psum : Out(acc_shape)
-        ``i_psum + o_act.data * weight[o_act.bank]``, wrapping at ``acc_width``, its high half
-        likewise a cycle behind.
+    i_psum : In(psum_shape(config, max(row - 1, 0)))
+        Partial sum from the north neighbour (zero at the top row), its high half (the bits
+        above ``psum_split``) a cycle behind its low half.
+    o_psum : Out(psum_shape(config, row))
+        ``i_psum + o_act.data * weight[o_act.bank]``, wrapping at its width (the sum of
+        ``row + 1`` products fits), its high half likewise a cycle behind.
 
     Latency: the product of an activation seen on ``o_act`` in cycle ``t`` is registered in
     ``t + 3`` (three multiply stages) and added to the low half of the ``i_psum`` of cycle
@@ -173,8 +187,8 @@ class ProcessingElement(wiring.Component):
             "o_act": Out(act_layout(config)),
             "i_w": In(weight_layout(config)),
             "o_w": Out(weight_layout(config)),
-            "i_psum": In(acc_shape(config)),
-            "o_psum": Out(acc_shape(config)),
+            "i_psum": In(psum_shape(config, max(row - 1, 0))),
+            "o_psum": Out(psum_shape(config, row)),
         })
 
     def elaborate(self, platform):
@@ -226,12 +240,16 @@ class ProcessingElement(wiring.Component):
         if not config.deep_pipeline:
             # One multiply stage: the product of the two registers, registered (after the DSP
             # block, or after the partial products' adder tree). A DSP's product is asked for
-            # at the sum's width: at the product's width, Yosys's ice40_dsp (0.70) packs its
-            # register and the sum into the SB_MAC16's accumulator, and the netlist's sums are
-            # wrong (the gate-level array bench in tests/test_synth.py fails). ECP5's netlist
-            # is the same either way.
+            # wider than the product: at the product's width, Yosys's ice40_dsp (0.70) packs
+            # its register and the sum into the SB_MAC16's accumulator, and the netlist's sums
+            # are wrong (the gate-level array bench in tests/test_synth.py fails), or, in the
+            # top row, where no sum follows, packs the product's and the sum's registers into
+            # the block, which then cannot share it with another product (mxe.synth.dsp_pair).
+            # ECP5's netlist is the same either way.
             if self._dsp:
-                product = Signal(acc_shape(config), reset_less=True)
+                product = Signal(Shape(max(psum_shape(config, self._row).width,
+                                           config.product_width + 1), config.signed),
+                                 reset_less=True)
             m.d.sync += product.eq(act_data * w_sel if self._dsp else
                                    lut_multiply(act_data, w_sel, signed_operands=config.signed))
         elif self._dsp:
@@ -267,22 +285,29 @@ class ProcessingElement(wiring.Component):
             m.d.sync += product.eq(halves[0] + halves[1])
         # The accumulate, split: the low half of the sum in the cycle after the product, the high
         # half (with the low half's carry) a cycle later, so the carry chain is half as long.
-        # Partial sums move south with the high half a cycle behind the low half.
+        # Partial sums move south with the high half a cycle behind the low half. Each sum is
+        # as wide as its row's products need (psum_shape), so the carry chains grow down the
+        # array instead of being acc_width long in every PE.
+        out = psum_shape(config, self._row)
         split = psum_split(config)
-        wide = Signal(acc_shape(config))
+        wide = Signal(out)
         m.d.comb += wide.eq(product)
         if split == config.acc_width:
-            total = Signal(acc_shape(config), reset_less=True)
+            total = Signal(out, reset_less=True)
             m.d.sync += total.eq(self.i_psum + wide)
             m.d.comb += self.o_psum.eq(total)
             return m
+        # The high half of i_psum, extended to this PE's high half.
+        high_in = Signal(out.width - split)
+        m.d.comb += high_in.eq(self.i_psum[split:].as_signed() if config.signed
+                               else self.i_psum[split:])
         low = Signal(split + 1, reset_less=True)          # with its carry out
-        high_term = Signal(config.acc_width - split, reset_less=True)
-        high = Signal(config.acc_width - split, reset_less=True)
+        high_term = Signal(out.width - split, reset_less=True)
+        high = Signal(out.width - split, reset_less=True)
         m.d.sync += [
             low.eq(self.i_psum[:split] + wide[:split]),
             high_term.eq(wide[split:]),
-            high.eq(add_with_carry(self.i_psum[split:], high_term, low[split])),
+            high.eq(add_with_carry(high_in, high_term, low[split])),
         ]
         m.d.comb += self.o_psum.eq(Cat(low[:split], high))
         return m

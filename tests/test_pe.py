@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 
 from mxe.hw.array import array_latency
 from mxe.hw.config import EngineConfig
-from mxe.hw.pe import ProcessingElement, psum_split
+from mxe.hw.pe import ProcessingElement, psum_shape, psum_split
 from mxe.sim import model
 
 
@@ -60,25 +60,32 @@ def run_pe(config, row, program, *, dsp=True):
     EngineConfig(rows=4, cols=4, input_width=16, acc_width=32, deep_pipeline=False),
 ], ids=lambda c: c.key())
 @pytest.mark.parametrize("dsp", [True, False], ids=["dsp", "lut"])
-def test_multiply_accumulate(config, dsp, seed):
-    """o_psum = i_psum + act * weight[bank], wrapping at acc_width, the low half SUM cycles
+@pytest.mark.parametrize("last_row", [False, True], ids=["row1", "last-row"])
+def test_multiply_accumulate(config, dsp, last_row, seed):
+    """o_psum = i_psum + act * weight[bank] (i_psum anywhere in the range of the row above's
+    partial sums, extremes included), modulo 2**acc_width once extended, the low half SUM cycles
     after the activation is presented and the high half (from the i_psum high half presented a
     cycle later) a cycle after that; weights for other rows pass by untouched."""
     rng = np.random.default_rng(seed)
     SUM = sum_offset(config)
-    row = 1
+    row = config.rows - 1 if last_row else 1
     lo, hi = config.input_range
-    w0, w1 = (int(v) for v in rng.integers(lo, hi, size=2, endpoint=True))
+    w0, w1 = lo, int(rng.integers(lo, hi, endpoint=True))     # bank 0: the extreme products
     program = [
         {"w_valid": 1, "w_tag": row, "w_bank": 0, "w": w0},
         {"w_valid": 1, "w_tag": row, "w_bank": 1, "w": w1},
         {"w_valid": 1, "w_tag": row + 1, "w_bank": 0, "w": hi},  # for the PE below: not kept
     ]
-    cases = []
+    # i_psum: a sum of the `row` products of the PEs above, wrapped to the row above's width.
+    in_width = psum_shape(config, row - 1).width
+    products = (lo * hi, lo * lo) if config.signed else (0, hi * hi)
+    psum_lo, psum_hi = (int(model.wrap(row * p, in_width, config.signed)) for p in products)
+    cases = [(a, 0, psum) for a in (lo, hi) for psum in (psum_lo, psum_hi)]
     for _ in range(40):
         a = int(rng.integers(lo, hi, endpoint=True))
         bank = int(rng.integers(0, 1, endpoint=True))
-        psum = int(model.wrap(rng.integers(-2**62, 2**62), config.acc_width, config.signed))
+        psum = int(model.wrap(rng.integers(row * products[0], row * products[1], endpoint=True),
+                              in_width, config.signed))
         cases.append((a, bank, psum))
     # An activation presented in cycle t shows on o_act in t+1; its product (operand stage,
     # then product register) meets the i_psum low half presented in cycle t+SUM and the high
@@ -91,7 +98,7 @@ def test_multiply_accumulate(config, dsp, seed):
         """i_psum in ``cycle``: the low half of case cycle - SUM, the high half of the case
         before it (as unsigned bits)."""
         def case_bits(t):
-            return cases[t][2] % 2 ** config.acc_width if 0 <= t < len(cases) else 0
+            return cases[t][2] % 2 ** in_width if 0 <= t < len(cases) else 0
         return (case_bits(cycle - SUM) & mask) | (case_bits(cycle - SUM - 1) & ~mask)
 
     for t, (a, bank, _) in enumerate(cases):
