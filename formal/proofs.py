@@ -83,6 +83,9 @@ _PROOFS = [
           f"activation fetchers"),
     Proof("fetch_acc", lambda: RowFetcherProof(latency=ACC_READ_LATENCY, register=True),
           f"RowFetcher(latency={ACC_READ_LATENCY}, register=True): the store unit's fetcher"),
+    Proof("fetch_acc_shallow", lambda: RowFetcherProof(latency=ACC_READ_LATENCY, depth=2),
+          f"RowFetcher(latency={ACC_READ_LATENCY}, depth=2): the store unit's fetcher without "
+          f"the deep pipeline, one post-processor lane for 4 columns (lean)"),
     _fifo("buffered", 2, "the DMA's read descriptors"),
     _fifo("buffered", 4, "the DMA's write bursts, the load unit's metadata"),
     _fifo("buffered", 8, "the command queue of tiny"),

@@ -9,7 +9,16 @@ from .array import wrapping_increment
 from .scratchpad import ReadPortSignature
 
 
-__all__ = ["RowFetcher"]
+__all__ = ["RowFetcher", "fetch_depth"]
+
+
+def fetch_depth(latency, register, interval):
+    """The fewest FIFO entries with which a :class:`RowFetcher` keeps up with a consumer that
+    takes each row ``interval`` cycles after it is first offered, at the soonest (1: a row a
+    cycle). An entry is back ``latency + register + interval + 1`` cycles after its request,
+    and ``interval`` cycles is a row's share of that: ``ceil((latency + register + interval +
+    1) / interval)`` entries."""
+    return -(-(latency + bool(register) + interval + 1) // interval)
 
 
 class RowFetcher(wiring.Component):
@@ -18,7 +27,8 @@ class RowFetcher(wiring.Component):
     A request is accepted only when the FIFO is sure to have room for its row, so the buffer's
     fixed read latency never needs back-pressure. A FIFO entry is promised at the request and
     given back the cycle after its row is taken, ``latency + register + 2`` cycles later at the
-    earliest, so ``depth >= latency + register + 2`` sustains a row per cycle.
+    earliest, so ``depth >= latency + register + 2`` sustains a row per cycle; a consumer that
+    keeps each row for several cycles needs fewer entries (:func:`fetch_depth`).
 
     Parameters
     ----------
@@ -33,7 +43,7 @@ class RowFetcher(wiring.Component):
         comes from a flip-flop and not from the buffer: for a block RAM read without an output
         register, whose clock-to-output leaves little of the cycle for the route to the FIFO.
     depth : int
-        FIFO entries (at least ``latency + register + 2``; by default exactly that).
+        FIFO entries (by default ``latency + register + 2``, a row per cycle).
 
     Members
     -------
@@ -55,9 +65,8 @@ class RowFetcher(wiring.Component):
         stages = latency + bool(register)
         if depth is None:
             depth = stages + 2
-        if depth < stages + 2:
-            raise ValueError(f"depth must be at least latency + register + 2 = {stages + 2} to "
-                             f"sustain a row per cycle, not {depth}")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, not {depth!r}")
         self._row_layout = row_layout
         self._tag_width = tag_width
         self._register = bool(register)

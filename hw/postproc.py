@@ -272,8 +272,9 @@ class PostProcessor(wiring.Component):
         prod_shape = signed(acc_width + MULTIPLIER_WIDTH + (0 if is_signed else 1))
 
         # The output FIFO and its credits: FIFO places not yet promised to a row. Credits
-        # return in time for a row a cycle (the serial multiplier's rows are further apart).
-        depth = _stages(config, requant=False) + _fifo_latency(config) + 2
+        # return in time for a row every `passes` cycles, the fastest rows come (the serial
+        # multiplier's requantized rows are further apart).
+        depth = -(-(_stages(config, requant=False) + _fifo_latency(config) + 2) // passes)
         row_layout = postproc_row_layout(config)
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=row_layout.size, depth=depth)
         credits = Signal(range(depth + 1), init=depth)

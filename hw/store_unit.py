@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .accumulator import ACC_READ_LATENCY, acc_addr_width, acc_row_layout
 from .dma import cmd_layout, engine_limits, done_layout, wr_data_layout
-from .fetch import RowFetcher
+from .fetch import RowFetcher, fetch_depth
 from .isa import ErrorCode
 from .load_unit import dma_error_code, unit_done_layout
 from .pe import acc_shape
@@ -84,9 +84,14 @@ class StoreUnit(wiring.Component):
         ab = config.acc_elem_bytes
         beats_max = -(-(config.cols * ab) // bus_bytes)
 
-        m.submodules.fetch = fetch = RowFetcher(acc_addr_width(config), acc_row_layout(config),
-                                                tag_width=1, latency=ACC_READ_LATENCY,
-                                                register=True)
+        # The accumulator's read data is registered before the FIFO for a fast clock only. The
+        # post-processor takes a row postproc_passes cycles after it is offered at the soonest,
+        # and the FIFO has just the entries that rate needs (in flip-flops on iCE40).
+        register = config.deep_pipeline
+        m.submodules.fetch = fetch = RowFetcher(
+            acc_addr_width(config), acc_row_layout(config), tag_width=1,
+            latency=ACC_READ_LATENCY, register=register,
+            depth=fetch_depth(ACC_READ_LATENCY, register, config.postproc_passes))
         m.submodules.postproc = postproc = PostProcessor(config)
         wiring.connect(m, fetch=fetch.read, unit=wiring.flipped(self.read))
 

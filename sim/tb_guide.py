@@ -50,8 +50,9 @@ START_TO_AR = 5
 START_TO_W = 9
 #: Cycles an engine built without deep_pipeline takes off those to the first ARVALID or
 #: AWVALID (the burst generator's skid buffer), and off those to the first WVALID (the engine's
-#: write-data and the W channel's skid buffers): it has none of them.
-AX_SKIDS, W_SKIDS = 1, 2
+#: write-data and the W channel's skid buffers, the register on the accumulator's read data):
+#: it has none of them.
+AX_SKIDS, W_REGISTERS = 1, 3
 #: CTRL.soft_reset to STATUS.busy = 0, the engine idle.
 SOFT_RESET_IDLE = 3
 #: At most, from the last write response (B) of a STORE to irq, a FENCE queued behind it.
@@ -733,7 +734,7 @@ async def test_latency(dut):
         await host.wait_done()
         return t0
 
-    ax_skids, w_skids = (0, 0) if c.deep_pipeline else (AX_SKIDS, W_SKIDS)
+    ax_skids, w_registers = (0, 0) if c.deep_pipeline else (AX_SKIDS, W_REGISTERS)
 
     def check(name, got, want):
         measured[name] = got
@@ -771,7 +772,7 @@ async def test_latency(dut):
         check(f"start to AW, {rows} rows", watch.after("awvalid", t0) - t0,
               START_TO_AR - ax_skids + check_latency(c, rows))
         check("start to W", watch.after("wvalid", t0) - t0,
-              START_TO_W - w_skids + postproc_latency(c) + c.postproc_passes - 1)
+              START_TO_W - w_registers + postproc_latency(c) + c.postproc_passes - 1)
     if unit:
         # GEMM_C's set-up: a refusal, or the first read of an accepted descriptor. The K at
         # which the rule refuses (M = N = 1); a K whose two strips fit but leave less than
