@@ -398,8 +398,8 @@ def _boards():
               mem_size=128 * KIB, mem_single_port=True, reset=("button", 0),
               leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
-              note="the lean engine and the SoC need about 9.1k LUTs and 9.5k FFs: 1.7 and "
-                   "1.8 times the UP5K's 5280; 128 KiB memory in SPRAM"),
+              note="the lean engine and the SoC need about 8.8k LUTs and 9.0k FFs: 1.7 times "
+                   "the UP5K's 5280 each; 128 KiB memory in SPRAM"),
         Board("arty-a7-35", "Digilent Arty A7-35T, XC7A35T", family="xilinx", device="xc7a35t",
               platform=ArtyA7_35Platform, preset="tiny", clock_mhz=50, baud=3_000_000,
               mem_size=64 * KIB, reset=("rst", 0),
