@@ -3,7 +3,7 @@
 from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from .array import signals
 from .pe import acc_shape
@@ -68,6 +68,11 @@ class Accumulator(wiring.Component):
         ``en``, and holds while ``en`` is low. A write accepted in cycle t is visible to reads
         issued in cycle t + :func:`acc_write_latency` (4, or 2 without ``deep_pipeline``) or
         later.
+    read_free : Out(1)
+        With ``config.acc_read_ports`` 1 only: the block RAM's one read port serves ``read`` in
+        this cycle (no accumulating write is accepted on ``i_write``, whose read-modify-write
+        takes the port). ``read.data`` is then valid the cycle after a read issued while
+        ``read_free`` is high, and does not hold.
     """
 
     def __init__(self, config):
@@ -82,6 +87,7 @@ class Accumulator(wiring.Component):
                 "accumulate": 1,
             }), always_ready=True)),
             "read": In(ReadPortSignature(aw, row)),
+            **({"read_free": Out(1)} if config.acc_read_ports == 1 else {}),
         })
 
     @property
@@ -97,13 +103,27 @@ class Accumulator(wiring.Component):
         mem = Memory(shape=unsigned(row_bits), depth=config.acc_depth, init=[])
         m.submodules.mem = mem
         wp = mem.write_port()
+        w = self.i_write
         rmw = mem.read_port(domain="sync")
-        store = mem.read_port(domain="sync")
-        m.d.comb += [
-            store.addr.eq(self.read.addr),
-            store.en.eq(self.read.en),
-            self.read.data.eq(store.data),
-        ]
+        if config.acc_read_ports == 2:
+            # The read-modify-write reads every cycle, with no enable (no net fans out to its
+            # output); the store path has a port of its own.
+            store = mem.read_port(domain="sync")
+            m.d.comb += [
+                rmw.addr.eq(w.payload.addr),
+                store.addr.eq(self.read.addr),
+                store.en.eq(self.read.en),
+                self.read.data.eq(store.data),
+            ]
+        else:
+            # One port: an accumulating write's read first, the store path's in the other
+            # cycles.
+            rmw_read = w.valid & w.payload.accumulate
+            m.d.comb += [
+                rmw.addr.eq(Mux(rmw_read, w.payload.addr, self.read.addr)),
+                self.read.data.eq(rmw.data),
+                self.read_free.eq(~rmw_read),
+            ]
         if not config.deep_pipeline:
             self._read_modify_write_shallow(m, wp, rmw)
             return m
@@ -115,8 +135,6 @@ class Accumulator(wiring.Component):
         # forwarded: the row written three writes earlier (``fwd_old``) or two writes earlier
         # (``fwd``) into stage 2's register, the row written one write earlier (``fwd``) into
         # stage 3's adders. Whether an address matches is decided a stage ahead, from registers.
-        w = self.i_write
-        m.d.comb += rmw.addr.eq(w.payload.addr)   # no enable: no net fans out to its output
         s1_valid, s1_acc, s2_valid, s2_acc, s3_valid, s3_acc, s4_valid = signals(
             1, "s1_valid s1_acc s2_valid s2_acc s3_valid s3_acc s4_valid")
         # s4: the address of the row written in the cycle before (now in ``fwd``).
@@ -165,7 +183,6 @@ class Accumulator(wiring.Component):
         of it is written does not see that row, so it comes from ``fwd``."""
         config = self._config
         w = self.i_write
-        m.d.comb += rmw.addr.eq(w.payload.addr)
         s1_valid, s1_acc, hit = signals(1, "s1_valid s1_acc hit")
         (s1_addr,) = signals(acc_addr_width(config), "s1_addr")
         s1_data, fwd = signals(config.acc_row_bits, "s1_data fwd")

@@ -58,6 +58,12 @@ class EngineConfig:
         Scratchpad banks (power of two dividing ``spad_depth``).
     acc_depth : int
         Accumulator rows (power of two); one row holds ``cols`` accumulators.
+    acc_read_ports : int
+        The accumulator's block-RAM read ports: 2 (one for the read-modify-write of MATMUL's
+        accumulating writes, one for STORE) or 1, shared, which stores the accumulator once
+        instead of twice (half its block RAMs: iCE40 and ECP5 block RAMs have one read port).
+        With one port a STORE reads a row only in a cycle without an accumulating write, so a
+        STORE that overlaps a MATMUL waits for its gaps; the results are the same.
     axi_data_width : int
         DMA data bus width: 32, 64, 128 or 256.
     axi_addr_width : int
@@ -141,6 +147,7 @@ class EngineConfig:
     spad_depth: int = 4096
     spad_banks: int = 2
     acc_depth: int = 1024
+    acc_read_ports: int = 2
     axi_data_width: int = 128
     axi_addr_width: int = 32
     axi_id_width: int = 4
@@ -199,6 +206,7 @@ class EngineConfig:
             raise ValueError(f"spad_banks must leave at least 16 rows per bank: spad_depth "
                              f"{self.spad_depth} / spad_banks {self.spad_banks}")
         power_of_two("acc_depth", 16, 1 << 20)
+        integer("acc_read_ports", 1, 2)
         if self.axi_data_width not in AXI_DATA_WIDTHS:
             raise ValueError(f"axi_data_width must be one of "
                              f"{', '.join(map(str, AXI_DATA_WIDTHS))}, not {self.axi_data_width!r}")

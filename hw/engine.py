@@ -178,6 +178,8 @@ class Engine(wiring.Component):
         wiring.connect(m, exec=exe.read_weight, spad=spad.read_b)
         wiring.connect(m, exec=exe.o_acc_write, acc=acc.i_write)
         wiring.connect(m, store=store.read, acc=acc.read)
+        if config.acc_read_ports == 1:
+            m.d.comb += store.read_free.eq(acc.read_free)
         m.d.comb += [
             dma.window_base.eq(csr.win_base[:aw]),
             dma.window_limit.eq(csr.win_limit[:aw]),

@@ -51,6 +51,9 @@ class StoreUnit(wiring.Component):
     o_done : Out(stream.Signature(unit_done_layout, always_ready=True))
     read : Out(ReadPortSignature)
         Accumulator read port.
+    read_free : In(1)
+        With ``config.acc_read_ports`` 1 only: the accumulator serves ``read`` this cycle
+        (:class:`~mxe.hw.accumulator.Accumulator`); a row is requested only then.
     bias : In(ArrayLayout(acc_shape, cols))
         Bias row (held stable by the dispatcher while a STORE runs).
     column_quant : In(ArrayLayout(column_requant_layout, cols))
@@ -68,6 +71,7 @@ class StoreUnit(wiring.Component):
             "i_cmd": In(stream.Signature(store_cmd_layout(config))),
             "o_done": Out(stream.Signature(unit_done_layout(config), always_ready=True)),
             "read": Out(ReadPortSignature(acc_addr_width(config), acc_row_layout(config))),
+            **({"read_free": In(1)} if config.acc_read_ports == 1 else {}),
             "bias": In(data.ArrayLayout(acc_shape(config), config.cols)),
             "column_quant": In(data.ArrayLayout(column_requant_layout(), config.cols)),
             "o_wr_cmd": Out(stream.Signature(cmd_layout(config, engine_limits(config)))),
@@ -128,9 +132,10 @@ class StoreUnit(wiring.Component):
         with m.If(self.o_wr_cmd.valid & self.o_wr_cmd.ready):
             m.d.sync += cmd_issued.eq(1)
 
-        # Accumulator rows, read ahead.
+        # Accumulator rows, read ahead (with a shared read port, in the cycles it is free).
+        port_free = self.read_free if config.acc_read_ports == 1 else 1
         m.d.comb += [
-            fetch.i_req.valid.eq(active & (req_row != cmd.rows)),
+            fetch.i_req.valid.eq(active & (req_row != cmd.rows) & port_free),
             fetch.i_req.payload.addr.eq(cmd.acc_addr + req_row),
             fetch.i_req.payload.tag.eq(req_row == cmd.rows - 1),
         ]

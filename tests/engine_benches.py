@@ -3,6 +3,7 @@ simulator parameters of benches that run some configurations on one simulator by
 
 import pytest
 
+from mxe.hw.boards.catalog import BOARDS
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import TOPS
 from mxe.sim.runner import SIMULATORS, run_bench, simulator_missing
@@ -19,8 +20,9 @@ CONFIGS = {
     # CYCLES counter, no unaligned DMA), with one requantization lane shared by its four
     # columns and the shallow pipeline of a slow clock.
     "lean": EngineConfig.preset("lean"),
-    # The iCEBreaker's engine: lean, requantizing with the serial multiplier (no DSP).
-    "lean-serial": EngineConfig.preset("lean", serial_requant=True),
+    # The iCEBreaker's engine: lean, requantizing with the serial multiplier (no DSP), the
+    # accumulator with one read port.
+    "lean-serial": BOARDS["icebreaker"].config,
 }
 
 

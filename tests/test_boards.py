@@ -260,7 +260,8 @@ def test_fit_message_is_one_line():
                     capacity(board))
     message = fit_message(board, fit)
     assert "\n" not in message
-    assert message == ("icebreaker: the design (lean, serial_requant=True engine and the SoC) "
+    assert message == ("icebreaker: the design (lean, serial_requant=True, acc_read_ports=1 "
+                       "engine and the SoC) "
                        "does not fit the up5k: "
                        "LUTs 17845 of 5280, FFs 17712 of 5280, DSPs 37 of 8, BRAMs 44 of 30")
 
@@ -343,8 +344,8 @@ def test_icebreaker_build_stops_at_the_fit_check(tmp_path, capsys):
     assert main(["board", "build", "icebreaker", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
-    assert re.fullmatch(r"mxe board: error: icebreaker: the design \(lean, serial_requant=True "
-                        r"engine and the SoC\) does not fit the up5k: "
+    assert re.fullmatch(r"mxe board: error: icebreaker: the design \(lean, serial_requant=True, "
+                        r"acc_read_ports=1 engine and the SoC\) does not fit the up5k: "
                         r"LUTs \d+ of 5280, .*; report: .*report\.md", err)
     assert not (tmp_path / "mxe_icebreaker.tim").exists()     # nextpnr never ran
     report = json.loads((tmp_path / "report.json").read_text())

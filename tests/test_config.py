@@ -46,6 +46,8 @@ def test_json_round_trip():
     ({"cols": 6, "postproc_lanes": 4}, ValueError,
      r"postproc_lanes must be 0 \(every column\) or a divisor of cols 6 \(1, 2, 3, 6\), not 4"),
     ({"postproc_lanes": -1}, ValueError, "postproc_lanes must be in 0..64"),
+    ({"acc_read_ports": 3}, ValueError, "acc_read_ports must be in 1..2, not 3"),
+    ({"acc_read_ports": True}, TypeError, "acc_read_ports must be an integer, not True"),
     ({"unaligned_dma": 0}, TypeError, "unaligned_dma must be a bool"),
     ({"rows": 4, "cols": 4, "axi_data_width": 64, "unaligned_dma": False}, ValueError,
      r"unaligned_dma=False needs rows x element bytes and cols to be multiples of the bus's 8 "

@@ -38,7 +38,7 @@ ENGINES = {
     "tiny": EngineConfig.preset("tiny"),
     "small": EngineConfig.preset("small"),
     "lean": EngineConfig.preset("lean"),
-    "lean-serial": EngineConfig.preset("lean", serial_requant=True),     # the iCEBreaker's
+    "lean-serial": BOARDS["icebreaker"].config,
     "odd": EngineConfig(rows=3, cols=5, input_width=12, signed=False, acc_width=40,
                         axi_data_width=64),
 }

@@ -394,11 +394,12 @@ def _boards():
         # requantizes with the serial multiplier, in LUTs. The memory is the UP5K's SPRAM.
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
               platform=ICEBreakerPlatform, preset="lean",
-              config_changes={"serial_requant": True}, clock_mhz=12, baud=1_000_000,
+              config_changes={"serial_requant": True, "acc_read_ports": 1}, clock_mhz=12,
+              baud=1_000_000,
               mem_size=128 * KIB, mem_single_port=True, reset=("button", 0),
               leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
-              note="the lean engine and the SoC need about 8.8k LUTs and 9.0k FFs: 1.7 times "
+              note="the lean engine and the SoC need about 8.7k LUTs and 9.0k FFs: 1.7 times "
                    "the UP5K's 5280 each; 128 KiB memory in SPRAM"),
         Board("arty-a7-35", "Digilent Arty A7-35T, XC7A35T", family="xilinx", device="xc7a35t",
               platform=ArtyA7_35Platform, preset="tiny", clock_mhz=50, baud=3_000_000,
