@@ -273,8 +273,11 @@ class PostProcessor(wiring.Component):
 
         # The output FIFO and its credits: FIFO places not yet promised to a row. Credits
         # return in time for a row every `passes` cycles, the fastest rows come (the serial
-        # multiplier's requantized rows are further apart).
-        depth = -(-(_stages(config, requant=False) + _fifo_latency(config) + 2) // passes)
+        # multiplier's requantized rows are further apart). With several passes a row, a raw
+        # row's words leave on the bus as fast as the passes make them, so the credits have a
+        # cycle to spare for the bus's pauses.
+        loop = _stages(config, requant=False) + _fifo_latency(config) + 2 + (passes > 1)
+        depth = -(-loop // passes)
         row_layout = postproc_row_layout(config)
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=row_layout.size, depth=depth)
         credits = Signal(range(depth + 1), init=depth)
