@@ -115,9 +115,10 @@ class EngineConfig:
         Pipeline registers that let the engine close timing near 150 MHz on ECP5: three
         multiply stages in every PE and its sum added in two halves a cycle apart, a
         four-stage read-modify-write in the accumulator, two registers after each
-        scratchpad bank's block RAM, skid buffers that cut the handshakes of the DMA's AR,
-        AW, R and W channels, of the post-processor's output and of the store path's write
-        data, and an output register after each of the DMA's window checks. Without them (one
+        scratchpad bank's block RAM, a register on the accumulator's read data into the store
+        unit, skid buffers that cut the handshakes of the DMA's AR, AW, R and W channels, of
+        the post-processor's output and of the store path's write data, and an output register
+        after each of the DMA's window checks. Without them (one
         multiply stage, one adder, two read-modify-write stages, scratchpad reads in one
         cycle, plain connections for the skid buffers, the checks' results handed on from
         their command registers) the engine takes fewer flip-flops and LUTs and suits a
