@@ -70,14 +70,6 @@ def test_engine_output_kinds(sim, name, seed):
 
 
 @pytest.mark.parametrize("serial_sim", ICARUS_FIRST)
-def test_engine_gemm_shared_acc_port(serial_sim, seed):
-    """GEMMs on the iCEBreaker's engine, whose accumulator has one read port: a STORE reads its
-    rows in the gaps of the accumulating writes of the MATMULs it overlaps; bit-exact."""
-    _run(serial_sim, "lean-serial", "test_gemm", seed, shapes=[[13, 9, 11], [9, 17, 8]],
-         random=[1, 20], descriptor=True)
-
-
-@pytest.mark.parametrize("serial_sim", ICARUS_FIRST)
 def test_engine_store_beside_matmul(serial_sim, seed):
     """The iCEBreaker's engine (one accumulator read port): a STORE beside accumulating
     MATMULs, the memory as the command-level model says."""
