@@ -195,6 +195,7 @@ class ProcessingElement(wiring.Component):
         m = Module()
         config = self._config
         operand = operand_shape(config)
+        out = psum_shape(config, self._row)     # the partial sum this PE hands south
 
         # East hop. The data register feeds the multiplier directly. The bank bits of all PEs on
         # one anti-diagonal are equal, as are the weight bus control bits: (* keep *) asks
@@ -247,9 +248,8 @@ class ProcessingElement(wiring.Component):
             # the block, which then cannot share it with another product (mxe.synth.dsp_pair).
             # ECP5's netlist is the same either way.
             if self._dsp:
-                product = Signal(Shape(max(psum_shape(config, self._row).width,
-                                           config.product_width + 1), config.signed),
-                                 reset_less=True)
+                product = Signal(Shape(max(out.width, config.product_width + 1),
+                                       config.signed), reset_less=True)
             m.d.sync += product.eq(act_data * w_sel if self._dsp else
                                    lut_multiply(act_data, w_sel, signed_operands=config.signed))
         elif self._dsp:
@@ -288,7 +288,6 @@ class ProcessingElement(wiring.Component):
         # Partial sums move south with the high half a cycle behind the low half. Each sum is
         # as wide as its row's products need (psum_shape), so the carry chains grow down the
         # array instead of being acc_width long in every PE.
-        out = psum_shape(config, self._row)
         split = psum_split(config)
         wide = Signal(out)
         m.d.comb += wide.eq(product)

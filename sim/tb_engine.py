@@ -42,7 +42,7 @@ from mxe.hw.isa import REQUIRES, ErrorCode
 from mxe.hw.regmap import CAPABILITIES, CONFIG_REGISTERS, COUNTERS, REGISTERS
 from mxe.sim import commands as cmds
 from mxe.sim.cycle_model import lower_bound, naive_cycles
-from mxe.sim.driver import (MXEDriver, MXEError, chain_commands, chain_operands,
+from mxe.sim.driver import (MXEDriver, MXEError, _align, chain_commands, chain_operands,
                             counter_names, descriptor_commands, pack_operands, plan_chain,
                             plan_gemm)
 from mxe.sim.transport import CocotbTransport
@@ -726,12 +726,9 @@ async def test_store_beside_matmul(dut):
     tb = await setup(dut)
     c = tb.config
     m = 24
-
-    def aligned(n):
-        return -(-n // c.axi_bytes) * c.axi_bytes
-
-    a_stride, b_stride = aligned(c.rows * c.elem_bytes), aligned(c.cols * c.elem_bytes)
-    c_stride = aligned(c.cols * c.acc_elem_bytes)
+    a_stride = _align(c.rows * c.elem_bytes, c.axi_bytes)
+    b_stride = _align(c.cols * c.elem_bytes, c.axi_bytes)
+    c_stride = _align(c.cols * c.acc_elem_bytes, c.axi_bytes)
     a_off, b_off = 0, 0x1000
     c_off, d_off = 0x2000, 0x2000 + m * c_stride
     # The operands are the memory's random bytes.
