@@ -67,7 +67,9 @@ class EngineConfig:
     axi_data_width : int
         DMA data bus width: 32, 64, 128 or 256.
     axi_addr_width : int
-        DMA address width, 32..64.
+        DMA address width, 16..64: the bytes the DMA can reach, and the width of the window
+        and error-address registers it uses. A board SoC, whose DMA reaches only its own
+        memory, needs fewer than 32 bits (:func:`mxe.hw.boards.soc.soc_addr_width`).
     axi_id_width : int
         DMA ID width, 1..16.
     max_burst_len : int
@@ -211,7 +213,7 @@ class EngineConfig:
         if self.axi_data_width not in AXI_DATA_WIDTHS:
             raise ValueError(f"axi_data_width must be one of "
                              f"{', '.join(map(str, AXI_DATA_WIDTHS))}, not {self.axi_data_width!r}")
-        integer("axi_addr_width", 32, 64)
+        integer("axi_addr_width", 16, 64)
         integer("axi_id_width", 1, 16)
         integer("max_burst_len", 1, 256)
         integer("max_outstanding_reads", 1, 32)

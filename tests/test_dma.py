@@ -233,7 +233,12 @@ def _got(payload):
     }
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+#: The checker alone also runs on the DMA of a board SoC's engine, whose addresses are only as
+#: wide as its memory window (mxe.hw.boards.soc.soc_addr_width).
+CHECK_CONFIGS = {**CONFIGS, "addr21": EngineConfig.preset("lean", axi_addr_width=21)}
+
+
+@pytest.mark.parametrize("name", sorted(CHECK_CONFIGS))
 def test_dma_check_shift_add(name):
     """The command check's shift-add (Amaranth simulation), against a Python model of every
     field it hands on: one row and no rows (no steps), 65535 rows, strides that need every
@@ -245,13 +250,15 @@ def test_dma_check_shift_add(name):
 
     from mxe.hw.dma import _Checker, check_latency
 
-    config = CONFIGS[name]
+    config = CHECK_CONFIGS[name]
     aw = config.axi_addr_width
     top = 2 ** aw - 1
     seed = SEED
     print(f"seed {seed} (MXE_SEED={seed} reproduces)")
     rng = np.random.default_rng(seed)
-    windows = [(0x1000, 0x9000), (0, top), (top - 0xFFFF_FFFF + 0x10, top)]  # the last: 4 GiB
+    windows = [(0x1000, 0x9000), (0, top)]
+    if aw >= 32:
+        windows.append((top - 0xFFFF_FFFF + 0x10, top))                      # 4 GiB
     cases = [
         (0, 1, 1, top),                          # one row: the stride is never added
         (0, 2, 1, top),                          # ... two rows: past 2**aw, wraps to 0
@@ -265,8 +272,8 @@ def test_dma_check_shift_add(name):
         (0, 3, 1, 2 ** (aw - 1)),                # the stride passes 2**aw before its addition
         (0x1000, 11, 1, 2 ** aw // 8 - 1),       # past the limit, then past 2**aw, wrapping
         (top + 1 - 0x100, 2, 0x1100, 0x100),     # the end wraps to 0x1000
-        (top - 0x100_0000, 0x101, 1, 0x1_0000),  # the end exactly at the limit
-        (top - 0x100_0000, 0x101, 2, 0x1_0000),  # one byte past it
+        (top - 2 ** (aw - 8), 0x101, 1, 2 ** (aw - 16)),  # the end exactly at the limit
+        (top - 2 ** (aw - 8), 0x101, 2, 2 ** (aw - 16)),  # one byte past it
         (top - 0xFFFF, 1, 0xFFFF, 0),            # addr + row_bytes exactly at the limit
         (top - 0xFFFE, 1, 0xFFFF, 0),            # ... one past: 2**aw
     ]

@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from mxe.hw.boards.soc import (CSR_BASE, CSR_SIZE, MEM_BASE, BoardSoC, HostDecoder,
-                               soc_memory_map)
+                               soc_addr_width, soc_memory_map)
 from mxe.hw.config import EngineConfig
 from mxe.hw.generate import to_verilog
 from mxe.hw.regmap import ID_VALUE, OFFSETS
@@ -90,7 +90,9 @@ def run_soc(config, script):
 
 @pytest.mark.parametrize("preset", [pytest.param("small", marks=pytest.mark.slow), "tiny"])
 def test_soc_over_uart(preset):
-    config = EngineConfig.preset(preset)
+    # tiny with the fewest DMA address bits that reach the memory, as the iCEBreaker's engine.
+    config = EngineConfig.preset(preset) if preset == "small" else \
+        EngineConfig.preset(preset, axi_addr_width=soc_addr_width(MEM_SIZE))
 
     async def script(link):
         ctx, dut = link.ctx, link.dut
@@ -125,13 +127,22 @@ def test_soc_over_uart(preset):
 
 def test_memory_map():
     assert soc_memory_map(65536) == {"csr": {"base": 0, "size": 4096},
-                                     "mem": {"base": 0x1000_0000, "size": 65536}}
-    assert (CSR_BASE, CSR_SIZE, MEM_BASE) == (0, 4096, 0x1000_0000)
-    for bad in (3000, 512, 1 << 29):
+                                     "mem": {"base": 0x10_0000, "size": 65536}}
+    assert (CSR_BASE, CSR_SIZE, MEM_BASE) == (0, 4096, 0x10_0000)
+    # The DMA's address bits: the window's limit, MEM_BASE + mem_size, must fit them.
+    assert [soc_addr_width(size) for size in (1024, 128 * 1024, 512 * 1024, 1 << 20)] == \
+        [21, 21, 21, 22]
+    for bad in (3000, 512, 2 << 20):
         with pytest.raises(ValueError, match="mem_size"):
             soc_memory_map(bad)
+        with pytest.raises(ValueError, match="mem_size"):
+            soc_addr_width(bad)
     with pytest.raises(TypeError, match="mem_size"):
         soc_memory_map(4096.0)
+    # An engine whose DMA cannot reach the memory is refused, naming the width it needs.
+    narrow = EngineConfig.preset("tiny", axi_addr_width=20)
+    with pytest.raises(ValueError, match="axi_addr_width must be at least 21 .* not 20"):
+        BoardSoC(narrow, mem_size=4096, divisor=17, timeout_cycles=1000)
     with pytest.raises(TypeError, match="config"):
         BoardSoC("small", mem_size=4096, divisor=17, timeout_cycles=1000)
     with pytest.raises(ValueError, match="timeout_cycles"):

@@ -19,7 +19,7 @@ from amaranth.lib.cdc import FFSynchronizer
 
 from ..config import PRESETS, EngineConfig
 from ..uart import uart_divisor
-from .soc import BoardSoC
+from .soc import BoardSoC, soc_addr_width
 
 
 __all__ = ["Board", "BOARDS", "BoardTop", "ClockPlan", "board", "clock_range_mhz", "KIB"]
@@ -361,6 +361,7 @@ def _boards():
     ulx3s = dict(family="ecp5", clock_mhz=50, baud=3_000_000, mem_size=64 * KIB,
                  reset=("button_pwr", 0), leds={"busy": 0, "error": 1, "irq": 2, "alive": 7},
                  programmer=("-b", "ulx3s"))
+    spram = 128 * KIB          # the UP5K's four SPRAM blocks
     boards = [
         # The 85F has DSPs for all of small's PEs (64 + 32 in the post-processor, of 156): fewer
         # LUTs than the preset, which leaves 24 PEs in LUTs to fit the 45F.
@@ -391,12 +392,14 @@ def _boards():
               note="UART on J19 (the LED and button pins): no LEDs, no reset button"),
         # The FT2232H's second channel is the UART; 12 MHz allows 1 Mbaud at 12 clocks a bit.
         # The array's 16 products take the UP5K's 8 DSPs (two each): the post-processor
-        # requantizes with the serial multiplier, in LUTs. The memory is the UP5K's SPRAM.
+        # requantizes with the serial multiplier, in LUTs. The memory is the UP5K's SPRAM, and
+        # the DMA's addresses only as wide as it needs.
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
               platform=ICEBreakerPlatform, preset="lean",
-              config_changes={"serial_requant": True, "acc_read_ports": 1}, clock_mhz=12,
+              config_changes={"serial_requant": True, "acc_read_ports": 1,
+                              "axi_addr_width": soc_addr_width(spram)}, clock_mhz=12,
               baud=1_000_000,
-              mem_size=128 * KIB, mem_single_port=True, reset=("button", 0),
+              mem_size=spram, mem_single_port=True, reset=("button", 0),
               leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
               note="the lean engine and the SoC need about 8.7k LUTs and 9.0k FFs: 1.7 times "

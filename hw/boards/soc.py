@@ -3,11 +3,13 @@
 Every board top wraps this in its own clock, reset and pins (:mod:`mxe.hw.boards.catalog`). The
 host's address map, here once (:func:`soc_memory_map`)::
 
-    CSR_BASE = 0x0000_0000   4 KiB   the engine's registers (mxe.hw.regmap)
-    MEM_BASE = 0x1000_0000   mem_size the board memory
+    CSR_BASE = 0x0000_0000   4 KiB    the engine's registers (mxe.hw.regmap)
+    MEM_BASE = 0x0010_0000   mem_size the board memory (1 MiB at most)
 
 The engine's DMA sees the memory at the same addresses as the host, so the DMA window a driver
 sets is ``[MEM_BASE, MEM_BASE + mem_size)`` and an operand's host address is its DMA address.
+The DMA needs no more address bits than that window's limit (:func:`soc_addr_width`: 21 for
+up to 512 KiB), which keeps its address arithmetic short on a small FPGA.
 """
 
 from amaranth import Module, Mux, Signal
@@ -23,14 +25,15 @@ from ..uartbone import UARTBone
 
 
 __all__ = ["BoardSoC", "HostDecoder", "soc_memory_map", "CSR_BASE", "CSR_SIZE", "MEM_BASE",
-           "MEM_SIZE_MAX", "HOST_ADDR_WIDTH"]
+           "MEM_SIZE_MAX", "HOST_ADDR_WIDTH", "soc_addr_width"]
 
 #: The engine's register window: 4 KiB of byte addresses.
 CSR_BASE = 0x0000_0000
 CSR_SIZE = 1 << CSR_ADDR_WIDTH
-#: The board memory; its size is a power of two up to :data:`MEM_SIZE_MAX`.
-MEM_BASE = 0x1000_0000
-MEM_SIZE_MAX = 0x1000_0000
+#: The board memory; its size is a power of two up to :data:`MEM_SIZE_MAX`, which is more than
+#: the block RAM of any FPGA the boards carry.
+MEM_BASE = 0x0010_0000
+MEM_SIZE_MAX = MEM_BASE
 #: The host bridge's byte addresses.
 HOST_ADDR_WIDTH = 32
 
@@ -41,6 +44,19 @@ def _check_mem_size(mem_size):
     if mem_size < 1024 or mem_size > MEM_SIZE_MAX or mem_size & (mem_size - 1):
         raise ValueError(f"mem_size must be a power of two from 1024 to {MEM_SIZE_MAX:#x} "
                          f"bytes, not {mem_size}")
+
+
+def soc_addr_width(mem_size):
+    """The fewest DMA address bits (``axi_addr_width``) that reach a board SoC's memory of
+    ``mem_size`` bytes: those of its window's limit, ``MEM_BASE + mem_size`` (21 up to 512 KiB).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``mem_size`` is not a power of two from 1 KiB to 1 MiB.
+    """
+    _check_mem_size(mem_size)
+    return (MEM_BASE + mem_size).bit_length()
 
 
 def soc_memory_map(mem_size):
@@ -55,7 +71,7 @@ def soc_memory_map(mem_size):
     Raises
     ------
     TypeError, ValueError
-        If ``mem_size`` is not a power of two from 1 KiB to 256 MiB.
+        If ``mem_size`` is not a power of two from 1 KiB to 1 MiB.
     """
     _check_mem_size(mem_size)
     return {"csr": {"base": CSR_BASE, "size": CSR_SIZE},
@@ -200,7 +216,7 @@ class BoardSoC(wiring.Component):
     config : EngineConfig
         The engine; its ``axi_*`` widths are the memory's AXI4 port's.
     mem_size : int
-        Bytes of memory, a power of two from 1 KiB to 256 MiB (the board's block RAM: 64 KiB
+        Bytes of memory, a power of two from 1 KiB to 1 MiB (the board's block RAM: 64 KiB
         of 64-bit words is 32 DP16KD on an ECP5).
     divisor : int
         Clock cycles per UART bit (:func:`mxe.hw.uart.uart_divisor`).
@@ -232,8 +248,9 @@ class BoardSoC(wiring.Component):
     TypeError
         If ``config`` is not an EngineConfig or a number is not an integer.
     ValueError
-        If ``mem_size`` or ``led_stretch`` is out of range (``divisor`` and ``timeout_cycles``
-        as :class:`~mxe.hw.uartbone.UARTBone` checks them).
+        If ``mem_size`` or ``led_stretch`` is out of range, or the engine's DMA addresses are
+        too narrow for the memory (:func:`soc_addr_width`); ``divisor`` and
+        ``timeout_cycles`` as :class:`~mxe.hw.uartbone.UARTBone` checks them.
     """
 
     uart_rx: In(1, init=1)
@@ -247,7 +264,10 @@ class BoardSoC(wiring.Component):
         try:
             if not isinstance(config, EngineConfig):
                 raise TypeError(f"config must be an EngineConfig, not {config!r}")
-            _check_mem_size(mem_size)
+            if config.axi_addr_width < soc_addr_width(mem_size):
+                raise ValueError(f"config.axi_addr_width must be at least "
+                                 f"{soc_addr_width(mem_size)} to reach {mem_size} bytes of "
+                                 f"memory at {MEM_BASE:#x}, not {config.axi_addr_width}")
             if not isinstance(led_stretch, int) or isinstance(led_stretch, bool):
                 raise TypeError(f"led_stretch must be an integer, not {led_stretch!r}")
             if led_stretch < 1:
