@@ -92,8 +92,6 @@ class CSRBlockProof(BlockProof):
             ("ar", bus.arvalid, bus.arready, Cat(bus.araddr, bus.arprot), True),
             ("b", bus.bvalid, bus.bready, bus.bresp, False),
             ("r", bus.rvalid, bus.rready, Cat(bus.rdata, bus.rresp), False),
-            # "o_cmd: Pushed commands, to the command queue": a stream.
-            ("o_cmd", dut.o_cmd.valid, dut.o_cmd.ready, dut.o_cmd.payload, False),
         ]
         for name, valid, ready, payload, assume in channels:
             rule = HandshakeRule(len(payload), name=f"csr {name}", assume=assume)
@@ -248,14 +246,18 @@ class CSRBlockProof(BlockProof):
                                        "csr: _LO reads the counter and captures _HI, _HI "
                                        "reads the capture (CNT)")
 
-        # "a write to CMD_W3 pushes {CMD_W3, CMD_W2, CMD_W1, CMD_W0}": the command starts with
-        # the write's response, word 3 the write's data, words 0 to 2 the staging registers.
+        # "a write to CMD_W3 offers {CMD_W3, CMD_W2, CMD_W1, CMD_W0} on o_cmd for the one cycle
+        # of the write": the cycle before the write's response, word 3 the write's data, words 0
+        # to 2 the staging registers.
         push = Signal()
         m.d.sync += push.eq(dut.o_cmd.valid)
-        with m.If(checking & dut.o_cmd.valid & ~push):
+        w3 = b_starts & (aw_word == by_name("CMD_W3").offset >> 2)
+        with m.If(checking):
+            m.d.comb += [Assert(~push | w3, "csr: a command is pushed by a write to CMD_W3"),
+                         Assert(push | ~w3, "csr: a write to CMD_W3 pushes a command")]
+        with m.If(checking & dut.o_cmd.valid):
             m.d.comb += [
-                Assert(b_starts & (aw_word == by_name("CMD_W3").offset >> 2),
-                       "csr: a command is pushed by a write to CMD_W3"),
+                Assert(~push, "csr: a command is offered for one cycle"),
                 Assert(dut.o_cmd.payload[96:] == (w_data & Cat(w_strb[i].replicate(8)
                                                                for i in range(4))),
                        "csr: command word 3 is the CMD_W3 write's data"),

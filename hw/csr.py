@@ -51,10 +51,11 @@ class CSRBlock(wiring.Component):
     Address bits 1:0 are ignored. ``soft_reset`` does not reset this block (the window and
     staging words survive).
 
-    Command push: a write to CMD_W3 pushes ``{CMD_W3, CMD_W2, CMD_W1, CMD_W0}`` (CMD_W0 in bits
-    31:0) into a one-entry output register that drives ``o_cmd``, provided the queue is ready
-    (``o_cmd.ready``, meaning "not full") and the register is empty. Otherwise the command is
-    dropped and STATUS.cmd_overflow is set.
+    Command push: a write to CMD_W3 offers ``{CMD_W3, CMD_W2, CMD_W1, CMD_W0}`` (CMD_W0 in bits
+    31:0) on ``o_cmd`` for the one cycle of the write, from registers (no output register of
+    its own). The queue takes it if it has room (``o_cmd.ready``, meaning "not full");
+    otherwise the command is dropped and STATUS.cmd_overflow is set. So unlike a stream's,
+    ``o_cmd.valid`` does not wait for ``ready``: the queue's ``w_en`` is all it drives.
 
     Parameters
     ----------
@@ -218,17 +219,15 @@ class CSRBlock(wiring.Component):
             m.d.sync += s.eq((s & ~w1c_clear[key]) | w1c_set[key])
 
         # --- command push --------------------------------------------------------------------
+        # Offered for the one cycle of the write, straight from registers (the staging words,
+        # the write data, the write's flags): taken if the queue has room, else dropped.
         staging = [internal[(f"CMD_W{i}", "value")] for i in range(3)]
-        with m.If(self.o_cmd.valid & self.o_cmd.ready):
-            m.d.sync += self.o_cmd.valid.eq(0)
-        with m.If(push):
-            with m.If(self.o_cmd.ready & ~self.o_cmd.valid):
-                m.d.sync += [
-                    self.o_cmd.valid.eq(1),
-                    self.o_cmd.payload.eq(Cat(*staging, push_word)),
-                ]
-            with m.Else():
-                m.d.comb += w1c_set[("STATUS", "cmd_overflow")].eq(1)
+        m.d.comb += [
+            self.o_cmd.valid.eq(push),
+            self.o_cmd.payload.eq(Cat(*staging, push_word)),
+        ]
+        with m.If(push & ~self.o_cmd.ready):
+            m.d.comb += w1c_set[("STATUS", "cmd_overflow")].eq(1)
 
         # --- read channel --------------------------------------------------------------------
         # Two steps: the address is decoded as it is taken, into one flag per register; a cycle

@@ -237,7 +237,8 @@ class CSRStaleCapture(PatchedCSR):
 @pytest.mark.parametrize("variant, properties", [
     (CSRTakesAWWhileHeld, ()),
     (CSRIgnoresStrobes, ("holds the written value", "returns the last write", "command word")),
-    (CSRCorruptsReads, ("reads 0x", "returns the last write", "unmapped read returns 0")),
+    (CSRCorruptsReads, ("reads 0x", "returns the last write", "unmapped read returns 0",
+                        "reads the capture")),
     pytest.param(CSRStaleCapture, ("captures _HI",), marks=pytest.mark.slow),
 ])
 def test_csr_variant_fails(variant, properties):
