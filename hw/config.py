@@ -78,6 +78,13 @@ class EngineConfig:
         Read bursts in flight, 1..32.
     cmd_queue_depth : int
         Command queue entries (power of two), 2..1024.
+    exec_slots : int
+        MATMULs the execute unit keeps in flight: 0 (the default) for enough to keep the
+        array busy with back-to-back one-row tiles (:func:`mxe.hw.exec_unit.exec_slots`, 6 for
+        ``lean``, 7 for ``tiny``), or 3..8. Each slot holds a MATMUL's ranges and compares
+        them with every command the controller checks, so fewer slots take fewer LUTs and
+        flip-flops; streams of MATMULs with fewer rows than the array's latency then wait for
+        a free slot, and the results are the same.
     multiplier : str
         ``"dsp"``, ``"lut"`` or ``"auto"`` (DSPs up to ``dsp_budget``, then LUTs).
     dsp_budget : int
@@ -157,6 +164,7 @@ class EngineConfig:
     max_burst_len: int = 16
     max_outstanding_reads: int = 32
     cmd_queue_depth: int = 16
+    exec_slots: int = 0
     multiplier: str = "dsp"
     dsp_budget: int = 0
     gemm_unit: bool = True
@@ -218,6 +226,9 @@ class EngineConfig:
         integer("max_burst_len", 1, 256)
         integer("max_outstanding_reads", 1, 32)
         power_of_two("cmd_queue_depth", 2, 1024)
+        if integer("exec_slots", 0, 8) in (1, 2):
+            raise ValueError(f"exec_slots must be 0 (enough for one-row tiles) or 3..8, "
+                             f"not {self.exec_slots}")
         choice("multiplier", MULTIPLIERS)
         integer("dsp_budget", 0, 100_000)
         boolean("gemm_unit")

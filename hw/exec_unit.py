@@ -33,9 +33,10 @@ def matmul_cmd_layout(config):
 
 
 def exec_slots(config):
-    """MATMULs the execute unit keeps in flight: one loading weights, one streaming, and enough
-    to cover the array's latency with one-row tiles (at most 8: each slot costs comparators)."""
-    return min(8, 3 + -(-array_latency(config) // config.rows))
+    """MATMULs the execute unit keeps in flight: ``config.exec_slots``, or by default one
+    loading weights, one streaming, and enough to cover the array's latency with one-row tiles
+    (at most 8: each slot costs comparators)."""
+    return config.exec_slots or min(8, 3 + -(-array_latency(config) // config.rows))
 
 
 class ExecUnit(wiring.Component):

@@ -722,7 +722,8 @@ async def test_store_beside_matmul(dut):
     controller runs them at once: no hazard between them), then a STORE of that region: the
     whole memory equals the command-level model's. On an engine whose accumulator has one read
     port (``acc_read_ports`` 1) the first STORE reads its rows in the gaps of the accumulating
-    writes."""
+    writes. Then twelve one-row MATMULs, more than the execute unit has slots, and their
+    STORE."""
     tb = await setup(dut)
     c = tb.config
     m = 24
@@ -730,7 +731,8 @@ async def test_store_beside_matmul(dut):
     b_stride = _align(c.cols * c.elem_bytes, c.axi_bytes)
     c_stride = _align(c.cols * c.acc_elem_bytes, c.axi_bytes)
     a_off, b_off = 0, 0x1000
-    c_off, d_off = 0x2000, 0x2000 + m * c_stride
+    c_off, d_off, e_off = 0x2000, 0x2000 + m * c_stride, 0x2000 + 2 * m * c_stride
+    tiles = 12
     # The operands are the memory's random bytes.
     commands = [
         cmds.load(0, a_off, m, c.rows, a_stride),
@@ -740,6 +742,8 @@ async def test_store_beside_matmul(dut):
         cmds.matmul(0, m, m, c.rows, m),
         *[cmds.matmul(0, m, m, c.rows, m, accumulate=True)] * 4,
         cmds.store(m, d_off, m, c.cols, c_stride),
+        *[cmds.matmul(i, m, 1, c.rows, 2 * m + i, accumulate=i % 2 == 1) for i in range(tiles)],
+        cmds.store(2 * m, e_off, tiles, c.cols, c_stride),
         cmds.fence(),
     ]
     model_mem = tb.image()

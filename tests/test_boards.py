@@ -261,7 +261,7 @@ def test_fit_message_is_one_line():
     message = fit_message(board, fit)
     assert "\n" not in message
     assert message == ("icebreaker: the design (lean, serial_requant=True, acc_read_ports=1, "
-                       "axi_addr_width=21 engine and the SoC) "
+                       "axi_addr_width=21, exec_slots=4 engine and the SoC) "
                        "does not fit the up5k: "
                        "LUTs 17845 of 5280, FFs 17712 of 5280, DSPs 37 of 8, BRAMs 44 of 30")
 

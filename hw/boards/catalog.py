@@ -393,11 +393,13 @@ def _boards():
         # The FT2232H's second channel is the UART; 12 MHz allows 1 Mbaud at 12 clocks a bit.
         # The array's 16 products take the UP5K's 8 DSPs (two each): the post-processor
         # requantizes with the serial multiplier, in LUTs. The memory is the UP5K's SPRAM, and
-        # the DMA's addresses only as wide as it needs.
+        # the DMA's addresses only as wide as it needs. Four MATMULs in flight instead of six:
+        # the same cycles on the GEMMs of its UART's sizes.
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
               platform=ICEBreakerPlatform, preset="lean",
               config_changes={"serial_requant": True, "acc_read_ports": 1,
-                              "axi_addr_width": soc_addr_width(spram)}, clock_mhz=12,
+                              "axi_addr_width": soc_addr_width(spram), "exec_slots": 4},
+              clock_mhz=12,
               baud=1_000_000,
               mem_size=spram, mem_single_port=True, reset=("button", 0),
               leds={"busy": 1, "error": 0},
