@@ -47,7 +47,7 @@ PUSH_TO_AR = {True: 9, False: 7}
 #: check_latency(config, rows).
 START_TO_AR = 5
 #: CTRL.start to the first WVALID of a STORE pushed before the start, less postproc_latency.
-START_TO_W = 9
+START_TO_W = 8
 #: Cycles an engine built without deep_pipeline takes off those to the first ARVALID or
 #: AWVALID (the burst generator's skid buffer), and off those to the first WVALID (the engine's
 #: write-data and the W channel's skid buffers, the register on the accumulator's read data):
