@@ -1,7 +1,7 @@
 """The load unit: LOAD commands, memory to scratchpad (or to the post-processor's bias row or
 per-column requantization) through the DMA."""
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -68,12 +68,15 @@ class LoadUnit(wiring.Component):
     scratchpad row (or the bias row, or the per-column multipliers or shifts).
 
     A memory row arrives lane-0 aligned in ``ceil(row_bytes / bus_bytes)`` beats; the unit
-    collects it in a row buffer and writes the scratchpad row in the cycle after its last beat,
-    with the write mask covering the first ``elems`` operands. Operands are ``elem_bytes`` wide in
-    memory (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``; requant
-    values :data:`~mxe.hw.config.REQUANT_ELEM_BYTES` (a shift's low 6 bits are kept). The DMA
-    delivers the commands' data and done entries in order; a done entry ends its command's data
-    (also after an error, when the rest of its data never comes).
+    collects a scratchpad row in a row buffer and writes it in the cycle after its last beat,
+    with the write mask covering the first ``elems`` operands. Bias and requantization values
+    go straight from each beat into the first ``elems`` places of ``o_bias`` or ``o_requant``,
+    with no row buffer (so a LOAD that fails part-way has changed those its beats carried, as it
+    has written the scratchpad rows that arrived). Operands are ``elem_bytes`` wide in memory
+    (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``; requant values
+    :data:`~mxe.hw.config.REQUANT_ELEM_BYTES` (a shift's low 6 bits are kept). The DMA delivers
+    the commands' data and done entries in order; a done entry ends its command's data (also
+    after an error, when the rest of its data never comes).
 
     Members
     -------
@@ -122,8 +125,8 @@ class LoadUnit(wiring.Component):
         bus_bytes = config.axi_bytes
         eb, ab = config.elem_bytes, config.acc_elem_bytes
         rb = REQUANT_ELEM_BYTES
-        buf_bytes = max(config.spad_row_elems * eb, config.cols * max(ab, rb))
-        beats_max = -(-buf_bytes // bus_bytes)
+        beats_max = -(-max(config.spad_row_elems * eb, config.cols * max(ab, rb)) // bus_bytes)
+        spad_beats = -(-(config.spad_row_elems * eb) // bus_bytes)
 
         # What the data side needs of each command issued to the DMA, in order.
         meta_layout = data.StructLayout({
@@ -169,18 +172,19 @@ class LoadUnit(wiring.Component):
                 self.o_rd_cmd.payload.stride.eq(self.i_cmd.payload.stride),
             ]
 
-        # Data side: row assembly; each beat fills its slice of the row buffer.
+        # Data side: row assembly; each beat of a scratchpad row fills its slice of the row
+        # buffer.
         row = Signal(range(config.spad_depth + 1))
         beat = Signal(range(beats_max + 1))
-        buffer = Signal(8 * beats_max * bus_bytes)
+        buffer = Signal(8 * spad_beats * bus_bytes)
         m.d.comb += [self.i_rd_data.ready.eq(1), self.i_rd_done.ready.eq(1)]
         beat_in = self.i_rd_data.valid
+        beat_data = self.i_rd_data.payload.data
         with m.If(beat_in):
             with m.Switch(beat):
-                for b in range(beats_max):
+                for b in range(spad_beats):
                     with m.Case(b):
-                        m.d.sync += buffer.word_select(b, 8 * bus_bytes).eq(
-                            self.i_rd_data.payload.data)
+                        m.d.sync += buffer.word_select(b, 8 * bus_bytes).eq(beat_data)
             with m.If(self.i_rd_data.payload.row_last):
                 m.d.sync += [beat.eq(0), row.eq(row + 1)]
             with m.Else():
@@ -191,10 +195,8 @@ class LoadUnit(wiring.Component):
         write_pending = Signal()
         write = Signal(meta_layout)
         m.d.sync += write_pending.eq(beat_in & self.i_rd_data.payload.row_last)
-        write_second = Signal()     # the row written is a command's second (requant: shifts)
         with m.If(beat_in & self.i_rd_data.payload.row_last):
-            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row),
-                         write_second.eq(row == 1)]
+            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row)]
         elems = []
         for i in range(config.spad_row_elems):
             elems.append(buffer.word_select(i, 8 * eb)[:config.input_width])
@@ -205,19 +207,26 @@ class LoadUnit(wiring.Component):
                 Cat(*(Const(i) < write.elems for i in range(config.spad_row_elems)))),
             self.o_spad_write.valid.eq(write_pending & ~write.to_bias & ~write.to_requant),
         ]
-        with m.If(write_pending & write.to_bias):
-            for j in range(config.cols):
-                with m.If(j < write.elems):
-                    m.d.sync += self.o_bias[j].eq(buffer.word_select(j, 8 * ab)[:config.acc_width])
+
+        def from_beats(targets, elem_bytes, when):
+            """Each beat's bits into ``targets`` (element ``j`` is the low bits of the row's
+            ``elem_bytes`` bytes from byte ``j * elem_bytes``), for ``j < elems``."""
+            bus_bits = 8 * bus_bytes
+            for j, target in enumerate(targets):
+                lo, width = 8 * elem_bytes * j, len(target)
+                for b in range(lo // bus_bits, (lo + width - 1) // bus_bits + 1):
+                    start, stop = max(lo, b * bus_bits), min(lo + width, (b + 1) * bus_bits)
+                    with m.If(when & (beat == b) & (j < cur.elems)):
+                        m.d.sync += target[start - lo:stop - lo].eq(
+                            beat_data[start - b * bus_bits:stop - b * bus_bits])
+
+        from_beats([Value.cast(self.o_bias[j]) for j in range(config.cols)], ab,
+                   beat_in & cur.to_bias)
         # A requant LOAD's first row holds the multipliers, its second the shifts.
-        with m.If(write_pending & write.to_requant):
-            for j in range(config.cols):
-                value = buffer.word_select(j, 8 * rb)
-                with m.If(j < write.elems):
-                    with m.If(write_second):
-                        m.d.sync += self.o_requant[j].shift.eq(value)
-                    with m.Else():
-                        m.d.sync += self.o_requant[j].multiplier.eq(value)
+        from_beats([Value.cast(self.o_requant[j].multiplier) for j in range(config.cols)], rb,
+                   beat_in & cur.to_requant & (row == 0))
+        from_beats([Value.cast(self.o_requant[j].shift) for j in range(config.cols)], rb,
+                   beat_in & cur.to_requant & (row == 1))
 
         # A done entry ends the command; it is reported in the next cycle, when its last row
         # write (at most one cycle after its last beat) has happened.
