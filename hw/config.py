@@ -126,15 +126,17 @@ class EngineConfig:
         four-stage read-modify-write in the accumulator, two registers after each
         scratchpad bank's block RAM, a register on the accumulator's read data into the store
         unit, skid buffers that cut the handshakes of the DMA's AR, AW, R and W channels, of
-        the post-processor's output and of the store path's write data, and an output register
-        after each of the DMA's window checks. Without them (one
-        multiply stage, one adder, two read-modify-write stages, scratchpad reads in one
-        cycle, plain connections for the skid buffers, the checks' results handed on from
-        their command registers) the engine takes fewer flip-flops and LUTs and suits a
-        slower clock (an iCE40's 12 to 48 MHz, an ECP5 board's 50 MHz); the array's latency
-        is three cycles shorter, the scratchpad's two, the post-processor's and the window
-        check's one, so a MATMUL's results come sooner and a LOAD's or STORE's first bus
-        request two cycles sooner.
+        the post-processor's output and of the store path's write data, an output register
+        after each of the DMA's window checks, the store unit's register for the row whose
+        beats leave, and the load unit's row buffer for bias and requantization rows. Without
+        them (one multiply stage, one adder, two read-modify-write stages, scratchpad reads in
+        one cycle, plain connections for the skid buffers, the checks' results handed on from
+        their command registers, beats straight from the post-processor's output, bias and
+        requantization values straight from the read beats) the engine takes fewer flip-flops
+        and LUTs and suits a slower clock (an iCE40's 12 to 48 MHz, an ECP5 board's 50 MHz);
+        the array's latency is three cycles shorter, the scratchpad's two, the
+        post-processor's and the window check's one, so a MATMUL's results come sooner and a
+        LOAD's or STORE's first bus request two cycles sooner.
 
     Features a user may leave out (``gemm_unit``, ``conv_unit``, ``perf_counters``,
     ``unaligned_dma``) are advertised in the ``CAPABILITIES`` register (:mod:`mxe.hw.regmap`).

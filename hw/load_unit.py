@@ -68,11 +68,12 @@ class LoadUnit(wiring.Component):
     scratchpad row (or the bias row, or the per-column multipliers or shifts).
 
     A memory row arrives lane-0 aligned in ``ceil(row_bytes / bus_bytes)`` beats; the unit
-    collects a scratchpad row in a row buffer and writes it in the cycle after its last beat,
-    with the write mask covering the first ``elems`` operands. Bias and requantization values
-    go straight from each beat into the first ``elems`` places of ``o_bias`` or ``o_requant``,
-    with no row buffer (so a LOAD that fails part-way has changed those its beats carried, as it
-    has written the scratchpad rows that arrived). Operands are ``elem_bytes`` wide in memory
+    collects a row in a row buffer and writes it in the cycle after its last beat: a
+    scratchpad row with the write mask covering the first ``elems`` operands, or the first
+    ``elems`` places of ``o_bias`` or ``o_requant``. Without ``config.deep_pipeline`` the row
+    buffer holds only a scratchpad row: bias and requantization values go straight from each
+    beat into their places (so a LOAD that fails part-way has changed those its beats carried,
+    as it has written the scratchpad rows that arrived). Operands are ``elem_bytes`` wide in memory
     (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``; requant values
     :data:`~mxe.hw.config.REQUANT_ELEM_BYTES` (a shift's low 6 bits are kept). The DMA delivers
     the commands' data and done entries in order; a done entry ends its command's data (also
@@ -126,7 +127,9 @@ class LoadUnit(wiring.Component):
         eb, ab = config.elem_bytes, config.acc_elem_bytes
         rb = REQUANT_ELEM_BYTES
         beats_max = -(-max(config.spad_row_elems * eb, config.cols * max(ab, rb)) // bus_bytes)
-        spad_beats = -(-(config.spad_row_elems * eb) // bus_bytes)
+        # The beats the row buffer holds: every kind of row's, or a scratchpad row's.
+        buffer_beats = beats_max if config.deep_pipeline else \
+            -(-(config.spad_row_elems * eb) // bus_bytes)
 
         # What the data side needs of each command issued to the DMA, in order.
         meta_layout = data.StructLayout({
@@ -172,17 +175,16 @@ class LoadUnit(wiring.Component):
                 self.o_rd_cmd.payload.stride.eq(self.i_cmd.payload.stride),
             ]
 
-        # Data side: row assembly; each beat of a scratchpad row fills its slice of the row
-        # buffer.
+        # Data side: row assembly; each beat fills its slice of the row buffer.
         row = Signal(range(config.spad_depth + 1))
         beat = Signal(range(beats_max + 1))
-        buffer = Signal(8 * spad_beats * bus_bytes)
+        buffer = Signal(8 * buffer_beats * bus_bytes)
         m.d.comb += [self.i_rd_data.ready.eq(1), self.i_rd_done.ready.eq(1)]
         beat_in = self.i_rd_data.valid
         beat_data = self.i_rd_data.payload.data
         with m.If(beat_in):
             with m.Switch(beat):
-                for b in range(spad_beats):
+                for b in range(buffer_beats):
                     with m.Case(b):
                         m.d.sync += buffer.word_select(b, 8 * bus_bytes).eq(beat_data)
             with m.If(self.i_rd_data.payload.row_last):
@@ -195,8 +197,11 @@ class LoadUnit(wiring.Component):
         write_pending = Signal()
         write = Signal(meta_layout)
         m.d.sync += write_pending.eq(beat_in & self.i_rd_data.payload.row_last)
+        # The row written is a command's second (a requant LOAD's shifts; for a fast clock).
+        write_second = Signal()
         with m.If(beat_in & self.i_rd_data.payload.row_last):
-            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row)]
+            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row),
+                         write_second.eq(row == 1)]
         elems = []
         for i in range(config.spad_row_elems):
             elems.append(buffer.word_select(i, 8 * eb)[:config.input_width])
@@ -208,25 +213,10 @@ class LoadUnit(wiring.Component):
             self.o_spad_write.valid.eq(write_pending & ~write.to_bias & ~write.to_requant),
         ]
 
-        def from_beats(targets, elem_bytes, when):
-            """Each beat's bits into ``targets`` (element ``j`` is the low bits of the row's
-            ``elem_bytes`` bytes from byte ``j * elem_bytes``), for ``j < elems``."""
-            bus_bits = 8 * bus_bytes
-            for j, target in enumerate(targets):
-                lo, width = 8 * elem_bytes * j, len(target)
-                for b in range(lo // bus_bits, (lo + width - 1) // bus_bits + 1):
-                    start, stop = max(lo, b * bus_bits), min(lo + width, (b + 1) * bus_bits)
-                    with m.If(when & (beat == b) & (j < cur.elems)):
-                        m.d.sync += target[start - lo:stop - lo].eq(
-                            beat_data[start - b * bus_bits:stop - b * bus_bits])
-
-        from_beats([Value.cast(self.o_bias[j]) for j in range(config.cols)], ab,
-                   beat_in & cur.to_bias)
-        # A requant LOAD's first row holds the multipliers, its second the shifts.
-        from_beats([Value.cast(self.o_requant[j].multiplier) for j in range(config.cols)], rb,
-                   beat_in & cur.to_requant & (row == 0))
-        from_beats([Value.cast(self.o_requant[j].shift) for j in range(config.cols)], rb,
-                   beat_in & cur.to_requant & (row == 1))
+        if config.deep_pipeline:
+            self._post_rows_from_buffer(m, buffer, write_pending, write, write_second)
+        else:
+            self._post_rows_from_beats(m, beat_in, beat_data, beat, row, cur)
 
         # A done entry ends the command; it is reported in the next cycle, when its last row
         # write (at most one cycle after its last beat) has happened.
@@ -248,3 +238,46 @@ class LoadUnit(wiring.Component):
             self.stall.eq((queued != 0) & ~beat_in),
         ]
         return m
+
+    def _post_rows_from_buffer(self, m, buffer, write_pending, write, write_second):
+        """For a fast clock: the bias row or the per-column values from the row buffer, in the
+        cycle after the row's last beat."""
+        config = self._config
+        ab, rb = config.acc_elem_bytes, REQUANT_ELEM_BYTES
+        with m.If(write_pending & write.to_bias):
+            for j in range(config.cols):
+                with m.If(j < write.elems):
+                    m.d.sync += self.o_bias[j].eq(buffer.word_select(j, 8 * ab)[:config.acc_width])
+        # A requant LOAD's first row holds the multipliers, its second the shifts.
+        with m.If(write_pending & write.to_requant):
+            for j in range(config.cols):
+                value = buffer.word_select(j, 8 * rb)
+                with m.If(j < write.elems):
+                    with m.If(write_second):
+                        m.d.sync += self.o_requant[j].shift.eq(value)
+                    with m.Else():
+                        m.d.sync += self.o_requant[j].multiplier.eq(value)
+
+    def _post_rows_from_beats(self, m, beat_in, beat_data, beat, row, cur):
+        """For a slow clock: each beat's bias or requantization values straight into their
+        places (element ``j`` is the low bits of the row's bytes from ``j`` values on), for
+        ``j < elems``; a value may span beats."""
+        config = self._config
+        bus_bits = 8 * config.axi_bytes
+
+        def from_beats(targets, elem_bytes, when):
+            for j, target in enumerate(targets):
+                lo, width = 8 * elem_bytes * j, len(target)
+                for b in range(lo // bus_bits, (lo + width - 1) // bus_bits + 1):
+                    start, stop = max(lo, b * bus_bits), min(lo + width, (b + 1) * bus_bits)
+                    with m.If(when & (beat == b) & (j < cur.elems)):
+                        m.d.sync += target[start - lo:stop - lo].eq(
+                            beat_data[start - b * bus_bits:stop - b * bus_bits])
+
+        from_beats([Value.cast(self.o_bias[j]) for j in range(config.cols)],
+                   config.acc_elem_bytes, beat_in & cur.to_bias)
+        # A requant LOAD's first row holds the multipliers, its second the shifts.
+        from_beats([Value.cast(self.o_requant[j].multiplier) for j in range(config.cols)],
+                   REQUANT_ELEM_BYTES, beat_in & cur.to_requant & (row == 0))
+        from_beats([Value.cast(self.o_requant[j].shift) for j in range(config.cols)],
+                   REQUANT_ELEM_BYTES, beat_in & cur.to_requant & (row == 1))

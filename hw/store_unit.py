@@ -156,27 +156,41 @@ class StoreUnit(wiring.Component):
             fetch.o_row.ready.eq(postproc.i_data.ready),
         ]
 
-        # Packing into bytes and splitting into beats, straight from the post-processor's
-        # output, which holds the row (stream rules) until its last beat leaves.
+        # Packing into bytes and splitting into beats. For a fast clock the row is copied into
+        # a register as it leaves the post-processor; for a slow clock the beats go straight
+        # from the post-processor's output, which holds the row (stream rules) until its last
+        # beat leaves.
         beat = Signal(range(beats_max))
         as_bytes = Cat(*(Value.cast(postproc.o_data.payload.data[j])[:8]
                          for j in range(config.cols)))
         as_words = Cat(*(_extend(postproc.o_data.payload.data[j], 8 * ab)
                          for j in range(config.cols)))
-        packed = Cat(Mux(cmd.requant, as_bytes, as_words),
-                     Const(0, 8 * (beats_max * bus_bytes - config.cols * ab)))
         beat_fire = self.o_wr_data.valid & self.o_wr_data.ready
         row_leaves = beat_fire & (beat == beats_per_row - 1)
+        if config.deep_pipeline:
+            packed = Signal(8 * beats_max * bus_bytes)
+            have_row = Signal()
+            taken, ready, valid = [have_row.eq(0)], ~have_row | row_leaves, have_row
+        else:
+            packed = Cat(Mux(cmd.requant, as_bytes, as_words),
+                         Const(0, 8 * (beats_max * bus_bytes - config.cols * ab)))
+            taken, ready, valid = [], row_leaves, postproc.o_data.valid
         m.d.comb += [
-            postproc.o_data.ready.eq(row_leaves),
-            self.o_wr_data.valid.eq(postproc.o_data.valid),
+            postproc.o_data.ready.eq(ready),
+            self.o_wr_data.valid.eq(valid),
             self.o_wr_data.payload.data.eq(packed.word_select(beat, 8 * bus_bytes)),
             self.stall.eq(self.o_wr_data.valid & ~self.o_wr_data.ready),
         ]
         with m.If(beat_fire):
             m.d.sync += beat.eq(beat + 1)
         with m.If(row_leaves):
-            m.d.sync += [beat.eq(0), rows_sent.eq(rows_sent + 1)]
+            m.d.sync += [*taken, beat.eq(0), rows_sent.eq(rows_sent + 1)]
+        if config.deep_pipeline:
+            with m.If(postproc.o_data.valid & postproc.o_data.ready):
+                m.d.sync += [
+                    packed.eq(Mux(cmd.requant, as_bytes, as_words)),
+                    have_row.eq(1),
+                ]
 
         # Completion: every row handed over and the DMA done.
         m.d.comb += self.i_wr_done.ready.eq(active & ~dma_done)

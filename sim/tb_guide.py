@@ -47,12 +47,12 @@ PUSH_TO_AR = {True: 9, False: 7}
 #: check_latency(config, rows).
 START_TO_AR = 5
 #: CTRL.start to the first WVALID of a STORE pushed before the start, less postproc_latency.
-START_TO_W = 8
+START_TO_W = 9
 #: Cycles an engine built without deep_pipeline takes off those to the first ARVALID or
 #: AWVALID (the burst generator's skid buffer), and off those to the first WVALID (the engine's
-#: write-data and the W channel's skid buffers, the register on the accumulator's read data):
-#: it has none of them.
-AX_SKIDS, W_REGISTERS = 1, 3
+#: write-data and the W channel's skid buffers, the register on the accumulator's read data, the
+#: store unit's row register): it has none of them.
+AX_SKIDS, W_REGISTERS = 1, 4
 #: CTRL.soft_reset to STATUS.busy = 0, the engine idle.
 SOFT_RESET_IDLE = 3
 #: At most, from the last write response (B) of a STORE to irq, a FENCE queued behind it.

@@ -404,7 +404,7 @@ def _boards():
               mem_size=spram, mem_single_port=True, reset=("button", 0),
               leds={"busy": 1, "error": 0},
               programmer=("-b", "icebreaker"),
-              note="the lean engine and the SoC need about 8.7k LUTs and 9.0k FFs: 1.7 times "
+              note="the lean engine and the SoC need about 7.8k LUTs and 8.0k FFs: 1.5 times "
                    "the UP5K's 5280 each; 128 KiB memory in SPRAM"),
         Board("arty-a7-35", "Digilent Arty A7-35T, XC7A35T", family="xilinx", device="xc7a35t",
               platform=ArtyA7_35Platform, preset="tiny", clock_mhz=50, baud=3_000_000,
