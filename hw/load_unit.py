@@ -73,8 +73,8 @@ class LoadUnit(wiring.Component):
     ``elems`` places of ``o_bias`` or ``o_requant``. Without ``config.deep_pipeline`` the row
     buffer holds only a scratchpad row: bias and requantization values go straight from each
     beat into their places (so a LOAD that fails part-way has changed those its beats carried,
-    as it has written the scratchpad rows that arrived). Operands are ``elem_bytes`` wide in memory
-    (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``; requant values
+    as it has written the scratchpad rows that arrived). Operands are ``elem_bytes`` wide in
+    memory (the low ``input_width`` bits are kept); bias values ``acc_elem_bytes``; requant values
     :data:`~mxe.hw.config.REQUANT_ELEM_BYTES` (a shift's low 6 bits are kept). The DMA delivers
     the commands' data and done entries in order; a done entry ends its command's data (also
     after an error, when the rest of its data never comes).
@@ -260,8 +260,8 @@ class LoadUnit(wiring.Component):
 
     def _post_rows_from_beats(self, m, beat_in, beat_data, beat, row, cur):
         """For a slow clock: each beat's bias or requantization values straight into their
-        places (element ``j`` is the low bits of the row's bytes from ``j`` values on), for
-        ``j < elems``; a value may span beats."""
+        places, for ``j < elems`` (value ``j`` is the low bits of the ``elem_bytes`` bytes from
+        byte ``j * elem_bytes`` of the row); a value may span two beats."""
         config = self._config
         bus_bits = 8 * config.axi_bytes
 

@@ -16,9 +16,10 @@ from mxe.hw.load_unit import LoadUnit
 SEED = int(os.environ.get("MXE_SEED", "1"))
 
 CONFIGS = {
-    "lean": EngineConfig.preset("lean"),                               # 4-byte values, 4-byte beats
-    "acc64": EngineConfig.preset("lean", acc_width=64),               # a value spans two beats
-    "small-shallow": EngineConfig.preset("small", deep_pipeline=False),  # two values a beat
+    # 4-byte values on 4-byte beats; a value spanning two beats; two values a beat.
+    "lean": EngineConfig.preset("lean"),
+    "acc64": EngineConfig.preset("lean", acc_width=64),
+    "small-shallow": EngineConfig.preset("small", deep_pipeline=False),
     # For a fast clock the values go through the row buffer, a row at a time.
     "small": EngineConfig.preset("small"),
 }
@@ -40,7 +41,7 @@ def test_post_rows_from_beats(name):
     mult = [0] * cols
     shift = [0] * cols
 
-    def row_beats(row_bytes, data):
+    def row_beats(data):
         padded = data + bytes(-len(data) % bus_bytes)
         return [int.from_bytes(padded[i:i + bus_bytes], "little")
                 for i in range(0, len(padded), bus_bytes)]
@@ -59,7 +60,7 @@ def test_post_rows_from_beats(name):
         await ctx.tick().repeat(3)       # the DMA's data comes after its check and AR at least
         for r in range(rows):
             data = bytes(rng.integers(0, 256, elems * nbytes, dtype=np.uint8))
-            beats = row_beats(elems * nbytes, data)
+            beats = row_beats(data)
             last_row = r == rows - 1
             sent = beats if cut is None or not last_row else beats[:cut]
             for i, word in enumerate(sent):
