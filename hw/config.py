@@ -67,9 +67,9 @@ class EngineConfig:
     axi_data_width : int
         DMA data bus width: 32, 64, 128 or 256.
     axi_addr_width : int
-        DMA address width, 16..64: the bytes the DMA can reach, and the width of the window
-        and error-address registers it uses. A board SoC, whose DMA reaches only its own
-        memory, needs fewer than 32 bits (:func:`mxe.hw.boards.soc.soc_addr_width`).
+        DMA address width, 16..64: the bytes the DMA can reach (the window registers' bits
+        above it are ignored). A board SoC, whose DMA reaches only its own memory, needs fewer
+        than 32 bits (:func:`mxe.hw.boards.soc.soc_addr_width`).
     axi_id_width : int
         DMA ID width, 1..16.
     max_burst_len : int

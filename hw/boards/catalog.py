@@ -394,7 +394,7 @@ def _boards():
         # The array's 16 products take the UP5K's 8 DSPs (two each): the post-processor
         # requantizes with the serial multiplier, in LUTs. The memory is the UP5K's SPRAM, and
         # the DMA's addresses only as wide as it needs. Four MATMULs in flight instead of six:
-        # the same cycles on the GEMMs of its UART's sizes.
+        # the same cycles on every GEMM benchmarked (docs/configuration.md, exec_slots).
         Board("icebreaker", "1BitSquared iCEBreaker, iCE40UP5K", family="ice40", device="up5k",
               platform=ICEBreakerPlatform, preset="lean",
               config_changes={"serial_requant": True, "acc_read_ports": 1,
