@@ -5,6 +5,7 @@ reads its numbers from an :class:`EngineConfig`. Nothing repeats them.
 """
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, fields
 
@@ -373,6 +374,15 @@ class EngineConfig:
                 if f.name not in ("rows", "cols")
                 and getattr(self, f.name) != getattr(default, f.name)]
         return "_".join([f"{self.rows}x{self.cols}", *diff]).replace("=", "")
+
+    def dir_key(self):
+        """:meth:`key` as a directory name: cut to 100 characters with a hash of the whole key
+        when it is longer, so that an engine with many parameters set still names a directory
+        (file systems take 255 bytes a name)."""
+        key = self.key()
+        if len(key) <= 100:
+            return key
+        return f"{key[:87]}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _dsps_left_for_array(device_dsps, **params):

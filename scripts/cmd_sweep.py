@@ -189,7 +189,7 @@ def run(args):
         for seed in seeds:
             opts = options_from_args(args, fam, breakdown=False, seed=seed)
             workdir = None if work is None else \
-                str(work / f"{top}-{fam}-{config.key()}{suffix(seed)}")
+                str(work / f"{top}-{fam}-{config.dir_key()}{suffix(seed)}")
             tag = (f"{config.key()} on {opts.family.name}", seed)
             jobs.append((tag, {"config": config.to_dict(), "options": opts.to_dict(),
                                "top": top, "workdir": workdir}))

@@ -145,7 +145,7 @@ def run(args):
     check_cluster_arguments(args)
     opts = options_from_args(args, args.family, breakdown=not args.no_breakdown)
     work = work_root(args, args.output)
-    name = f"work-{top}-{opts.family.name}-{config.key()}"
+    name = f"work-{top}-{opts.family.name}-{config.dir_key()}"
     if len(seeds) == 1 and not args.scheduler:
         try:
             report = synthesize(config, opts, work / name, top=top)

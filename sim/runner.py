@@ -232,7 +232,7 @@ def run_bench(*, sim, name, make_component, config, test_module, testcase=None, 
 
     suffix = ("-waves" if waves else "") + ("-cov" if coverage else "") + \
         (f"-gates-{gates}" if gates else "")
-    build_dir = build_root() / "sim" / f"{name}-{sim}-{config.key()}{suffix}"
+    build_dir = build_root() / "sim" / f"{name}-{sim}-{config.dir_key()}{suffix}"
     runner = _build(sim, name, make_component, config, build_dir, waves, coverage, gates)
 
     test_dir = build_dir / "runs" / f"{testcase or 'all'}-{seed}-{uuid.uuid4().hex[:8]}"

@@ -387,7 +387,7 @@ def harness(exported):
     hw = _hash(*(p.name.encode() + p.read_bytes()
                  for p in sorted(Path(mxe.hw.__file__).parent.rglob("*.py"))))
     wanted = {"hw": hw, "c": _hash(*sources.items(), verilator_root())}
-    build = build_root() / "c_driver" / CONFIG.key()
+    build = build_root() / "c_driver" / CONFIG.dir_key()
     src, exe = build / "src", build / "obj" / "harness"
     src.mkdir(parents=True, exist_ok=True)
     with open(build / ".lock", "w") as lock:

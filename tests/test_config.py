@@ -91,6 +91,19 @@ def test_features_default_in():
     assert EngineConfig.from_dict(old) == PRESETS["tiny"]
 
 
+def test_dir_key_names_a_directory(tmp_path):
+    """Many parameters set make a key longer than a file name may be; the directory name
+    stays short and still tells two such engines apart."""
+    many = EngineConfig.preset("lean", serial_requant=True, acc_read_ports=1,
+                               axi_addr_width=21, exec_slots=4, max_outstanding_reads=4)
+    assert len(many.key()) > 200         # with a tool's prefix, past 255
+    names = {c.dir_key() for c in (many, many.replace(max_outstanding_reads=2))}
+    assert len(names) == 2 and all(len(n) <= 100 for n in names)
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert PRESETS["tiny"].dir_key() == PRESETS["tiny"].key()
+
+
 def test_unknown_json_key():
     with pytest.raises(ValueError, match="unknown configuration parameter.*bogus"):
         EngineConfig.from_dict({"rows": 4, "bogus": 1})
