@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, fields
 
 
-__all__ = ["EngineConfig", "PRESETS", "DATAFLOWS", "MULTIPLIERS", "AXI_DATA_WIDTHS"]
+__all__ = ["EngineConfig", "PRESETS", "DATAFLOWS", "MULTIPLIERS", "AXI_DATA_WIDTHS", "key_as_name"]
 
 
 #: Dataflows the array can be built with. Only weight-stationary is implemented; ``os``
@@ -376,13 +376,17 @@ class EngineConfig:
         return "_".join([f"{self.rows}x{self.cols}", *diff]).replace("=", "")
 
     def dir_key(self):
-        """:meth:`key` as a directory name: cut to 100 characters with a hash of the whole key
-        when it is longer, so that an engine with many parameters set still names a directory
-        (file systems take 255 bytes a name)."""
-        key = self.key()
-        if len(key) <= 100:
-            return key
-        return f"{key[:87]}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        """:meth:`key` as a directory or file name (:func:`key_as_name`)."""
+        return key_as_name(self.key())
+
+
+def key_as_name(key):
+    """A configuration's :meth:`~EngineConfig.key` as a directory or file name: cut to 100
+    characters, with a hash of the whole key, when it is longer, so that an engine with many
+    parameters set still names a file (file systems take 255 bytes a name)."""
+    if len(key) <= 100:
+        return key
+    return f"{key[:87]}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _dsps_left_for_array(device_dsps, **params):

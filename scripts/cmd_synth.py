@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mxe.cluster import add_cluster_arguments, check_cluster_arguments, run_jobs, synth_job
 from mxe.config_args import CommandError, add_config_arguments, config_from_args
+from mxe.hw.config import key_as_name
 from mxe.hw.generate import TOPS
 from mxe.synth.devices import FAMILIES
 from mxe.synth.flow import (ROUTERS, SynthError, SynthOptions, default_top, markdown_report,
@@ -123,7 +124,7 @@ def summarize_seeds(runs):
 
 
 def report_stem(report):
-    return f"{report['top']}-{report['family']}-{report['config_key']}"
+    return f"{report['top']}-{report['family']}-{key_as_name(report['config_key'])}"
 
 
 def write_report(report, out, *, suffix=""):

@@ -100,8 +100,12 @@ def test_dir_key_names_a_directory(tmp_path):
     names = {c.dir_key() for c in (many, many.replace(max_outstanding_reads=2))}
     assert len(names) == 2 and all(len(n) <= 100 for n in names)
     for name in names:
-        (tmp_path / name).mkdir()
+        (tmp_path / f"work-engine-ice40-{name}").mkdir()
     assert PRESETS["tiny"].dir_key() == PRESETS["tiny"].key()
+    # mxe synth's report files are named by the key in the report.
+    from mxe.cmd_synth import report_stem
+    stem = report_stem({"top": "engine", "family": "ice40", "config_key": many.key()})
+    (tmp_path / f"{stem}.json").write_text("{}")
 
 
 def test_unknown_json_key():
