@@ -37,9 +37,6 @@ BUILDS_FIRST = (
     "test_board_link.py::test_gemm_over_link",
     "test_c_driver.py::test_gemms_on_the_engine[0]",
     "test_engine.py::test_engine_discover[verilator-lean]",
-    "test_dma.py::test_dma_back_to_back[verilator]",
-    "test_dma.py::test_dma_read_error_edges[narrow-verilator]",
-    "test_array.py::test_array[verilator-4x4]",
 )
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.ram import AXIRam
-from mxe.sim.runner import run_bench
+from mxe.sim.runner import run_bench, simulator_missing
 from mxe.sim.tb_ram import ram_bench_top
 
-from engine_benches import ICARUS_FIRST
+from engine_benches import ICARUS_FIRST, sim_cases
 
 
 CONFIGS = {"64bit": EngineConfig.preset("small"), "32bit": EngineConfig.preset("tiny")}
@@ -25,10 +25,15 @@ def fresh_build(tmp_path, monkeypatch):
     monkeypatch.setenv("MXE_BUILD_DIR", str(tmp_path))
 
 
-@pytest.mark.parametrize("width", sorted(CONFIGS))
+# On Verilator behind slow: a build takes 20 s for this bench alone, and the board benches run
+# the memory on Verilator.
+@pytest.mark.parametrize("sim, width", sim_cases(
+    sorted(CONFIGS), ident=lambda sim, width: f"{sim}-{width}",
+    slow=lambda sim, width: sim == "verilator"))
 def test_ram_bench(sim, width, seed, fresh_build):
-    if sim == "verilator" and width == "32bit":
-        pytest.skip("the 32-bit memory runs on Icarus only (a Verilator build costs ~20 s)")
+    missing = simulator_missing(sim)
+    if missing:
+        pytest.skip(missing)
     test_dir = run_bench(sim=sim, name="mxe_ram_bench", make_component=ram_bench_top,
                          config=CONFIGS[width], test_module="mxe.sim.tb_ram", seed=seed,
                          params={"pause": 0.3, "ops": 30})
