@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass, fields
 
 
-__all__ = ["EngineConfig", "PRESETS", "DATAFLOWS", "MULTIPLIERS", "AXI_DATA_WIDTHS", "key_as_name"]
+__all__ = ["EngineConfig", "PRESETS", "DATAFLOWS", "MULTIPLIERS", "AXI_DATA_WIDTHS",
+           "key_as_name"]
 
 
 #: Dataflows the array can be built with. Only weight-stationary is implemented; ``os``
