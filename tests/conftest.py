@@ -31,7 +31,7 @@ def pytest_report_header(config):
 #: make different models side by side, and most tests that need a model find it built instead
 #: of waiting for the other worker to finish it.
 BUILDS_FIRST = (
-    "test_conv_unit.py::test_engine_conv_descriptor",
+    "test_conv_unit.py::test_engine_conv_descriptor[tiny]",
     "test_demo.py::test_demo_on_engine",
     "test_engine.py::test_engine_gemm[verilator-small]",
     "test_board_link.py::test_gemm_over_link",

@@ -344,28 +344,28 @@ def test_unsupported_without_the_unit():
 
 # The engine RTL ------------------------------------------------------------------------------
 
-#: The small preset with the convolution unit (its full buffers: the 16-channel measurement
-#: fits).
-ENGINE = EngineConfig.preset("small", conv_unit=True)
+#: The engine with the convolution unit: on ``tiny`` (4x4, 32-bit bus) in the default suite, on
+#: ``small`` (8x8, 64-bit bus) behind slow (its Verilator build takes twice as long).
+ENGINES = {name: EngineConfig.preset(name, conv_unit=True) for name in ("tiny", "small")}
+CASES = ["test_conv_random", "test_conv_refused", "test_conv_soft_reset"]
 
 
-def run_conv_bench(sim, testcase, seed, **params):
+def run_conv_bench(sim, testcase, seed, engine="tiny", **params):
     from mxe.hw.generate import TOPS
     from mxe.sim.runner import run_bench
     return run_bench(sim=sim, name="mxe_engine", make_component=TOPS["engine"][0],
-                     config=ENGINE, test_module="mxe.sim.tb_conv", testcase=testcase,
+                     config=ENGINES[engine], test_module="mxe.sim.tb_conv", testcase=testcase,
                      seed=seed, params=params)
 
 
-def test_engine_conv_descriptor(seed):
+@pytest.mark.parametrize("engine", ["tiny", pytest.param("small", marks=pytest.mark.slow)])
+def test_engine_conv_descriptor(engine, seed):
     """Random convolutions through the descriptor on the engine RTL (Verilator), bit-exact
     against the direct loops, DMA bytes as planned; refusals with their codes and recovery; a
     soft reset in the middle of one."""
-    run_conv_bench("verilator", ["test_conv_random", "test_conv_refused", "test_conv_soft_reset"],
-                   seed, count=5)
+    run_conv_bench("verilator", CASES, seed, engine, count=5)
 
 
 @pytest.mark.slow
 def test_engine_conv_descriptor_icarus(seed):
-    run_conv_bench("icarus", ["test_conv_random", "test_conv_refused", "test_conv_soft_reset"],
-                   seed, count=3, top=8)
+    run_conv_bench("icarus", CASES, seed, count=3, top=8)

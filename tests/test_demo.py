@@ -273,7 +273,7 @@ def test_conv_weights_lower_to_the_im2col_gemm(small_net):
 
 
 def test_demo_with_conv_unit(seed, tmp_path, capsys):
-    """``mxe demo --conv-unit true`` (small preset, Verilator: the engine build of
+    """``mxe demo --conv-unit true`` (tiny preset, Verilator: the engine build of
     ``tests/test_conv_unit.py``'s bench, shared): the convolution runs as convolution
     descriptors, one per image, and every layer is bit-exact with the int8 reference
     recomputed here."""
@@ -282,14 +282,14 @@ def test_demo_with_conv_unit(seed, tmp_path, capsys):
     if simulator_missing("verilator"):
         pytest.skip(simulator_missing("verilator"))
     samples, batch = 5, 3           # a last batch of 2
-    status = main(["demo", "--preset", "small", "--conv-unit", "true", "--samples",
+    status = main(["demo", "--preset", "tiny", "--conv-unit", "true", "--samples",
                    str(samples), "--batch", str(batch), "--seed", str(seed), "--epochs", "4",
                    "-o", str(tmp_path)])
     text = capsys.readouterr().out
     assert status == 0, text
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert summary["bit_exact"] is True and summary["config"]["conv_unit"] is True
-    config = EngineConfig.preset("small", conv_unit=True)
+    config = EngineConfig.preset("tiny", conv_unit=True)
     assert summary["config_key"] == config.key()
     layers, x_q = demo.load_network(tmp_path / "network.npz")
     ref = demo.reference_forward(layers, x_q, config)
