@@ -47,7 +47,7 @@ from mxe.sim.driver import pack_operands, plan_gemm
 from mxe.sim.engine_model import encode_elems
 from mxe.sim.gemm_model import descriptor as descriptor_commands, expand, schedule
 from mxe.sim.model import Requant, matmul, postprocess_columns
-from mxe.sim.runner import build_root, simulator_missing, verilator_root
+from mxe.sim.runner import VERILATOR_OPT_FAST, build_root, simulator_missing, verilator_root
 
 CONFIG = EngineConfig.preset("tiny")
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
@@ -355,8 +355,10 @@ def _verilator_env():
     root = verilator_root()
     return dict(os.environ, VERILATOR_ROOT=str(root),
                 PATH=os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")]),
-                # The wheel's verilated.mk leaves the precompiled-header flag empty.
-                MAKEFLAGS=(os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include"))
+                # The wheel's verilated.mk leaves the precompiled-header flag empty; the
+                # model's hot code is optimized as the cocotb benches' is.
+                MAKEFLAGS=(os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include"
+                           + f" OPT_FAST={VERILATOR_OPT_FAST}"))
 
 
 def _hash(*parts):
