@@ -381,13 +381,21 @@ class EngineConfig:
         return key_as_name(self.key())
 
 
+#: Characters of a configuration's name in a directory or file name, and of the hash that ends
+#: a name cut to fit (:func:`key_as_name`).
+NAME_LIMIT = 100
+NAME_HASH = 12
+
+
 def key_as_name(key):
-    """A configuration's :meth:`~EngineConfig.key` as a directory or file name: cut to 100
-    characters, with a hash of the whole key, when it is longer, so that an engine with many
-    parameters set still names a file (file systems take 255 bytes a name)."""
-    if len(key) <= 100:
+    """A configuration's :meth:`~EngineConfig.key` as a directory or file name: cut to
+    :data:`NAME_LIMIT` characters, ending with a hash of the whole key, when it is longer, so
+    that an engine with many parameters set still names a file (file systems take 255 bytes a
+    name)."""
+    if len(key) <= NAME_LIMIT:
         return key
-    return f"{key[:87]}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:NAME_HASH]
+    return f"{key[:NAME_LIMIT - 1 - NAME_HASH]}_{digest}"
 
 
 def _dsps_left_for_array(device_dsps, **params):

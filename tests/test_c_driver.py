@@ -388,7 +388,7 @@ def harness(exported):
     sources["encode_dispatch.inc"] = _dispatch_source().encode()
     hw = _hash(*(p.name.encode() + p.read_bytes()
                  for p in sorted(Path(mxe.hw.__file__).parent.rglob("*.py"))))
-    wanted = {"hw": hw, "c": _hash(*sources.items(), verilator_root())}
+    wanted = {"hw": hw, "c": _hash(*sources.items(), verilator_root(), VERILATOR_OPT_FAST)}
     build = build_root() / "c_driver" / CONFIG.dir_key()
     src, exe = build / "src", build / "obj" / "harness"
     src.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import pytest
 
 from mxe import cluster
 from mxe.cli import main
-from mxe.cmd_synth import summarize_seeds
+from mxe.cmd_synth import report_stem, summarize_seeds
 
 #: Sweep arguments that synthesize in seconds: 2x2 and 3x3 arrays on iCE40, no place and route.
 SMALL_SWEEP = ["sweep", "--top", "array", "--sizes", "2,3", "--families", "ice40"]
@@ -127,7 +127,8 @@ def test_sweep_with_seeds(tmp_path):
                                     float(row["fmax_max_mhz"])]
     assert "Fmax median" in (out / "sweep.md").read_text()
     # The configuration's report (the median seed's, with the summary) and one per seed.
-    stem = "array-ecp5-" + json.loads((out / "sweep.json").read_text())[0]["config_key"]
+    key = json.loads((out / "sweep.json").read_text())[0]["config_key"]
+    stem = report_stem({"top": "array", "family": "ecp5", "config_key": key})
     reports = {p.stem: json.loads(p.read_text()) for p in (out / "reports").glob("*.json")}
     assert sorted(reports) == [stem, f"{stem}-seed1", f"{stem}-seed2"]
     assert [reports[f"{stem}-seed{s}"]["pnr"]["seed"] for s in (1, 2)] == [1, 2]

@@ -96,7 +96,7 @@ def test_dir_key_names_a_directory(tmp_path):
     stays short and still tells two such engines apart."""
     many = EngineConfig.preset("lean", serial_requant=True, acc_read_ports=1,
                                axi_addr_width=21, exec_slots=4, max_outstanding_reads=4)
-    assert len(many.key()) > 200         # with a tool's prefix, past 255
+    assert len(f"work-engine-ice40-{many.key()}") > 255
     names = {c.dir_key() for c in (many, many.replace(max_outstanding_reads=2))}
     assert len(names) == 2 and all(len(n) <= 100 for n in names)
     for name in names:

@@ -344,9 +344,8 @@ def test_unsupported_without_the_unit():
 
 # The engine RTL ------------------------------------------------------------------------------
 
-#: The engine with the convolution unit: on ``tiny`` (4x4, 32-bit bus) in the default suite, on
-#: ``small`` (8x8, 64-bit bus) behind slow (its Verilator build takes twice as long).
-ENGINES = {name: EngineConfig.preset(name, conv_unit=True) for name in ("tiny", "small")}
+#: The engine benches run on ``CONFIGS["tiny"]`` (4x4, 32-bit bus) in the default suite, on
+#: ``CONFIGS["small"]`` (8x8, 64-bit bus) behind slow (its Verilator build takes twice as long).
 CASES = ["test_conv_random", "test_conv_refused", "test_conv_soft_reset"]
 
 
@@ -354,7 +353,7 @@ def run_conv_bench(sim, testcase, seed, engine="tiny", **params):
     from mxe.hw.generate import TOPS
     from mxe.sim.runner import run_bench
     return run_bench(sim=sim, name="mxe_engine", make_component=TOPS["engine"][0],
-                     config=ENGINES[engine], test_module="mxe.sim.tb_conv", testcase=testcase,
+                     config=CONFIGS[engine], test_module="mxe.sim.tb_conv", testcase=testcase,
                      seed=seed, params=params)
 
 

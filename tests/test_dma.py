@@ -7,8 +7,7 @@ import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.dma import DMA, DMAError
-from mxe.sim.runner import run_bench
-from mxe.sim.runner import simulator_missing
+from mxe.sim.runner import run_bench, simulator_missing
 
 from engine_benches import sim_cases
 
