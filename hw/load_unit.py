@@ -197,11 +197,12 @@ class LoadUnit(wiring.Component):
         write_pending = Signal()
         write = Signal(meta_layout)
         m.d.sync += write_pending.eq(beat_in & self.i_rd_data.payload.row_last)
-        # The row written is a command's second (a requant LOAD's shifts; for a fast clock).
-        write_second = Signal()
+        # For a fast clock: the row written is a command's second (a requant LOAD's shifts).
+        write_second = Signal(name="write_second") if config.deep_pipeline else None
         with m.If(beat_in & self.i_rd_data.payload.row_last):
-            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row),
-                         write_second.eq(row == 1)]
+            m.d.sync += [write.eq(cur), write.spad_addr.eq(cur.spad_addr + row)]
+            if config.deep_pipeline:
+                m.d.sync += write_second.eq(row == 1)
         elems = []
         for i in range(config.spad_row_elems):
             elems.append(buffer.word_select(i, 8 * eb)[:config.input_width])
