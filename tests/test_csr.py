@@ -36,11 +36,8 @@ def fresh_build(tmp_path, monkeypatch):
 # build for this bench alone; every engine bench runs the register block on Verilator).
 @pytest.mark.parametrize("sim, config", sim_cases(
     CONFIGS, ident=lambda sim, config: f"{sim}-{config.key()}",
-    slow=lambda sim, config: sim == "verilator"))
+    slow=lambda sim, config: sim == "verilator"), indirect=["sim"])
 def test_csr_bench(sim, config, fresh_build):
-    missing = simulator_missing(sim)
-    if missing:
-        pytest.skip(missing)
     seed = int(os.environ.get("MXE_SEED", 7))
     print(f"seed {seed} (set MXE_SEED={seed} to reproduce)")
     run_bench(sim=sim, name="mxe_csr_bench", make_component=csr_bench_top, config=config,

@@ -9,7 +9,7 @@ import pytest
 
 from mxe.hw.config import EngineConfig
 from mxe.hw.ram import AXIRam
-from mxe.sim.runner import run_bench, simulator_missing
+from mxe.sim.runner import run_bench
 from mxe.sim.tb_ram import ram_bench_top
 
 from engine_benches import ICARUS_FIRST, sim_cases
@@ -29,11 +29,8 @@ def fresh_build(tmp_path, monkeypatch):
 # the memory on Verilator.
 @pytest.mark.parametrize("sim, width", sim_cases(
     sorted(CONFIGS), ident=lambda sim, width: f"{sim}-{width}",
-    slow=lambda sim, width: sim == "verilator"))
+    slow=lambda sim, width: sim == "verilator"), indirect=["sim"])
 def test_ram_bench(sim, width, seed, fresh_build):
-    missing = simulator_missing(sim)
-    if missing:
-        pytest.skip(missing)
     test_dir = run_bench(sim=sim, name="mxe_ram_bench", make_component=ram_bench_top,
                          config=CONFIGS[width], test_module="mxe.sim.tb_ram", seed=seed,
                          params={"pause": 0.3, "ops": 30})
@@ -51,7 +48,7 @@ def _single_port_top(config):
     return ram_bench_top(config, single_port=True)
 
 
-@pytest.mark.parametrize("sim", ICARUS_FIRST)
+@pytest.mark.parametrize("sim", ICARUS_FIRST, indirect=True)
 def test_ram_bench_single_port(sim, seed, fresh_build):
     """The single-ported memory (the iCEBreaker's SPRAM), 32-bit: the same traffic, errors and
     model; a beat a cycle on a read or a write alone, and between them when both run (Icarus
